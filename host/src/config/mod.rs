@@ -1,0 +1,504 @@
+//! The TOML configuration: its shape, its defaults, and validation that names
+//! every problem by key path and line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod locate;
+
+/// Where the proxy listens unless `proxy.listen` says otherwise.
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+/// Where the control endpoint listens unless `control.listen` says otherwise.
+pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:9090";
+/// Time allowed to open a connection to an endpoint.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Time allowed from forwarding a request to its response headers.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// How long an idle keep-alive connection to an endpoint is kept.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 90_000;
+/// How long shutdown waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+/// The plugin folder, relative to the working directory.
+pub const DEFAULT_PLUGIN_DIR: &str = "plugins";
+/// Budget of one plugin call; a call past it is cut off within one more ms.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 1;
+/// Linear-memory cap of one plugin instance.
+pub const DEFAULT_MEMORY_LIMIT_MIB: u32 = 32;
+/// Consecutive faults after which a plugin version is quarantined.
+pub const DEFAULT_QUARANTINE_AFTER: u32 = 10;
+/// Quiet time after a file event before the file is loaded.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 10;
+/// Upper bound of live plugin instances (pools × workers, plus validation).
+pub const DEFAULT_MAX_INSTANCES: u32 = 512;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[proxy]`: the data-plane listener.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// `[control]`: the control endpoint.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// `[plugins]`: where plugins live and the sandbox they run in.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// `[[pools]]`: groups of endpoints and the policy that balances them.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// `[[routes]]`: which requests go to which pool; none sends everything to
+    /// the only pool.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `listen = "127.0.0.1:8080"`: address and port to accept traffic on.
+    #[serde(default = "default_proxy_listen")]
+    pub listen: SocketAddr,
+    /// `workers = 2`: worker threads; default: one per core.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// `connect_timeout_ms = 1000`: a connection not open by then fails with 502.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// `request_timeout_ms = 30000`: no response headers by then fails with 504.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// `idle_timeout_ms = 90000`: idle upstream keep-alive connections are closed after this.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// `shutdown_grace_ms = 30000`: on SIGTERM, in-flight requests get this long to finish.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: default_proxy_listen(),
+            workers: default_workers(),
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `listen = "127.0.0.1:9090"`: address of the control endpoint.
+    #[serde(default = "default_control_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: default_control_listen(),
+        }
+    }
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// `dir = "plugins"`: the folder watched for `NAME.wasm` files.
+    #[serde(default = "default_plugin_dir")]
+    pub dir: PathBuf,
+    /// `cache_dir = "plugins/.cache"`: compiled plugins, keyed by content hash.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// `call_timeout_ms = 1`: budget of one call into a plugin.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// `memory_limit_mib = 32`: linear-memory cap of one instance.
+    #[serde(default = "default_memory_limit_mib")]
+    pub memory_limit_mib: u32,
+    /// `quarantine_after = 10`: consecutive faults before a version is set aside.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
+    /// `watch = true`: reload files when they change.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// `debounce_ms = 10`: quiet time after a file event before loading.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// `max_instances = 512`: live plugin instances at most.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: default_plugin_dir(),
+            cache_dir: None,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+            memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
+            quarantine_after: DEFAULT_QUARANTINE_AFTER,
+            watch: true,
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The compiled-plugin cache folder.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join(".cache"))
+    }
+}
+
+/// `[[pools]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// `name = "web"`: how routes, the API and metrics name the pool.
+    pub name: String,
+    /// `balancer = { plugin = "p2c", config = { ... } }`; none: the native
+    /// round robin.
+    #[serde(default)]
+    pub balancer: Option<BalancerConfig>,
+    /// `endpoints = [{ address = "10.0.0.1:80", weight = 1 }]`
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// A pool's `balancer` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// `plugin = "p2c"`: the file stem of `plugins/p2c.wasm`.
+    pub plugin: String,
+    /// `config = { ... }`: handed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+impl BalancerConfig {
+    /// The plugin config as the JSON text `configure` receives.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+/// One entry of a pool's `endpoints`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `address = "127.0.0.1:8081"`: `host:port` of the endpoint.
+    pub address: String,
+    /// `weight = 1`: relative share of traffic, at least 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// `capacity = 0`: maximum in-flight requests; 0 means unlimited.
+    #[serde(default)]
+    pub capacity: u32,
+    /// `zone = "eu-1"`: shown to plugins.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// `labels = { rack = "r1" }`: shown to plugins.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[[routes]]`: a request matches when every given field matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `host = "api.example.com"`: the request's host, without port; any when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `path_prefix = "/api"`: the path starts with this; `/` when absent.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// `pool = "web"`: where matching requests go.
+    pub pool: String,
+}
+
+fn default_proxy_listen() -> SocketAddr {
+    DEFAULT_PROXY_LISTEN.parse().expect("valid default")
+}
+fn default_control_listen() -> SocketAddr {
+    DEFAULT_CONTROL_LISTEN.parse().expect("valid default")
+}
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_request_timeout_ms() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT_MS
+}
+fn default_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
+}
+fn default_shutdown_grace_ms() -> u64 {
+    DEFAULT_SHUTDOWN_GRACE_MS
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PLUGIN_DIR)
+}
+fn default_call_timeout_ms() -> u64 {
+    DEFAULT_CALL_TIMEOUT_MS
+}
+fn default_memory_limit_mib() -> u32 {
+    DEFAULT_MEMORY_LIMIT_MIB
+}
+fn default_quarantine_after() -> u32 {
+    DEFAULT_QUARANTINE_AFTER
+}
+fn default_debounce_ms() -> u64 {
+    DEFAULT_DEBOUNCE_MS
+}
+fn default_max_instances() -> u32 {
+    DEFAULT_MAX_INSTANCES
+}
+fn default_true() -> bool {
+    true
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, such as `pools[0].endpoints[1].weight`.
+    pub key: String,
+    /// The 1-based line of the key in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
+            None => write!(f, "`{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but its values do not make sense together.
+    #[error("config {origin} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative `plugins.dir` and
+    /// `plugins.cache_dir` stay relative to the working directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        let mut problems = config.problems();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        for problem in &mut problems {
+            problem.line = locate::line_of(text, &problem.key);
+        }
+        Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            problems,
+        })
+    }
+
+    /// Every inconsistency in the config, each with its key path.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut report = |key: String, message: String| {
+            problems.push(Problem {
+                key,
+                line: None,
+                message,
+            })
+        };
+        if self.proxy.workers == 0 {
+            report("proxy.workers".into(), "must be at least 1".into());
+        }
+        if self.proxy.listen == self.control.listen && self.proxy.listen.port() != 0 {
+            report(
+                "control.listen".into(),
+                format!(
+                    "is the same address as proxy.listen ({})",
+                    self.proxy.listen
+                ),
+            );
+        }
+        for (key, value) in [
+            ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
+            ("proxy.request_timeout_ms", self.proxy.request_timeout_ms),
+            ("plugins.call_timeout_ms", self.plugins.call_timeout_ms),
+        ] {
+            if value == 0 {
+                report(key.into(), "must be at least 1".into());
+            }
+        }
+        if self.plugins.memory_limit_mib < 2 {
+            report(
+                "plugins.memory_limit_mib".into(),
+                "must be at least 2 (a Rust plugin needs about 1.1 MiB to start)".into(),
+            );
+        }
+        if self.plugins.max_instances < 4 {
+            report("plugins.max_instances".into(), "must be at least 4".into());
+        }
+        if self.plugins.quarantine_after == 0 {
+            report(
+                "plugins.quarantine_after".into(),
+                "must be at least 1".into(),
+            );
+        }
+
+        let mut names = HashSet::new();
+        for (index, pool) in self.pools.iter().enumerate() {
+            let key = format!("pools[{index}]");
+            if !is_valid_name(&pool.name) {
+                report(
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` is not a valid name (letters, digits, `-`, `_`; 1 to 64 characters)",
+                        pool.name
+                    ),
+                );
+            } else if !names.insert(pool.name.as_str()) {
+                report(
+                    format!("{key}.name"),
+                    format!("pool `{}` is defined twice", pool.name),
+                );
+            }
+            if let Some(balancer) = &pool.balancer {
+                if !is_valid_name(&balancer.plugin) {
+                    report(
+                        format!("{key}.balancer.plugin"),
+                        format!(
+                            "`{}` is not a plugin name (the file stem of plugins/NAME.wasm)",
+                            balancer.plugin
+                        ),
+                    );
+                }
+            }
+            let mut addresses = HashSet::new();
+            for (e, endpoint) in pool.endpoints.iter().enumerate() {
+                let key = format!("{key}.endpoints[{e}]");
+                if let Err(why) = check_address(&endpoint.address) {
+                    report(format!("{key}.address"), why);
+                } else if !addresses.insert(endpoint.address.as_str()) {
+                    report(
+                        format!("{key}.address"),
+                        format!("`{}` is listed twice in this pool", endpoint.address),
+                    );
+                }
+                if endpoint.weight == 0 {
+                    report(format!("{key}.weight"), "must be at least 1".into());
+                }
+            }
+        }
+        if self.routes.is_empty() && self.pools.len() > 1 {
+            report(
+                "routes".into(),
+                format!(
+                    "with {} pools, [[routes]] must say which requests go where",
+                    self.pools.len()
+                ),
+            );
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{index}]");
+            if !self.pools.iter().any(|pool| pool.name == route.pool) {
+                report(
+                    format!("{key}.pool"),
+                    format!("no pool is named `{}`", route.pool),
+                );
+            }
+            if let Some(prefix) = &route.path_prefix {
+                if !prefix.starts_with('/') {
+                    report(
+                        format!("{key}.path_prefix"),
+                        format!("`{prefix}` must start with `/`"),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Pool and plugin names: what is safe as a file stem, a metric label and a
+/// URL segment.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_address(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("`{address}` is not `host:port`"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{address}` has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("`{address}` has no valid port (1-65535)")),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[pools]]
+name = "web"
+endpoints = [{ address = "127.0.0.1:8081" }]
+"#;
+
+#[test]
+fn minimal_config_takes_every_default() {
+    let config = Config::parse(MINIMAL, "test").unwrap();
+    assert_eq!(config.proxy.listen, DEFAULT_PROXY_LISTEN.parse().unwrap());
+    assert_eq!(config.plugins.dir, PathBuf::from("plugins"));
+    assert_eq!(config.plugins.cache_dir(), PathBuf::from("plugins/.cache"));
+    assert_eq!(config.pools[0].endpoints[0].weight, 1);
+    assert!(config.pools[0].balancer.is_none());
+}
+
+#[test]
+fn balancer_config_becomes_json() {
+    let config = Config::parse(
+        r#"
+[[pools]]
+name = "web"
+balancer = { plugin = "p2c", config = { choices = 2, header = "x-user" } }
+endpoints = [{ address = "127.0.0.1:8081" }]
+"#,
+        "test",
+    )
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&config.pools[0].balancer.as_ref().unwrap().config_json()).unwrap();
+    assert_eq!(json["choices"], 2);
+    assert_eq!(json["header"], "x-user");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let error = Config::parse("[proxy]\nlisten = \"127.0.0.1:1\"\nworkerz = 2\n", "test")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("workerz"), "{error}");
+    assert!(error.contains("line 3"), "{error}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path_and_line() {
+    let text = r#"
+[[pools]]
+name = "web"
+endpoints = [
+  { address = "127.0.0.1:8081", weight = 0 },
+  { address = "nowhere" },
+]
+
+[[routes]]
+pool = "api"
+"#;
+    let ConfigError::Invalid { problems, .. } = Config::parse(text, "test").unwrap_err() else {
+        panic!("expected validation problems");
+    };
+    let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        vec![
+            "line 5: `pools[0].endpoints[0].weight`: must be at least 1",
+            "line 6: `pools[0].endpoints[1].address`: `nowhere` is not `host:port`",
+            "line 10: `routes[0].pool`: no pool is named `api`",
+        ]
+    );
+}
+
+/// Every file in `examples/invalid-configs/` must fail with the message in
+/// the `.expected` file beside it.
+#[test]
+fn invalid_example_configs_give_their_expected_errors() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/invalid-configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
+        let error = Config::load(&path)
+            .err()
+            .unwrap_or_else(|| panic!("{} was accepted", path.display()))
+            .to_string();
+        for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                error.contains(line.trim()),
+                "{}: expected `{}` in:\n{error}",
+                path.display(),
+                line.trim()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} invalid configs found");
+}

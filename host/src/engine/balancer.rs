@@ -1,0 +1,98 @@
+//! The balancer interface the engine sees, and the native round robin that
+//! serves every pool without a plugin and every pick a plugin fails.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::endpoint::{EndpointId, EndpointSet};
+
+/// A request's priority class, `P0` (critical) to `P4` (background).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Critical.
+    P0,
+    /// High.
+    P1,
+    /// Normal.
+    #[default]
+    P2,
+    /// Low.
+    P3,
+    /// Background.
+    P4,
+}
+
+/// What a balancer may know about the request it places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestInfo {
+    /// The request's class.
+    pub priority: Priority,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// The hash key (the client address for now).
+    pub hash: Option<u64>,
+}
+
+/// One pick's input. The headers are lent, not copied: a plugin reads them
+/// through the `request-header` import during the call.
+#[derive(Debug)]
+pub struct PickRequest<'a> {
+    /// The request's scalars.
+    pub info: RequestInfo,
+    /// The request's headers.
+    pub headers: &'a mut http::HeaderMap,
+}
+
+/// Why a balancer gave no usable answer. The pool serves the request with its
+/// native round robin either way; the balancer has already counted the fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickFault {
+    /// The plugin trapped (panic, memory cap, bad instruction).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin ran past its time budget and was cut off.
+    #[error("ran past its time budget")]
+    Timeout,
+    /// The plugin answered an id that is not in the eligible set.
+    #[error("picked endpoint id {0}, which is not in the eligible set")]
+    OutOfSet(EndpointId),
+    /// The plugin declined while endpoints were eligible.
+    #[error("declined although endpoints were eligible")]
+    Declined,
+    /// The plugin could not be asked (quarantined, not loaded, no instance).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A balancing strategy as the engine sees it: native or a WASM plugin,
+/// interchangeable.
+pub trait Balancer: Send + Sync + fmt::Debug {
+    /// Picks an eligible endpoint of `set`. Called on the request's own
+    /// thread; must not block.
+    fn pick(
+        &self,
+        set: &EndpointSet,
+        request: &mut PickRequest<'_>,
+    ) -> Result<EndpointId, PickFault>;
+}
+
+/// Plain round robin over the eligible set: the native fallback. Lock-free;
+/// one relaxed atomic add per pick.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl Balancer for RoundRobin {
+    fn pick(
+        &self,
+        set: &EndpointSet,
+        _request: &mut PickRequest<'_>,
+    ) -> Result<EndpointId, PickFault> {
+        if set.eligible.is_empty() {
+            return Err(PickFault::Declined);
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(set.eligible[turn % set.eligible.len()])
+    }
+}

@@ -1,0 +1,232 @@
+//! Endpoints, the set a pool balances over, and each endpoint's live load.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An endpoint's id: its index in the pool, stable for its life.
+pub type EndpointId = u32;
+
+/// Time constant of the latency average: a sample's weight halves in about
+/// 0.7 × this (Finagle's and Linkerd's Peak-EWMA use 10 s).
+const LATENCY_DECAY_NS: f64 = 10e9;
+/// Weight of each new outcome in the success average (1/16: about the last
+/// 16 responses matter).
+const SUCCESS_SHIFT: u32 = 4;
+/// Fixed-point scale of the success average: 1.0 == 1_000_000.
+const SUCCESS_SCALE: u32 = 1_000_000;
+
+/// One upstream server of a pool.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Index in the pool.
+    pub id: EndpointId,
+    /// `host:port`.
+    pub address: String,
+    /// The address as a URI authority, parsed once.
+    pub authority: http::uri::Authority,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// Maximum in-flight requests; 0 is unlimited.
+    pub capacity: u32,
+    /// Zone, shown to plugins.
+    pub zone: Option<String>,
+    /// Labels, shown to plugins.
+    pub labels: BTreeMap<String, String>,
+    /// Live load, updated by the proxy.
+    pub stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// Counts a request as started on this endpoint; the guard ends it when
+    /// dropped.
+    pub fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            endpoint: Arc::clone(self),
+        }
+    }
+
+    /// An endpoint; `address` must be `host:port`.
+    pub fn new(
+        id: EndpointId,
+        address: &str,
+        weight: u32,
+        capacity: u32,
+    ) -> Result<Self, http::uri::InvalidUri> {
+        Ok(Endpoint {
+            id,
+            address: address.to_string(),
+            authority: address.parse()?,
+            weight: weight.max(1),
+            capacity,
+            zone: None,
+            labels: BTreeMap::new(),
+            stats: EndpointStats::default(),
+        })
+    }
+}
+
+/// Live load of one endpoint. Updated lock-free from every worker; readers may
+/// see a sample or two late, which balancing tolerates.
+#[derive(Debug)]
+pub struct EndpointStats {
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Peak-EWMA of latency in ns, as f64 bits.
+    latency_ewma_bits: AtomicU64,
+    /// When the latency average was last updated, in ns since `epoch`.
+    latency_stamp_ns: AtomicU64,
+    /// EWMA of success, scaled by `SUCCESS_SCALE`.
+    success: AtomicU32,
+    epoch: Instant,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        EndpointStats {
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
+            latency_stamp_ns: AtomicU64::new(0),
+            success: AtomicU32::new(SUCCESS_SCALE),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// A point-in-time copy of an endpoint's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LoadSnapshot {
+    /// Requests being served now.
+    pub in_flight: u32,
+    /// Requests forwarded since start.
+    pub requests: u64,
+    /// Requests that failed (connect error, timeout, 5xx) since start.
+    pub failures: u64,
+    /// Peak-EWMA of response latency, in µs.
+    pub ewma_latency_us: u32,
+    /// Recent success share, in thousandths.
+    pub success_permille: u16,
+}
+
+impl EndpointStats {
+    /// Records one outcome: the time to response headers, and whether it
+    /// counted as a success.
+    pub fn record(&self, latency_ns: u64, success: bool) {
+        if !success {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let old = self.success.load(Ordering::Relaxed);
+        let target = if success { SUCCESS_SCALE } else { 0 };
+        let new = if target >= old {
+            old + ((target - old) >> SUCCESS_SHIFT)
+        } else {
+            old - ((old - target) >> SUCCESS_SHIFT)
+        };
+        self.success.store(new, Ordering::Relaxed);
+        self.observe_latency(latency_ns as f64);
+    }
+
+    /// Peak-EWMA (Finagle's `PeakEwma`): a sample above the average replaces
+    /// it at once, so a slowing endpoint is avoided quickly; otherwise the
+    /// average decays toward the sample with a weight set by the time since
+    /// the last sample.
+    fn observe_latency(&self, sample_ns: f64) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let last = self.latency_stamp_ns.swap(now, Ordering::Relaxed);
+        let old = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
+        let new = if sample_ns > old || last == 0 {
+            sample_ns
+        } else {
+            let weight = (-((now.saturating_sub(last)) as f64) / LATENCY_DECAY_NS).exp();
+            old * weight + sample_ns * (1.0 - weight)
+        };
+        self.latency_ewma_bits
+            .store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A copy of every figure.
+    pub fn snapshot(&self) -> LoadSnapshot {
+        let latency_ns = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
+        LoadSnapshot {
+            in_flight: self.in_flight(),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            ewma_latency_us: (latency_ns / 1_000.0).min(u32::MAX as f64) as u32,
+            success_permille: (self.success.load(Ordering::Relaxed) / (SUCCESS_SCALE / 1_000))
+                as u16,
+        }
+    }
+}
+
+/// Ends an in-flight request when dropped, however the request ends.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    endpoint: Arc<Endpoint>,
+}
+
+impl InFlightGuard {
+    /// The endpoint serving the request.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.endpoint
+            .stats
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of a pool and which of them may take traffic, replaced as a
+/// whole when either changes. `generation` tells plugin instances to re-sync.
+#[derive(Debug)]
+pub struct EndpointSet {
+    /// Bumped on every change.
+    pub generation: u64,
+    /// Every endpoint, indexed by id.
+    pub all: Vec<Arc<Endpoint>>,
+    /// Ids of the endpoints that may take traffic, in id order.
+    pub eligible: Vec<EndpointId>,
+    eligible_mask: Vec<bool>,
+}
+
+impl EndpointSet {
+    /// A set in which every endpoint is eligible.
+    pub fn all_eligible(generation: u64, all: Vec<Arc<Endpoint>>) -> Self {
+        let eligible: Vec<EndpointId> = all.iter().map(|e| e.id).collect();
+        let eligible_mask = vec![true; all.len()];
+        EndpointSet {
+            generation,
+            all,
+            eligible,
+            eligible_mask,
+        }
+    }
+
+    /// Whether `id` may take traffic. O(1).
+    pub fn is_eligible(&self, id: EndpointId) -> bool {
+        self.eligible_mask
+            .get(id as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The endpoint with this id, eligible or not.
+    pub fn get(&self, id: EndpointId) -> Option<&Arc<Endpoint>> {
+        self.all.get(id as usize)
+    }
+}

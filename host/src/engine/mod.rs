@@ -1,0 +1,19 @@
+//! Routes, pools, endpoints and their live statistics: everything a request
+//! needs to find its endpoint, in plain Rust (no wasmtime here).
+//!
+//! Request path: [`Routes::find`] → [`Pool::pick`] (the pool's [`Balancer`],
+//! falling back to the native round robin) → an [`Endpoint`] whose
+//! [`EndpointStats`] the proxy updates with the outcome.
+
+mod balancer;
+mod endpoint;
+mod pool;
+mod route;
+
+pub use balancer::{Balancer, PickFault, PickRequest, Priority, RequestInfo, RoundRobin};
+pub use endpoint::{Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot};
+pub use pool::Pool;
+pub use route::{Route, Routes};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! The WebAssembly plugin runtime: the only module that knows wasmtime.
+pub mod bindings;

@@ -1,0 +1,134 @@
+//! Peak-EWMA by the power of two choices: each pick samples two distinct
+//! endpoints at random and takes the cheaper, where an endpoint's cost is its
+//! latency estimate times its outstanding work,
+//! `ewma_latency_us × (in_flight + 1)`, divided by its weight. The host's
+//! `ewma_latency_us` is already peak-sensitive (it jumps up on a slow
+//! response and decays slowly), so a slowing endpoint sheds traffic at once
+//! and wins it back gradually. This is Finagle's `P2CPeakEwma`
+//! (<https://twitter.github.io/finagle/guide/Clients.html#power-of-two-choices-p2c-peak-ewma>)
+//! and Linkerd's balancer (Buoyant, "Beyond Round Robin: Load Balancing for
+//! Latency", 2016; tower's `PeakEwma`), after Mitzenmacher's power of two
+//! choices (IEEE TPDS 12(10), 2001). Each pick is O(1).
+//!
+//! An endpoint without samples yet (ewma 0), or that the host reports no
+//! load for, is costed at `default_rtt_us`, as tower does, so a new endpoint
+//! is neither starved (it would be if costed high) nor flooded (it would be
+//! at cost 0). Costs are compared by cross-multiplying with the weights,
+//! never divided. Ties go to the first sample, which is random.
+//!
+//! Config (JSON):
+//! - `default_rtt_us` (default 1000, [`DEFAULT_RTT_US`]): the latency, in µs,
+//!   assumed for an endpoint with no latency samples; at least 1.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
+
+/// Latency assumed for an endpoint without samples, unless configured.
+pub const DEFAULT_RTT_US: u32 = 1000;
+
+/// The plugin's config, as given in the pool's `balancer.config`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Latency, in µs, assumed for an endpoint with no samples yet.
+    #[serde(default = "default_rtt_us")]
+    pub default_rtt_us: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_rtt_us: DEFAULT_RTT_US,
+        }
+    }
+}
+
+/// Serde's default for `default_rtt_us`.
+fn default_rtt_us() -> u32 {
+    DEFAULT_RTT_US
+}
+
+/// Parses a JSON table into `T`, whose fields must all have defaults, naming
+/// the offending key when a value is unknown or of the wrong type.
+fn parse_config<T: DeserializeOwned>(config: &str) -> Result<T, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
+    let Some(map) = value.as_object() else {
+        return Err("config must be a table".to_string());
+    };
+    // Every field has a default, so a table holding one key alone fails
+    // exactly when that key is unknown or its value is bad.
+    for (key, item) in map {
+        let single = serde_json::Value::Object([(key.clone(), item.clone())].into_iter().collect());
+        serde_json::from_value::<T>(single).map_err(|e| format!("config key `{key}`: {e}"))?;
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad config: {e}"))
+}
+
+/// The balancer's state.
+#[derive(Debug, Default)]
+pub struct PeakEwma {
+    default_rtt_us: u64,
+    ids: Vec<EndpointId>,
+    weights: Vec<u128>,
+}
+
+impl PeakEwma {
+    /// The unweighted cost of the endpoint at `index`: its latency estimate
+    /// (or the default) times its in-flight requests plus one. Below 2^64.
+    fn cost(&self, index: usize) -> u64 {
+        let load = host::load(self.ids[index]).unwrap_or_default();
+        let rtt = match load.ewma_latency_us {
+            0 => self.default_rtt_us,
+            ewma => u64::from(ewma),
+        };
+        rtt * (u64::from(load.in_flight) + 1)
+    }
+}
+
+impl Balancer for PeakEwma {
+    fn configure(config: &str) -> Result<Self, String> {
+        let config: Config = parse_config(config)?;
+        if config.default_rtt_us == 0 {
+            return Err("config key `default_rtt_us`: must be at least 1".to_string());
+        }
+        Ok(PeakEwma {
+            default_rtt_us: u64::from(config.default_rtt_us),
+            ..Self::default()
+        })
+    }
+
+    fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
+        self.ids = endpoints.iter().map(|e| e.id).collect();
+        self.weights = endpoints
+            .iter()
+            .map(|e| u128::from(e.weight.max(1)))
+            .collect();
+    }
+
+    fn pick(&mut self, _request: &RequestInfo) -> Option<EndpointId> {
+        let n = self.ids.len() as u32;
+        match n {
+            0 => return None,
+            1 => return Some(self.ids[0]),
+            _ => {}
+        }
+        // Two distinct indices: the second is drawn from the other n - 1.
+        let first = host::random_below(n) as usize;
+        let mut second = host::random_below(n - 1) as usize;
+        if second >= first {
+            second += 1;
+        }
+        let (first_cost, second_cost) = (self.cost(first), self.cost(second));
+        // second_cost / second_weight < first_cost / first_weight.
+        let second_cheaper = u128::from(second_cost) * self.weights[first]
+            < u128::from(first_cost) * self.weights[second];
+        Some(self.ids[if second_cheaper { second } else { first }])
+    }
+}
+
+export_balancer!(PeakEwma);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+//! Generated bindings and the glue the export macros expand to. Not part of
+//! the public API: plugin authors never name anything in here.
+
+#[cfg(target_arch = "wasm32")]
+pub use wasm::*;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    #![allow(missing_docs)]
+
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    pub use wit_bindgen;
+
+    #[cfg(not(any(feature = "balancer", feature = "health-check", feature = "recovery")))]
+    compile_error!(
+        "switchyard-sdk: enable the feature of the world this plugin implements: \
+         `balancer`, `health-check` or `recovery`"
+    );
+
+    /// The shared imports (`types` and `host`), generated once and reused by
+    /// every world below so that the conversions exist once.
+    pub mod common {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "host-imports",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+        });
+    }
+
+    #[cfg(feature = "balancer")]
+    pub mod balancer_world {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "balancer-plugin",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+            pub_export_macro: true,
+            export_macro_name: "export_balancer_world",
+            default_bindings_module: "switchyard_sdk::__private::balancer_world",
+            with: {
+                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+            },
+        });
+    }
+
+    #[cfg(feature = "health-check")]
+    pub mod health_world {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "health-plugin",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+            pub_export_macro: true,
+            export_macro_name: "export_health_world",
+            default_bindings_module: "switchyard_sdk::__private::health_world",
+            with: {
+                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+            },
+        });
+    }
+
+    #[cfg(feature = "recovery")]
+    pub mod recovery_world {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: "recovery-plugin",
+            runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+            pub_export_macro: true,
+            export_macro_name: "export_recovery_world",
+            default_bindings_module: "switchyard_sdk::__private::recovery_world",
+            with: {
+                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+            },
+        });
+    }
+
+    use common::switchyard::plugin::{host as raw_host, types as wit};
+
+    type Slot<P> = LocalKey<RefCell<Option<P>>>;
+
+    pub fn configure<P>(
+        slot: &'static Slot<P>,
+        config: &str,
+        build: fn(&str) -> Result<P, String>,
+    ) -> Result<(), String> {
+        let plugin = build(config)?;
+        slot.with(|cell| *cell.borrow_mut() = Some(plugin));
+        Ok(())
+    }
+
+    fn health_from_wit(health: wit::Health) -> crate::Health {
+        match health {
+            wit::Health::Healthy => crate::Health::Healthy,
+            wit::Health::Degraded => crate::Health::Degraded,
+            wit::Health::Unhealthy => crate::Health::Unhealthy,
+            wit::Health::Unknown => crate::Health::Unknown,
+        }
+    }
+
+    #[cfg_attr(not(feature = "health-check"), allow(dead_code))]
+    fn health_to_wit(health: crate::Health) -> wit::Health {
+        match health {
+            crate::Health::Healthy => wit::Health::Healthy,
+            crate::Health::Degraded => wit::Health::Degraded,
+            crate::Health::Unhealthy => wit::Health::Unhealthy,
+            crate::Health::Unknown => wit::Health::Unknown,
+        }
+    }
+
+    #[cfg_attr(
+        not(any(feature = "balancer", feature = "health-check")),
+        allow(dead_code)
+    )]
+    fn endpoint_from_wit(endpoint: wit::Endpoint) -> crate::Endpoint {
+        crate::Endpoint {
+            id: endpoint.id,
+            address: endpoint.address,
+            weight: endpoint.weight,
+            zone: endpoint.zone,
+            labels: endpoint.labels,
+        }
+    }
+
+    #[cfg_attr(not(any(feature = "balancer", feature = "recovery")), allow(dead_code))]
+    fn request_from_wit(request: wit::RequestInfo) -> crate::RequestInfo {
+        crate::RequestInfo {
+            priority: match request.priority {
+                wit::Priority::P0 => crate::Priority::P0,
+                wit::Priority::P1 => crate::Priority::P1,
+                wit::Priority::P2 => crate::Priority::P2,
+                wit::Priority::P3 => crate::Priority::P3,
+                wit::Priority::P4 => crate::Priority::P4,
+            },
+            attempt: request.attempt,
+            hash: request.hash,
+        }
+    }
+
+    pub fn raw_log(level: crate::host::LogLevel, message: &str) {
+        use crate::host::LogLevel;
+        let level = match level {
+            LogLevel::Trace => raw_host::LogLevel::Trace,
+            LogLevel::Debug => raw_host::LogLevel::Debug,
+            LogLevel::Info => raw_host::LogLevel::Info,
+            LogLevel::Warn => raw_host::LogLevel::Warn,
+            LogLevel::Error => raw_host::LogLevel::Error,
+        };
+        raw_host::log(level, message);
+    }
+
+    pub fn raw_load(id: crate::EndpointId) -> Option<crate::Load> {
+        raw_host::endpoint_load(id).map(|load| crate::Load {
+            in_flight: load.in_flight,
+            capacity: load.capacity,
+            ewma_latency_us: load.ewma_latency_us,
+            success_permille: load.success_permille,
+            health: health_from_wit(load.health),
+        })
+    }
+
+    #[cfg(feature = "balancer")]
+    pub fn balancer_set_endpoints<P: crate::Balancer>(
+        slot: &'static Slot<P>,
+        endpoints: Vec<wit::Endpoint>,
+    ) {
+        let endpoints = endpoints.into_iter().map(endpoint_from_wit).collect();
+        slot.with(|cell| {
+            if let Some(plugin) = cell.borrow_mut().as_mut() {
+                plugin.set_endpoints(endpoints);
+            }
+        });
+    }
+
+    #[cfg(feature = "balancer")]
+    pub fn balancer_pick<P: crate::Balancer>(
+        slot: &'static Slot<P>,
+        request: wit::RequestInfo,
+    ) -> Option<u32> {
+        let request = request_from_wit(request);
+        slot.with(|cell| cell.borrow_mut().as_mut()?.pick(&request))
+    }
+
+    #[cfg(feature = "health-check")]
+    pub fn health_check<P: crate::HealthCheck>(
+        slot: &'static Slot<P>,
+        target: wit::Endpoint,
+    ) -> health_world::exports::switchyard::plugin::health_check::Verdict {
+        let target = endpoint_from_wit(target);
+        let verdict = slot.with(|cell| match cell.borrow_mut().as_mut() {
+            Some(plugin) => plugin.check(&target),
+            None => crate::Verdict {
+                health: crate::Health::Unknown,
+                reason: "not configured".into(),
+            },
+        });
+        health_world::exports::switchyard::plugin::health_check::Verdict {
+            health: health_to_wit(verdict.health),
+            reason: verdict.reason,
+        }
+    }
+
+    #[cfg(feature = "health-check")]
+    fn probe_error_from_wit(
+        error: health_world::switchyard::plugin::probe::ProbeError,
+    ) -> crate::probe::ProbeError {
+        use health_world::switchyard::plugin::probe::ProbeError as Raw;
+        match error {
+            Raw::Refused => crate::probe::ProbeError::Refused,
+            Raw::Timeout => crate::probe::ProbeError::Timeout,
+            Raw::Reset => crate::probe::ProbeError::Reset,
+            Raw::InvalidResponse(why) => crate::probe::ProbeError::InvalidResponse(why),
+            Raw::NotAllowed(why) => crate::probe::ProbeError::NotAllowed(why),
+        }
+    }
+
+    #[cfg(feature = "health-check")]
+    pub fn raw_http(
+        request: &crate::probe::HttpRequest,
+    ) -> Result<crate::probe::HttpResponse, crate::probe::ProbeError> {
+        use health_world::switchyard::plugin::probe as raw;
+        let request = raw::HttpRequest {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            headers: request.headers.clone(),
+            timeout_ms: request.timeout_ms,
+        };
+        raw::http(&request)
+            .map(|response| crate::probe::HttpResponse {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+                latency_us: response.latency_us,
+            })
+            .map_err(probe_error_from_wit)
+    }
+
+    #[cfg(feature = "health-check")]
+    pub fn raw_tcp_connect(timeout_ms: u32) -> Result<u32, crate::probe::ProbeError> {
+        health_world::switchyard::plugin::probe::tcp_connect(timeout_ms)
+            .map_err(probe_error_from_wit)
+    }
+
+    #[cfg(feature = "recovery")]
+    pub fn recovery_on_failure<P: crate::Recovery>(
+        slot: &'static Slot<P>,
+        failure: recovery_world::exports::switchyard::plugin::recovery::Failure,
+    ) -> recovery_world::exports::switchyard::plugin::recovery::Decision {
+        use recovery_world::exports::switchyard::plugin::recovery as raw;
+        let failure = crate::Failure {
+            endpoint: failure.endpoint,
+            kind: match failure.kind {
+                raw::FailureKind::ConnectRefused => crate::FailureKind::ConnectRefused,
+                raw::FailureKind::ConnectTimeout => crate::FailureKind::ConnectTimeout,
+                raw::FailureKind::Reset => crate::FailureKind::Reset,
+                raw::FailureKind::ResponseTimeout => crate::FailureKind::ResponseTimeout,
+                raw::FailureKind::Status(status) => crate::FailureKind::Status(status),
+            },
+            request: request_from_wit(failure.request),
+            method: failure.method,
+            replayable: failure.replayable,
+            elapsed_ms: failure.elapsed_ms,
+        };
+        let decision = slot.with(|cell| match cell.borrow_mut().as_mut() {
+            Some(plugin) => plugin.on_failure(&failure),
+            None => crate::Decision::GiveUp(None),
+        });
+        let retry = |retry: crate::Retry| raw::Retry {
+            delay_ms: retry.delay_ms,
+            same_endpoint: retry.same_endpoint,
+        };
+        match decision {
+            crate::Decision::Retry(r) => raw::Decision::Retry(retry(r)),
+            crate::Decision::Eject(ejection) => raw::Decision::Eject(raw::Ejection {
+                duration_ms: ejection.duration_ms,
+                retry: ejection.retry.map(retry),
+            }),
+            crate::Decision::GiveUp(status) => raw::Decision::GiveUp(status),
+        }
+    }
+}

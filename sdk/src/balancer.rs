@@ -1,0 +1,141 @@
+//! The balancer world: pick an endpoint for each request.
+
+use crate::{Endpoint, EndpointId, RequestInfo};
+
+/// A load-balancing strategy for one pool.
+///
+/// The host creates one instance per pool and worker thread, calls
+/// [`configure`](Balancer::configure) with the pool's `balancer.config` as
+/// JSON, pushes the eligible endpoints with
+/// [`set_endpoints`](Balancer::set_endpoints) whenever they change, and calls
+/// [`pick`](Balancer::pick) for every request. `pick` is the hot path: keep it
+/// O(1) in the pool's size and ask [`crate::host::load`] only for the few
+/// endpoints you sample.
+///
+/// An answer outside the pushed set, a panic, or a call that runs past its
+/// time budget never reaches the client: the host counts a fault and serves
+/// the request with its native round robin.
+///
+/// ```
+/// use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
+///
+/// /// Picks uniformly at random.
+/// #[derive(Default)]
+/// struct Random(Vec<EndpointId>);
+///
+/// impl Balancer for Random {
+///     fn configure(_config: &str) -> Result<Self, String> {
+///         Ok(Random::default())
+///     }
+///     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
+///         self.0 = endpoints.into_iter().map(|e| e.id).collect();
+///     }
+///     fn pick(&mut self, _request: &RequestInfo) -> Option<EndpointId> {
+///         if self.0.is_empty() {
+///             return None;
+///         }
+///         Some(self.0[host::random_below(self.0.len() as u32) as usize])
+///     }
+/// }
+///
+/// export_balancer!(Random);
+/// ```
+pub trait Balancer: Sized + 'static {
+    /// Builds the strategy from the pool's config, given as JSON (`{}` when
+    /// the pool gives none). An `Err` rejects the plugin file for that pool
+    /// with your message.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Balancer, Endpoint, EndpointId, RequestInfo};
+    /// struct Fixed(EndpointId);
+    /// impl Balancer for Fixed {
+    ///     fn configure(config: &str) -> Result<Self, String> {
+    ///         config.trim().parse().map(Fixed).map_err(|e| format!("expected an id: {e}"))
+    ///     }
+    ///     # fn set_endpoints(&mut self, _: Vec<Endpoint>) {}
+    ///     # fn pick(&mut self, _: &RequestInfo) -> Option<EndpointId> { Some(self.0) }
+    /// }
+    /// assert!(Fixed::configure("x").is_err());
+    /// ```
+    fn configure(config: &str) -> Result<Self, String>;
+
+    /// Replaces the eligible endpoints. Called after `configure` and whenever
+    /// the set changes (endpoints added, removed, ejected or readmitted).
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Balancer, Endpoint, EndpointId, RequestInfo};
+    /// # struct Ids(Vec<EndpointId>);
+    /// # impl Balancer for Ids {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Ids(vec![])) }
+    /// fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
+    ///     self.0 = endpoints.iter().map(|e| e.id).collect();
+    /// }
+    /// #     fn pick(&mut self, _: &RequestInfo) -> Option<EndpointId> { None }
+    /// # }
+    /// ```
+    fn set_endpoints(&mut self, endpoints: Vec<Endpoint>);
+
+    /// Picks an endpoint id from the last `set_endpoints`, or `None` to let
+    /// the host's round robin place the request.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Balancer, Endpoint, EndpointId, RequestInfo};
+    /// # struct Ids(Vec<EndpointId>, usize);
+    /// # impl Balancer for Ids {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Ids(vec![], 0)) }
+    /// #     fn set_endpoints(&mut self, _: Vec<Endpoint>) {}
+    /// fn pick(&mut self, _request: &RequestInfo) -> Option<EndpointId> {
+    ///     let id = *self.0.get(self.1 % self.0.len().max(1))?;
+    ///     self.1 += 1;
+    ///     Some(id)
+    /// }
+    /// # }
+    /// ```
+    fn pick(&mut self, request: &RequestInfo) -> Option<EndpointId>;
+}
+
+/// Registers a [`Balancer`] as the plugin's export. Use it once per crate,
+/// with the crate's `switchyard-sdk` dependency built with the `balancer`
+/// feature. Natively it expands to nothing, so unit tests are unaffected.
+///
+/// ```
+/// use switchyard_sdk::{export_balancer, Balancer, Endpoint, EndpointId, RequestInfo};
+/// struct Nothing;
+/// impl Balancer for Nothing {
+///     fn configure(_: &str) -> Result<Self, String> { Ok(Nothing) }
+///     fn set_endpoints(&mut self, _: Vec<Endpoint>) {}
+///     fn pick(&mut self, _: &RequestInfo) -> Option<EndpointId> { None }
+/// }
+/// export_balancer!(Nothing);
+/// ```
+#[macro_export]
+macro_rules! export_balancer {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::__private::balancer_world::exports::switchyard::plugin::balancer as wit;
+            use $crate::__private::common::switchyard::plugin::types as wit_types;
+
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl wit::Guest for Export {
+                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::configure(&PLUGIN, &config, <$plugin as $crate::Balancer>::configure)
+                }
+                fn set_endpoints(endpoints: ::std::vec::Vec<wit_types::Endpoint>) {
+                    $crate::__private::balancer_set_endpoints::<$plugin>(&PLUGIN, endpoints)
+                }
+                fn pick(request: wit_types::RequestInfo) -> ::std::option::Option<u32> {
+                    $crate::__private::balancer_pick::<$plugin>(&PLUGIN, request)
+                }
+            }
+
+            $crate::__private::balancer_world::export_balancer_world!(Export with_types_in $crate::__private::balancer_world);
+        };
+    };
+}

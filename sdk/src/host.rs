@@ -1,0 +1,111 @@
+//! What the host offers every plugin: log, clock, randomness, live load and
+//! the current request's headers.
+//!
+//! In a built component these call into the host; natively they read the
+//! [`crate::testing::TestHost`] of the current thread.
+
+use crate::{EndpointId, Load};
+
+/// How important a log line is.
+///
+/// ```
+/// use switchyard_sdk::host::LogLevel;
+/// assert!(LogLevel::Warn > LogLevel::Info);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something looks wrong.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Writes a line to the host's log, tagged with the plugin's name.
+///
+/// ```
+/// use switchyard_sdk::host::{log, LogLevel};
+/// log(LogLevel::Info, "configured with 3 endpoints");
+/// ```
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    crate::__private::raw_log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::testing::native::log(level, message);
+}
+
+/// Monotonic time in nanoseconds; only differences are meaningful.
+///
+/// ```
+/// let before = switchyard_sdk::host::now_ns();
+/// assert!(switchyard_sdk::host::now_ns() >= before);
+/// ```
+pub fn now_ns() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return crate::__private::common::switchyard::plugin::host::now_ns();
+    #[cfg(not(target_arch = "wasm32"))]
+    return crate::testing::native::now_ns();
+}
+
+/// A random number from the host's generator.
+///
+/// ```
+/// let a = switchyard_sdk::host::random_u64();
+/// let b = switchyard_sdk::host::random_u64();
+/// assert_ne!(a, b);
+/// ```
+pub fn random_u64() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return crate::__private::common::switchyard::plugin::host::random_u64();
+    #[cfg(not(target_arch = "wasm32"))]
+    return crate::testing::native::random_u64();
+}
+
+/// A uniformly distributed number in `0..bound` (0 when `bound` is 0), by
+/// Lemire's multiply-shift: one host call, no division.
+///
+/// ```
+/// let n = switchyard_sdk::host::random_below(10);
+/// assert!(n < 10);
+/// ```
+pub fn random_below(bound: u32) -> u32 {
+    ((random_u64() >> 32).wrapping_mul(u64::from(bound)) >> 32) as u32
+}
+
+/// The live load of an endpoint of the calling pool, or `None` for an id the
+/// pool does not have. Constant time: ask for the few endpoints you sample.
+///
+/// ```
+/// use switchyard_sdk::{host, testing::TestHost, Load};
+/// let test_host = TestHost::new();
+/// test_host.set_load(4, Load { in_flight: 2, ..Load::default() });
+/// assert_eq!(host::load(4).unwrap().in_flight, 2);
+/// assert_eq!(host::load(5), None);
+/// ```
+pub fn load(id: EndpointId) -> Option<Load> {
+    #[cfg(target_arch = "wasm32")]
+    return crate::__private::raw_load(id);
+    #[cfg(not(target_arch = "wasm32"))]
+    return crate::testing::native::load(id);
+}
+
+/// A header of the request being placed, or `None` when absent or outside
+/// `pick`. Names are case-insensitive; repeated headers are joined by `, `.
+///
+/// ```
+/// use switchyard_sdk::{host, testing::TestHost};
+/// let test_host = TestHost::new();
+/// test_host.set_header("X-Tenant", "blue");
+/// assert_eq!(host::request_header("x-tenant").as_deref(), Some("blue"));
+/// ```
+pub fn request_header(name: &str) -> Option<String> {
+    #[cfg(target_arch = "wasm32")]
+    return crate::__private::common::switchyard::plugin::host::request_header(name);
+    #[cfg(not(target_arch = "wasm32"))]
+    return crate::testing::native::request_header(name);
+}

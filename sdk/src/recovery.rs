@@ -1,0 +1,205 @@
+//! The recovery world: decide what happens after a failed attempt.
+
+use crate::{EndpointId, RequestInfo};
+
+/// How an attempt failed.
+///
+/// ```
+/// use switchyard_sdk::FailureKind;
+/// assert!(FailureKind::Status(503).is_status());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The endpoint refused the connection.
+    ConnectRefused,
+    /// The connection was not established in time.
+    ConnectTimeout,
+    /// The connection broke mid-request.
+    Reset,
+    /// The endpoint did not answer in time.
+    ResponseTimeout,
+    /// The endpoint answered with this status (one the route counts as failed).
+    Status(u16),
+}
+
+impl FailureKind {
+    /// Whether the endpoint answered at all.
+    ///
+    /// ```
+    /// assert!(!switchyard_sdk::FailureKind::Reset.is_status());
+    /// ```
+    pub fn is_status(self) -> bool {
+        matches!(self, FailureKind::Status(_))
+    }
+}
+
+/// One failed attempt, as the host reports it.
+///
+/// ```
+/// use switchyard_sdk::{Failure, FailureKind, RequestInfo};
+/// let failure = Failure {
+///     endpoint: 2,
+///     kind: FailureKind::ConnectRefused,
+///     request: RequestInfo::default(),
+///     method: "GET".into(),
+///     replayable: true,
+///     elapsed_ms: 3,
+/// };
+/// assert_eq!(failure.request.attempt, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The endpoint that failed.
+    pub endpoint: EndpointId,
+    /// How it failed.
+    pub kind: FailureKind,
+    /// The request, with the attempt number that failed.
+    pub request: RequestInfo,
+    /// The request's method.
+    pub method: String,
+    /// Whether the host can send the request again (idempotent, small body).
+    pub replayable: bool,
+    /// Time since the request arrived, in milliseconds.
+    pub elapsed_ms: u32,
+}
+
+/// Send the request again.
+///
+/// ```
+/// let retry = switchyard_sdk::Retry { delay_ms: 10, same_endpoint: false };
+/// assert!(!retry.same_endpoint);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Retry {
+    /// Wait this long first, in milliseconds.
+    pub delay_ms: u32,
+    /// Try the same endpoint rather than another.
+    pub same_endpoint: bool,
+}
+
+/// Take the endpoint out of the eligible set for a while.
+///
+/// ```
+/// use switchyard_sdk::{Ejection, Retry};
+/// let ejection = Ejection { duration_ms: 30_000, retry: Some(Retry { delay_ms: 0, same_endpoint: false }) };
+/// assert!(ejection.retry.is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ejection {
+    /// How long the endpoint stays out, in milliseconds.
+    pub duration_ms: u32,
+    /// Retry the request on another endpoint after ejecting.
+    pub retry: Option<Retry>,
+}
+
+/// What the host should do with a failed attempt. The host still enforces
+/// its retry budget, the route's deadline, and never replays a request it
+/// cannot.
+///
+/// ```
+/// use switchyard_sdk::Decision;
+/// assert_eq!(Decision::GiveUp(Some(503)), Decision::GiveUp(Some(503)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Send the request again.
+    Retry(Retry),
+    /// Eject the endpoint, and maybe retry elsewhere.
+    Eject(Ejection),
+    /// Answer the client: the endpoint's own response, or this status.
+    GiveUp(Option<u16>),
+}
+
+/// A recovery policy for one pool.
+///
+/// ```
+/// use switchyard_sdk::{export_recovery, Decision, Failure, Recovery, Retry};
+///
+/// /// Retries once elsewhere, then gives up.
+/// struct RetryOnce;
+///
+/// impl Recovery for RetryOnce {
+///     fn configure(_config: &str) -> Result<Self, String> {
+///         Ok(RetryOnce)
+///     }
+///     fn on_failure(&mut self, failure: &Failure) -> Decision {
+///         if failure.replayable && failure.request.attempt == 0 {
+///             Decision::Retry(Retry { delay_ms: 0, same_endpoint: false })
+///         } else {
+///             Decision::GiveUp(None)
+///         }
+///     }
+/// }
+///
+/// export_recovery!(RetryOnce);
+/// ```
+pub trait Recovery: Sized + 'static {
+    /// Builds the policy from the pool's `recovery.config`, given as JSON.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Decision, Failure, Recovery};
+    /// struct Never;
+    /// impl Recovery for Never {
+    ///     fn configure(_config: &str) -> Result<Self, String> { Ok(Never) }
+    ///     # fn on_failure(&mut self, _: &Failure) -> Decision { Decision::GiveUp(None) }
+    /// }
+    /// ```
+    fn configure(config: &str) -> Result<Self, String>;
+
+    /// Decides what to do with one failed attempt.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Decision, Ejection, Failure, FailureKind, Recovery};
+    /// # struct EjectRefusing;
+    /// # impl Recovery for EjectRefusing {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(EjectRefusing) }
+    /// fn on_failure(&mut self, failure: &Failure) -> Decision {
+    ///     match failure.kind {
+    ///         FailureKind::ConnectRefused => Decision::Eject(Ejection { duration_ms: 10_000, retry: None }),
+    ///         _ => Decision::GiveUp(None),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    fn on_failure(&mut self, failure: &Failure) -> Decision;
+}
+
+/// Registers a [`Recovery`] policy as the plugin's export. Use it once per
+/// crate, with `switchyard-sdk` built with the `recovery` feature.
+///
+/// ```
+/// use switchyard_sdk::{export_recovery, Decision, Failure, Recovery};
+/// struct GiveUp;
+/// impl Recovery for GiveUp {
+///     fn configure(_: &str) -> Result<Self, String> { Ok(GiveUp) }
+///     fn on_failure(&mut self, _: &Failure) -> Decision { Decision::GiveUp(None) }
+/// }
+/// export_recovery!(GiveUp);
+/// ```
+#[macro_export]
+macro_rules! export_recovery {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::__private::recovery_world::exports::switchyard::plugin::recovery as wit;
+
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl wit::Guest for Export {
+                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::configure(&PLUGIN, &config, <$plugin as $crate::Recovery>::configure)
+                }
+                fn on_failure(failure: wit::Failure) -> wit::Decision {
+                    $crate::__private::recovery_on_failure::<$plugin>(&PLUGIN, failure)
+                }
+            }
+
+            $crate::__private::recovery_world::export_recovery_world!(Export with_types_in $crate::__private::recovery_world);
+        };
+    };
+}
