@@ -1,3 +1,224 @@
+//! Switchyard: a programmable traffic manager. A native host owns the hot
+//! path; balancing policy runs as sandboxed, hot-swappable WebAssembly
+//! components.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file, its defaults and validation.
+//! - [`engine`]: routes, pools, endpoints and their live load (plain Rust).
+//! - [`plugins`]: the wasmtime runtime — loading, caching, sandboxing,
+//!   per-worker instances, faults, live reload. The only module that knows
+//!   wasmtime.
+//! - [`proxy`]: the HTTP/1.1 reverse proxy.
+//! - [`control`]: the control endpoint (JSON API, metrics).
+//! - [`metrics`]: counters and the Prometheus exposition.
+//! - [`build`]: `switchyard plugin build`.
+//! - [`demo`]: `switchyard demo`, with upstreams of its own.
+//!
+//! [`Server::bind`] then [`Server::run`] is the whole program; tests bind
+//! port 0 and read the addresses back.
+
+pub mod build;
 pub mod config;
+pub mod control;
+pub mod demo;
 pub mod engine;
+pub mod metrics;
 pub mod plugins;
+pub mod proxy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use config::Config;
+use control::ControlState;
+use engine::{Endpoint, Pool, Route, Routes};
+use metrics::Metrics;
+use plugins::PluginRuntime;
+use proxy::Proxy;
+
+/// A configured, bound, not yet serving Switchyard.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    proxy_listener: TcpListener,
+    control_listener: TcpListener,
+    proxy: Arc<Proxy>,
+    control: Arc<ControlState>,
+}
+
+impl Server {
+    /// Loads the plugins, builds the pools and routes, and binds both
+    /// listeners. Every error names the config key or plugin file at fault.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let runtime = PluginRuntime::new(&config.plugins)?;
+        let load_errors = runtime.load_dir();
+        let pools = build_pools(&config, &runtime, &load_errors)?;
+        for error in &load_errors {
+            tracing::warn!("{error}");
+        }
+
+        let routes = if config.routes.is_empty() {
+            Routes::new(
+                pools
+                    .iter()
+                    .map(|pool| Route {
+                        host: None,
+                        path_prefix: "/".into(),
+                        pool: Arc::clone(pool),
+                    })
+                    .collect(),
+            )
+        } else {
+            Routes::new(
+                config
+                    .routes
+                    .iter()
+                    .map(|route| Route {
+                        host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                        path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
+                        pool: pools
+                            .iter()
+                            .find(|p| p.name == route.pool)
+                            .cloned()
+                            .expect("validated: routes name existing pools"),
+                    })
+                    .collect(),
+            )
+        };
+
+        let metrics = Arc::new(Metrics::default());
+        let proxy = Arc::new(Proxy::new(&config.proxy, routes, Arc::clone(&metrics)));
+        let proxy_listener = TcpListener::bind(config.proxy.listen)
+            .await
+            .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
+        let control_listener = TcpListener::bind(config.control.listen)
+            .await
+            .with_context(|| format!("cannot listen on control.listen = {}", config.control.listen))?;
+        let control = Arc::new(ControlState {
+            pools,
+            runtime,
+            metrics,
+            started: Instant::now(),
+        });
+        Ok(Server {
+            config,
+            proxy_listener,
+            control_listener,
+            proxy,
+            control,
+        })
+    }
+
+    /// The proxy's bound address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_listener.local_addr().expect("bound listener")
+    }
+
+    /// The control endpoint's bound address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets
+    /// in-flight requests finish within `proxy.shutdown_grace_ms`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let _watcher = if self.config.plugins.watch {
+            Some(plugins::watch(
+                self.control.runtime.clone(),
+                Duration::from_millis(self.config.plugins.debounce_ms),
+            )?)
+        } else {
+            None
+        };
+        let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+        let control = tokio::spawn(control::serve(
+            self.control_listener,
+            Arc::clone(&self.control),
+            wait_for(stop_receiver.clone()),
+        ));
+        let grace = Duration::from_millis(self.config.proxy.shutdown_grace_ms);
+        let proxy = proxy::serve(self.proxy_listener, self.proxy, shutdown, grace);
+        proxy.await;
+        let _ = stop_sender.send(true);
+        let _ = control.await;
+        Ok(())
+    }
+}
+
+async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
+}
+
+fn build_pools(
+    config: &Config,
+    runtime: &PluginRuntime,
+    load_errors: &[plugins::LoadError],
+) -> anyhow::Result<Vec<Arc<Pool>>> {
+    let mut pools = Vec::new();
+    for (index, pool_config) in config.pools.iter().enumerate() {
+        let key = format!("pools[{index}] (`{}`)", pool_config.name);
+        let mut endpoints = Vec::new();
+        for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
+            let mut built = Endpoint::new(id as u32, &endpoint.address, endpoint.weight, endpoint.capacity)
+                .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
+            built.zone = endpoint.zone.clone();
+            built.labels = endpoint.labels.clone();
+            endpoints.push(Arc::new(built));
+        }
+        let Some(balancer) = &pool_config.balancer else {
+            pools.push(Arc::new(Pool::new(pool_config.name.clone(), endpoints, None, None)));
+            continue;
+        };
+        let slot = runtime.slot(&balancer.plugin);
+        if slot.current().is_none() {
+            let why = load_errors
+                .iter()
+                .find(|e| e.name == balancer.plugin)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| format!("no file {}", slot.path.display()));
+            anyhow::bail!("{key}.balancer.plugin = \"{}\": {why}", balancer.plugin);
+        }
+        let config_json = balancer.config_json();
+        let wasm = runtime.balancer(&balancer.plugin, &pool_config.name, &config_json);
+        let pool = Arc::new(Pool::new(
+            pool_config.name.clone(),
+            endpoints,
+            Some(balancer.plugin.clone()),
+            Some(wasm),
+        ));
+        runtime
+            .attach(&balancer.plugin, &pool, &config_json)
+            .with_context(|| format!("{key}.balancer"))?;
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+}

@@ -1,1 +1,126 @@
-fn main() {}
+//! The `switchyard` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A programmable traffic manager with hot-swappable WebAssembly policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve traffic as the config file says.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Start three demo upstreams and a proxy in front of them, balanced by
+    /// the bundled plugins in the plugin folder.
+    Demo {
+        /// The folder holding the built bundled plugins.
+        #[arg(long, default_value = "plugins")]
+        plugins: PathBuf,
+        /// The proxy's port.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The control endpoint's port.
+        #[arg(long, default_value_t = 9090)]
+        control_port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Build plugin crates into components: OUT/NAME.wasm for each.
+    Build {
+        /// Folders of plugin crates.
+        #[arg(required = true)]
+        crate_dirs: Vec<PathBuf>,
+        /// Where the .wasm files go.
+        #[arg(long, default_value = "plugins")]
+        out: PathBuf,
+        /// Cargo's target folder for wasm builds.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+        /// Never install missing toolchain packages.
+        #[arg(long)]
+        no_install: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run { config } => {
+            let config = switchyard::config::Config::load(&config)?;
+            runtime(config.proxy.workers)?.block_on(serve(config))
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Build {
+                    crate_dirs,
+                    out,
+                    target_dir,
+                    no_install,
+                },
+        } => {
+            for crate_dir in crate_dirs {
+                let built = switchyard::build::build_plugin(&switchyard::build::BuildRequest {
+                    crate_dir: crate_dir.clone(),
+                    out_dir: out.clone(),
+                    target_dir: target_dir.clone(),
+                    allow_install: !no_install,
+                })
+                .with_context(|| format!("cannot build plugin {}", crate_dir.display()))?;
+                println!("built {}", built.display());
+            }
+            Ok(())
+        }
+        Command::Demo {
+            plugins,
+            port,
+            control_port,
+        } => runtime(2)?.block_on(switchyard::demo::run(plugins, port, control_port)),
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("switchyard-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn serve(config: switchyard::config::Config) -> anyhow::Result<()> {
+    let server = switchyard::Server::bind(config).await?;
+    // One machine-readable line, so scripts and tests can find the ports.
+    println!(
+        "switchyard listening proxy={} control={}",
+        server.proxy_addr(),
+        server.control_addr()
+    );
+    server.run(switchyard::shutdown_signal()).await
+}

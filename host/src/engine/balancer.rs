@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::endpoint::{EndpointId, EndpointSet};
 
@@ -71,7 +72,7 @@ pub trait Balancer: Send + Sync + fmt::Debug {
     /// thread; must not block.
     fn pick(
         &self,
-        set: &EndpointSet,
+        set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
     ) -> Result<EndpointId, PickFault>;
 }
@@ -86,7 +87,7 @@ pub struct RoundRobin {
 impl Balancer for RoundRobin {
     fn pick(
         &self,
-        set: &EndpointSet,
+        set: &Arc<EndpointSet>,
         _request: &mut PickRequest<'_>,
     ) -> Result<EndpointId, PickFault> {
         if set.eligible.is_empty() {

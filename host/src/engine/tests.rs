@@ -12,7 +12,7 @@ fn endpoints(count: u32) -> Vec<Arc<Endpoint>> {
 struct Faulty;
 
 impl Balancer for Faulty {
-    fn pick(&self, _: &EndpointSet, _: &mut PickRequest<'_>) -> Result<EndpointId, PickFault> {
+    fn pick(&self, _: &Arc<EndpointSet>, _: &mut PickRequest<'_>) -> Result<EndpointId, PickFault> {
         Err(PickFault::Timeout)
     }
 }

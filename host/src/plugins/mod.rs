@@ -1,2 +1,455 @@
-//! The WebAssembly plugin runtime: the only module that knows wasmtime.
+//! The WebAssembly plugin runtime — the only module that knows wasmtime:
+//! loading and caching components, the sandbox they run in, per-worker
+//! instances, fault accounting, and live reload of the plugin folder.
+
 pub mod bindings;
+mod balancer;
+mod cache;
+mod host;
+mod registry;
+mod state;
+mod watcher;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use balancer::WasmBalancer;
+pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, World};
+pub use watcher::watch;
+
+use crate::config::PluginsConfig;
+use cache::ArtifactCache;
+use registry::Prepared;
+use state::StoreState;
+
+/// How often the epoch advances; a call's budget is counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Budget of calls that set an instance up (`configure`, `set-endpoints`),
+/// which may build tables over the whole pool.
+pub const SETUP_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Why a plugin file was not taken into service. The message names the
+/// plugin, its file, the stage and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{name}` ({path}): {stage}: {reason}")]
+pub struct LoadError {
+    /// The plugin name.
+    pub name: String,
+    /// The file.
+    pub path: String,
+    /// Which step failed.
+    pub stage: &'static str,
+    /// The cause.
+    pub reason: String,
+}
+
+/// What happened to a file the runtime was asked to (re)load.
+#[derive(Debug)]
+pub enum LoadOutcome {
+    /// A new version serves.
+    Loaded(Arc<PluginVersion>),
+    /// The content is the one already serving (a quarantine, if any, was lifted).
+    Unchanged {
+        /// Whether a quarantine was lifted.
+        lifted_quarantine: bool,
+    },
+}
+
+/// Sandbox and timing settings derived from `[plugins]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub call_deadline_ticks: u64,
+    pub setup_deadline_ticks: u64,
+    pub memory_limit: usize,
+    pub quarantine_after: u32,
+}
+
+pub(crate) struct Shared {
+    pub engine: Engine,
+    pub linker: Linker<StoreState>,
+    pub limits: Limits,
+    dir: PathBuf,
+    cache: ArtifactCache,
+    slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
+    next_version: AtomicU64,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// The plugin runtime. Cheap to clone; the epoch ticker stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    /// A runtime for the plugins in `config.dir`: the wasmtime engine with
+    /// the pooling allocator, epoch interruption, the memory cap, and a
+    /// linker offering the host imports and a locked-down WASI.
+    pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
+        let memory_limit = config.memory_limit_mib as usize * 1024 * 1024;
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_memory_size(memory_limit);
+        let mut wasm = WasmConfig::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm)
+            .map_err(|e| anyhow::anyhow!("cannot start the wasmtime engine: {}", error_chain(&e)))?;
+
+        let mut linker = Linker::<StoreState>::new(&engine);
+        bindings::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+
+        let ticks = |d: Duration| (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        let limits = Limits {
+            call_deadline_ticks: ticks(Duration::from_millis(config.call_timeout_ms)),
+            setup_deadline_ticks: ticks(SETUP_TIMEOUT),
+            memory_limit,
+            quarantine_after: config.quarantine_after,
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        start_epoch_ticker(engine.clone(), Arc::clone(&stop_ticker))?;
+        Ok(PluginRuntime {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                limits,
+                dir: config.dir.clone(),
+                cache: ArtifactCache::new(config.cache_dir()),
+                slots: RwLock::new(BTreeMap::new()),
+                next_version: AtomicU64::new(1),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The watched folder.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The slot of `name`, created empty if new.
+    pub fn slot(&self, name: &str) -> Arc<PluginSlot> {
+        if let Some(slot) = self.shared.slots.read().unwrap().get(name) {
+            return Arc::clone(slot);
+        }
+        let mut slots = self.shared.slots.write().unwrap();
+        Arc::clone(slots.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(PluginSlot::new(
+                name,
+                self.shared.dir.join(format!("{name}.wasm")),
+            ))
+        }))
+    }
+
+    /// Every known slot, by name.
+    pub fn slots(&self) -> Vec<Arc<PluginSlot>> {
+        self.shared.slots.read().unwrap().values().cloned().collect()
+    }
+
+    /// A balancer for `pool` backed by plugin `name`. The plugin must already
+    /// serve a balancer version (see [`PluginRuntime::load`]).
+    pub fn balancer(&self, name: &str, pool_name: &str, config_json: &str) -> Arc<WasmBalancer> {
+        Arc::new(WasmBalancer::new(
+            Arc::clone(&self.shared),
+            self.slot(name),
+            pool_name,
+            config_json,
+        ))
+    }
+
+    /// Records that `pool` uses plugin `name` with `config_json`, so new
+    /// versions are checked against it, and checks the serving version now.
+    pub fn attach(&self, name: &str, pool: &Arc<crate::engine::Pool>, config_json: &str) -> Result<(), LoadError> {
+        let slot = self.slot(name);
+        let usage = PoolUse {
+            pool: Arc::downgrade(pool),
+            pool_name: pool.name.clone(),
+            config_json: config_json.into(),
+        };
+        if let Some(version) = slot.current() {
+            self.check_use(&slot, &version, &usage)?;
+        }
+        slot.users.lock().unwrap().push(usage);
+        Ok(())
+    }
+
+    /// Loads every `*.wasm` file of the folder; returns the errors of the
+    /// files that did not load.
+    pub fn load_dir(&self) -> Vec<LoadError> {
+        let Ok(entries) = std::fs::read_dir(&self.shared.dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| plugin_name(path).is_some())
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|path| self.load(path).err())
+            .collect()
+    }
+
+    /// Loads (or reloads) the plugin file at `path`: compiles it (or takes the
+    /// cached artifact), checks its world against the pools that use it,
+    /// calls `configure` and `set-endpoints` for each of them in a scratch
+    /// instance, and only then swaps it in. On any failure the serving
+    /// version stays and the slot records why.
+    pub fn load(&self, path: &Path) -> Result<LoadOutcome, LoadError> {
+        let name = plugin_name(path).ok_or_else(|| LoadError {
+            name: path.display().to_string(),
+            path: path.display().to_string(),
+            stage: "name",
+            reason: "a plugin file is named NAME.wasm, NAME of letters, digits, - and _".into(),
+        })?;
+        let slot = self.slot(&name);
+        let result = self.try_load(&slot, path);
+        match &result {
+            Ok(LoadOutcome::Loaded(version)) => tracing::info!(
+                plugin = &*slot.name,
+                hash = %&version.hash[..12],
+                world = ?version.world,
+                cached = version.from_cache,
+                micros = version.load_micros,
+                "plugin version serving"
+            ),
+            Ok(LoadOutcome::Unchanged { lifted_quarantine }) => {
+                if *lifted_quarantine {
+                    tracing::info!(plugin = &*slot.name, "same file written again: quarantine lifted");
+                }
+            }
+            Err(error) => {
+                slot.reject(error.to_string());
+                if slot.current().is_some() {
+                    tracing::warn!("{error}; the loaded version keeps serving");
+                } else {
+                    tracing::warn!("{error}");
+                }
+            }
+        }
+        result
+    }
+
+    fn try_load(&self, slot: &Arc<PluginSlot>, path: &Path) -> Result<LoadOutcome, LoadError> {
+        let started = Instant::now();
+        let fail = |stage: &'static str, reason: String| LoadError {
+            name: slot.name.to_string(),
+            path: path.display().to_string(),
+            stage,
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail("read", e.to_string()))?;
+        check_header(&bytes).map_err(|reason| fail("format", reason))?;
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        if let Some(current) = slot.current() {
+            if current.hash == hash {
+                slot.history.lock().unwrap().file_present = true;
+                return Ok(LoadOutcome::Unchanged {
+                    lifted_quarantine: slot.lift_quarantine(),
+                });
+            }
+        }
+        let (component, from_cache) = self
+            .shared
+            .cache
+            .component(&self.shared.engine, &hash, &bytes)
+            .map_err(|e| fail("compile", format!("not a valid component: {}", error_chain(&e))))?;
+        let world = world_of(&self.shared.engine, &component).map_err(|r| fail("world", r))?;
+        let prepared = self.prepare(&component, world).map_err(|r| fail("link", r))?;
+        let id = self.shared.next_version.fetch_add(1, Ordering::Relaxed);
+        let mut version = PluginVersion::new(id, hash, world, prepared, from_cache, 0);
+
+        let users = slot.users.lock().unwrap().clone();
+        for usage in &users {
+            self.check_use(slot, &version, usage)?;
+        }
+        version.load_micros = started.elapsed().as_micros() as u64;
+        let version = Arc::new(version);
+        slot.install(Arc::clone(&version));
+        Ok(LoadOutcome::Loaded(version))
+    }
+
+    /// Checks that `version` can serve `usage`: the right world, and a
+    /// scratch instance accepts the pool's config and endpoints.
+    fn check_use(&self, slot: &PluginSlot, version: &PluginVersion, usage: &PoolUse) -> Result<(), LoadError> {
+        let fail = |stage: &'static str, reason: String| LoadError {
+            name: slot.name.to_string(),
+            path: slot.path.display().to_string(),
+            stage,
+            reason,
+        };
+        if version.world != World::Balancer {
+            return Err(fail(
+                "world",
+                format!(
+                    "the file is {}, but pool `{}` uses it as its balancer",
+                    version.world.describe(),
+                    usage.pool_name
+                ),
+            ));
+        }
+        let Some(pool) = usage.pool.upgrade() else {
+            return Ok(());
+        };
+        let set = pool.endpoints().clone();
+        balancer::LiveInstance::create(&self.shared, slot, version, &usage.config_json, &set)
+            .map(drop)
+            .map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
+    }
+
+    fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
+        let pre = self
+            .shared
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("imports something the host does not offer: {}", error_chain(&e)))?;
+        let typed = |e: wasmtime::Error| format!("exports do not match the contract: {}", error_chain(&e));
+        Ok(match world {
+            World::Balancer => Prepared::Balancer(
+                bindings::balancer::BalancerPluginPre::new(pre).map_err(typed)?,
+            ),
+            World::HealthCheck => Prepared::HealthCheck(
+                bindings::health::HealthPluginPre::new(pre).map_err(typed)?,
+            ),
+            World::Recovery => Prepared::Recovery(
+                bindings::recovery::RecoveryPluginPre::new(pre).map_err(typed)?,
+            ),
+        })
+    }
+
+    /// Marks the file of `name` as deleted. A version that serves keeps
+    /// serving; pools that use it are named in the warning.
+    pub fn file_removed(&self, path: &Path) {
+        let Some(name) = plugin_name(path) else { return };
+        let slot = self.slot(&name);
+        slot.history.lock().unwrap().file_present = false;
+        if slot.current().is_some() {
+            let users: Vec<String> = slot
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|u| format!("`{}`", u.pool_name))
+                .collect();
+            let message = format!(
+                "file {} was deleted; the loaded version keeps serving{}",
+                path.display(),
+                if users.is_empty() {
+                    String::new()
+                } else {
+                    format!(" pools {}", users.join(", "))
+                }
+            );
+            tracing::warn!(plugin = &*slot.name, "{message}");
+            slot.warn(message);
+        }
+    }
+}
+
+/// The plugin name of a path: the stem of `NAME.wasm` directly in the folder.
+pub fn plugin_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    crate::config::is_valid_name(stem).then(|| stem.to_string())
+}
+
+/// Rejects what is plainly not a component before the compiler sees it, with
+/// a message that says what the file is instead.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(format!(
+            "not a WebAssembly file ({} bytes, no `\\0asm` header)",
+            bytes.len()
+        ));
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err("a core WebAssembly module, not a component: \
+                    build it with `switchyard plugin build`"
+            .into());
+    }
+    Ok(())
+}
+
+/// Which of the three contracts the component exports.
+fn world_of(engine: &Engine, component: &Component) -> Result<World, String> {
+    let mut exports = Vec::new();
+    for (name, _) in component.component_type().exports(engine) {
+        let interface = name.split('@').next().unwrap_or(name);
+        match interface {
+            "switchyard:plugin/balancer" => return Ok(World::Balancer),
+            "switchyard:plugin/health-check" => return Ok(World::HealthCheck),
+            "switchyard:plugin/recovery" => return Ok(World::Recovery),
+            _ => exports.push(name.to_string()),
+        }
+    }
+    Err(format!(
+        "exports none of switchyard:plugin/balancer, health-check or recovery (it exports: {})",
+        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+    ))
+}
+
+/// An error with its causes on one line.
+pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn start_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("switchyard-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

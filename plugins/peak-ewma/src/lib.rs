@@ -4,11 +4,12 @@
 //! `ewma_latency_us × (in_flight + 1)`, divided by its weight. The host's
 //! `ewma_latency_us` is already peak-sensitive (it jumps up on a slow
 //! response and decays slowly), so a slowing endpoint sheds traffic at once
-//! and wins it back gradually. This is Finagle's `P2CPeakEwma`
-//! (<https://twitter.github.io/finagle/guide/Clients.html#power-of-two-choices-p2c-peak-ewma>)
-//! and Linkerd's balancer (Buoyant, "Beyond Round Robin: Load Balancing for
-//! Latency", 2016; tower's `PeakEwma`), after Mitzenmacher's power of two
-//! choices (IEEE TPDS 12(10), 2001). Each pick is O(1).
+//! and wins it back gradually. This is Finagle's `Balancers.p2cPeakEwma`
+//! and Linkerd's balancer (tower's `PeakEwma`), described in "Beyond Round
+//! Robin: Load Balancing for Latency"
+//! (<https://linkerd.io/2016/03/16/beyond-round-robin-load-balancing-for-latency>),
+//! after Mitzenmacher's power of two choices (IEEE TPDS 12(10), 2001). Each
+//! pick is O(1).
 //!
 //! An endpoint without samples yet (ewma 0), or that the host reports no
 //! load for, is costed at `default_rtt_us`, as tower does, so a new endpoint

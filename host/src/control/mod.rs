@@ -1,0 +1,180 @@
+//! The control endpoint: JSON status of pools and plugins, Prometheus
+//! metrics and liveness, on a listener of its own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::engine::Pool;
+use crate::metrics::{self, Metrics};
+use crate::plugins::PluginRuntime;
+
+/// What the control endpoint reads.
+#[derive(Debug)]
+pub struct ControlState {
+    /// Every pool, in config order.
+    pub pools: Vec<Arc<Pool>>,
+    /// The plugin runtime.
+    pub runtime: PluginRuntime,
+    /// Proxy-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// When the process started serving.
+    pub started: Instant,
+}
+
+/// Serves the control API on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, state: Arc<ControlState>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = Arc::clone(&state);
+                let service = service_fn(move |request| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(handle(&state, request)) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().trim_end_matches('/');
+    match (request.method(), path) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            metrics::render(&state.metrics, &state.pools, &state.runtime),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::GET, "/v1/status") => json_response(StatusCode::OK, &status(state)),
+        (&Method::GET, "/v1/pools") => json_response(StatusCode::OK, &pools(state)),
+        (&Method::GET, "/v1/plugins") => json_response(StatusCode::OK, &plugins(state)),
+        (_, "/healthz" | "/metrics" | "/v1/status" | "/v1/pools" | "/v1/plugins") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "error": format!("{} is read-only: use GET", path) }),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({
+                "error": format!("no such endpoint: {path}"),
+                "endpoints": ["/healthz", "/metrics", "/v1/status", "/v1/pools", "/v1/plugins"],
+            }),
+        ),
+    }
+}
+
+fn status(state: &ControlState) -> Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "requests": state.metrics.requests(),
+        "pools": state.pools.len(),
+        "plugins": state.runtime.slots().len(),
+    })
+}
+
+fn pools(state: &ControlState) -> Value {
+    let pools: Vec<Value> = state
+        .pools
+        .iter()
+        .map(|pool| {
+            let set = pool.endpoints();
+            let endpoints: Vec<Value> = set
+                .all
+                .iter()
+                .map(|endpoint| {
+                    json!({
+                        "id": endpoint.id,
+                        "address": endpoint.address,
+                        "weight": endpoint.weight,
+                        "capacity": endpoint.capacity,
+                        "zone": endpoint.zone,
+                        "labels": endpoint.labels,
+                        "eligible": set.is_eligible(endpoint.id),
+                        "load": endpoint.stats.snapshot(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": pool.name,
+                "balancer": pool.plugin.as_deref().unwrap_or("native round robin"),
+                "plugin": pool.plugin,
+                "generation": set.generation,
+                "fallback_picks": pool.fallback_picks(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({ "pools": pools })
+}
+
+fn plugins(state: &ControlState) -> Value {
+    let plugins: Vec<Value> = state
+        .runtime
+        .slots()
+        .iter()
+        .map(|slot| {
+            let version = slot.current();
+            let history = slot.history.lock().unwrap();
+            let users: Vec<String> = slot.users.lock().unwrap().iter().map(|u| u.pool_name.clone()).collect();
+            let state = match &version {
+                None => "not-loaded",
+                Some(v) if v.is_quarantined() => "quarantined",
+                Some(_) => "active",
+            };
+            json!({
+                "name": &*slot.name,
+                "file": slot.path.display().to_string(),
+                "file_present": history.file_present,
+                "state": state,
+                "world": version.as_ref().map(|v| v.world),
+                "hash": version.as_ref().map(|v| v.hash.clone()),
+                "loaded_at_unix_ms": version.as_ref().map(|v| v.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)),
+                "load_micros": version.as_ref().map(|v| v.load_micros),
+                "compiled_from_cache": version.as_ref().map(|v| v.from_cache),
+                "pools": users,
+                "calls": slot.calls(),
+                "faults": slot.faults(),
+                "reloads": history.reloads,
+                "rejected_files": history.rejections,
+                "last_error": history.last_error,
+                "last_fault": history.last_fault,
+                "last_rejected": history.last_rejected,
+            })
+        })
+        .collect();
+    json!({ "plugins": plugins })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_string_pretty(value).unwrap_or_default();
+    body.push('\n');
+    text(status, body, "application/json")
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}

@@ -1,0 +1,189 @@
+//! Process-wide counters and their Prometheus text exposition.
+//!
+//! The exposition is written here rather than with a metrics crate: every
+//! figure already lives in an atomic owned by the engine or the plugin
+//! runtime, and the text format (version 0.0.4) is a few lines per family.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::engine::Pool;
+use crate::plugins::PluginRuntime;
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No route matched.
+    NoRoute,
+    /// The pool had no eligible endpoint.
+    NoEndpoint,
+    /// The request target could not be forwarded.
+    BadRequest,
+    /// The endpoint could not be connected to.
+    Connect,
+    /// The endpoint's connection failed mid-request.
+    Upstream,
+    /// The endpoint did not answer in time.
+    Timeout,
+}
+
+impl ProxyError {
+    const ALL: [ProxyError; 6] = [
+        ProxyError::NoRoute,
+        ProxyError::NoEndpoint,
+        ProxyError::BadRequest,
+        ProxyError::Connect,
+        ProxyError::Upstream,
+        ProxyError::Timeout,
+    ];
+
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::Connect | ProxyError::Upstream => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short stable name, for the `x-switchyard-error` header and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoEndpoint => "no_endpoint",
+            ProxyError::BadRequest => "bad_request",
+            ProxyError::Connect => "connect",
+            ProxyError::Upstream => "upstream",
+            ProxyError::Timeout => "timeout",
+        }
+    }
+}
+
+/// Counters of the proxy as a whole.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    status_classes: [AtomicU64; 6],
+    errors: [AtomicU64; 6],
+}
+
+impl Metrics {
+    /// Counts an accepted request.
+    pub fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response by status class.
+    pub fn count_status(&self, status: StatusCode) {
+        let class = (status.as_u16() / 100).min(5) as usize;
+        self.status_classes[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response the proxy made itself.
+    pub fn count_error(&self, kind: ProxyError) {
+        let index = ProxyError::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.errors[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests accepted since start.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -> String {
+    let mut out = String::with_capacity(4096);
+    family(&mut out, "switchyard_requests_total", "counter", "Requests accepted by the proxy.");
+    let _ = writeln!(out, "switchyard_requests_total {}", metrics.requests());
+
+    family(&mut out, "switchyard_responses_total", "counter", "Responses sent, by status class.");
+    for (class, count) in metrics.status_classes.iter().enumerate().skip(1) {
+        let _ = writeln!(
+            out,
+            "switchyard_responses_total{{class=\"{class}xx\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+
+    family(&mut out, "switchyard_proxy_errors_total", "counter", "Responses the proxy made itself, by cause.");
+    for (kind, count) in ProxyError::ALL.iter().zip(&metrics.errors) {
+        let _ = writeln!(
+            out,
+            "switchyard_proxy_errors_total{{cause=\"{}\"}} {}",
+            kind.code(),
+            count.load(Ordering::Relaxed)
+        );
+    }
+
+    family(&mut out, "switchyard_pool_fallback_picks_total", "counter", "Picks the native round robin made because the pool's plugin faulted.");
+    for pool in pools {
+        let _ = writeln!(
+            out,
+            "switchyard_pool_fallback_picks_total{{pool=\"{}\"}} {}",
+            pool.name,
+            pool.fallback_picks()
+        );
+    }
+
+    let endpoint_families: [(&str, &str, &str); 5] = [
+        ("switchyard_endpoint_requests_total", "counter", "Requests forwarded to the endpoint."),
+        ("switchyard_endpoint_failures_total", "counter", "Forwarded requests that failed (connect, timeout, 5xx)."),
+        ("switchyard_endpoint_in_flight", "gauge", "Requests the endpoint is serving now."),
+        ("switchyard_endpoint_latency_ewma_seconds", "gauge", "Peak-EWMA of the endpoint's response latency."),
+        ("switchyard_endpoint_success_ratio", "gauge", "Recent share of successful responses."),
+    ];
+    for (index, (name, kind, help)) in endpoint_families.iter().enumerate() {
+        family(&mut out, name, kind, help);
+        for pool in pools {
+            for endpoint in &pool.endpoints().all {
+                let load = endpoint.stats.snapshot();
+                let value = match index {
+                    0 => load.requests.to_string(),
+                    1 => load.failures.to_string(),
+                    2 => load.in_flight.to_string(),
+                    3 => format!("{}", f64::from(load.ewma_latency_us) / 1e6),
+                    _ => format!("{}", f64::from(load.success_permille) / 1e3),
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{pool=\"{}\",endpoint=\"{}\"}} {value}",
+                    pool.name, endpoint.address
+                );
+            }
+        }
+    }
+
+    let slots = runtime.slots();
+    let plugin_families: [(&str, &str, &str); 5] = [
+        ("switchyard_plugin_calls_total", "counter", "Calls into the plugin on the request path."),
+        ("switchyard_plugin_faults_total", "counter", "Calls that trapped, timed out or gave an invalid answer."),
+        ("switchyard_plugin_quarantined", "gauge", "1 while the serving version is quarantined."),
+        ("switchyard_plugin_reloads_total", "counter", "New versions swapped in after the first."),
+        ("switchyard_plugin_rejected_files_total", "counter", "Files refused (invalid, wrong world, configure error)."),
+    ];
+    for (index, (name, kind, help)) in plugin_families.iter().enumerate() {
+        family(&mut out, name, kind, help);
+        for slot in &slots {
+            let value = match index {
+                0 => slot.calls(),
+                1 => slot.faults(),
+                2 => u64::from(slot.current().is_some_and(|v| v.is_quarantined())),
+                3 => slot.history.lock().unwrap().reloads,
+                _ => slot.history.lock().unwrap().rejections,
+            };
+            let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {value}", slot.name);
+        }
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}

@@ -1,0 +1,242 @@
+//! A WASM balancer as the engine sees it: one instance per pool per worker
+//! thread, kept in a thread-local table (no locks on the hot path), re-synced
+//! lazily when the plugin version or the pool's endpoint set moves.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::balancer::BalancerPlugin;
+use super::bindings::types as wit;
+use super::registry::{PluginSlot, PluginVersion, Prepared};
+use super::state::StoreState;
+use super::{error_chain, Shared};
+use crate::engine::{Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority};
+
+/// Next free index in the per-thread instance tables.
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's instances, indexed by `WasmBalancer::key`.
+    static INSTANCES: RefCell<Vec<Option<LiveInstance>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pool's balancer backed by a plugin.
+pub struct WasmBalancer {
+    key: usize,
+    shared: Arc<Shared>,
+    slot: Arc<PluginSlot>,
+    pool_name: String,
+    config_json: Arc<str>,
+}
+
+impl std::fmt::Debug for WasmBalancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmBalancer")
+            .field("plugin", &self.slot.name)
+            .field("pool", &self.pool_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One instantiated version, configured for one pool.
+pub(crate) struct LiveInstance {
+    version_id: u64,
+    generation: u64,
+    store: Store<StoreState>,
+    plugin: BalancerPlugin,
+}
+
+impl LiveInstance {
+    /// Instantiates `version`, configures it with `config_json` and pushes
+    /// the eligible endpoints of `set`.
+    pub(crate) fn create(
+        shared: &Shared,
+        slot: &PluginSlot,
+        version: &PluginVersion,
+        config_json: &str,
+        set: &Arc<EndpointSet>,
+    ) -> Result<LiveInstance, String> {
+        let Prepared::Balancer(pre) = &version.prepared else {
+            return Err(format!("the file is {}, not a balancer", version.world.describe()));
+        };
+        let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
+        state.endpoints = Some(Arc::clone(set));
+        let mut store = Store::new(&shared.engine, state);
+        store.limiter(|state| state);
+        store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        let plugin = pre
+            .instantiate(&mut store)
+            .map_err(|e| describe_trap(&store, &e, "instantiate"))?;
+        store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        plugin
+            .switchyard_plugin_balancer()
+            .call_configure(&mut store, config_json)
+            .map_err(|e| describe_trap(&store, &e, "configure"))?
+            .map_err(|message| format!("configure refused the config: {message}"))?;
+        let mut live = LiveInstance {
+            version_id: version.id,
+            generation: 0,
+            store,
+            plugin,
+        };
+        live.sync_endpoints(shared, set)?;
+        Ok(live)
+    }
+
+    fn sync_endpoints(&mut self, shared: &Shared, set: &Arc<EndpointSet>) -> Result<(), String> {
+        let endpoints: Vec<wit::Endpoint> = set
+            .eligible
+            .iter()
+            .filter_map(|&id| set.get(id))
+            .map(|endpoint| wit::Endpoint {
+                id: endpoint.id,
+                address: endpoint.address.clone(),
+                weight: endpoint.weight,
+                zone: endpoint.zone.clone(),
+                labels: endpoint
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .collect();
+        self.store.data_mut().endpoints = Some(Arc::clone(set));
+        self.store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        self.plugin
+            .switchyard_plugin_balancer()
+            .call_set_endpoints(&mut self.store, &endpoints)
+            .map_err(|e| describe_trap(&self.store, &e, "set-endpoints"))?;
+        self.generation = set.generation;
+        Ok(())
+    }
+}
+
+/// Names a failed call: a timeout, the memory cap, or the trap itself.
+fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error, call: &str) -> String {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return format!("{call} ran past its time budget and was cut off");
+    }
+    if store.data().memory_refused {
+        return format!(
+            "{call} trapped after the memory cap refused to grow its memory: {}",
+            error_chain(error)
+        );
+    }
+    format!("{call} trapped: {}", error_chain(error))
+}
+
+impl WasmBalancer {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<PluginSlot>, pool_name: &str, config_json: &str) -> Self {
+        WasmBalancer {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            shared,
+            slot,
+            pool_name: pool_name.to_string(),
+            config_json: config_json.into(),
+        }
+    }
+
+    /// The plugin's slot.
+    pub fn slot(&self) -> &Arc<PluginSlot> {
+        &self.slot
+    }
+
+    fn fault(&self, version: &PluginVersion, fault: PickFault) -> PickFault {
+        self.slot.count_fault(
+            version,
+            format!("pool `{}`: {fault}", self.pool_name),
+            self.shared.limits.quarantine_after,
+        );
+        fault
+    }
+
+    /// The pick on this thread's instance, creating or re-syncing it first.
+    fn pick_on(
+        &self,
+        slot_entry: &mut Option<LiveInstance>,
+        version: &PluginVersion,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+    ) -> Result<Option<EndpointId>, PickFault> {
+        if slot_entry.as_ref().is_none_or(|live| live.version_id != version.id) {
+            // Drop the old instance first: its pooling slot is freed for the new one.
+            *slot_entry = None;
+            let live = LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
+                .map_err(|reason| PickFault::Unavailable(reason))?;
+            *slot_entry = Some(live);
+        }
+        let live = slot_entry.as_mut().expect("instance created above");
+        if live.generation != set.generation {
+            if let Err(reason) = live.sync_endpoints(&self.shared, set) {
+                *slot_entry = None;
+                return Err(PickFault::Trap(reason));
+            }
+        }
+        let live = slot_entry.as_mut().expect("instance kept above");
+        let info = wit::RequestInfo {
+            priority: match request.info.priority {
+                Priority::P0 => wit::Priority::P0,
+                Priority::P1 => wit::Priority::P1,
+                Priority::P2 => wit::Priority::P2,
+                Priority::P3 => wit::Priority::P3,
+                Priority::P4 => wit::Priority::P4,
+            },
+            attempt: request.info.attempt,
+            hash: request.info.hash,
+        };
+        // Lend the headers to the store for the call, without copying them.
+        std::mem::swap(&mut live.store.data_mut().headers, request.headers);
+        live.store.set_epoch_deadline(self.shared.limits.call_deadline_ticks);
+        let result = live
+            .plugin
+            .switchyard_plugin_balancer()
+            .call_pick(&mut live.store, info);
+        std::mem::swap(&mut live.store.data_mut().headers, request.headers);
+        match result {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                let timed_out = error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+                let reason = describe_trap(&live.store, &error, "pick");
+                // A trapped component instance cannot be entered again.
+                *slot_entry = None;
+                Err(if timed_out {
+                    PickFault::Timeout
+                } else {
+                    PickFault::Trap(reason)
+                })
+            }
+        }
+    }
+}
+
+impl Balancer for WasmBalancer {
+    fn pick(&self, set: &Arc<EndpointSet>, request: &mut PickRequest<'_>) -> Result<EndpointId, PickFault> {
+        let guard = self.slot.current_guard();
+        let Some(version) = guard.as_ref() else {
+            return Err(PickFault::Unavailable("no version loaded".into()));
+        };
+        if version.is_quarantined() {
+            return Err(PickFault::Unavailable("quarantined".into()));
+        }
+        self.slot.count_call();
+        let answer = INSTANCES.with(|cell| {
+            let mut instances = cell.borrow_mut();
+            if instances.len() <= self.key {
+                instances.resize_with(self.key + 1, || None);
+            }
+            self.pick_on(&mut instances[self.key], version, set, request)
+        });
+        match answer {
+            Ok(Some(id)) if set.is_eligible(id) => {
+                self.slot.count_success(version);
+                Ok(id)
+            }
+            Ok(Some(id)) => Err(self.fault(version, PickFault::OutOfSet(id))),
+            Ok(None) => Err(self.fault(version, PickFault::Declined)),
+            Err(fault) => Err(self.fault(version, fault)),
+        }
+    }
+}

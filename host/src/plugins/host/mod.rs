@@ -1,0 +1,4 @@
+//! The host side of the imports plugins may call, one file per interface.
+
+mod host;
+mod probe;

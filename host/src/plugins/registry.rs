@@ -1,0 +1,281 @@
+//! Loaded plugins: one slot per plugin name, holding the version that serves
+//! and everything the API shows about it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use super::bindings;
+use super::state::StoreState;
+use crate::engine::Pool;
+
+/// Which contract a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// Exports `switchyard:plugin/balancer`.
+    Balancer,
+    /// Exports `switchyard:plugin/health-check`.
+    HealthCheck,
+    /// Exports `switchyard:plugin/recovery`.
+    Recovery,
+}
+
+impl World {
+    /// How the API and messages name the world.
+    pub fn describe(self) -> &'static str {
+        match self {
+            World::Balancer => "a balancer",
+            World::HealthCheck => "a health check",
+            World::Recovery => "a recovery policy",
+        }
+    }
+}
+
+/// The ready-to-instantiate form of a version, by world.
+pub enum Prepared {
+    /// A balancer.
+    Balancer(bindings::balancer::BalancerPluginPre<StoreState>),
+    /// A health check.
+    HealthCheck(bindings::health::HealthPluginPre<StoreState>),
+    /// A recovery policy.
+    Recovery(bindings::recovery::RecoveryPluginPre<StoreState>),
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Prepared::Balancer(_) => "Prepared::Balancer",
+            Prepared::HealthCheck(_) => "Prepared::HealthCheck",
+            Prepared::Recovery(_) => "Prepared::Recovery",
+        })
+    }
+}
+
+/// One loaded file's compiled form. Instances re-sync when the slot's version
+/// id changes.
+#[derive(Debug)]
+pub struct PluginVersion {
+    /// Unique among all versions this process loaded.
+    pub id: u64,
+    /// SHA-256 of the file, hex.
+    pub hash: String,
+    /// Its contract.
+    pub world: World,
+    /// When it started serving.
+    pub loaded_at: SystemTime,
+    /// Whether the compiled form came from the on-disk cache.
+    pub from_cache: bool,
+    /// Time to compile (or load from cache) and validate, in µs.
+    pub load_micros: u64,
+    /// The instantiable form.
+    pub prepared: Prepared,
+    consecutive_faults: AtomicU32,
+    quarantined: AtomicBool,
+}
+
+impl PluginVersion {
+    pub(crate) fn new(
+        id: u64,
+        hash: String,
+        world: World,
+        prepared: Prepared,
+        from_cache: bool,
+        load_micros: u64,
+    ) -> Self {
+        PluginVersion {
+            id,
+            hash,
+            world,
+            loaded_at: SystemTime::now(),
+            from_cache,
+            load_micros,
+            prepared,
+            consecutive_faults: AtomicU32::new(0),
+            quarantined: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this version is set aside for faulting too often.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Relaxed)
+    }
+}
+
+/// A timestamped message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Note {
+    /// When, in ms since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// What.
+    pub message: String,
+}
+
+impl Note {
+    fn now(message: String) -> Self {
+        let at_unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Note {
+            at_unix_ms,
+            message,
+        }
+    }
+}
+
+/// What the slot remembers besides the serving version.
+#[derive(Debug, Default)]
+pub struct SlotHistory {
+    /// Whether the file is in the folder now.
+    pub file_present: bool,
+    /// Versions swapped in after the first.
+    pub reloads: u64,
+    /// Files refused.
+    pub rejections: u64,
+    /// Why the last file was refused.
+    pub last_rejected: Option<Note>,
+    /// The last fault.
+    pub last_fault: Option<Note>,
+    /// The most recent of the two, or a warning about the file.
+    pub last_error: Option<Note>,
+}
+
+/// A pool that uses the slot's plugin, so a new version can be checked
+/// against the pool's config and endpoints before it serves.
+#[derive(Debug, Clone)]
+pub struct PoolUse {
+    /// The pool.
+    pub pool: Weak<Pool>,
+    /// The pool's name.
+    pub pool_name: String,
+    /// The pool's plugin config as JSON.
+    pub config_json: Arc<str>,
+}
+
+/// Everything known about one plugin name.
+#[derive(Debug)]
+pub struct PluginSlot {
+    /// The file stem.
+    pub name: Arc<str>,
+    /// The file.
+    pub path: PathBuf,
+    current: ArcSwapOption<PluginVersion>,
+    calls: AtomicU64,
+    faults: AtomicU64,
+    /// History for the API, off the hot path.
+    pub history: Mutex<SlotHistory>,
+    /// Pools using this plugin.
+    pub users: Mutex<Vec<PoolUse>>,
+}
+
+impl PluginSlot {
+    pub(crate) fn new(name: &str, path: PathBuf) -> Self {
+        PluginSlot {
+            name: name.into(),
+            path,
+            current: ArcSwapOption::empty(),
+            calls: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            history: Mutex::new(SlotHistory::default()),
+            users: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The serving version, if any.
+    pub fn current(&self) -> Option<Arc<PluginVersion>> {
+        self.current.load_full()
+    }
+
+    /// The serving version, without touching its reference count.
+    pub fn current_guard(&self) -> arc_swap::Guard<Option<Arc<PluginVersion>>> {
+        self.current.load()
+    }
+
+    pub(crate) fn install(&self, version: Arc<PluginVersion>) {
+        let previous = self.current.swap(Some(version));
+        let mut history = self.history.lock().unwrap();
+        history.file_present = true;
+        if previous.is_some() {
+            history.reloads += 1;
+        }
+    }
+
+    pub(crate) fn reject(&self, reason: String) {
+        let note = Note::now(reason);
+        let mut history = self.history.lock().unwrap();
+        history.rejections += 1;
+        history.last_rejected = Some(note.clone());
+        history.last_error = Some(note);
+    }
+
+    pub(crate) fn warn(&self, message: String) {
+        self.history.lock().unwrap().last_error = Some(Note::now(message));
+    }
+
+    /// Counts one call.
+    pub fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a successful call: the version's fault streak ends.
+    pub fn count_success(&self, version: &PluginVersion) {
+        if version.consecutive_faults.load(Ordering::Relaxed) != 0 {
+            version.consecutive_faults.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a fault; quarantines `version` when its streak reaches
+    /// `quarantine_after`. Returns whether this fault quarantined it.
+    pub fn count_fault(&self, version: &PluginVersion, message: String, quarantine_after: u32) -> bool {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        let streak = version.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1;
+        let first = self.faults.load(Ordering::Relaxed) == 1;
+        if first {
+            tracing::warn!(plugin = &*self.name, "plugin fault: {message}");
+        } else {
+            tracing::debug!(plugin = &*self.name, "plugin fault: {message}");
+        }
+        let note = Note::now(message);
+        {
+            let mut history = self.history.lock().unwrap();
+            history.last_fault = Some(note.clone());
+            history.last_error = Some(note);
+        }
+        if streak >= quarantine_after && !version.quarantined.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                plugin = &*self.name,
+                hash = %version.hash,
+                "plugin quarantined after {streak} consecutive faults; \
+                 its pools use the native round robin until a new file arrives"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Lifts the quarantine of the serving version (the same file was
+    /// written again). Returns whether it was quarantined.
+    pub fn lift_quarantine(&self) -> bool {
+        match self.current() {
+            Some(version) => {
+                version.consecutive_faults.store(0, Ordering::Relaxed);
+                version.quarantined.swap(false, Ordering::Relaxed)
+            }
+            None => false,
+        }
+    }
+
+    /// Calls made since start.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Faults since start.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+}
