@@ -64,7 +64,11 @@ pub fn find_toolchain(allow_install: bool) -> anyhow::Result<Toolchain> {
         if missing.is_empty() {
             return Ok(Toolchain::DebianBuildStd);
         }
-        bail!("installed {} but still missing: {}", DEBIAN_PACKAGES.join(" "), missing.join(", "));
+        bail!(
+            "installed {} but still missing: {}",
+            DEBIAN_PACKAGES.join(" "),
+            missing.join(", ")
+        );
     }
     bail!(
         "no toolchain can build wasm32 plugins here. Either run \
@@ -82,7 +86,10 @@ pub fn find_toolchain(allow_install: bool) -> anyhow::Result<Toolchain> {
 pub fn build_plugin(request: &BuildRequest) -> anyhow::Result<PathBuf> {
     let manifest = request.crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{} has no Cargo.toml: give the folder of a plugin crate", request.crate_dir.display());
+        bail!(
+            "{} has no Cargo.toml: give the folder of a plugin crate",
+            request.crate_dir.display()
+        );
     }
     let metadata = Metadata::read(&manifest)?;
     let toolchain = find_toolchain(request.allow_install)?;
@@ -91,13 +98,18 @@ pub fn build_plugin(request: &BuildRequest) -> anyhow::Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| metadata.target_directory.join("wasm-plugins"));
     let module = compile(&toolchain, &manifest, &metadata.package_name, &target_dir)?;
-    let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+    let bytes =
+        std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
     let component = componentize(&bytes)
         .with_context(|| format!("{} is not a plugin module", module.display()))?;
     std::fs::create_dir_all(&request.out_dir)
         .with_context(|| format!("cannot create {}", request.out_dir.display()))?;
-    let output = request.out_dir.join(format!("{}.wasm", metadata.package_name));
-    let temporary = request.out_dir.join(format!(".{}.wasm.tmp", metadata.package_name));
+    let output = request
+        .out_dir
+        .join(format!("{}.wasm", metadata.package_name));
+    let temporary = request
+        .out_dir
+        .join(format!(".{}.wasm.tmp", metadata.package_name));
     std::fs::write(&temporary, component)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, &output)
@@ -122,7 +134,13 @@ struct Metadata {
 impl Metadata {
     fn read(manifest: &Path) -> anyhow::Result<Self> {
         let output = Command::new(cargo_for_metadata())
-            .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--manifest-path",
+            ])
             .arg(manifest)
             .stderr(Stdio::inherit())
             .output()
@@ -138,11 +156,15 @@ impl Metadata {
             .flatten()
             .find(|p| p["manifest_path"].as_str().map(PathBuf::from).as_deref() == Some(&manifest))
             .with_context(|| format!("no package in {}", manifest.display()))?;
-        let has_cdylib = package["targets"].as_array().into_iter().flatten().any(|t| {
-            t["crate_types"]
-                .as_array()
-                .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
-        });
+        let has_cdylib = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t["crate_types"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"))
+            });
         if !has_cdylib {
             bail!(
                 "{} builds no cdylib: add `[lib] crate-type = [\"cdylib\", \"rlib\"]`",
@@ -160,7 +182,12 @@ fn cargo_for_metadata() -> PathBuf {
     which("cargo").unwrap_or_else(|| PathBuf::from(DEBIAN_CARGO))
 }
 
-fn compile(toolchain: &Toolchain, manifest: &Path, package: &str, target_dir: &Path) -> anyhow::Result<PathBuf> {
+fn compile(
+    toolchain: &Toolchain,
+    manifest: &Path,
+    package: &str,
+    target_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let mut command = match toolchain {
         Toolchain::Rustup => Command::new("cargo"),
         Toolchain::DebianBuildStd => {
@@ -178,7 +205,12 @@ fn compile(toolchain: &Toolchain, manifest: &Path, package: &str, target_dir: &P
     };
     command
         .arg("build")
-        .args(["--release", "--target", WASM_TARGET, "--message-format=json-render-diagnostics"])
+        .args([
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(manifest)
         .args(["-p", package])
@@ -211,8 +243,12 @@ fn compile(toolchain: &Toolchain, manifest: &Path, package: &str, target_dir: &P
     let mut artifact = None;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line?;
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        if message["reason"] != "compiler-artifact" || message["target"]["name"].as_str() != Some(&package.replace('-', "_")) {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact"
+            || message["target"]["name"].as_str() != Some(&package.replace('-', "_"))
+        {
             continue;
         }
         if let Some(files) = message["filenames"].as_array() {
@@ -236,7 +272,11 @@ fn rustup_has_wasm_target() -> bool {
         .args(["target", "list", "--installed"])
         .stderr(Stdio::null())
         .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET))
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET)
+        })
         .unwrap_or(false)
 }
 
@@ -258,7 +298,10 @@ fn debian_missing() -> Vec<String> {
 }
 
 fn install_debian_packages() -> anyhow::Result<()> {
-    let update = Command::new("apt-get").arg("update").stdout(Stdio::null()).status()?;
+    let update = Command::new("apt-get")
+        .arg("update")
+        .stdout(Stdio::null())
+        .status()?;
     if !update.success() {
         bail!("`apt-get update` failed");
     }

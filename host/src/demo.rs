@@ -17,7 +17,9 @@ use crate::config::Config;
 /// the path; it stops when the task is dropped.
 pub async fn upstream(listener: TcpListener, name: String) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -51,7 +53,10 @@ pub async fn run(plugins: PathBuf, port: u16, control_port: u16) -> anyhow::Resu
     let web_balancer = if has("round-robin") {
         r#"balancer = { plugin = "round-robin" }"#
     } else {
-        tracing::warn!("{} has no round-robin.wasm: pool `web` uses the native round robin", plugins.display());
+        tracing::warn!(
+            "{} has no round-robin.wasm: pool `web` uses the native round robin",
+            plugins.display()
+        );
         ""
     };
     let api_balancer = if has("peak-ewma") {

@@ -99,7 +99,12 @@ impl Server {
             .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
         let control_listener = TcpListener::bind(config.control.listen)
             .await
-            .with_context(|| format!("cannot listen on control.listen = {}", config.control.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on control.listen = {}",
+                    config.control.listen
+                )
+            })?;
         let control = Arc::new(ControlState {
             pools,
             runtime,
@@ -127,7 +132,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and lets
     /// in-flight requests finish within `proxy.shutdown_grace_ms`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let _watcher = if self.config.plugins.watch {
             Some(plugins::watch(
                 self.control.runtime.clone(),
@@ -165,14 +173,24 @@ fn build_pools(
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let mut endpoints = Vec::new();
         for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
-            let mut built = Endpoint::new(id as u32, &endpoint.address, endpoint.weight, endpoint.capacity)
-                .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
+            let mut built = Endpoint::new(
+                id as u32,
+                &endpoint.address,
+                endpoint.weight,
+                endpoint.capacity,
+            )
+            .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
             built.zone = endpoint.zone.clone();
             built.labels = endpoint.labels.clone();
             endpoints.push(Arc::new(built));
         }
         let Some(balancer) = &pool_config.balancer else {
-            pools.push(Arc::new(Pool::new(pool_config.name.clone(), endpoints, None, None)));
+            pools.push(Arc::new(Pool::new(
+                pool_config.name.clone(),
+                endpoints,
+                None,
+                None,
+            )));
             continue;
         };
         let slot = runtime.slot(&balancer.plugin);

@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests: the real `switchyard` binary, real upstream servers on
+//! loopback, plugins built from source with `switchyard plugin build`.
+
+mod balancing;
+mod proxying;
+mod reload;
+mod sandbox;
+mod support;

@@ -33,7 +33,11 @@ pub struct ControlState {
 }
 
 /// Serves the control API on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, state: Arc<ControlState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ControlState>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

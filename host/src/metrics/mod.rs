@@ -99,10 +99,20 @@ impl Metrics {
 /// Renders every metric in the Prometheus text format.
 pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -> String {
     let mut out = String::with_capacity(4096);
-    family(&mut out, "switchyard_requests_total", "counter", "Requests accepted by the proxy.");
+    family(
+        &mut out,
+        "switchyard_requests_total",
+        "counter",
+        "Requests accepted by the proxy.",
+    );
     let _ = writeln!(out, "switchyard_requests_total {}", metrics.requests());
 
-    family(&mut out, "switchyard_responses_total", "counter", "Responses sent, by status class.");
+    family(
+        &mut out,
+        "switchyard_responses_total",
+        "counter",
+        "Responses sent, by status class.",
+    );
     for (class, count) in metrics.status_classes.iter().enumerate().skip(1) {
         let _ = writeln!(
             out,
@@ -111,7 +121,12 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         );
     }
 
-    family(&mut out, "switchyard_proxy_errors_total", "counter", "Responses the proxy made itself, by cause.");
+    family(
+        &mut out,
+        "switchyard_proxy_errors_total",
+        "counter",
+        "Responses the proxy made itself, by cause.",
+    );
     for (kind, count) in ProxyError::ALL.iter().zip(&metrics.errors) {
         let _ = writeln!(
             out,
@@ -121,7 +136,12 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         );
     }
 
-    family(&mut out, "switchyard_pool_fallback_picks_total", "counter", "Picks the native round robin made because the pool's plugin faulted.");
+    family(
+        &mut out,
+        "switchyard_pool_fallback_picks_total",
+        "counter",
+        "Picks the native round robin made because the pool's plugin faulted.",
+    );
     for pool in pools {
         let _ = writeln!(
             out,
@@ -132,11 +152,31 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
     }
 
     let endpoint_families: [(&str, &str, &str); 5] = [
-        ("switchyard_endpoint_requests_total", "counter", "Requests forwarded to the endpoint."),
-        ("switchyard_endpoint_failures_total", "counter", "Forwarded requests that failed (connect, timeout, 5xx)."),
-        ("switchyard_endpoint_in_flight", "gauge", "Requests the endpoint is serving now."),
-        ("switchyard_endpoint_latency_ewma_seconds", "gauge", "Peak-EWMA of the endpoint's response latency."),
-        ("switchyard_endpoint_success_ratio", "gauge", "Recent share of successful responses."),
+        (
+            "switchyard_endpoint_requests_total",
+            "counter",
+            "Requests forwarded to the endpoint.",
+        ),
+        (
+            "switchyard_endpoint_failures_total",
+            "counter",
+            "Forwarded requests that failed (connect, timeout, 5xx).",
+        ),
+        (
+            "switchyard_endpoint_in_flight",
+            "gauge",
+            "Requests the endpoint is serving now.",
+        ),
+        (
+            "switchyard_endpoint_latency_ewma_seconds",
+            "gauge",
+            "Peak-EWMA of the endpoint's response latency.",
+        ),
+        (
+            "switchyard_endpoint_success_ratio",
+            "gauge",
+            "Recent share of successful responses.",
+        ),
     ];
     for (index, (name, kind, help)) in endpoint_families.iter().enumerate() {
         family(&mut out, name, kind, help);
@@ -161,11 +201,31 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
 
     let slots = runtime.slots();
     let plugin_families: [(&str, &str, &str); 5] = [
-        ("switchyard_plugin_calls_total", "counter", "Calls into the plugin on the request path."),
-        ("switchyard_plugin_faults_total", "counter", "Calls that trapped, timed out or gave an invalid answer."),
-        ("switchyard_plugin_quarantined", "gauge", "1 while the serving version is quarantined."),
-        ("switchyard_plugin_reloads_total", "counter", "New versions swapped in after the first."),
-        ("switchyard_plugin_rejected_files_total", "counter", "Files refused (invalid, wrong world, configure error)."),
+        (
+            "switchyard_plugin_calls_total",
+            "counter",
+            "Calls into the plugin on the request path.",
+        ),
+        (
+            "switchyard_plugin_faults_total",
+            "counter",
+            "Calls that trapped, timed out or gave an invalid answer.",
+        ),
+        (
+            "switchyard_plugin_quarantined",
+            "gauge",
+            "1 while the serving version is quarantined.",
+        ),
+        (
+            "switchyard_plugin_reloads_total",
+            "counter",
+            "New versions swapped in after the first.",
+        ),
+        (
+            "switchyard_plugin_rejected_files_total",
+            "counter",
+            "Files refused (invalid, wrong world, configure error).",
+        ),
     ];
     for (index, (name, kind, help)) in plugin_families.iter().enumerate() {
         family(&mut out, name, kind, help);

@@ -60,7 +60,10 @@ impl LiveInstance {
         set: &Arc<EndpointSet>,
     ) -> Result<LiveInstance, String> {
         let Prepared::Balancer(pre) = &version.prepared else {
-            return Err(format!("the file is {}, not a balancer", version.world.describe()));
+            return Err(format!(
+                "the file is {}, not a balancer",
+                version.world.describe()
+            ));
         };
         let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
         state.endpoints = Some(Arc::clone(set));
@@ -104,7 +107,8 @@ impl LiveInstance {
             })
             .collect();
         self.store.data_mut().endpoints = Some(Arc::clone(set));
-        self.store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        self.store
+            .set_epoch_deadline(shared.limits.setup_deadline_ticks);
         self.plugin
             .switchyard_plugin_balancer()
             .call_set_endpoints(&mut self.store, &endpoints)
@@ -129,7 +133,12 @@ fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error, call: &str)
 }
 
 impl WasmBalancer {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Arc<PluginSlot>, pool_name: &str, config_json: &str) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        slot: Arc<PluginSlot>,
+        pool_name: &str,
+        config_json: &str,
+    ) -> Self {
         WasmBalancer {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             shared,
@@ -161,11 +170,15 @@ impl WasmBalancer {
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
     ) -> Result<Option<EndpointId>, PickFault> {
-        if slot_entry.as_ref().is_none_or(|live| live.version_id != version.id) {
+        if slot_entry
+            .as_ref()
+            .is_none_or(|live| live.version_id != version.id)
+        {
             // Drop the old instance first: its pooling slot is freed for the new one.
             *slot_entry = None;
-            let live = LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
-                .map_err(|reason| PickFault::Unavailable(reason))?;
+            let live =
+                LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
+                    .map_err(|reason| PickFault::Unavailable(reason))?;
             *slot_entry = Some(live);
         }
         let live = slot_entry.as_mut().expect("instance created above");
@@ -189,7 +202,8 @@ impl WasmBalancer {
         };
         // Lend the headers to the store for the call, without copying them.
         std::mem::swap(&mut live.store.data_mut().headers, request.headers);
-        live.store.set_epoch_deadline(self.shared.limits.call_deadline_ticks);
+        live.store
+            .set_epoch_deadline(self.shared.limits.call_deadline_ticks);
         let result = live
             .plugin
             .switchyard_plugin_balancer()
@@ -213,7 +227,11 @@ impl WasmBalancer {
 }
 
 impl Balancer for WasmBalancer {
-    fn pick(&self, set: &Arc<EndpointSet>, request: &mut PickRequest<'_>) -> Result<EndpointId, PickFault> {
+    fn pick(
+        &self,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+    ) -> Result<EndpointId, PickFault> {
         let guard = self.slot.current_guard();
         let Some(version) = guard.as_ref() else {
             return Err(PickFault::Unavailable("no version loaded".into()));

@@ -2,8 +2,8 @@
 //! loading and caching components, the sandbox they run in, per-worker
 //! instances, fault accounting, and live reload of the plugin folder.
 
-pub mod bindings;
 mod balancer;
+pub mod bindings;
 mod cache;
 mod host;
 mod registry;
@@ -123,8 +123,9 @@ impl PluginRuntime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&wasm)
-            .map_err(|e| anyhow::anyhow!("cannot start the wasmtime engine: {}", error_chain(&e)))?;
+        let engine = Engine::new(&wasm).map_err(|e| {
+            anyhow::anyhow!("cannot start the wasmtime engine: {}", error_chain(&e))
+        })?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
         bindings::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -178,7 +179,13 @@ impl PluginRuntime {
 
     /// Every known slot, by name.
     pub fn slots(&self) -> Vec<Arc<PluginSlot>> {
-        self.shared.slots.read().unwrap().values().cloned().collect()
+        self.shared
+            .slots
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// A balancer for `pool` backed by plugin `name`. The plugin must already
@@ -194,7 +201,12 @@ impl PluginRuntime {
 
     /// Records that `pool` uses plugin `name` with `config_json`, so new
     /// versions are checked against it, and checks the serving version now.
-    pub fn attach(&self, name: &str, pool: &Arc<crate::engine::Pool>, config_json: &str) -> Result<(), LoadError> {
+    pub fn attach(
+        &self,
+        name: &str,
+        pool: &Arc<crate::engine::Pool>,
+        config_json: &str,
+    ) -> Result<(), LoadError> {
         let slot = self.slot(name);
         let usage = PoolUse {
             pool: Arc::downgrade(pool),
@@ -250,7 +262,10 @@ impl PluginRuntime {
             ),
             Ok(LoadOutcome::Unchanged { lifted_quarantine }) => {
                 if *lifted_quarantine {
-                    tracing::info!(plugin = &*slot.name, "same file written again: quarantine lifted");
+                    tracing::info!(
+                        plugin = &*slot.name,
+                        "same file written again: quarantine lifted"
+                    );
                 }
             }
             Err(error) => {
@@ -288,9 +303,16 @@ impl PluginRuntime {
             .shared
             .cache
             .component(&self.shared.engine, &hash, &bytes)
-            .map_err(|e| fail("compile", format!("not a valid component: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                fail(
+                    "compile",
+                    format!("not a valid component: {}", error_chain(&e)),
+                )
+            })?;
         let world = world_of(&self.shared.engine, &component).map_err(|r| fail("world", r))?;
-        let prepared = self.prepare(&component, world).map_err(|r| fail("link", r))?;
+        let prepared = self
+            .prepare(&component, world)
+            .map_err(|r| fail("link", r))?;
         let id = self.shared.next_version.fetch_add(1, Ordering::Relaxed);
         let mut version = PluginVersion::new(id, hash, world, prepared, from_cache, 0);
 
@@ -306,7 +328,12 @@ impl PluginRuntime {
 
     /// Checks that `version` can serve `usage`: the right world, and a
     /// scratch instance accepts the pool's config and endpoints.
-    fn check_use(&self, slot: &PluginSlot, version: &PluginVersion, usage: &PoolUse) -> Result<(), LoadError> {
+    fn check_use(
+        &self,
+        slot: &PluginSlot,
+        version: &PluginVersion,
+        usage: &PoolUse,
+    ) -> Result<(), LoadError> {
         let fail = |stage: &'static str, reason: String| LoadError {
             name: slot.name.to_string(),
             path: slot.path.display().to_string(),
@@ -333,29 +360,33 @@ impl PluginRuntime {
     }
 
     fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
-        let pre = self
-            .shared
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| format!("imports something the host does not offer: {}", error_chain(&e)))?;
-        let typed = |e: wasmtime::Error| format!("exports do not match the contract: {}", error_chain(&e));
+        let pre = self.shared.linker.instantiate_pre(component).map_err(|e| {
+            format!(
+                "imports something the host does not offer: {}",
+                error_chain(&e)
+            )
+        })?;
+        let typed =
+            |e: wasmtime::Error| format!("exports do not match the contract: {}", error_chain(&e));
         Ok(match world {
-            World::Balancer => Prepared::Balancer(
-                bindings::balancer::BalancerPluginPre::new(pre).map_err(typed)?,
-            ),
-            World::HealthCheck => Prepared::HealthCheck(
-                bindings::health::HealthPluginPre::new(pre).map_err(typed)?,
-            ),
-            World::Recovery => Prepared::Recovery(
-                bindings::recovery::RecoveryPluginPre::new(pre).map_err(typed)?,
-            ),
+            World::Balancer => {
+                Prepared::Balancer(bindings::balancer::BalancerPluginPre::new(pre).map_err(typed)?)
+            }
+            World::HealthCheck => {
+                Prepared::HealthCheck(bindings::health::HealthPluginPre::new(pre).map_err(typed)?)
+            }
+            World::Recovery => {
+                Prepared::Recovery(bindings::recovery::RecoveryPluginPre::new(pre).map_err(typed)?)
+            }
         })
     }
 
     /// Marks the file of `name` as deleted. A version that serves keeps
     /// serving; pools that use it are named in the warning.
     pub fn file_removed(&self, path: &Path) {
-        let Some(name) = plugin_name(path) else { return };
+        let Some(name) = plugin_name(path) else {
+            return;
+        };
         let slot = self.slot(&name);
         slot.history.lock().unwrap().file_present = false;
         if slot.current().is_some() {
@@ -421,7 +452,11 @@ fn world_of(engine: &Engine, component: &Component) -> Result<World, String> {
     }
     Err(format!(
         "exports none of switchyard:plugin/balancer, health-check or recovery (it exports: {})",
-        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+        if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        }
     ))
 }
 

@@ -230,7 +230,12 @@ impl PluginSlot {
 
     /// Counts a fault; quarantines `version` when its streak reaches
     /// `quarantine_after`. Returns whether this fault quarantined it.
-    pub fn count_fault(&self, version: &PluginVersion, message: String, quarantine_after: u32) -> bool {
+    pub fn count_fault(
+        &self,
+        version: &PluginVersion,
+        message: String,
+        quarantine_after: u32,
+    ) -> bool {
         self.faults.fetch_add(1, Ordering::Relaxed);
         let streak = version.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1;
         let first = self.faults.load(Ordering::Relaxed) == 1;

@@ -1,50 +1,92 @@
-//! Watches the plugin folder and (re)loads files when they change, debounced,
-//! compiling on a blocking thread so the workers never wait for it.
+//! Watches the plugin folder and (re)loads files when they change, debounced
+//! per file, compiling on a blocking thread so the workers never wait for it.
+//!
+//! Written on `notify` directly rather than a debouncer crate: the host must
+//! ignore the read-access events its own loads cause (inotify reports opens
+//! and reads), or every load would trigger the next.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
+use tokio::time::Instant;
 
 use super::{plugin_name, PluginRuntime};
 
-/// Watches `runtime`'s folder until the returned guard is dropped.
+/// Whether an event can mean the file's content or presence changed.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Watches `runtime`'s folder until the returned watcher is dropped. A file
+/// is loaded once it has been quiet for `debounce`.
 pub fn watch(runtime: PluginRuntime, debounce: Duration) -> anyhow::Result<impl Drop> {
     let dir = runtime.dir().to_path_buf();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            for event in events {
-                if plugin_name(&event.path).is_some() {
-                    let _ = sender.send(event.path);
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<Event>| match result {
+            Ok(event) if is_change(&event.kind) => {
+                for path in event.paths {
+                    if plugin_name(&path).is_some() {
+                        let _ = sender.send(path);
+                    }
                 }
             }
-        }
-        Err(error) => tracing::warn!("plugin folder watch error: {error}"),
-    })
-    .context("cannot start watching the plugin folder")?;
-    debouncer
-        .watcher()
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
+            Ok(_) => {}
+            Err(error) => tracing::warn!("plugin folder watch error: {error}"),
+        })
+        .context("cannot start watching the plugin folder")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch plugin folder {}", dir.display()))?;
 
     tokio::spawn(async move {
-        while let Some(path) = receiver.recv().await {
-            let runtime = runtime.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                if path.exists() {
-                    // The outcome is logged and recorded in the slot.
-                    let _ = runtime.load(&path);
-                } else {
-                    runtime.file_removed(&path);
+        let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+        loop {
+            let next_due = pending.values().min().copied();
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Some(path) => {
+                        pending.insert(path, Instant::now() + debounce);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<PathBuf> = pending
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(path, _)| path.clone())
+                        .collect();
+                    for path in due {
+                        pending.remove(&path);
+                        reload(runtime.clone(), path).await;
+                    }
                 }
-            })
-            .await;
-            if let Err(error) = outcome {
-                tracing::error!("plugin reload task failed: {error}");
             }
         }
     });
-    Ok(debouncer)
+    Ok(watcher)
+}
+
+async fn reload(runtime: PluginRuntime, path: PathBuf) {
+    let outcome = tokio::task::spawn_blocking(move || {
+        if path.exists() {
+            // The outcome is logged and recorded in the slot.
+            let _ = runtime.load(&path);
+        } else {
+            runtime.file_removed(&path);
+        }
+    })
+    .await;
+    if let Err(error) = outcome {
+        tracing::error!("plugin reload task failed: {error}");
+    }
 }

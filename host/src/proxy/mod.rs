@@ -56,7 +56,11 @@ impl Proxy {
     }
 
     /// Serves one request end to end; errors become short local responses.
-    pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         self.metrics.count_request();
         let host = request_host(&request);
         let Some(pool) = self.routes.find(host.as_deref(), request.uri().path()) else {
@@ -86,7 +90,12 @@ impl Proxy {
 
         let uri = match upstream_uri(&endpoint.authority, request.uri()) {
             Ok(uri) => uri,
-            Err(error) => return self.error(ProxyError::BadRequest, format!("bad request target: {error}")),
+            Err(error) => {
+                return self.error(
+                    ProxyError::BadRequest,
+                    format!("bad request target: {error}"),
+                )
+            }
         };
         *request.uri_mut() = uri;
         headers::remove_hop_by_hop(request.headers_mut());
@@ -94,11 +103,14 @@ impl Proxy {
 
         let guard = endpoint.start();
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let outcome =
+            tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
         let elapsed = started.elapsed().as_nanos() as u64;
         match outcome {
             Ok(Ok(mut response)) => {
-                endpoint.stats.record(elapsed, !response.status().is_server_error());
+                endpoint
+                    .stats
+                    .record(elapsed, !response.status().is_server_error());
                 self.metrics.count_status(response.status());
                 headers::remove_hop_by_hop(response.headers_mut());
                 response.map(|body| ProxyBody::Upstream {
@@ -115,7 +127,10 @@ impl Proxy {
                 };
                 let cause = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
-                self.error(kind, format!("{what} endpoint {}: {cause}", endpoint.address))
+                self.error(
+                    kind,
+                    format!("{what} endpoint {}: {cause}", endpoint.address),
+                )
             }
             Err(_elapsed) => {
                 endpoint.stats.record(elapsed, false);
@@ -229,8 +244,14 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("shutdown grace of {} ms ran out with requests in flight", grace.as_millis());
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown grace of {} ms ran out with requests in flight",
+            grace.as_millis()
+        );
     }
 }
 
@@ -246,7 +267,11 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&request).as_deref(), Some("example.com"));
-        let request = Request::builder().uri("/x").header("host", "[::1]:80").body(()).unwrap();
+        let request = Request::builder()
+            .uri("/x")
+            .header("host", "[::1]:80")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&request).as_deref(), Some("::1"));
     }
 

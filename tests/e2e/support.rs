@@ -1,0 +1,443 @@
+//! The end-to-end harness: builds the plugins once, starts real upstream
+//! servers on loopback, starts the real `switchyard` binary, and talks to it
+//! over real sockets.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every plugin the tests use, bundled and hostile.
+const PLUGIN_CRATES: [&str; 13] = [
+    "plugins/round-robin",
+    "plugins/least-request",
+    "plugins/peak-ewma",
+    "plugins/consistent-hash",
+    "plugins/random",
+    "tests/plugins/looping-balancer",
+    "tests/plugins/memory-hog",
+    "tests/plugins/panicking-balancer",
+    "tests/plugins/out-of-set",
+    "tests/plugins/pin-first",
+    "tests/plugins/pin-last",
+    "tests/plugins/reject-config",
+    "tests/plugins/always-healthy",
+];
+
+/// The folder of built plugins, built once per test run with the same
+/// `switchyard plugin build` a user runs.
+pub fn built_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = workspace().join("target/e2e-plugins");
+        let status = Command::new(BINARY)
+            .args(["plugin", "build", "--out"])
+            .arg(&out)
+            .args(PLUGIN_CRATES.iter().map(|c| workspace().join(c)))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run switchyard plugin build");
+        assert!(status.success(), "switchyard plugin build failed");
+        out
+    })
+}
+
+/// The bytes of a built plugin.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(built_plugins().join(format!("{name}.wasm"))).expect("built plugin")
+}
+
+/// A fresh plugin folder holding copies of `plugins`, as `(file stem, built plugin)`.
+pub fn plugin_dir(plugins: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (stem, built) in plugins {
+        std::fs::write(dir.path().join(format!("{stem}.wasm")), plugin_bytes(built)).unwrap();
+    }
+    dir
+}
+
+/// Replaces a plugin file the way a deploy does: write beside, then rename.
+pub fn replace_plugin(dir: &Path, stem: &str, bytes: &[u8]) {
+    let temporary = dir.join(format!(".{stem}.upload"));
+    std::fs::write(&temporary, bytes).unwrap();
+    std::fs::rename(&temporary, dir.join(format!("{stem}.wasm"))).unwrap();
+}
+
+/// How a test upstream behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    pub status: u16,
+    pub delay: Duration,
+}
+
+/// A real HTTP/1.1 server on loopback that answers with its name.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        Upstream::with(
+            name,
+            Behaviour {
+                status: 200,
+                delay: Duration::ZERO,
+            },
+        )
+        .await
+    }
+
+    pub async fn with(name: &str, behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let last_headers = Arc::new(Mutex::new(None));
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let task = {
+            let (name, hits, last_headers, behaviour) = (
+                name.to_string(),
+                hits.clone(),
+                last_headers.clone(),
+                behaviour.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (name, hits, last_headers, behaviour) = (
+                        name.clone(),
+                        hits.clone(),
+                        last_headers.clone(),
+                        behaviour.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let service =
+                            service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                                let (name, hits, last_headers, behaviour) = (
+                                    name.clone(),
+                                    hits.clone(),
+                                    last_headers.clone(),
+                                    behaviour.clone(),
+                                );
+                                async move {
+                                    hits.fetch_add(1, Ordering::Relaxed);
+                                    *last_headers.lock().unwrap() = Some(request.headers().clone());
+                                    let Behaviour { status, delay } =
+                                        behaviour.lock().unwrap().clone();
+                                    if !delay.is_zero() {
+                                        tokio::time::sleep(delay).await;
+                                    }
+                                    Ok::<_, Infallible>(
+                                        http::Response::builder()
+                                            .status(status)
+                                            .header("x-upstream", name.as_str())
+                                            .body(Full::new(Bytes::from(name)))
+                                            .unwrap(),
+                                    )
+                                }
+                            });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Upstream {
+            addr,
+            hits,
+            last_headers,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// `{ address = "...", weight = N }`
+    pub fn endpoint(&self, weight: u32) -> String {
+        format!("{{ address = \"{}\", weight = {weight} }}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The real binary, started with a config file; killed when dropped.
+pub struct Switchyard {
+    pub proxy: SocketAddr,
+    pub control: SocketAddr,
+    child: Child,
+    _config_dir: tempfile::TempDir,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Switchyard {
+    /// Starts `switchyard run` with `[proxy]`, `[control]` and
+    /// `[plugins] dir` filled in (port 0) and `body` appended.
+    pub fn start(plugins: &Path, body: &str) -> Switchyard {
+        Switchyard::try_start(plugins, body)
+            .unwrap_or_else(|stderr| panic!("switchyard did not start:\n{stderr}"))
+    }
+
+    pub fn try_start(plugins: &Path, body: &str) -> Result<Switchyard, String> {
+        let config_dir = tempfile::tempdir().unwrap();
+        let config = config_dir.path().join("switchyard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n\n\
+                 [control]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [plugins]\ndir = \"{}\"\n\n{body}\n",
+                plugins.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BINARY)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut all = stderr.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line).unwrap_or(0);
+        if read == 0 {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(stderr.lock().unwrap().clone());
+        }
+        // Keep draining stdout so the child never blocks on it.
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        let field = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in `{line}`"))
+                .parse()
+                .unwrap()
+        };
+        Ok(Switchyard {
+            proxy: field("proxy="),
+            control: field("control="),
+            child,
+            _config_dir: config_dir,
+            stderr,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn control_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.control)
+    }
+
+    /// `GET /v1/plugins`, as a map by plugin name.
+    pub async fn plugins(&self, client: &HttpClient) -> HashMap<String, serde_json::Value> {
+        let response = client.get(&self.control_url("/v1/plugins")).await;
+        let json: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        json["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `/v1/plugins` entry `name` satisfies `check`.
+    pub async fn wait_for_plugin(
+        &self,
+        client: &HttpClient,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let plugins = self.plugins(client).await;
+            if let Some(plugin) = plugins.get(name) {
+                if check(plugin) {
+                    return plugin.clone();
+                }
+                if Instant::now() > deadline {
+                    panic!("plugin `{name}` never reached: {what}; last: {plugin:#}");
+                }
+            } else if Instant::now() > deadline {
+                panic!("plugin `{name}` never appeared");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn upstream(&self) -> &str {
+        self.headers
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl HttpClient {
+    pub async fn get(&self, url: &str) -> Reply {
+        self.get_with(url, &[]).await
+    }
+
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.try_get_with(url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub async fn try_get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        let mut request = http::Request::get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(request.body(Empty::new()).unwrap())
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Sends `count` GETs with `concurrency` in flight; returns how many each
+    /// upstream answered and the failures.
+    pub async fn spread(
+        &self,
+        url: &str,
+        count: usize,
+        concurrency: usize,
+    ) -> (HashMap<String, usize>, Vec<String>) {
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (client, url, next) = (self.clone(), url.to_string(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut seen = HashMap::new();
+                let mut failures = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                    match client.try_get_with(&url, &[]).await {
+                        Ok(reply) if reply.status == 200 => {
+                            *seen.entry(reply.upstream().to_string()).or_insert(0) += 1
+                        }
+                        Ok(reply) => {
+                            failures.push(format!("{} {}", reply.status, reply.body.trim()))
+                        }
+                        Err(error) => failures.push(error),
+                    }
+                }
+                (seen, failures)
+            }));
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut failures = Vec::new();
+        for task in tasks {
+            let (part, failed) = task.await.unwrap();
+            for (name, n) in part {
+                *seen.entry(name).or_insert(0) += n;
+            }
+            failures.extend(failed);
+        }
+        (seen, failures)
+    }
+}
