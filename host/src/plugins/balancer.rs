@@ -178,7 +178,7 @@ impl WasmBalancer {
             *slot_entry = None;
             let live =
                 LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
-                    .map_err(|reason| PickFault::Unavailable(reason))?;
+                    .map_err(PickFault::Unavailable)?;
             *slot_entry = Some(live);
         }
         let live = slot_entry.as_mut().expect("instance created above");

@@ -5,7 +5,7 @@
 mod balancer;
 pub mod bindings;
 mod cache;
-mod host;
+mod imports;
 mod registry;
 mod state;
 mod watcher;
