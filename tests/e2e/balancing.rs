@@ -136,3 +136,33 @@ async fn load_aware_strategies_avoid_a_slow_endpoint() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_written_outside_the_workspace_routes_canaries() {
+    let plugins = plugin_dir(&[("canary", "canary")]);
+    let (a, b, canary) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("canary").await,
+    );
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"canary\" }}\n\
+         endpoints = [{}, {}, {{ address = \"{}\", labels = {{ track = \"canary\" }} }}]\n",
+        a.endpoint(1),
+        b.endpoint(1),
+        canary.addr
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    for _ in 0..10 {
+        assert_eq!(
+            client
+                .get_with(&proxy.url("/"), &[("x-canary", "1")])
+                .await
+                .upstream(),
+            "canary"
+        );
+        assert_ne!(client.get(&proxy.url("/")).await.upstream(), "canary");
+    }
+    assert_eq!(proxy.plugins(&client).await["canary"]["faults"], 0);
+}

@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 13] = [
+const PLUGIN_CRATES: [&str; 14] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -41,6 +41,8 @@ const PLUGIN_CRATES: [&str; 13] = [
     "tests/plugins/pin-last",
     "tests/plugins/reject-config",
     "tests/plugins/always-healthy",
+    // Written outside the workspace, as a user would.
+    "examples/canary-balancer",
 ];
 
 /// The folder of built plugins, built once per test run with the same
@@ -52,6 +54,8 @@ pub fn built_plugins() -> &'static Path {
         let status = Command::new(BINARY)
             .args(["plugin", "build", "--out"])
             .arg(&out)
+            .arg("--target-dir")
+            .arg(workspace().join("target/wasm-plugins"))
             .args(PLUGIN_CRATES.iter().map(|c| workspace().join(c)))
             .stdout(Stdio::null())
             .status()
