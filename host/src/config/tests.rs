@@ -99,3 +99,11 @@ fn invalid_example_configs_give_their_expected_errors() {
     }
     assert!(checked >= 5, "only {checked} invalid configs found");
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/switchyard.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.pools.len(), 2);
+    assert_eq!(config.routes[0].pool, "api");
+}
