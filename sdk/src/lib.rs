@@ -38,6 +38,7 @@
 //!
 //! - [`types`]: the values shared by every world (endpoints, loads, requests).
 //! - [`balancer`], [`health`], [`recovery`]: one trait per world.
+//! - [`config`]: parsing the JSON config `configure` receives.
 //! - [`host`]: what the host offers every plugin (log, clock, randomness, load, headers).
 //! - [`probe`]: what the host offers health checks (HTTP and TCP probes).
 //! - [`testing`]: the native stand-in for the host.
@@ -50,6 +51,7 @@
 extern crate self as switchyard_sdk;
 
 pub mod balancer;
+pub mod config;
 pub mod health;
 pub mod host;
 pub mod probe;

@@ -49,8 +49,7 @@ pub struct Canary {
 
 impl Balancer for Canary {
     fn configure(config: &str) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_str(config).map_err(|e| format!("canary config: {e}"))?;
+        let config: Config = switchyard_sdk::config::parse(config)?;
         Ok(Canary {
             config,
             stable: Vec::new(),

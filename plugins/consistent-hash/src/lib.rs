@@ -28,7 +28,6 @@
 //!   endpoints than slots, some endpoints get no traffic.
 //! - `header` (default none): a request header whose value is the key.
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use switchyard_sdk::host::{self, LogLevel};
 use switchyard_sdk::{export_balancer, Balancer, Endpoint, EndpointId, RequestInfo};
@@ -66,23 +65,6 @@ impl Default for Config {
 /// Serde's default for `table_size`.
 fn default_table_size() -> u32 {
     DEFAULT_TABLE_SIZE
-}
-
-/// Parses a JSON table into `T`, whose fields must all have defaults, naming
-/// the offending key when a value is unknown or of the wrong type.
-fn parse_config<T: DeserializeOwned>(config: &str) -> Result<T, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
-    let Some(map) = value.as_object() else {
-        return Err("config must be a table".to_string());
-    };
-    // Every field has a default, so a table holding one key alone fails
-    // exactly when that key is unknown or its value is bad.
-    for (key, item) in map {
-        let single = serde_json::Value::Object([(key.clone(), item.clone())].into_iter().collect());
-        serde_json::from_value::<T>(single).map_err(|e| format!("config key `{key}`: {e}"))?;
-    }
-    serde_json::from_value(value).map_err(|e| format!("bad config: {e}"))
 }
 
 /// Whether `n` is prime, by trial division (n is at most a few million).
@@ -194,7 +176,7 @@ impl Maglev {
 
 impl Balancer for Maglev {
     fn configure(config: &str) -> Result<Self, String> {
-        let config: Config = parse_config(config)?;
+        let config: Config = switchyard_sdk::config::parse(config)?;
         let size = config.table_size;
         if !(MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&size) || !is_prime(size) {
             return Err(format!(

@@ -36,7 +36,10 @@ fn slot_counts(maglev: &Maglev, ids: usize) -> Vec<usize> {
 
 #[test]
 fn config_defaults() {
-    assert_eq!(parse_config::<Config>("{}").unwrap(), Config::default());
+    assert_eq!(
+        switchyard_sdk::config::parse::<Config>("{}").unwrap(),
+        Config::default()
+    );
     let maglev = Maglev::configure("{}").unwrap();
     assert_eq!(
         (maglev.table_size, maglev.header.as_deref()),

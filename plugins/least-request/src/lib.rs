@@ -22,7 +22,6 @@
 //!   endpoints each pick samples, from 2 to [`MAX_CHOICE_COUNT`]. A pool no
 //!   larger than this is scanned whole.
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
 
@@ -54,23 +53,6 @@ fn default_choice_count() -> u32 {
     DEFAULT_CHOICE_COUNT
 }
 
-/// Parses a JSON table into `T`, whose fields must all have defaults, naming
-/// the offending key when a value is unknown or of the wrong type.
-fn parse_config<T: DeserializeOwned>(config: &str) -> Result<T, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
-    let Some(map) = value.as_object() else {
-        return Err("config must be a table".to_string());
-    };
-    // Every field has a default, so a table holding one key alone fails
-    // exactly when that key is unknown or its value is bad.
-    for (key, item) in map {
-        let single = serde_json::Value::Object([(key.clone(), item.clone())].into_iter().collect());
-        serde_json::from_value::<T>(single).map_err(|e| format!("config key `{key}`: {e}"))?;
-    }
-    serde_json::from_value(value).map_err(|e| format!("bad config: {e}"))
-}
-
 /// The balancer's state.
 #[derive(Debug, Default)]
 pub struct LeastRequest {
@@ -86,7 +68,7 @@ pub struct LeastRequest {
 
 impl Balancer for LeastRequest {
     fn configure(config: &str) -> Result<Self, String> {
-        let config: Config = parse_config(config)?;
+        let config: Config = switchyard_sdk::config::parse(config)?;
         if !(2..=MAX_CHOICE_COUNT).contains(&config.choice_count) {
             return Err(format!(
                 "config key `choice_count`: must be from 2 to {MAX_CHOICE_COUNT}, got {}",

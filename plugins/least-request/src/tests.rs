@@ -20,9 +20,12 @@ fn in_flight(host: &TestHost, id: EndpointId, in_flight: u32) {
 
 #[test]
 fn config_defaults_to_two_choices() {
-    assert_eq!(parse_config::<Config>("{}").unwrap(), Config::default());
+    assert_eq!(
+        switchyard_sdk::config::parse::<Config>("{}").unwrap(),
+        Config::default()
+    );
     assert_eq!(LeastRequest::configure("{}").unwrap().choice_count, 2);
-    let config: Config = parse_config(r#"{"choice_count": 5}"#).unwrap();
+    let config: Config = switchyard_sdk::config::parse(r#"{"choice_count": 5}"#).unwrap();
     assert_eq!(config.choice_count, 5);
 }
 

@@ -21,7 +21,6 @@
 //! - `default_rtt_us` (default 1000, [`DEFAULT_RTT_US`]): the latency, in µs,
 //!   assumed for an endpoint with no latency samples; at least 1.
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
 
@@ -50,23 +49,6 @@ fn default_rtt_us() -> u32 {
     DEFAULT_RTT_US
 }
 
-/// Parses a JSON table into `T`, whose fields must all have defaults, naming
-/// the offending key when a value is unknown or of the wrong type.
-fn parse_config<T: DeserializeOwned>(config: &str) -> Result<T, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
-    let Some(map) = value.as_object() else {
-        return Err("config must be a table".to_string());
-    };
-    // Every field has a default, so a table holding one key alone fails
-    // exactly when that key is unknown or its value is bad.
-    for (key, item) in map {
-        let single = serde_json::Value::Object([(key.clone(), item.clone())].into_iter().collect());
-        serde_json::from_value::<T>(single).map_err(|e| format!("config key `{key}`: {e}"))?;
-    }
-    serde_json::from_value(value).map_err(|e| format!("bad config: {e}"))
-}
-
 /// The balancer's state.
 #[derive(Debug, Default)]
 pub struct PeakEwma {
@@ -90,7 +72,7 @@ impl PeakEwma {
 
 impl Balancer for PeakEwma {
     fn configure(config: &str) -> Result<Self, String> {
-        let config: Config = parse_config(config)?;
+        let config: Config = switchyard_sdk::config::parse(config)?;
         if config.default_rtt_us == 0 {
             return Err("config key `default_rtt_us`: must be at least 1".to_string());
         }

@@ -28,7 +28,10 @@ fn counts(balancer: &mut PeakEwma, times: usize, len: usize) -> Vec<usize> {
 
 #[test]
 fn config_defaults() {
-    assert_eq!(parse_config::<Config>("{}").unwrap(), Config::default());
+    assert_eq!(
+        switchyard_sdk::config::parse::<Config>("{}").unwrap(),
+        Config::default()
+    );
     assert_eq!(PeakEwma::configure("{}").unwrap().default_rtt_us, 1000);
     let ewma = PeakEwma::configure(r#"{"default_rtt_us": 250}"#).unwrap();
     assert_eq!(ewma.default_rtt_us, 250);

@@ -13,7 +13,6 @@
 //!
 //! Config: none (`{}`).
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
 
@@ -21,23 +20,6 @@ use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, Requ
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
-
-/// Parses a JSON table into `T`, whose fields must all have defaults, naming
-/// the offending key when a value is unknown or of the wrong type.
-fn parse_config<T: DeserializeOwned>(config: &str) -> Result<T, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
-    let Some(map) = value.as_object() else {
-        return Err("config must be a table".to_string());
-    };
-    // Every field has a default, so a table holding one key alone fails
-    // exactly when that key is unknown or its value is bad.
-    for (key, item) in map {
-        let single = serde_json::Value::Object([(key.clone(), item.clone())].into_iter().collect());
-        serde_json::from_value::<T>(single).map_err(|e| format!("config key `{key}`: {e}"))?;
-    }
-    serde_json::from_value(value).map_err(|e| format!("bad config: {e}"))
-}
 
 /// One column of the alias table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +75,7 @@ pub struct WeightedRandom {
 
 impl Balancer for WeightedRandom {
     fn configure(config: &str) -> Result<Self, String> {
-        let Config {} = parse_config(config)?;
+        let Config {} = switchyard_sdk::config::parse(config)?;
         Ok(Self::default())
     }
 

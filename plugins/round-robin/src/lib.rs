@@ -5,6 +5,7 @@
 //! Config: none. Each pick is O(n) in the pool's size; for large pools with
 //! equal weights the pick degenerates to a counter, which is O(1).
 
+use switchyard_sdk::config::NoOptions;
 use switchyard_sdk::{export_balancer, Balancer, Endpoint, EndpointId, RequestInfo};
 
 /// The balancer's state.
@@ -20,16 +21,8 @@ pub struct SmoothWeightedRoundRobin {
 
 impl Balancer for SmoothWeightedRoundRobin {
     fn configure(config: &str) -> Result<Self, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(config).map_err(|e| format!("config is not JSON: {e}"))?;
-        match value.as_object() {
-            Some(map) if map.is_empty() => Ok(Self::default()),
-            Some(map) => Err(format!(
-                "unknown config key `{}`: round-robin takes no options",
-                map.keys().next().map(String::as_str).unwrap_or_default()
-            )),
-            None => Err("config must be a table".to_string()),
-        }
+        switchyard_sdk::config::parse::<NoOptions>(config)?;
+        Ok(Self::default())
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
