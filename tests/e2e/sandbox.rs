@@ -106,3 +106,30 @@ async fn a_new_file_lifts_a_quarantine() {
         assert_eq!(client.get(&proxy.url("/")).await.upstream(), "b");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_components_load_but_reach_no_environment_files_or_network() {
+    // The plugin imports WASI 0.2 and refuses to configure if it can see an
+    // environment variable, an argument, a preopened directory, or open a
+    // TCP connection to the address it is given: here, a live upstream.
+    let plugins = plugin_dir(&[("wasi-sandbox", "wasi-sandbox")]);
+    let target = Upstream::start("target").await;
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"wasi-sandbox\", config = {{ connect_to = \"{}\" }} }}\nendpoints = [{}]\n",
+        target.addr,
+        target.endpoint(1)
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    for _ in 0..5 {
+        assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+    }
+    let plugin = &proxy.plugins(&client).await["wasi-sandbox"];
+    assert_eq!(plugin["state"], "active", "{plugin:#}");
+    assert_eq!(plugin["faults"], 0, "{plugin:#}");
+    assert_eq!(
+        target.hits(),
+        5,
+        "only the proxied requests reached the upstream"
+    );
+}

@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 14] = [
+const PLUGIN_CRATES: [&str; 15] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -41,6 +41,7 @@ const PLUGIN_CRATES: [&str; 14] = [
     "tests/plugins/pin-last",
     "tests/plugins/reject-config",
     "tests/plugins/always-healthy",
+    "tests/plugins/wasi-sandbox",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];
