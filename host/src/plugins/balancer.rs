@@ -11,7 +11,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::balancer::BalancerPlugin;
 use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
-use super::state::StoreState;
+use super::state::{begin_call, new_store, StoreState};
 use super::{error_chain, Shared};
 use crate::engine::{Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority};
 
@@ -67,13 +67,12 @@ impl LiveInstance {
         };
         let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
         state.endpoints = Some(Arc::clone(set));
-        let mut store = Store::new(&shared.engine, state);
-        store.limiter(|state| state);
-        store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        let mut store = new_store(&shared.engine, state);
+        begin_call(&mut store, shared.limits.setup_deadline_ticks);
         let plugin = pre
             .instantiate(&mut store)
             .map_err(|e| describe_trap(&store, &e, "instantiate"))?;
-        store.set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        begin_call(&mut store, shared.limits.setup_deadline_ticks);
         plugin
             .switchyard_plugin_balancer()
             .call_configure(&mut store, config_json)
@@ -120,7 +119,7 @@ impl LiveInstance {
 
 /// Names a failed call: a timeout, the memory cap, or the trap itself.
 fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error, call: &str) -> String {
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+    if store.data().clock.interrupted || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return format!("{call} ran past its time budget and was cut off");
     }
     if store.data().memory_refused {
@@ -212,7 +211,8 @@ impl WasmBalancer {
         match result {
             Ok(answer) => Ok(answer),
             Err(error) => {
-                let timed_out = error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+                let timed_out = live.store.data().clock.interrupted
+                    || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
                 let reason = describe_trap(&live.store, &error, "pick");
                 // A trapped component instance cannot be entered again.
                 *slot_entry = None;

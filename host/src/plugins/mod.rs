@@ -135,7 +135,9 @@ impl PluginRuntime {
         )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
 
-        let ticks = |d: Duration| (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        // The budget in ticks; the CPU clock then allows one more tick (see
+        // `state::CallClock`), so a call is cut off within budget + 1 tick.
+        let ticks = |d: Duration| (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let limits = Limits {
             call_deadline_ticks: ticks(Duration::from_millis(config.call_timeout_ms)),
             setup_deadline_ticks: ticks(SETUP_TIMEOUT),

@@ -76,6 +76,7 @@ pub struct PluginVersion {
     pub prepared: Prepared,
     consecutive_faults: AtomicU32,
     quarantined: AtomicBool,
+    faulted: AtomicBool,
 }
 
 impl PluginVersion {
@@ -97,6 +98,7 @@ impl PluginVersion {
             prepared,
             consecutive_faults: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
         }
     }
 
@@ -238,8 +240,9 @@ impl PluginSlot {
     ) -> bool {
         self.faults.fetch_add(1, Ordering::Relaxed);
         let streak = version.consecutive_faults.fetch_add(1, Ordering::Relaxed) + 1;
-        let first = self.faults.load(Ordering::Relaxed) == 1;
-        if first {
+        // The first fault of a version is worth a warning; the rest are
+        // counted, and a quarantine warns again.
+        if !version.faulted.swap(true, Ordering::Relaxed) {
             tracing::warn!(plugin = &*self.name, "plugin fault: {message}");
         } else {
             tracing::debug!(plugin = &*self.name, "plugin fault: {message}");

@@ -2,7 +2,7 @@
 //! imports may read, and its sandbox (memory limiter, empty WASI context).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -12,6 +12,62 @@ use crate::engine::EndpointSet;
 /// Log lines a single instance may write per second; beyond it lines are
 /// counted and dropped, so a chatty plugin cannot flood the host's log.
 pub const LOG_LINES_PER_SECOND: u32 = 50;
+
+/// Ticks a call may be extended while its thread is not actually running it
+/// (descheduled on a busy machine) before it is cut off regardless.
+pub const MAX_DESCHEDULED_TICKS: u32 = 100;
+
+/// Judges a call's time budget by the CPU it consumed, not the wall clock,
+/// so a pick that is merely preempted is not taken for a runaway loop.
+///
+/// Each call starts with an epoch deadline of its budget in ticks. When the
+/// deadline passes, the thread's CPU clock is sampled and the deadline moved
+/// one tick on; at the next deadline, a call that ran for at least half of
+/// that tick is interrupted. A looping call is thus stopped within one tick
+/// after its budget; a preempted one is extended, up to
+/// `MAX_DESCHEDULED_TICKS`.
+#[derive(Debug, Default)]
+pub struct CallClock {
+    sample: Option<(Duration, Instant)>,
+    extensions: u32,
+    /// Set when the clock interrupted the call.
+    pub interrupted: bool,
+}
+
+impl CallClock {
+    /// Resets the clock for a new call. Costs two stores: nothing is read
+    /// from the kernel unless the call outlives its budget.
+    pub fn begin(&mut self) {
+        self.sample = None;
+        self.extensions = 0;
+        self.interrupted = false;
+    }
+
+    /// Decides at an epoch deadline whether the call goes on.
+    pub fn on_deadline(&mut self) -> wasmtime::UpdateDeadline {
+        self.decide(thread_cpu_time(), Instant::now())
+    }
+
+    /// The decision, given the thread's CPU clock and the time now.
+    fn decide(&mut self, cpu: Duration, now: Instant) -> wasmtime::UpdateDeadline {
+        self.extensions += 1;
+        let previous = self.sample.replace((cpu, now));
+        let ran_through = previous.is_some_and(|(cpu_before, wall_before)| {
+            cpu.saturating_sub(cpu_before) * 2 >= now.duration_since(wall_before)
+        });
+        if ran_through || self.extensions > MAX_DESCHEDULED_TICKS {
+            self.interrupted = true;
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Continue(1)
+        }
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
 
 /// The data of one plugin store.
 pub struct StoreState {
@@ -24,6 +80,8 @@ pub struct StoreState {
     /// Set when the memory cap refused a growth, to name the cause of the
     /// trap that follows.
     pub memory_refused: bool,
+    /// The time budget of the call under way.
+    pub clock: CallClock,
     memory_limit: usize,
     log_window: Instant,
     log_lines: u32,
@@ -49,6 +107,7 @@ impl StoreState {
             endpoints: None,
             headers: http::HeaderMap::new(),
             memory_refused: false,
+            clock: CallClock::default(),
             memory_limit,
             log_window: Instant::now(),
             log_lines: 0,
@@ -86,6 +145,20 @@ fn locked_down_wasi() -> WasiCtx {
     builder.build()
 }
 
+/// A store for `state` with the sandbox's limiter and CPU-time clock wired in.
+pub fn new_store(engine: &wasmtime::Engine, state: StoreState) -> wasmtime::Store<StoreState> {
+    let mut store = wasmtime::Store::new(engine, state);
+    store.limiter(|state| state);
+    store.epoch_deadline_callback(|mut context| Ok(context.data_mut().clock.on_deadline()));
+    store
+}
+
+/// Starts the budget of one call of `ticks` epoch ticks.
+pub fn begin_call(store: &mut wasmtime::Store<StoreState>, ticks: u64) {
+    store.data_mut().clock.begin();
+    store.set_epoch_deadline(ticks);
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -116,5 +189,59 @@ impl wasmtime::ResourceLimiter for StoreState {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::UpdateDeadline;
+
+    fn is_interrupt(decision: UpdateDeadline) -> bool {
+        matches!(decision, UpdateDeadline::Interrupt)
+    }
+
+    #[test]
+    fn a_call_that_keeps_running_is_interrupted_one_tick_after_its_budget() {
+        let mut clock = CallClock::default();
+        clock.begin();
+        let start = Instant::now();
+        assert!(!is_interrupt(
+            clock.decide(Duration::from_millis(10), start)
+        ));
+        let later = start + Duration::from_millis(1);
+        assert!(is_interrupt(
+            clock.decide(Duration::from_micros(10_900), later)
+        ));
+        assert!(clock.interrupted);
+    }
+
+    #[test]
+    fn a_descheduled_call_is_extended_until_the_cap() {
+        let mut clock = CallClock::default();
+        clock.begin();
+        let start = Instant::now();
+        let cpu = Duration::from_millis(10);
+        for tick in 0..MAX_DESCHEDULED_TICKS {
+            let now = start + Duration::from_millis(u64::from(tick));
+            // Barely any CPU consumed per tick: the thread was not running.
+            let used = cpu + Duration::from_micros(u64::from(tick) * 10);
+            assert!(!is_interrupt(clock.decide(used, now)), "tick {tick}");
+        }
+        assert!(is_interrupt(
+            clock.decide(cpu, start + Duration::from_millis(200))
+        ));
+        clock.begin();
+        assert!(!clock.interrupted);
+    }
+
+    #[test]
+    fn the_thread_cpu_clock_advances_while_working() {
+        let before = thread_cpu_time();
+        let mut x = 0u64;
+        while thread_cpu_time() - before < Duration::from_millis(2) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu_time() > before);
     }
 }
