@@ -353,8 +353,9 @@ impl Wasm<'_> {
 
 /// Prints native ns, wasm ns and their ratio per strategy and size, from the
 /// estimates criterion wrote since `started` (the figure criterion prints in
-/// the middle of `time: [...]`).
-fn print_summary(started: SystemTime) {
+/// the middle of `time: [...]`), with the plugin faults counted while each
+/// WASM figure was measured.
+fn print_summary(started: SystemTime, faults: &[(String, u32, u64)]) {
     let estimate = |group: &str, function: &str, size: u32| -> Option<f64> {
         let path = criterion_home()
             .join(group.replace('/', "_"))
@@ -370,8 +371,15 @@ fn print_summary(started: SystemTime) {
             .as_f64()
             .or_else(|| json["mean"]["point_estimate"].as_f64())
     };
+    let faults_of = |slot: &str, size: u32| {
+        faults
+            .iter()
+            .find(|(s, n, _)| s == slot && *n == size)
+            .map_or_else(|| "-".to_string(), |(_, _, f)| f.to_string())
+    };
     let show = |ns: Option<f64>| ns.map_or_else(|| "-".to_string(), |ns| format!("{ns:.1}"));
 
+    // (label, size, native, wasm, faults)
     let mut rows = Vec::new();
     for size in SIZES {
         rows.push((
@@ -379,12 +387,14 @@ fn print_summary(started: SystemTime) {
             size,
             None,
             estimate(&format!("pick/{FLOOR}"), "wasm", size),
+            faults_of("pin-first", size),
         ));
         rows.push((
             "engine::RoundRobin (host)".to_string(),
             size,
             estimate("pick/round-robin", "engine", size),
             None,
+            "-".to_string(),
         ));
         for (name, _) in BUNDLED {
             let group = format!("pick/{name}");
@@ -393,25 +403,26 @@ fn print_summary(started: SystemTime) {
                 size,
                 estimate(&group, "native", size),
                 estimate(&group, "wasm", size),
+                faults_of(name, size),
             ));
         }
     }
-    if rows.iter().all(|(_, _, n, w)| n.is_none() && w.is_none()) {
+    if rows.iter().all(|row| row.2.is_none() && row.3.is_none()) {
         return;
     }
     println!();
     println!("one pick, ns (criterion's estimate):");
     println!(
-        "{:<28} {:>7} {:>10} {:>10} {:>11}",
-        "strategy", "size", "native", "wasm", "wasm/native"
+        "{:<28} {:>7} {:>10} {:>10} {:>11} {:>11}",
+        "strategy", "size", "native", "wasm", "wasm/native", "wasm faults"
     );
-    for (name, size, native, wasm) in rows {
+    for (name, size, native, wasm, faults) in rows {
         let ratio = match (native, wasm) {
             (Some(n), Some(w)) if n > 0.0 => format!("{:.1}x", w / n),
             _ => "-".to_string(),
         };
         println!(
-            "{name:<28} {size:>7} {:>10} {:>10} {ratio:>11}",
+            "{name:<28} {size:>7} {:>10} {:>10} {ratio:>11} {faults:>11}",
             show(native),
             show(wasm)
         );

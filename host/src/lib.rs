@@ -46,6 +46,7 @@ use proxy::Proxy;
 #[derive(Debug)]
 pub struct Server {
     config: Config,
+    _watcher: Option<plugins::Watcher>,
     proxy_listener: TcpListener,
     control_listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -57,6 +58,16 @@ impl Server {
     /// listeners. Every error names the config key or plugin file at fault.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let runtime = PluginRuntime::new(&config.plugins)?;
+        // Watch before the first load, so no change between the two is missed;
+        // a file loaded twice is recognised by its hash.
+        let watcher = if config.plugins.watch {
+            Some(plugins::watch(
+                runtime.clone(),
+                Duration::from_millis(config.plugins.debounce_ms),
+            )?)
+        } else {
+            None
+        };
         let load_errors = runtime.load_dir();
         let pools = build_pools(&config, &runtime, &load_errors)?;
         for error in &load_errors {
@@ -113,6 +124,7 @@ impl Server {
         });
         Ok(Server {
             config,
+            _watcher: watcher,
             proxy_listener,
             control_listener,
             proxy,
@@ -136,14 +148,6 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let _watcher = if self.config.plugins.watch {
-            Some(plugins::watch(
-                self.control.runtime.clone(),
-                Duration::from_millis(self.config.plugins.debounce_ms),
-            )?)
-        } else {
-            None
-        };
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let control = tokio::spawn(control::serve(
             self.control_listener,

@@ -96,7 +96,13 @@ async fn consistent_hash_keeps_each_key_on_one_endpoint() {
             assert_eq!(reply.status, 200);
             seen.insert(reply.upstream().to_string());
         }
-        assert_eq!(seen.len(), 1, "{user} was served by {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "{user} was served by {seen:?}: {:#}\n{}",
+            proxy.plugins(&client).await["consistent-hash"],
+            proxy.log_tail()
+        );
         owners.extend(seen);
     }
     assert_eq!(
@@ -164,5 +170,6 @@ async fn a_plugin_written_outside_the_workspace_routes_canaries() {
         );
         assert_ne!(client.get(&proxy.url("/")).await.upstream(), "canary");
     }
-    assert_eq!(proxy.plugins(&client).await["canary"]["faults"], 0);
+    let plugin = &proxy.plugins(&client).await["canary"];
+    assert_eq!(plugin["faults"], 0, "{plugin:#}");
 }

@@ -292,7 +292,7 @@ impl Switchyard {
             .collect()
     }
 
-    /// Waits (up to 10 s) until `/v1/plugins` entry `name` satisfies `check`.
+    /// Waits (up to 30 s, for a loaded machine) until `/v1/plugins` entry `name` satisfies `check`.
     pub async fn wait_for_plugin(
         &self,
         client: &HttpClient,
@@ -300,7 +300,7 @@ impl Switchyard {
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let plugins = self.plugins(client).await;
             if let Some(plugin) = plugins.get(name) {
@@ -308,13 +308,26 @@ impl Switchyard {
                     return plugin.clone();
                 }
                 if Instant::now() > deadline {
-                    panic!("plugin `{name}` never reached: {what}; last: {plugin:#}");
+                    panic!(
+                        "plugin `{name}` never reached: {what}; last: {plugin:#}\n{}",
+                        self.log_tail()
+                    );
                 }
             } else if Instant::now() > deadline {
                 panic!("plugin `{name}` never appeared");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The last lines the process logged.
+    pub fn log_tail(&self) -> String {
+        let log = self.stderr.lock().unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "switchyard log (tail):\n{}",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        )
     }
 
     /// Sends SIGTERM and waits for the process to exit.

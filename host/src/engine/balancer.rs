@@ -51,9 +51,9 @@ pub enum PickFault {
     /// The plugin trapped (panic, memory cap, bad instruction).
     #[error("trapped: {0}")]
     Trap(String),
-    /// The plugin ran past its time budget and was cut off.
-    #[error("ran past its time budget")]
-    Timeout,
+    /// The plugin ran past its time budget and was cut off; what the clock saw.
+    #[error("{0}")]
+    Timeout(String),
     /// The plugin answered an id that is not in the eligible set.
     #[error("picked endpoint id {0}, which is not in the eligible set")]
     OutOfSet(EndpointId),

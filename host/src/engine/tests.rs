@@ -13,7 +13,7 @@ struct Faulty;
 
 impl Balancer for Faulty {
     fn pick(&self, _: &Arc<EndpointSet>, _: &mut PickRequest<'_>) -> Result<EndpointId, PickFault> {
-        Err(PickFault::Timeout)
+        Err(PickFault::Timeout("pick ran past its time budget".into()))
     }
 }
 

@@ -106,8 +106,7 @@ impl LiveInstance {
             })
             .collect();
         self.store.data_mut().endpoints = Some(Arc::clone(set));
-        self.store
-            .set_epoch_deadline(shared.limits.setup_deadline_ticks);
+        begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
         self.plugin
             .switchyard_plugin_balancer()
             .call_set_endpoints(&mut self.store, &endpoints)
@@ -119,7 +118,14 @@ impl LiveInstance {
 
 /// Names a failed call: a timeout, the memory cap, or the trap itself.
 fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error, call: &str) -> String {
-    if store.data().clock.interrupted || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+    if let Some((ran, ticks)) = store.data().clock.overrun {
+        return format!(
+            "{call} ran past its time budget and was cut off \
+             ({} µs of CPU after the budget, {ticks} ticks over)",
+            ran.as_micros()
+        );
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return format!("{call} ran past its time budget and was cut off");
     }
     if store.data().memory_refused {
@@ -201,8 +207,7 @@ impl WasmBalancer {
         };
         // Lend the headers to the store for the call, without copying them.
         std::mem::swap(&mut live.store.data_mut().headers, request.headers);
-        live.store
-            .set_epoch_deadline(self.shared.limits.call_deadline_ticks);
+        begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
         let result = live
             .plugin
             .switchyard_plugin_balancer()
@@ -217,7 +222,7 @@ impl WasmBalancer {
                 // A trapped component instance cannot be entered again.
                 *slot_entry = None;
                 Err(if timed_out {
-                    PickFault::Timeout
+                    PickFault::Timeout(reason)
                 } else {
                     PickFault::Trap(reason)
                 })

@@ -23,7 +23,7 @@ use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, Pooling
 
 pub use balancer::WasmBalancer;
 pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, World};
-pub use watcher::watch;
+pub use watcher::{watch, Watcher};
 
 use crate::config::PluginsConfig;
 use cache::ArtifactCache;
@@ -61,6 +61,8 @@ pub enum LoadOutcome {
         /// Whether a quarantine was lifted.
         lifted_quarantine: bool,
     },
+    /// The content is the one refused last time; it was not judged again.
+    AlreadyRejected,
 }
 
 /// Sandbox and timing settings derived from `[plugins]`.
@@ -252,7 +254,20 @@ impl PluginRuntime {
             reason: "a plugin file is named NAME.wasm, NAME of letters, digits, - and _".into(),
         })?;
         let slot = self.slot(&name);
-        let result = self.try_load(&slot, path);
+        let bytes = std::fs::read(path);
+        let hash = bytes
+            .as_ref()
+            .ok()
+            .map(|bytes| format!("{:x}", Sha256::digest(bytes)));
+        let result = match bytes {
+            Ok(bytes) => self.try_load(&slot, path, &bytes, hash.clone().unwrap_or_default()),
+            Err(error) => Err(LoadError {
+                name: slot.name.to_string(),
+                path: path.display().to_string(),
+                stage: "read",
+                reason: error.to_string(),
+            }),
+        };
         match &result {
             Ok(LoadOutcome::Loaded(version)) => tracing::info!(
                 plugin = &*slot.name,
@@ -270,8 +285,9 @@ impl PluginRuntime {
                     );
                 }
             }
+            Ok(LoadOutcome::AlreadyRejected) => {}
             Err(error) => {
-                slot.reject(error.to_string());
+                slot.reject(error.to_string(), hash);
                 if slot.current().is_some() {
                     tracing::warn!("{error}; the loaded version keeps serving");
                 } else {
@@ -282,7 +298,13 @@ impl PluginRuntime {
         result
     }
 
-    fn try_load(&self, slot: &Arc<PluginSlot>, path: &Path) -> Result<LoadOutcome, LoadError> {
+    fn try_load(
+        &self,
+        slot: &Arc<PluginSlot>,
+        path: &Path,
+        bytes: &[u8],
+        hash: String,
+    ) -> Result<LoadOutcome, LoadError> {
         let started = Instant::now();
         let fail = |stage: &'static str, reason: String| LoadError {
             name: slot.name.to_string(),
@@ -290,9 +312,10 @@ impl PluginRuntime {
             stage,
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail("read", e.to_string()))?;
-        check_header(&bytes).map_err(|reason| fail("format", reason))?;
-        let hash = format!("{:x}", Sha256::digest(&bytes));
+        if slot.history.lock().unwrap().last_rejected_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(LoadOutcome::AlreadyRejected);
+        }
+        check_header(bytes).map_err(|reason| fail("format", reason))?;
         if let Some(current) = slot.current() {
             if current.hash == hash {
                 slot.history.lock().unwrap().file_present = true;
@@ -304,7 +327,7 @@ impl PluginRuntime {
         let (component, from_cache) = self
             .shared
             .cache
-            .component(&self.shared.engine, &hash, &bytes)
+            .component(&self.shared.engine, &hash, bytes)
             .map_err(|e| {
                 fail(
                     "compile",

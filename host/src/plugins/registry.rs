@@ -140,6 +140,9 @@ pub struct SlotHistory {
     pub rejections: u64,
     /// Why the last file was refused.
     pub last_rejected: Option<Note>,
+    /// The content hash of the last refused file, so the same bytes seen
+    /// again (a second event for one write) are not judged twice.
+    pub last_rejected_hash: Option<String>,
     /// The last fault.
     pub last_fault: Option<Note>,
     /// The most recent of the two, or a warning about the file.
@@ -201,14 +204,16 @@ impl PluginSlot {
         let previous = self.current.swap(Some(version));
         let mut history = self.history.lock().unwrap();
         history.file_present = true;
+        history.last_rejected_hash = None;
         if previous.is_some() {
             history.reloads += 1;
         }
     }
 
-    pub(crate) fn reject(&self, reason: String) {
+    pub(crate) fn reject(&self, reason: String, hash: Option<String>) {
         let note = Note::now(reason);
         let mut history = self.history.lock().unwrap();
+        history.last_rejected_hash = hash;
         history.rejections += 1;
         history.last_rejected = Some(note.clone());
         history.last_error = Some(note);

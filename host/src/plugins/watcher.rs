@@ -25,9 +25,13 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
+/// The folder watch; dropping it stops watching.
+pub type Watcher = notify::RecommendedWatcher;
+
 /// Watches `runtime`'s folder until the returned watcher is dropped. A file
-/// is loaded once it has been quiet for `debounce`.
-pub fn watch(runtime: PluginRuntime, debounce: Duration) -> anyhow::Result<impl Drop> {
+/// is loaded once it has been quiet for `debounce`. Must be called within a
+/// tokio runtime.
+pub fn watch(runtime: PluginRuntime, debounce: Duration) -> anyhow::Result<Watcher> {
     let dir = runtime.dir().to_path_buf();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
