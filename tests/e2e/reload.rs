@@ -7,6 +7,20 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// Upstreams `a`, `b`, `c` behind a pool balanced by plugin `policy`, which
+/// starts as the built plugin `initial`.
+async fn pinned(initial: &str) -> (tempfile::TempDir, [Upstream; 3], Switchyard) {
+    let plugins = plugin_dir(&[("policy", initial)]);
+    let upstreams = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let [a, b, c] = &upstreams;
+    let proxy = Switchyard::start(plugins.path(), &pinned_pool(a, b, c));
+    (plugins, upstreams, proxy)
+}
+
 fn pinned_pool(a: &Upstream, b: &Upstream, c: &Upstream) -> String {
     format!(
         "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"policy\" }}\nendpoints = [{}, {}, {}]\n",
@@ -18,13 +32,7 @@ fn pinned_pool(a: &Upstream, b: &Upstream, c: &Upstream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_file_under_load_changes_behaviour_without_failures() {
-    let plugins = plugin_dir(&[("policy", "pin-first")]);
-    let (a, b, c) = (
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
-    );
-    let proxy = Switchyard::start(plugins.path(), &pinned_pool(&a, &b, &c));
+    let (plugins, [_a, b, _c], proxy) = pinned("pin-first").await;
     let client = HttpClient::default();
     let first_hash = proxy.plugins(&client).await["policy"]["hash"].clone();
 
@@ -75,13 +83,7 @@ async fn replacing_the_file_under_load_changes_behaviour_without_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_leave_the_running_version_serving_and_say_why() {
-    let plugins = plugin_dir(&[("policy", "pin-first")]);
-    let (a, b, c) = (
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
-    );
-    let proxy = Switchyard::start(plugins.path(), &pinned_pool(&a, &b, &c));
+    let (plugins, _upstreams, proxy) = pinned("pin-first").await;
     let client = HttpClient::default();
     let good = plugin_bytes("pin-last");
     let cases: [(&str, Vec<u8>, &str); 5] = [
@@ -140,13 +142,7 @@ async fn bad_files_leave_the_running_version_serving_and_say_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_file_in_use_keeps_the_loaded_version() {
-    let plugins = plugin_dir(&[("policy", "pin-last")]);
-    let (a, b, c) = (
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
-    );
-    let proxy = Switchyard::start(plugins.path(), &pinned_pool(&a, &b, &c));
+    let (plugins, _upstreams, proxy) = pinned("pin-last").await;
     let client = HttpClient::default();
     std::fs::remove_file(plugins.path().join("policy.wasm")).unwrap();
     let plugin = proxy
