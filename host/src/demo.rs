@@ -126,17 +126,35 @@ pool = "web"
 }
 
 fn print_guide(plugins: &Path, proxy: std::net::SocketAddr, control: std::net::SocketAddr) {
+    let tries = [
+        (
+            format!("for i in $(seq 8); do curl -s http://{proxy}/; done"),
+            "pool `web`: smooth weighted round robin, weights 2:1:1",
+        ),
+        (
+            format!("curl -s http://{proxy}/api/users"),
+            "pool `api`: peak-EWMA",
+        ),
+        (
+            format!("curl -s -H 'x-user: ada' http://{proxy}/sticky/cart"),
+            "pool `sticky`: consistent hash on x-user",
+        ),
+        (
+            format!("curl -s http://{control}/v1/pools"),
+            "endpoints and live load",
+        ),
+        (
+            format!("curl -s http://{control}/v1/plugins"),
+            "plugin versions, calls, faults",
+        ),
+        (format!("curl -s http://{control}/metrics"), "Prometheus"),
+    ];
+    println!("\nSwitchyard demo: three upstreams behind a proxy.\n\nTry:");
+    for (command, what) in tries {
+        println!("  {command:<62} # {what}");
+    }
     println!(
-        "\nSwitchyard demo: three upstreams behind a proxy.\n\n\
-         Try:\n  \
-         for i in $(seq 8); do curl -s http://{proxy}/; done    # pool `web`: smooth weighted round robin, weights 2:1:1\n  \
-         curl -s http://{proxy}/api/users                        # pool `api`: peak-EWMA\n  \
-         curl -s -H 'x-user: ada' http://{proxy}/sticky/cart     # pool `sticky`: consistent hash on x-user\n  \
-         curl -s http://{control}/v1/pools                       # endpoints and live load\n  \
-         curl -s http://{control}/v1/plugins                     # plugin versions, calls, faults\n  \
-         curl -s http://{control}/metrics                        # Prometheus\n\n\
-         Swap a strategy live: cp {dir}/random.wasm {dir}/round-robin.wasm\n\
-         Ctrl-C stops.\n",
+        "\nSwap a strategy live: cp {dir}/random.wasm {dir}/round-robin.wasm\nCtrl-C stops.\n",
         dir = plugins.display()
     );
 }
