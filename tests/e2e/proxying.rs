@@ -106,6 +106,28 @@ async fn forwarding_adds_client_address_and_drops_hop_by_hop_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_pass_through_in_both_directions() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(plugins.path(), &native_pool(&[upstream.endpoint(1)]));
+    let client = HttpClient::default();
+    let upload = client.post(&proxy.url("/upload"), vec![7u8; 2 << 20]).await;
+    assert_eq!(
+        (upload.status, upload.body.as_str()),
+        (200, "received 2097152")
+    );
+    let download = client.get(&proxy.url("/download")).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body.len(), BIG_BODY);
+    assert!(download.body.bytes().all(|b| b == b'x'));
+    // The endpoint is no longer counted as busy once the body has been sent.
+    let pools: serde_json::Value =
+        serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
+    assert_eq!(pools["pools"][0]["endpoints"][0]["load"]["in_flight"], 0);
+    assert_eq!(pools["pools"][0]["endpoints"][0]["load"]["requests"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let plugins = tempfile::tempdir().unwrap();
     let slow = Upstream::with(

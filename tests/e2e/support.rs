@@ -87,6 +87,9 @@ pub fn replace_plugin(dir: &Path, stem: &str, bytes: &[u8]) {
     std::fs::rename(&temporary, dir.join(format!("{stem}.wasm"))).unwrap();
 }
 
+/// Size of the body an upstream sends for `/download`.
+pub const BIG_BODY: usize = 4 << 20;
+
 /// How a test upstream behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviour {
@@ -155,11 +158,26 @@ impl Upstream {
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
                                     }
+                                    // `/upload` answers with the size of the body it read;
+                                    // `/download` with BIG_BODY bytes; anything else with the name.
+                                    let body = match request.uri().path() {
+                                        "/upload" => {
+                                            let body = request
+                                                .into_body()
+                                                .collect()
+                                                .await
+                                                .map(|b| b.to_bytes().len())
+                                                .unwrap_or(0);
+                                            Bytes::from(format!("received {body}"))
+                                        }
+                                        "/download" => Bytes::from(vec![b'x'; BIG_BODY]),
+                                        _ => Bytes::from(name.clone()),
+                                    };
                                     Ok::<_, Infallible>(
                                         http::Response::builder()
                                             .status(status)
                                             .header("x-upstream", name.as_str())
-                                            .body(Full::new(Bytes::from(name)))
+                                            .body(Full::new(body))
                                             .unwrap(),
                                     )
                                 }
@@ -391,6 +409,28 @@ impl HttpClient {
         self.try_get_with(url, headers)
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// POSTs `body` with a streaming client body of its own.
+    pub async fn post(&self, url: &str, body: Vec<u8>) -> Reply {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let response = client
+            .request(
+                http::Request::post(url)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     pub async fn try_get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
