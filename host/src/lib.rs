@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 
 use config::Config;
 use control::ControlState;
-use engine::{Endpoint, Pool, Route, Routes};
+use engine::{Alerts, Endpoint, HealthPolicy, OutlierPolicy, Pool, Route, Routes};
 use metrics::Metrics;
 use plugins::PluginRuntime;
 use proxy::Proxy;
@@ -69,7 +69,8 @@ impl Server {
             None
         };
         let load_errors = runtime.load_dir();
-        let pools = build_pools(&config, &runtime, &load_errors)?;
+        let alerts = Arc::new(Alerts::default());
+        let pools = build_pools(&config, &runtime, &load_errors, &alerts)?;
         for error in &load_errors {
             tracing::warn!("{error}");
         }
@@ -119,6 +120,7 @@ impl Server {
         let control = Arc::new(ControlState {
             pools,
             runtime,
+            alerts,
             metrics,
             started: Instant::now(),
         });
@@ -154,12 +156,43 @@ impl Server {
             Arc::clone(&self.control),
             wait_for(stop_receiver.clone()),
         ));
+        let readmission = tokio::spawn(readmit_ejected(self.control.pools.clone()));
         let grace = Duration::from_millis(self.config.proxy.shutdown_grace_ms);
         let proxy = proxy::serve(self.proxy_listener, self.proxy, shutdown, grace);
         proxy.await;
         let _ = stop_sender.send(true);
         let _ = control.await;
+        readmission.abort();
         Ok(())
+    }
+}
+
+/// How often ejections that ran out are checked for readmission.
+const READMISSION_TICK: Duration = Duration::from_millis(20);
+
+async fn readmit_ejected(pools: Vec<Arc<Pool>>) {
+    let mut tick = tokio::time::interval(READMISSION_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        for pool in &pools {
+            pool.readmit_expired(now);
+        }
+    }
+}
+
+fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
+    let outlier = &pool.outlier;
+    HealthPolicy {
+        failover_threshold: pool.failover_threshold,
+        panic_threshold: pool.panic_threshold,
+        outlier: outlier.enabled.then(|| OutlierPolicy {
+            consecutive_failures: outlier.consecutive_failures,
+            base_ejection: Duration::from_millis(outlier.base_ejection_ms),
+            max_ejection: Duration::from_millis(outlier.max_ejection_ms),
+            max_ejection_percent: outlier.max_ejection_percent,
+        }),
     }
 }
 
@@ -171,6 +204,7 @@ fn build_pools(
     config: &Config,
     runtime: &PluginRuntime,
     load_errors: &[plugins::LoadError],
+    alerts: &Arc<Alerts>,
 ) -> anyhow::Result<Vec<Arc<Pool>>> {
     let mut pools = Vec::new();
     for (index, pool_config) in config.pools.iter().enumerate() {
@@ -185,15 +219,19 @@ fn build_pools(
             )
             .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
             built.zone = endpoint.zone.clone();
+            built.tier = endpoint.tier;
             built.labels = endpoint.labels.clone();
             endpoints.push(Arc::new(built));
         }
+        let policy = health_policy(pool_config);
         let Some(balancer) = &pool_config.balancer else {
-            pools.push(Arc::new(Pool::new(
+            pools.push(Arc::new(Pool::with_health(
                 pool_config.name.clone(),
                 endpoints,
                 None,
                 None,
+                policy,
+                Arc::clone(alerts),
             )));
             continue;
         };
@@ -208,11 +246,13 @@ fn build_pools(
         }
         let config_json = balancer.config_json();
         let wasm = runtime.balancer(&balancer.plugin, &pool_config.name, &config_json);
-        let pool = Arc::new(Pool::new(
+        let pool = Arc::new(Pool::with_health(
             pool_config.name.clone(),
             endpoints,
             Some(balancer.plugin.clone()),
             Some(wasm),
+            policy,
+            Arc::clone(alerts),
         ));
         runtime
             .attach(&balancer.plugin, &pool, &config_json)

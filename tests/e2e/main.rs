@@ -2,6 +2,7 @@
 //! loopback, plugins built from source with `switchyard plugin build`.
 
 mod balancing;
+mod health;
 mod proxying;
 mod reload;
 mod sandbox;

@@ -102,6 +102,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -193,8 +194,14 @@ impl Upstream {
             addr,
             hits,
             last_headers,
+            behaviour,
             task,
         }
+    }
+
+    /// Changes how the upstream answers from now on.
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
     }
 
     pub fn hits(&self) -> u64 {

@@ -34,6 +34,26 @@ pub const DEFAULT_QUARANTINE_AFTER: u32 = 10;
 pub const DEFAULT_DEBOUNCE_MS: u64 = 10;
 /// Upper bound of live plugin instances (pools × workers, plus validation).
 pub const DEFAULT_MAX_INSTANCES: u32 = 512;
+/// Below this available share of its serving tier, a pool balances over all of it.
+pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
+/// A tier serves while at least this share of it is available.
+pub const DEFAULT_FAILOVER_THRESHOLD: f64 = 0.5;
+/// Consecutive failed responses that eject an endpoint.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// First ejection time; the n-th lasts n times this.
+pub const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
+/// Longest ejection.
+pub const DEFAULT_MAX_EJECTION_MS: u64 = 300_000;
+/// Most of a pool that passive detection may eject at once, in percent.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+/// Time between active checks of one endpoint.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 5_000;
+/// Time one active check may take.
+pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
+/// Passing checks that bring an endpoint back.
+pub const DEFAULT_RISE: u32 = 2;
+/// Failing checks that take an endpoint down.
+pub const DEFAULT_FALL: u32 = 3;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,9 +195,87 @@ pub struct PoolConfig {
     /// round robin.
     #[serde(default)]
     pub balancer: Option<BalancerConfig>,
-    /// `endpoints = [{ address = "10.0.0.1:80", weight = 1 }]`
+    /// `endpoints = [{ address = "10.0.0.1:80", weight = 1, tier = 0 }]`
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// `health = { plugin = "http-health", interval_ms = 5000, ... }`: active
+    /// checks; none: no active checks.
+    #[serde(default)]
+    pub health: Option<HealthCheckConfig>,
+    /// `outlier = { consecutive_failures = 5, ... }`: ejection from live traffic.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// `panic_threshold = 0.5`: below this available share of its serving
+    /// tier, the pool balances over all of the tier; 0 disables panic mode.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: f64,
+    /// `failover_threshold = 0.5`: a tier serves while at least this share of
+    /// it is available; below it, the next tier that meets it takes over.
+    #[serde(default = "default_failover_threshold")]
+    pub failover_threshold: f64,
+}
+
+/// A pool's `health` table: active checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `plugin = "http-health"`: the health-check plugin; none: a native TCP
+    /// connect check.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// `interval_ms = 5000`: time between checks of one endpoint.
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    /// `timeout_ms = 1000`: a check still running after this fails.
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `jitter_ms = 0`: up to this much random delay added to each interval,
+    /// so checks of many endpoints spread out.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// `rise = 2`: passing checks in a row that bring a down endpoint back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// `fall = 3`: failing checks in a row that take an endpoint down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// `config = { ... }`: handed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// A pool's `outlier` table: passive ejection from live traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// `enabled = true`
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `consecutive_failures = 5`: failed responses in a row (connect errors,
+    /// timeouts, 5xx) that eject an endpoint.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// `base_ejection_ms = 30000`: the n-th ejection of an endpoint lasts n times this.
+    #[serde(default = "default_base_ejection_ms")]
+    pub base_ejection_ms: u64,
+    /// `max_ejection_ms = 300000`: the longest one ejection lasts.
+    #[serde(default = "default_max_ejection_ms")]
+    pub max_ejection_ms: u64,
+    /// `max_ejection_percent = 50`: at most this share of the pool is ejected at once.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            enabled: true,
+            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
+            base_ejection_ms: DEFAULT_BASE_EJECTION_MS,
+            max_ejection_ms: DEFAULT_MAX_EJECTION_MS,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+        }
+    }
 }
 
 /// A pool's `balancer` table.
@@ -210,6 +308,10 @@ pub struct EndpointConfig {
     /// `capacity = 0`: maximum in-flight requests; 0 means unlimited.
     #[serde(default)]
     pub capacity: u32,
+    /// `tier = 0`: 0 is the primary tier; higher tiers are backups that take
+    /// traffic when the tiers before them fall below `failover_threshold`.
+    #[serde(default)]
+    pub tier: u32,
     /// `zone = "eu-1"`: shown to plugins.
     #[serde(default)]
     pub zone: Option<String>,
@@ -273,6 +375,36 @@ fn default_max_instances() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_panic_threshold() -> f64 {
+    DEFAULT_PANIC_THRESHOLD
+}
+fn default_failover_threshold() -> f64 {
+    DEFAULT_FAILOVER_THRESHOLD
+}
+fn default_consecutive_failures() -> u32 {
+    DEFAULT_CONSECUTIVE_FAILURES
+}
+fn default_base_ejection_ms() -> u64 {
+    DEFAULT_BASE_EJECTION_MS
+}
+fn default_max_ejection_ms() -> u64 {
+    DEFAULT_MAX_EJECTION_MS
+}
+fn default_max_ejection_percent() -> u32 {
+    DEFAULT_MAX_EJECTION_PERCENT
+}
+fn default_check_interval_ms() -> u64 {
+    DEFAULT_CHECK_INTERVAL_MS
+}
+fn default_check_timeout_ms() -> u64 {
+    DEFAULT_CHECK_TIMEOUT_MS
+}
+fn default_rise() -> u32 {
+    DEFAULT_RISE
+}
+fn default_fall() -> u32 {
+    DEFAULT_FALL
 }
 fn default_weight() -> u32 {
     1
@@ -430,6 +562,77 @@ impl Config {
                             balancer.plugin
                         ),
                     );
+                }
+            }
+            for (name, value) in [
+                ("panic_threshold", pool.panic_threshold),
+                ("failover_threshold", pool.failover_threshold),
+            ] {
+                if !(0.0..=1.0).contains(&value) {
+                    report(
+                        format!("{key}.{name}"),
+                        format!("must be from 0 to 1, got {value}"),
+                    );
+                }
+            }
+            let outlier = &pool.outlier;
+            if outlier.consecutive_failures == 0 {
+                report(
+                    format!("{key}.outlier.consecutive_failures"),
+                    "must be at least 1".into(),
+                );
+            }
+            if outlier.base_ejection_ms == 0 {
+                report(
+                    format!("{key}.outlier.base_ejection_ms"),
+                    "must be at least 1".into(),
+                );
+            }
+            if outlier.max_ejection_ms < outlier.base_ejection_ms {
+                report(
+                    format!("{key}.outlier.max_ejection_ms"),
+                    format!(
+                        "must be at least base_ejection_ms ({})",
+                        outlier.base_ejection_ms
+                    ),
+                );
+            }
+            if outlier.max_ejection_percent > 100 {
+                report(
+                    format!("{key}.outlier.max_ejection_percent"),
+                    "must be at most 100".into(),
+                );
+            }
+            if let Some(health) = &pool.health {
+                if health.interval_ms < 10 {
+                    report(
+                        format!("{key}.health.interval_ms"),
+                        "must be at least 10".into(),
+                    );
+                }
+                if health.timeout_ms == 0 {
+                    report(
+                        format!("{key}.health.timeout_ms"),
+                        "must be at least 1".into(),
+                    );
+                } else if health.timeout_ms > health.interval_ms {
+                    report(
+                        format!("{key}.health.timeout_ms"),
+                        format!("must not exceed interval_ms ({})", health.interval_ms),
+                    );
+                }
+                for (name, value) in [("rise", health.rise), ("fall", health.fall)] {
+                    if value == 0 {
+                        report(format!("{key}.health.{name}"), "must be at least 1".into());
+                    }
+                }
+                if let Some(plugin) = &health.plugin {
+                    if !is_valid_name(plugin) {
+                        report(
+                            format!("{key}.health.plugin"),
+                            format!("`{plugin}` is not a plugin name (the file stem of plugins/NAME.wasm)"),
+                        );
+                    }
                 }
             }
             let mut addresses = HashSet::new();

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::engine::Pool;
+use crate::engine::{Alerts, Pool};
 use crate::metrics::{self, Metrics};
 use crate::plugins::PluginRuntime;
 
@@ -26,6 +26,8 @@ pub struct ControlState {
     pub pools: Vec<Arc<Pool>>,
     /// The plugin runtime.
     pub runtime: PluginRuntime,
+    /// Health alerts of every pool.
+    pub alerts: Arc<Alerts>,
     /// Proxy-wide counters.
     pub metrics: Arc<Metrics>,
     /// When the process started serving.
@@ -72,7 +74,13 @@ fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Byt
         (&Method::GET, "/v1/status") => json_response(StatusCode::OK, &status(state)),
         (&Method::GET, "/v1/pools") => json_response(StatusCode::OK, &pools(state)),
         (&Method::GET, "/v1/plugins") => json_response(StatusCode::OK, &plugins(state)),
-        (_, "/healthz" | "/metrics" | "/v1/status" | "/v1/pools" | "/v1/plugins") => json_response(
+        (&Method::GET, "/v1/alerts") => {
+            json_response(StatusCode::OK, &json!({ "alerts": state.alerts.history() }))
+        }
+        (
+            _,
+            "/healthz" | "/metrics" | "/v1/status" | "/v1/pools" | "/v1/plugins" | "/v1/alerts",
+        ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({ "error": format!("{} is read-only: use GET", path) }),
         ),
@@ -80,7 +88,7 @@ fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Byt
             StatusCode::NOT_FOUND,
             &json!({
                 "error": format!("no such endpoint: {path}"),
-                "endpoints": ["/healthz", "/metrics", "/v1/status", "/v1/pools", "/v1/plugins"],
+                "endpoints": ["/healthz", "/metrics", "/v1/status", "/v1/pools", "/v1/plugins", "/v1/alerts"],
             }),
         ),
     }
@@ -102,10 +110,17 @@ fn pools(state: &ControlState) -> Value {
         .iter()
         .map(|pool| {
             let set = pool.endpoints();
+            let health = pool.health();
+            let now = std::time::Instant::now();
             let endpoints: Vec<Value> = set
                 .all
                 .iter()
                 .map(|endpoint| {
+                    let state = &health.endpoints[endpoint.id as usize];
+                    let ejected_for_ms = state
+                        .ejected_until
+                        .filter(|until| *until > now)
+                        .map(|until| (until - now).as_millis() as u64);
                     json!({
                         "id": endpoint.id,
                         "address": endpoint.address,
@@ -113,7 +128,16 @@ fn pools(state: &ControlState) -> Value {
                         "capacity": endpoint.capacity,
                         "zone": endpoint.zone,
                         "labels": endpoint.labels,
+                        "tier": endpoint.tier,
                         "eligible": set.is_eligible(endpoint.id),
+                        "health": {
+                            "active": state.active,
+                            "available": state.is_available(now),
+                            "ejected_for_ms": ejected_for_ms,
+                            "ejections": state.ejections,
+                            "reason": state.reason,
+                            "changed_at_unix_ms": state.changed_at_unix_ms,
+                        },
                         "load": endpoint.stats.snapshot(),
                     })
                 })
@@ -123,6 +147,8 @@ fn pools(state: &ControlState) -> Value {
                 "balancer": pool.plugin.as_deref().unwrap_or("native round robin"),
                 "plugin": pool.plugin,
                 "generation": set.generation,
+                "serving_tier": health.tier,
+                "panic": health.panic,
                 "fallback_picks": pool.fallback_picks(),
                 "endpoints": endpoints,
             })

@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     /// Relative share of traffic.
     pub weight: u32,
+    /// Priority tier: 0 is the primary, higher tiers are backups.
+    pub tier: u32,
     /// Maximum in-flight requests; 0 is unlimited.
     pub capacity: u32,
     /// Zone, shown to plugins.
@@ -61,6 +63,7 @@ impl Endpoint {
             address: address.to_string(),
             authority: address.parse()?,
             weight: weight.max(1),
+            tier: 0,
             capacity,
             zone: None,
             labels: BTreeMap::new(),
@@ -76,6 +79,8 @@ pub struct EndpointStats {
     in_flight: AtomicU32,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Failures since the last success.
+    failure_streak: AtomicU32,
     /// Peak-EWMA of latency in ns, as f64 bits.
     latency_ewma_bits: AtomicU64,
     /// When the latency average was last updated, in ns since `epoch`.
@@ -91,6 +96,7 @@ impl Default for EndpointStats {
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            failure_streak: AtomicU32::new(0),
             latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
             latency_stamp_ns: AtomicU64::new(0),
             success: AtomicU32::new(SUCCESS_SCALE),
@@ -116,11 +122,17 @@ pub struct LoadSnapshot {
 
 impl EndpointStats {
     /// Records one outcome: the time to response headers, and whether it
-    /// counted as a success.
-    pub fn record(&self, latency_ns: u64, success: bool) {
-        if !success {
+    /// counted as a success. Returns the failures since the last success.
+    pub fn record(&self, latency_ns: u64, success: bool) -> u32 {
+        let streak = if success {
+            if self.failure_streak.load(Ordering::Relaxed) != 0 {
+                self.failure_streak.store(0, Ordering::Relaxed);
+            }
+            0
+        } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
-        }
+            self.failure_streak.fetch_add(1, Ordering::Relaxed) + 1
+        };
         let old = self.success.load(Ordering::Relaxed);
         let target = if success { SUCCESS_SCALE } else { 0 };
         let new = if target >= old {
@@ -130,6 +142,12 @@ impl EndpointStats {
         };
         self.success.store(new, Ordering::Relaxed);
         self.observe_latency(latency_ns as f64);
+        streak
+    }
+
+    /// Forgets the failure streak (the endpoint was readmitted).
+    pub fn reset_streak(&self) {
+        self.failure_streak.store(0, Ordering::Relaxed);
     }
 
     /// Peak-EWMA (Finagle's `PeakEwma`): a sample above the average replaces
@@ -208,7 +226,15 @@ impl EndpointSet {
     /// A set in which every endpoint is eligible.
     pub fn all_eligible(generation: u64, all: Vec<Arc<Endpoint>>) -> Self {
         let eligible: Vec<EndpointId> = all.iter().map(|e| e.id).collect();
-        let eligible_mask = vec![true; all.len()];
+        EndpointSet::new(generation, all, eligible)
+    }
+
+    /// A set in which the endpoints `eligible` (ids, in id order) may take traffic.
+    pub fn new(generation: u64, all: Vec<Arc<Endpoint>>, eligible: Vec<EndpointId>) -> Self {
+        let mut eligible_mask = vec![false; all.len()];
+        for &id in &eligible {
+            eligible_mask[id as usize] = true;
+        }
         EndpointSet {
             generation,
             all,

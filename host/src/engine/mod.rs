@@ -7,12 +7,17 @@
 
 mod balancer;
 mod endpoint;
+mod health;
 mod pool;
 mod route;
 
 pub use balancer::{Balancer, PickFault, PickRequest, Priority, RequestInfo, RoundRobin};
 pub use endpoint::{Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot};
-pub use pool::Pool;
+pub use health::{
+    eligibility, Alert, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, OutlierPolicy,
+    Severity,
+};
+pub use pool::{Pool, PoolHealthView};
 pub use route::{Route, Routes};
 
 #[cfg(test)]

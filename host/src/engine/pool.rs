@@ -1,13 +1,17 @@
-//! A pool: its endpoints, its balancer, and the fallback that stands in for
-//! the balancer when it fails.
+//! A pool: its endpoints, their health, its balancer, and the fallback that
+//! stands in for the balancer when it fails.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use super::balancer::{Balancer, PickRequest, RoundRobin};
-use super::endpoint::{Endpoint, EndpointSet};
+use super::endpoint::{Endpoint, EndpointId, EndpointSet};
+use super::health::{
+    eligibility, unix_ms, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, Severity,
+};
 
 /// A named group of endpoints and the strategy that spreads requests over
 /// them.
@@ -21,10 +25,31 @@ pub struct Pool {
     balancer: Option<Arc<dyn Balancer>>,
     fallback: RoundRobin,
     fallback_picks: AtomicU64,
+    policy: HealthPolicy,
+    health: Mutex<HealthState>,
+    alerts: Arc<Alerts>,
+}
+
+#[derive(Debug)]
+struct HealthState {
+    endpoints: Vec<EndpointHealth>,
+    serving: Eligibility,
+}
+
+/// A copy of a pool's health for the API.
+#[derive(Debug, Clone)]
+pub struct PoolHealthView {
+    /// Per endpoint, by id.
+    pub endpoints: Vec<EndpointHealth>,
+    /// The tier serving now.
+    pub tier: u32,
+    /// Whether the pool is in panic mode.
+    pub panic: bool,
 }
 
 impl Pool {
-    /// A pool whose endpoints are all eligible. `balancer` is `None` for the
+    /// A pool whose endpoints are all eligible, with the default health
+    /// policy and an alert history of its own. `balancer` is `None` for the
     /// native round robin.
     pub fn new(
         name: String,
@@ -32,13 +57,41 @@ impl Pool {
         plugin: Option<String>,
         balancer: Option<Arc<dyn Balancer>>,
     ) -> Self {
+        Pool::with_health(
+            name,
+            endpoints,
+            plugin,
+            balancer,
+            HealthPolicy::default(),
+            Arc::default(),
+        )
+    }
+
+    /// A pool with a health policy, raising alerts into `alerts`.
+    pub fn with_health(
+        name: String,
+        endpoints: Vec<Arc<Endpoint>>,
+        plugin: Option<String>,
+        balancer: Option<Arc<dyn Balancer>>,
+        policy: HealthPolicy,
+        alerts: Arc<Alerts>,
+    ) -> Self {
+        let tiers: Vec<u32> = endpoints.iter().map(|e| e.tier).collect();
+        let serving = eligibility(&tiers, &vec![true; tiers.len()], &policy);
+        let set = EndpointSet::new(1, endpoints.clone(), serving.eligible.clone());
         Pool {
             name,
             plugin,
-            endpoints: ArcSwap::from_pointee(EndpointSet::all_eligible(1, endpoints)),
+            endpoints: ArcSwap::from_pointee(set),
             balancer,
             fallback: RoundRobin::default(),
             fallback_picks: AtomicU64::new(0),
+            health: Mutex::new(HealthState {
+                endpoints: vec![EndpointHealth::default(); endpoints.len()],
+                serving,
+            }),
+            policy,
+            alerts,
         }
     }
 
@@ -71,5 +124,222 @@ impl Pool {
     /// Picks the native round robin made because the balancer faulted.
     pub fn fallback_picks(&self) -> u64 {
         self.fallback_picks.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of one forwarded attempt and ejects the endpoint
+    /// when it reaches the outlier policy's failure streak.
+    pub fn record_outcome(&self, endpoint: &Endpoint, latency_ns: u64, success: bool) {
+        let streak = endpoint.stats.record(latency_ns, success);
+        if let Some(outlier) = &self.policy.outlier {
+            if !success && streak == outlier.consecutive_failures {
+                self.eject(endpoint.id, None, &format!("{streak} consecutive failures"));
+            }
+        }
+    }
+
+    /// Ejects an endpoint for `duration` (default: the outlier policy's
+    /// growing ejection time), unless that would eject more than the policy's
+    /// share of the pool. Returns whether it was ejected.
+    pub fn eject(&self, id: EndpointId, duration: Option<Duration>, reason: &str) -> bool {
+        let now = Instant::now();
+        let mut state = self.health.lock().unwrap();
+        let count = state.endpoints.len();
+        let ejected_now = state
+            .endpoints
+            .iter()
+            .filter(|h| h.ejected_until.is_some_and(|until| until > now))
+            .count();
+        let Some(health) = state.endpoints.get(id as usize) else {
+            return false;
+        };
+        if health.ejected_until.is_some_and(|until| until > now) {
+            return false;
+        }
+        let max_percent = self
+            .policy
+            .outlier
+            .as_ref()
+            .map_or(100, |o| o.max_ejection_percent);
+        if (ejected_now + 1) * 100 > count * max_percent as usize {
+            tracing::debug!(pool = %self.name, "not ejecting endpoint {id}: {max_percent}% of the pool is ejected");
+            return false;
+        }
+        let ejections = health.ejections + 1;
+        let duration = duration.unwrap_or_else(|| match &self.policy.outlier {
+            Some(outlier) => (outlier.base_ejection * ejections).min(outlier.max_ejection),
+            None => Duration::from_secs(30),
+        });
+        let address = self.endpoints.load().all[id as usize].address.clone();
+        let health = &mut state.endpoints[id as usize];
+        health.ejected_until = Some(now + duration);
+        health.ejections = ejections;
+        health.reason = format!("ejected for {} ms: {reason}", duration.as_millis());
+        health.changed_at_unix_ms = unix_ms();
+        self.alerts.raise(
+            Severity::P2,
+            &self.name,
+            Some(&address),
+            format!(
+                "endpoint {address} ejected for {} ms: {reason}",
+                duration.as_millis()
+            ),
+        );
+        self.rebuild(&mut state, now);
+        true
+    }
+
+    /// Applies an active-check verdict, with `rise`/`fall` hysteresis: an
+    /// endpoint goes down after `fall` failed checks in a row and up after
+    /// `rise` passing ones. A check that could not run is not a verdict.
+    pub fn apply_check(&self, id: EndpointId, verdict: Health, reason: &str, rise: u32, fall: u32) {
+        let now = Instant::now();
+        let mut state = self.health.lock().unwrap();
+        let Some(health) = state.endpoints.get_mut(id as usize) else {
+            return;
+        };
+        let passed = verdict != Health::Unhealthy;
+        if passed {
+            health.passes += 1;
+            health.fails = 0;
+        } else {
+            health.fails += 1;
+            health.passes = 0;
+        }
+        let next = match (health.active, verdict) {
+            (Health::Unhealthy, _) if passed && health.passes < rise => Health::Unhealthy,
+            (Health::Healthy | Health::Degraded | Health::Unknown, Health::Unhealthy)
+                if health.fails < fall =>
+            {
+                health.active
+            }
+            (_, verdict) => verdict,
+        };
+        if next == health.active {
+            return;
+        }
+        let was = health.active;
+        health.active = next;
+        health.reason = reason.to_string();
+        health.changed_at_unix_ms = unix_ms();
+        let address = self.endpoints.load().all[id as usize].address.clone();
+        match (was, next) {
+            (_, Health::Unhealthy) => self.alerts.raise(
+                Severity::P2,
+                &self.name,
+                Some(&address),
+                format!("endpoint {address} is down: {reason}"),
+            ),
+            (Health::Unhealthy, _) => self.alerts.raise(
+                Severity::P4,
+                &self.name,
+                Some(&address),
+                format!("endpoint {address} is up: {reason}"),
+            ),
+            _ => {}
+        }
+        if (was == Health::Unhealthy) != (next == Health::Unhealthy) {
+            self.rebuild(&mut state, now);
+        }
+    }
+
+    /// Readmits endpoints whose ejection has run out. Called periodically.
+    pub fn readmit_expired(&self, now: Instant) {
+        let mut state = self.health.lock().unwrap();
+        let set = self.endpoints.load_full();
+        let mut readmitted = false;
+        for (id, health) in state.endpoints.iter_mut().enumerate() {
+            if health.ejected_until.is_some_and(|until| until <= now) {
+                health.ejected_until = None;
+                health.reason = "readmitted after ejection".into();
+                health.changed_at_unix_ms = unix_ms();
+                set.all[id].stats.reset_streak();
+                let address = &set.all[id].address;
+                self.alerts.raise(
+                    Severity::P4,
+                    &self.name,
+                    Some(address),
+                    format!("endpoint {address} readmitted after ejection"),
+                );
+                readmitted = true;
+            }
+        }
+        if readmitted {
+            self.rebuild(&mut state, now);
+        }
+    }
+
+    /// Recomputes the eligible set; on a change, publishes a new set (with a
+    /// new generation, so plugin instances re-sync) and raises pool alerts.
+    fn rebuild(&self, state: &mut HealthState, now: Instant) {
+        let current = self.endpoints.load_full();
+        let tiers: Vec<u32> = current.all.iter().map(|e| e.tier).collect();
+        let available: Vec<bool> = state
+            .endpoints
+            .iter()
+            .map(|h| h.is_available(now))
+            .collect();
+        let next = eligibility(&tiers, &available, &self.policy);
+        let before = std::mem::replace(&mut state.serving, next.clone());
+        if next.none_available && !before.none_available {
+            self.alerts.raise(
+                Severity::P0,
+                &self.name,
+                None,
+                format!("pool `{}` has no healthy endpoint", self.name),
+            );
+        } else if !next.none_available && before.none_available {
+            self.alerts.raise(
+                Severity::P4,
+                &self.name,
+                None,
+                format!("pool `{}` has a healthy endpoint again", self.name),
+            );
+        }
+        if next.tier != before.tier {
+            let (severity, what) = if next.tier > before.tier {
+                (Severity::P1, "failed over")
+            } else {
+                (Severity::P4, "returned")
+            };
+            self.alerts.raise(
+                severity,
+                &self.name,
+                None,
+                format!(
+                    "pool `{}` {what} from tier {} to tier {}",
+                    self.name, before.tier, next.tier
+                ),
+            );
+        }
+        if next.panic && !before.panic && !next.none_available {
+            self.alerts.raise(
+                Severity::P1,
+                &self.name,
+                None,
+                format!(
+                    "pool `{}` in panic mode: under {:.0}% of tier {} available, balancing over all of it",
+                    self.name,
+                    self.policy.panic_threshold * 100.0,
+                    next.tier
+                ),
+            );
+        }
+        if next.eligible != current.eligible {
+            self.endpoints.store(Arc::new(EndpointSet::new(
+                current.generation + 1,
+                current.all.clone(),
+                next.eligible,
+            )));
+        }
+    }
+
+    /// A copy of the pool's health.
+    pub fn health(&self) -> PoolHealthView {
+        let state = self.health.lock().unwrap();
+        PoolHealthView {
+            endpoints: state.endpoints.clone(),
+            tier: state.serving.tier,
+            panic: state.serving.panic,
+        }
     }
 }

@@ -108,9 +108,7 @@ impl Proxy {
         let elapsed = started.elapsed().as_nanos() as u64;
         match outcome {
             Ok(Ok(mut response)) => {
-                endpoint
-                    .stats
-                    .record(elapsed, !response.status().is_server_error());
+                pool.record_outcome(&endpoint, elapsed, !response.status().is_server_error());
                 self.metrics.count_status(response.status());
                 headers::remove_hop_by_hop(response.headers_mut());
                 response.map(|body| ProxyBody::Upstream {
@@ -119,7 +117,7 @@ impl Proxy {
                 })
             }
             Ok(Err(error)) => {
-                endpoint.stats.record(elapsed, false);
+                pool.record_outcome(&endpoint, elapsed, false);
                 let (kind, what) = if error.is_connect() {
                     (ProxyError::Connect, "cannot connect to")
                 } else {
@@ -133,7 +131,7 @@ impl Proxy {
                 )
             }
             Err(_elapsed) => {
-                endpoint.stats.record(elapsed, false);
+                pool.record_outcome(&endpoint, elapsed, false);
                 self.error(
                     ProxyError::Timeout,
                     format!(

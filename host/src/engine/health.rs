@@ -1,0 +1,290 @@
+//! Endpoint health as the host sees it — active-check verdicts, passive
+//! ejections — and the rule that turns it into the eligible set: tiers,
+//! failover and the panic threshold. Changes raise alerts.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::endpoint::EndpointId;
+
+/// Alerts kept in memory; older ones are dropped.
+pub const ALERT_HISTORY: usize = 1_000;
+
+/// What the host believes about an endpoint from its active checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Passing its checks.
+    Healthy,
+    /// Passing, but slow or partly failing; still takes traffic.
+    Degraded,
+    /// Failing its checks; takes no traffic.
+    Unhealthy,
+    /// Not checked (yet); takes traffic.
+    #[default]
+    Unknown,
+}
+
+/// Passive outlier detection: ejection from live traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierPolicy {
+    /// Consecutive failed responses (connect errors, timeouts, 5xx) that eject.
+    pub consecutive_failures: u32,
+    /// Ejection time; the n-th ejection of an endpoint lasts n times this.
+    pub base_ejection: Duration,
+    /// Upper bound of one ejection.
+    pub max_ejection: Duration,
+    /// At most this share of the pool's endpoints is ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+/// How a pool turns health into eligibility.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthPolicy {
+    /// A tier serves while at least this share of its endpoints is available;
+    /// below it, traffic moves to the next tier that meets it.
+    pub failover_threshold: f64,
+    /// When even the serving tier has less than this share available, balance
+    /// over all its endpoints rather than overload the few (Envoy's panic mode).
+    pub panic_threshold: f64,
+    /// Ejection from live traffic; `None` disables it.
+    pub outlier: Option<OutlierPolicy>,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            failover_threshold: 0.5,
+            panic_threshold: 0.5,
+            outlier: None,
+        }
+    }
+}
+
+/// Alert severities, P0 (a pool cannot serve) to P4 (information).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Severity {
+    /// A whole pool without a healthy endpoint.
+    P0,
+    /// Failover to a backup tier, or panic mode.
+    P1,
+    /// An endpoint ejected or down.
+    P2,
+    /// Reserved for warnings that need no action.
+    P3,
+    /// Recovery: an endpoint or tier is back.
+    P4,
+}
+
+/// One alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    /// When, in ms since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// How urgent.
+    pub severity: Severity,
+    /// The pool.
+    pub pool: String,
+    /// The endpoint, when it concerns one.
+    pub endpoint: Option<String>,
+    /// What happened.
+    pub message: String,
+}
+
+/// The bounded alert history, shared by every pool.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    history: Mutex<VecDeque<Alert>>,
+}
+
+impl Alerts {
+    /// Records an alert and logs it.
+    pub fn raise(&self, severity: Severity, pool: &str, endpoint: Option<&str>, message: String) {
+        match severity {
+            Severity::P0 | Severity::P1 => {
+                tracing::error!(?severity, pool, endpoint, "{message}")
+            }
+            Severity::P2 | Severity::P3 => tracing::warn!(?severity, pool, endpoint, "{message}"),
+            Severity::P4 => tracing::info!(?severity, pool, endpoint, "{message}"),
+        }
+        let alert = Alert {
+            at_unix_ms: unix_ms(),
+            severity,
+            pool: pool.to_string(),
+            endpoint: endpoint.map(str::to_string),
+            message,
+        };
+        let mut history = self.history.lock().unwrap();
+        if history.len() == ALERT_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(alert);
+    }
+
+    /// Every kept alert, oldest first.
+    pub fn history(&self) -> Vec<Alert> {
+        self.history.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The host's view of one endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointHealth {
+    /// From active checks.
+    pub active: Health,
+    /// Consecutive passing checks (for `rise`).
+    pub passes: u32,
+    /// Consecutive failing checks (for `fall`).
+    pub fails: u32,
+    /// Out of the eligible set until then (passive ejection).
+    pub ejected_until: Option<Instant>,
+    /// Times ejected since start.
+    pub ejections: u32,
+    /// Why the last transition happened.
+    pub reason: String,
+    /// When, in ms since the Unix epoch.
+    pub changed_at_unix_ms: u64,
+}
+
+impl EndpointHealth {
+    /// Whether the endpoint may take traffic outside panic mode.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.active != Health::Unhealthy && self.ejected_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// Which endpoints serve, and in what mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eligibility {
+    /// The ids that may take traffic, in id order.
+    pub eligible: Vec<EndpointId>,
+    /// The tier serving.
+    pub tier: u32,
+    /// Whether the serving tier is in panic mode (health ignored).
+    pub panic: bool,
+    /// Whether no endpoint of the pool is available.
+    pub none_available: bool,
+}
+
+/// Chooses the eligible endpoints from `tiers[id]` and availability.
+///
+/// The serving tier is the lowest whose available share is at least
+/// `failover_threshold`; if none meets it, the tier with the highest share
+/// (the lowest on a tie). If the serving tier's share is below
+/// `panic_threshold`, all of its endpoints are eligible (panic mode).
+pub fn eligibility(tiers: &[u32], available: &[bool], policy: &HealthPolicy) -> Eligibility {
+    let mut tier_ids: Vec<u32> = tiers.to_vec();
+    tier_ids.sort_unstable();
+    tier_ids.dedup();
+    let share = |tier: u32| {
+        let (up, all) = tiers
+            .iter()
+            .zip(available)
+            .filter(|(t, _)| **t == tier)
+            .fold((0usize, 0usize), |(up, all), (_, ok)| {
+                (up + usize::from(*ok), all + 1)
+            });
+        if all == 0 {
+            0.0
+        } else {
+            up as f64 / all as f64
+        }
+    };
+    let serving = tier_ids
+        .iter()
+        .copied()
+        .find(|&tier| share(tier) >= policy.failover_threshold)
+        .or_else(|| {
+            tier_ids
+                .iter()
+                .copied()
+                .fold(None, |best: Option<(u32, f64)>, tier| match best {
+                    Some((_, s)) if s >= share(tier) => best,
+                    _ => Some((tier, share(tier))),
+                })
+                .map(|(tier, _)| tier)
+        })
+        .unwrap_or(0);
+    let panic = share(serving) < policy.panic_threshold;
+    let eligible = tiers
+        .iter()
+        .enumerate()
+        .filter(|(id, tier)| **tier == serving && (panic || available[*id]))
+        .map(|(id, _)| id as EndpointId)
+        .collect();
+    Eligibility {
+        eligible,
+        tier: serving,
+        panic,
+        none_available: !available.iter().any(|ok| *ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy::default()
+    }
+
+    #[test]
+    fn all_available_serves_the_primary_tier() {
+        let e = eligibility(&[0, 0, 1], &[true, true, true], &policy());
+        assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 1], 0, false));
+    }
+
+    #[test]
+    fn unavailable_endpoints_leave_the_set() {
+        let e = eligibility(&[0, 0, 0], &[true, false, true], &policy());
+        assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 2], 0, false));
+    }
+
+    #[test]
+    fn a_primary_tier_below_the_threshold_fails_over_and_comes_back() {
+        let tiers = [0, 0, 1, 1];
+        let e = eligibility(&tiers, &[false, false, true, true], &policy());
+        assert_eq!((e.eligible, e.tier, e.panic), (vec![2, 3], 1, false));
+        let e = eligibility(&tiers, &[true, true, true, true], &policy());
+        assert_eq!(e.tier, 0);
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_endpoint_of_the_tier_serves() {
+        let e = eligibility(&[0, 0, 0], &[true, false, false], &policy());
+        assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 1, 2], 0, true));
+        let e = eligibility(&[0, 0, 0], &[false, false, false], &policy());
+        assert!(e.none_available && e.panic);
+        assert_eq!(e.eligible, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_zero_panic_threshold_never_panics() {
+        let policy = HealthPolicy {
+            panic_threshold: 0.0,
+            ..HealthPolicy::default()
+        };
+        let e = eligibility(&[0, 0, 0], &[true, false, false], &policy);
+        assert_eq!((e.eligible, e.panic), (vec![0], false));
+    }
+
+    #[test]
+    fn alerts_are_bounded() {
+        let alerts = Alerts::default();
+        for n in 0..ALERT_HISTORY + 5 {
+            alerts.raise(Severity::P4, "web", None, format!("alert {n}"));
+        }
+        let history = alerts.history();
+        assert_eq!(history.len(), ALERT_HISTORY);
+        assert_eq!(history[0].message, "alert 5");
+    }
+}
