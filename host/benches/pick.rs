@@ -32,7 +32,7 @@ use switchyard::config::PluginsConfig;
 use switchyard::engine::{
     Balancer as _, Endpoint, EndpointSet, InFlightGuard, PickRequest, Pool, RequestInfo, RoundRobin,
 };
-use switchyard::plugins::{PluginRuntime, WasmBalancer};
+use switchyard::plugins::{PluginRuntime, Role, WasmBalancer};
 use switchyard_sdk::testing::TestHost;
 use switchyard_sdk::Balancer as SdkBalancer;
 
@@ -282,7 +282,7 @@ impl Wasm<'_> {
             Some(balancer.clone()),
         ));
         self.runtime
-            .attach(name, &pool, config)
+            .attach(name, Role::Balancer, &pool, config)
             .unwrap_or_else(|e| panic!("cannot attach: {e}"));
         let set = Arc::clone(&pool.endpoints());
         let mut headers = http::HeaderMap::new();

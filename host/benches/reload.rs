@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use switchyard::config::{PluginsConfig, DEFAULT_DEBOUNCE_MS};
 use switchyard::engine::{Endpoint, EndpointId, PickRequest, Pool, RequestInfo};
-use switchyard::plugins::{watch, PluginRuntime};
+use switchyard::plugins::{watch, PluginRuntime, Role};
 
 /// Endpoints in the pool: pin-first picks 0, pin-last picks `ENDPOINTS - 1`.
 const ENDPOINTS: u32 = 16;
@@ -125,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         Some("policy".into()),
         Some(balancer),
     ));
-    runtime.attach("policy", &pool, "{}")?;
+    runtime.attach("policy", Role::Balancer, &pool, "{}")?;
     let slot = runtime.slot("policy");
     anyhow::ensure!(
         pick(&pool) == Some(versions[0].expected),

@@ -37,15 +37,19 @@ use tokio::net::TcpListener;
 
 use config::Config;
 use control::ControlState;
-use engine::{Alerts, Endpoint, HealthPolicy, OutlierPolicy, Pool, Route, Routes};
+use engine::{
+    Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool, Route,
+    Routes, TcpCheck,
+};
 use metrics::Metrics;
-use plugins::PluginRuntime;
+use plugins::{PluginRuntime, Role};
 use proxy::Proxy;
 
 /// A configured, bound, not yet serving Switchyard.
 #[derive(Debug)]
 pub struct Server {
     config: Config,
+    checks: Vec<ActiveChecks>,
     _watcher: Option<plugins::Watcher>,
     proxy_listener: TcpListener,
     control_listener: TcpListener,
@@ -70,7 +74,7 @@ impl Server {
         };
         let load_errors = runtime.load_dir();
         let alerts = Arc::new(Alerts::default());
-        let pools = build_pools(&config, &runtime, &load_errors, &alerts)?;
+        let (pools, checks) = build_pools(&config, &runtime, &load_errors, &alerts)?;
         for error in &load_errors {
             tracing::warn!("{error}");
         }
@@ -126,6 +130,7 @@ impl Server {
         });
         Ok(Server {
             config,
+            checks,
             _watcher: watcher,
             proxy_listener,
             control_listener,
@@ -157,12 +162,20 @@ impl Server {
             wait_for(stop_receiver.clone()),
         ));
         let readmission = tokio::spawn(readmit_ejected(self.control.pools.clone()));
+        let check_tasks: Vec<_> = self
+            .checks
+            .into_iter()
+            .flat_map(|checks| engine::spawn_checks(checks.pool, checks.checker, checks.schedule))
+            .collect();
         let grace = Duration::from_millis(self.config.proxy.shutdown_grace_ms);
         let proxy = proxy::serve(self.proxy_listener, self.proxy, shutdown, grace);
         proxy.await;
         let _ = stop_sender.send(true);
         let _ = control.await;
         readmission.abort();
+        for task in check_tasks {
+            task.abort();
+        }
         Ok(())
     }
 }
@@ -200,13 +213,41 @@ async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
     let _ = receiver.wait_for(|stop| *stop).await;
 }
 
+/// A pool's active checks, started by [`Server::run`].
+#[derive(Debug)]
+struct ActiveChecks {
+    pool: Arc<Pool>,
+    checker: Arc<dyn HealthChecker>,
+    schedule: CheckSchedule,
+}
+
+/// Fails with the reason plugin `name` is not serving, naming `key`.
+fn require_plugin(
+    runtime: &PluginRuntime,
+    load_errors: &[plugins::LoadError],
+    name: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    let slot = runtime.slot(name);
+    if slot.current().is_some() {
+        return Ok(());
+    }
+    let why = load_errors
+        .iter()
+        .find(|e| e.name == name)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| format!("no file {}", slot.path.display()));
+    anyhow::bail!("{key} = \"{name}\": {why}")
+}
+
 fn build_pools(
     config: &Config,
     runtime: &PluginRuntime,
     load_errors: &[plugins::LoadError],
     alerts: &Arc<Alerts>,
-) -> anyhow::Result<Vec<Arc<Pool>>> {
+) -> anyhow::Result<(Vec<Arc<Pool>>, Vec<ActiveChecks>)> {
     let mut pools = Vec::new();
+    let mut checks = Vec::new();
     for (index, pool_config) in config.pools.iter().enumerate() {
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let mut endpoints = Vec::new();
@@ -223,43 +264,66 @@ fn build_pools(
             built.labels = endpoint.labels.clone();
             endpoints.push(Arc::new(built));
         }
-        let policy = health_policy(pool_config);
-        let Some(balancer) = &pool_config.balancer else {
-            pools.push(Arc::new(Pool::with_health(
-                pool_config.name.clone(),
-                endpoints,
-                None,
-                None,
-                policy,
-                Arc::clone(alerts),
-            )));
-            continue;
+        let (plugin, balancer) = match &pool_config.balancer {
+            Some(balancer) => {
+                require_plugin(
+                    runtime,
+                    load_errors,
+                    &balancer.plugin,
+                    &format!("{key}.balancer.plugin"),
+                )?;
+                let wasm: Arc<dyn engine::Balancer> =
+                    runtime.balancer(&balancer.plugin, &pool_config.name, &balancer.config_json());
+                (Some(balancer.plugin.clone()), Some(wasm))
+            }
+            None => (None, None),
         };
-        let slot = runtime.slot(&balancer.plugin);
-        if slot.current().is_none() {
-            let why = load_errors
-                .iter()
-                .find(|e| e.name == balancer.plugin)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| format!("no file {}", slot.path.display()));
-            anyhow::bail!("{key}.balancer.plugin = \"{}\": {why}", balancer.plugin);
-        }
-        let config_json = balancer.config_json();
-        let wasm = runtime.balancer(&balancer.plugin, &pool_config.name, &config_json);
         let pool = Arc::new(Pool::with_health(
             pool_config.name.clone(),
             endpoints,
-            Some(balancer.plugin.clone()),
-            Some(wasm),
-            policy,
+            plugin,
+            balancer,
+            health_policy(pool_config),
             Arc::clone(alerts),
         ));
-        runtime
-            .attach(&balancer.plugin, &pool, &config_json)
-            .with_context(|| format!("{key}.balancer"))?;
+        if let Some(balancer) = &pool_config.balancer {
+            runtime
+                .attach(
+                    &balancer.plugin,
+                    Role::Balancer,
+                    &pool,
+                    &balancer.config_json(),
+                )
+                .with_context(|| format!("{key}.balancer"))?;
+        }
+        if let Some(health) = &pool_config.health {
+            let checker: Arc<dyn HealthChecker> = match &health.plugin {
+                Some(name) => {
+                    require_plugin(runtime, load_errors, name, &format!("{key}.health.plugin"))?;
+                    let config_json =
+                        serde_json::to_string(&health.config).unwrap_or_else(|_| "{}".into());
+                    runtime
+                        .attach(name, Role::HealthCheck, &pool, &config_json)
+                        .with_context(|| format!("{key}.health"))?;
+                    runtime.health_check(name, &pool_config.name, &config_json)
+                }
+                None => Arc::new(TcpCheck),
+            };
+            checks.push(ActiveChecks {
+                pool: Arc::clone(&pool),
+                checker,
+                schedule: CheckSchedule {
+                    interval: Duration::from_millis(health.interval_ms),
+                    jitter: Duration::from_millis(health.jitter_ms),
+                    timeout: Duration::from_millis(health.timeout_ms),
+                    rise: health.rise,
+                    fall: health.fall,
+                },
+            });
+        }
         pools.push(pool);
     }
-    Ok(pools)
+    Ok((pools, checks))
 }
 
 /// Completes on SIGTERM or Ctrl-C.

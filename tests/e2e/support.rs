@@ -27,12 +27,16 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 15] = [
+const PLUGIN_CRATES: [&str; 20] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
     "plugins/consistent-hash",
     "plugins/random",
+    "plugins/http-health",
+    "plugins/tcp-health",
+    "plugins/retry-backoff",
+    "plugins/circuit-breaker",
     "tests/plugins/looping-balancer",
     "tests/plugins/memory-hog",
     "tests/plugins/panicking-balancer",
@@ -42,6 +46,7 @@ const PLUGIN_CRATES: [&str; 15] = [
     "tests/plugins/reject-config",
     "tests/plugins/always-healthy",
     "tests/plugins/wasi-sandbox",
+    "tests/plugins/hostile-health",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];

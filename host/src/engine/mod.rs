@@ -6,12 +6,16 @@
 //! [`EndpointStats`] the proxy updates with the outcome.
 
 mod balancer;
+mod checker;
 mod endpoint;
 mod health;
 mod pool;
 mod route;
 
 pub use balancer::{Balancer, PickFault, PickRequest, Priority, RequestInfo, RoundRobin};
+pub use checker::{
+    check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,
+};
 pub use endpoint::{Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot};
 pub use health::{
     eligibility, Alert, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, OutlierPolicy,

@@ -12,7 +12,7 @@ use super::bindings::balancer::BalancerPlugin;
 use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::state::{begin_call, new_store, StoreState};
-use super::{error_chain, Shared};
+use super::{describe_failure, Shared};
 use crate::engine::{Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority};
 
 /// Next free index in the per-thread instance tables.
@@ -71,12 +71,12 @@ impl LiveInstance {
         begin_call(&mut store, shared.limits.setup_deadline_ticks);
         let plugin = pre
             .instantiate(&mut store)
-            .map_err(|e| describe_trap(&store, &e, "instantiate"))?;
+            .map_err(|e| describe_failure(&store, &e, "instantiate"))?;
         begin_call(&mut store, shared.limits.setup_deadline_ticks);
         plugin
             .switchyard_plugin_balancer()
             .call_configure(&mut store, config_json)
-            .map_err(|e| describe_trap(&store, &e, "configure"))?
+            .map_err(|e| describe_failure(&store, &e, "configure"))?
             .map_err(|message| format!("configure refused the config: {message}"))?;
         let mut live = LiveInstance {
             version_id: version.id,
@@ -110,31 +110,10 @@ impl LiveInstance {
         self.plugin
             .switchyard_plugin_balancer()
             .call_set_endpoints(&mut self.store, &endpoints)
-            .map_err(|e| describe_trap(&self.store, &e, "set-endpoints"))?;
+            .map_err(|e| describe_failure(&self.store, &e, "set-endpoints"))?;
         self.generation = set.generation;
         Ok(())
     }
-}
-
-/// Names a failed call: a timeout, the memory cap, or the trap itself.
-fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error, call: &str) -> String {
-    if let Some((ran, ticks)) = store.data().clock.overrun {
-        return format!(
-            "{call} ran past its time budget and was cut off \
-             ({} µs of CPU after the budget, {ticks} ticks over)",
-            ran.as_micros()
-        );
-    }
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return format!("{call} ran past its time budget and was cut off");
-    }
-    if store.data().memory_refused {
-        return format!(
-            "{call} trapped after the memory cap refused to grow its memory: {}",
-            error_chain(error)
-        );
-    }
-    format!("{call} trapped: {}", error_chain(error))
 }
 
 impl WasmBalancer {
@@ -218,7 +197,7 @@ impl WasmBalancer {
             Err(error) => {
                 let timed_out = live.store.data().clock.interrupted
                     || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
-                let reason = describe_trap(&live.store, &error, "pick");
+                let reason = describe_failure(&live.store, &error, "pick");
                 // A trapped component instance cannot be entered again.
                 *slot_entry = None;
                 Err(if timed_out {

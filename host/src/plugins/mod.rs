@@ -5,6 +5,7 @@
 mod balancer;
 pub mod bindings;
 mod cache;
+mod health;
 mod imports;
 mod registry;
 mod state;
@@ -19,10 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 
 pub use balancer::WasmBalancer;
-pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, World};
+pub use health::WasmHealthCheck;
+pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, Role, World};
 pub use watcher::{watch, Watcher};
 
 use crate::config::PluginsConfig;
@@ -203,11 +207,28 @@ impl PluginRuntime {
         ))
     }
 
-    /// Records that `pool` uses plugin `name` with `config_json`, so new
-    /// versions are checked against it, and checks the serving version now.
+    /// A health check for `pool` backed by plugin `name`.
+    pub fn health_check(
+        &self,
+        name: &str,
+        pool_name: &str,
+        config_json: &str,
+    ) -> Arc<WasmHealthCheck> {
+        Arc::new(WasmHealthCheck::new(
+            Arc::clone(&self.shared),
+            self.slot(name),
+            pool_name,
+            config_json,
+        ))
+    }
+
+    /// Records that `pool` uses plugin `name` in `role` with `config_json`,
+    /// so new versions are checked against it, and checks the serving
+    /// version now.
     pub fn attach(
         &self,
         name: &str,
+        role: Role,
         pool: &Arc<crate::engine::Pool>,
         config_json: &str,
     ) -> Result<(), LoadError> {
@@ -215,6 +236,7 @@ impl PluginRuntime {
         let usage = PoolUse {
             pool: Arc::downgrade(pool),
             pool_name: pool.name.clone(),
+            role,
             config_json: config_json.into(),
         };
         if let Some(version) = slot.current() {
@@ -365,23 +387,38 @@ impl PluginRuntime {
             stage,
             reason,
         };
-        if version.world != World::Balancer {
+        if version.world != usage.role.world() {
             return Err(fail(
                 "world",
                 format!(
-                    "the file is {}, but pool `{}` uses it as its balancer",
+                    "the file is {}, but pool `{}` uses it as its {}",
                     version.world.describe(),
-                    usage.pool_name
+                    usage.pool_name,
+                    usage.role.describe()
                 ),
             ));
         }
         let Some(pool) = usage.pool.upgrade() else {
             return Ok(());
         };
-        let set = pool.endpoints().clone();
-        balancer::LiveInstance::create(&self.shared, slot, version, &usage.config_json, &set)
-            .map(drop)
-            .map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
+        let checked = match usage.role {
+            Role::Balancer => {
+                let set = pool.endpoints().clone();
+                balancer::LiveInstance::create(
+                    &self.shared,
+                    slot,
+                    version,
+                    &usage.config_json,
+                    &set,
+                )
+                .map(drop)
+            }
+            Role::HealthCheck => {
+                health::HealthInstance::create(&self.shared, slot, version, &usage.config_json)
+                    .map(drop)
+            }
+        };
+        checked.map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
     }
 
     fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
@@ -483,6 +520,31 @@ fn world_of(engine: &Engine, component: &Component) -> Result<World, String> {
             exports.join(", ")
         }
     ))
+}
+
+/// Names a failed call: a timeout, the memory cap, or the trap itself.
+pub(crate) fn describe_failure(
+    store: &Store<StoreState>,
+    error: &wasmtime::Error,
+    call: &str,
+) -> String {
+    if let Some((ran, ticks)) = store.data().clock.overrun {
+        return format!(
+            "{call} ran past its time budget and was cut off \
+             ({} µs of CPU after the budget, {ticks} ticks over)",
+            ran.as_micros()
+        );
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return format!("{call} ran past its time budget and was cut off");
+    }
+    if store.data().memory_refused {
+        return format!(
+            "{call} trapped after the memory cap refused to grow its memory: {}",
+            error_chain(error)
+        );
+    }
+    format!("{call} trapped: {}", error_chain(error))
 }
 
 /// An error with its causes on one line.

@@ -36,6 +36,34 @@ impl World {
     }
 }
 
+/// What a pool uses a plugin for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The pool's balancer.
+    Balancer,
+    /// The pool's active health check.
+    HealthCheck,
+}
+
+impl Role {
+    /// The world a plugin in this role must implement.
+    pub fn world(self) -> World {
+        match self {
+            Role::Balancer => World::Balancer,
+            Role::HealthCheck => World::HealthCheck,
+        }
+    }
+
+    /// How messages name the role.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Role::Balancer => "balancer",
+            Role::HealthCheck => "health check",
+        }
+    }
+}
+
 /// The ready-to-instantiate form of a version, by world.
 pub enum Prepared {
     /// A balancer.
@@ -157,6 +185,8 @@ pub struct PoolUse {
     pub pool: Weak<Pool>,
     /// The pool's name.
     pub pool_name: String,
+    /// What the pool uses the plugin for.
+    pub role: Role,
     /// The pool's plugin config as JSON.
     pub config_json: Arc<str>,
 }

@@ -74,6 +74,28 @@ fn thread_cpu_time() -> Duration {
     Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
+/// What a health check's probes may reach: the endpoint under check, until
+/// the check's deadline.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// `host:port` of the endpoint under check.
+    pub address: String,
+    /// The check's deadline; every probe ends by then.
+    pub deadline: Instant,
+    /// The runtime that performs the probes' I/O (the check itself runs on
+    /// a blocking thread).
+    pub runtime: tokio::runtime::Handle,
+    /// A client that keeps no idle connections: every probe connects anew,
+    /// so a check tests connectivity.
+    pub client: ProbeClient,
+}
+
+/// The HTTP client probes use.
+pub type ProbeClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
 /// The data of one plugin store.
 pub struct StoreState {
     /// The plugin's name, for log lines.
@@ -82,6 +104,8 @@ pub struct StoreState {
     pub endpoints: Option<Arc<EndpointSet>>,
     /// The headers of the request being placed, lent for one `pick` call.
     pub headers: http::HeaderMap,
+    /// The endpoint a health check may probe, during `check` only.
+    pub probe: Option<ProbeTarget>,
     /// Set when the memory cap refused a growth, to name the cause of the
     /// trap that follows.
     pub memory_refused: bool,
@@ -111,6 +135,7 @@ impl StoreState {
             plugin,
             endpoints: None,
             headers: http::HeaderMap::new(),
+            probe: None,
             memory_refused: false,
             clock: CallClock::default(),
             memory_limit,

@@ -1,18 +1,151 @@
-//! `switchyard:plugin/probe`: reaches only the endpoint under check. No
-//! endpoint is under check outside a health check, so every probe made from
-//! a balancer or recovery call is refused.
+//! `switchyard:plugin/probe`: reaches only the endpoint under check, and
+//! only until the check's deadline. Outside a health check there is no
+//! endpoint under check, so every probe is refused.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
 
 use crate::plugins::bindings::probe::{Host, HttpRequest, HttpResponse, ProbeError};
-use crate::plugins::state::StoreState;
+use crate::plugins::state::{ProbeTarget, StoreState};
+
+/// Probe response bodies are cut here.
+pub const MAX_PROBE_BODY: usize = 64 * 1024;
 
 const NO_TARGET: &str = "no endpoint is under check";
 
+fn target(state: &StoreState) -> Result<ProbeTarget, ProbeError> {
+    state
+        .probe
+        .clone()
+        .ok_or_else(|| ProbeError::NotAllowed(NO_TARGET.to_string()))
+}
+
+/// The time a probe may take: its own timeout, capped by the check's deadline.
+fn budget(target: &ProbeTarget, timeout_ms: u32) -> Result<Duration, ProbeError> {
+    let left = target.deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ProbeError::Timeout);
+    }
+    Ok(left.min(Duration::from_millis(u64::from(timeout_ms.max(1)))))
+}
+
+fn classify(error: &(dyn std::error::Error + 'static)) -> ProbeError {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => ProbeError::Refused,
+                std::io::ErrorKind::TimedOut => ProbeError::Timeout,
+                _ => ProbeError::Reset,
+            };
+        }
+        source = cause.source();
+    }
+    ProbeError::InvalidResponse(error.to_string())
+}
+
+fn build_request(
+    target: &ProbeTarget,
+    request: &HttpRequest,
+) -> Result<http::Request<Empty<Bytes>>, ProbeError> {
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => http::Method::GET,
+        "HEAD" => http::Method::HEAD,
+        "OPTIONS" => http::Method::OPTIONS,
+        other => {
+            return Err(ProbeError::NotAllowed(format!(
+                "method `{other}`: probes may use GET, HEAD or OPTIONS"
+            )))
+        }
+    };
+    if !request.path.starts_with('/') {
+        return Err(ProbeError::NotAllowed(format!(
+            "path `{}` must start with `/`",
+            request.path
+        )));
+    }
+    let uri: http::Uri = format!("http://{}{}", target.address, request.path)
+        .parse()
+        .map_err(|e| ProbeError::NotAllowed(format!("path `{}`: {e}", request.path)))?;
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    for (name, value) in &request.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ProbeError::NotAllowed(format!("header name `{name}`")))?;
+        if matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "upgrade"
+        ) {
+            return Err(ProbeError::NotAllowed(format!(
+                "header `{name}` is set by the host"
+            )));
+        }
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| ProbeError::NotAllowed(format!("value of header `{name}`")))?;
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Empty::new())
+        .map_err(|e| ProbeError::NotAllowed(e.to_string()))
+}
+
 impl Host for StoreState {
-    fn http(&mut self, _request: HttpRequest) -> Result<HttpResponse, ProbeError> {
-        Err(ProbeError::NotAllowed(NO_TARGET.to_string()))
+    fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, ProbeError> {
+        let target = target(self)?;
+        let budget = budget(&target, request.timeout_ms)?;
+        let request = build_request(&target, &request)?;
+        let started = Instant::now();
+        let client = target.client.clone();
+        target.runtime.block_on(async move {
+            let exchange = async {
+                let response = client.request(request).await.map_err(|e| classify(&e))?;
+                let status = response.status().as_u16();
+                let headers = response
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                    .collect();
+                let mut body = Vec::new();
+                let mut stream = response.into_body();
+                while body.len() < MAX_PROBE_BODY {
+                    match stream.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Some(data) = frame.data_ref() {
+                                body.extend_from_slice(data);
+                            }
+                        }
+                        Some(Err(error)) => return Err(classify(&error)),
+                        None => break,
+                    }
+                }
+                body.truncate(MAX_PROBE_BODY);
+                Ok(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                    latency_us: started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
+                })
+            };
+            tokio::time::timeout(budget, exchange)
+                .await
+                .unwrap_or(Err(ProbeError::Timeout))
+        })
     }
 
-    fn tcp_connect(&mut self, _timeout_ms: u32) -> Result<u32, ProbeError> {
-        Err(ProbeError::NotAllowed(NO_TARGET.to_string()))
+    fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, ProbeError> {
+        let target = target(self)?;
+        let budget = budget(&target, timeout_ms)?;
+        let started = Instant::now();
+        let address = target.address.clone();
+        target.runtime.block_on(async move {
+            match tokio::time::timeout(budget, tokio::net::TcpStream::connect(address)).await {
+                Ok(Ok(_stream)) => {
+                    Ok(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
+                }
+                Ok(Err(error)) => Err(classify(&error)),
+                Err(_) => Err(ProbeError::Timeout),
+            }
+        })
     }
 }
