@@ -278,14 +278,52 @@ fn build_pools(
             }
             None => (None, None),
         };
-        let pool = Arc::new(Pool::with_health(
+        let mut pool = Pool::with_health(
             pool_config.name.clone(),
             endpoints,
             plugin,
             balancer,
             health_policy(pool_config),
             Arc::clone(alerts),
-        ));
+        );
+        let recovery_json = pool_config
+            .recovery
+            .as_ref()
+            .map(|r| serde_json::to_string(&r.config).unwrap_or_else(|_| "{}".into()));
+        if let Some(recovery) = &pool_config.recovery {
+            let policy: Arc<dyn engine::RecoveryPolicy> = match &recovery.plugin {
+                Some(name) => {
+                    require_plugin(
+                        runtime,
+                        load_errors,
+                        name,
+                        &format!("{key}.recovery.plugin"),
+                    )?;
+                    runtime.recovery(
+                        name,
+                        &pool_config.name,
+                        recovery_json.as_deref().unwrap_or("{}"),
+                    )
+                }
+                None => Arc::new(engine::RetryOnce),
+            };
+            pool = pool.with_recovery(engine::Recovery {
+                policy,
+                budget: engine::RetryBudget::new(
+                    recovery.budget_percent,
+                    recovery.min_retries_per_second,
+                ),
+                max_replay_body: recovery.max_replay_body_bytes,
+            });
+        }
+        let pool = Arc::new(pool);
+        if let (Some(recovery), Some(json)) = (&pool_config.recovery, &recovery_json) {
+            if let Some(name) = &recovery.plugin {
+                runtime
+                    .attach(name, Role::Recovery, &pool, json)
+                    .with_context(|| format!("{key}.recovery"))?;
+            }
+        }
         if let Some(balancer) = &pool_config.balancer {
             runtime
                 .attach(

@@ -4,6 +4,7 @@
 mod balancing;
 mod health;
 mod proxying;
+mod recovery;
 mod reload;
 mod sandbox;
 mod support;

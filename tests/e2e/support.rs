@@ -108,6 +108,7 @@ pub struct Upstream {
     pub hits: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    kill: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -129,6 +130,7 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let last_headers = Arc::new(Mutex::new(None));
         let behaviour = Arc::new(Mutex::new(behaviour));
+        let (kill, killed) = tokio::sync::watch::channel(false);
         let task = {
             let (name, hits, last_headers, behaviour) = (
                 name.to_string(),
@@ -136,11 +138,17 @@ impl Upstream {
                 last_headers.clone(),
                 behaviour.clone(),
             );
+            let mut stop = killed.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
+                    let accepted = tokio::select! {
+                        accepted = listener.accept() => accepted,
+                        _ = stop.changed() => break,
+                    };
+                    let Ok((stream, _)) = accepted else {
                         continue;
                     };
+                    let mut stop = killed.clone();
                     let (name, hits, last_headers, behaviour) = (
                         name.clone(),
                         hits.clone(),
@@ -188,9 +196,13 @@ impl Upstream {
                                     )
                                 }
                             });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service);
+                        // A kill drops the connection, in-flight requests and all.
+                        tokio::select! {
+                            _ = connection => {}
+                            _ = stop.changed() => {}
+                        }
                     });
                 }
             })
@@ -200,8 +212,15 @@ impl Upstream {
             hits,
             last_headers,
             behaviour,
+            kill,
             task,
         }
+    }
+
+    /// Stops the upstream at once: the listener closes and every open
+    /// connection is dropped, as when a server process dies.
+    pub fn kill(&self) {
+        let _ = self.kill.send(true);
     }
 
     /// Changes how the upstream answers from now on.
@@ -221,6 +240,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
+        self.kill();
         self.task.abort();
     }
 }

@@ -50,6 +50,12 @@ pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
 pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 5_000;
 /// Time one active check may take.
 pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
+/// Largest request body kept so the request can be retried.
+pub const DEFAULT_MAX_REPLAY_BODY_BYTES: u64 = 64 * 1024;
+/// Retries allowed as a share of requests, in percent.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+/// Retries allowed per second whatever the share.
+pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
 /// Passing checks that bring an endpoint back.
 pub const DEFAULT_RISE: u32 = 2;
 /// Failing checks that take an endpoint down.
@@ -202,6 +208,10 @@ pub struct PoolConfig {
     /// checks; none: no active checks.
     #[serde(default)]
     pub health: Option<HealthCheckConfig>,
+    /// `recovery = { plugin = "retry-backoff", config = { ... } }`: what to do
+    /// after a failed attempt; none: no retries.
+    #[serde(default)]
+    pub recovery: Option<RecoveryConfig>,
     /// `outlier = { consecutive_failures = 5, ... }`: ejection from live traffic.
     #[serde(default)]
     pub outlier: OutlierConfig,
@@ -242,6 +252,29 @@ pub struct HealthCheckConfig {
     /// `config = { ... }`: handed to the plugin's `configure` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+/// A pool's `recovery` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// `plugin = "retry-backoff"`: the recovery plugin; none: the native
+    /// policy, which retries a replayable request once on another endpoint.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// `config = { ... }`: handed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// `max_replay_body_bytes = 65536`: larger request bodies are streamed
+    /// and never retried.
+    #[serde(default = "default_max_replay_body_bytes")]
+    pub max_replay_body_bytes: u64,
+    /// `budget_percent = 20`: retries allowed as a share of requests.
+    #[serde(default = "default_retry_budget_percent")]
+    pub budget_percent: u32,
+    /// `min_retries_per_second = 10`: retries allowed per second whatever the share.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_retries_per_second: u32,
 }
 
 /// A pool's `outlier` table: passive ejection from live traffic.
@@ -393,6 +426,15 @@ fn default_max_ejection_ms() -> u64 {
 }
 fn default_max_ejection_percent() -> u32 {
     DEFAULT_MAX_EJECTION_PERCENT
+}
+fn default_max_replay_body_bytes() -> u64 {
+    DEFAULT_MAX_REPLAY_BODY_BYTES
+}
+fn default_retry_budget_percent() -> u32 {
+    DEFAULT_RETRY_BUDGET_PERCENT
+}
+fn default_min_retries_per_second() -> u32 {
+    DEFAULT_MIN_RETRIES_PER_SECOND
 }
 fn default_check_interval_ms() -> u64 {
     DEFAULT_CHECK_INTERVAL_MS
@@ -633,6 +675,22 @@ impl Config {
                             format!("`{plugin}` is not a plugin name (the file stem of plugins/NAME.wasm)"),
                         );
                     }
+                }
+            }
+            if let Some(recovery) = &pool.recovery {
+                if let Some(plugin) = &recovery.plugin {
+                    if !is_valid_name(plugin) {
+                        report(
+                            format!("{key}.recovery.plugin"),
+                            format!("`{plugin}` is not a plugin name (the file stem of plugins/NAME.wasm)"),
+                        );
+                    }
+                }
+                if recovery.budget_percent > 100 {
+                    report(
+                        format!("{key}.recovery.budget_percent"),
+                        "must be at most 100".into(),
+                    );
                 }
             }
             let mut addresses = HashSet::new();

@@ -10,6 +10,7 @@ mod checker;
 mod endpoint;
 mod health;
 mod pool;
+mod recovery;
 mod route;
 
 pub use balancer::{Balancer, PickFault, PickRequest, Priority, RequestInfo, RoundRobin};
@@ -21,7 +22,8 @@ pub use health::{
     eligibility, Alert, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, OutlierPolicy,
     Severity,
 };
-pub use pool::{Pool, PoolHealthView};
+pub use pool::{Pool, PoolHealthView, Recovery};
+pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{Route, Routes};
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::endpoint::{Endpoint, EndpointId, EndpointSet};
 use super::health::{
     eligibility, unix_ms, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, Severity,
 };
+use super::recovery::{RecoveryPolicy, RetryBudget};
 
 /// A named group of endpoints and the strategy that spreads requests over
 /// them.
@@ -28,6 +29,18 @@ pub struct Pool {
     policy: HealthPolicy,
     health: Mutex<HealthState>,
     alerts: Arc<Alerts>,
+    recovery: Option<Recovery>,
+}
+
+/// What a pool does after a failed attempt.
+#[derive(Debug)]
+pub struct Recovery {
+    /// Decides each failure.
+    pub policy: Arc<dyn RecoveryPolicy>,
+    /// Caps retries.
+    pub budget: RetryBudget,
+    /// Larger request bodies are streamed, never retried.
+    pub max_replay_body: u64,
 }
 
 #[derive(Debug)]
@@ -92,7 +105,19 @@ impl Pool {
             }),
             policy,
             alerts,
+            recovery: None,
         }
+    }
+
+    /// The same pool, recovering failed attempts with `recovery`.
+    pub fn with_recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
+    /// How the pool recovers failed attempts; `None`: it does not retry.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// The current endpoint set.

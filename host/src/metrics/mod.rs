@@ -68,6 +68,7 @@ impl ProxyError {
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: AtomicU64,
+    retries: AtomicU64,
     status_classes: [AtomicU64; 6],
     errors: [AtomicU64; 6],
 }
@@ -76,6 +77,16 @@ impl Metrics {
     /// Counts an accepted request.
     pub fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a retried attempt.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retried attempts since start.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Counts a response by status class.
@@ -106,6 +117,14 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         "Requests accepted by the proxy.",
     );
     let _ = writeln!(out, "switchyard_requests_total {}", metrics.requests());
+
+    family(
+        &mut out,
+        "switchyard_retries_total",
+        "counter",
+        "Attempts sent again after a failure.",
+    );
+    let _ = writeln!(out, "switchyard_retries_total {}", metrics.retries());
 
     family(
         &mut out,

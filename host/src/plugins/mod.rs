@@ -7,6 +7,7 @@ pub mod bindings;
 mod cache;
 mod health;
 mod imports;
+mod recovery;
 mod registry;
 mod state;
 mod watcher;
@@ -26,6 +27,7 @@ use wasmtime::{
 
 pub use balancer::WasmBalancer;
 pub use health::WasmHealthCheck;
+pub use recovery::WasmRecovery;
 pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, Role, World};
 pub use watcher::{watch, Watcher};
 
@@ -215,6 +217,16 @@ impl PluginRuntime {
         config_json: &str,
     ) -> Arc<WasmHealthCheck> {
         Arc::new(WasmHealthCheck::new(
+            Arc::clone(&self.shared),
+            self.slot(name),
+            pool_name,
+            config_json,
+        ))
+    }
+
+    /// A recovery policy for `pool` backed by plugin `name`.
+    pub fn recovery(&self, name: &str, pool_name: &str, config_json: &str) -> Arc<WasmRecovery> {
+        Arc::new(WasmRecovery::new(
             Arc::clone(&self.shared),
             self.slot(name),
             pool_name,
@@ -415,6 +427,10 @@ impl PluginRuntime {
             }
             Role::HealthCheck => {
                 health::HealthInstance::create(&self.shared, slot, version, &usage.config_json)
+                    .map(drop)
+            }
+            Role::Recovery => {
+                recovery::RecoveryInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
             }
         };

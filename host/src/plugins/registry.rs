@@ -44,6 +44,8 @@ pub enum Role {
     Balancer,
     /// The pool's active health check.
     HealthCheck,
+    /// The pool's recovery policy.
+    Recovery,
 }
 
 impl Role {
@@ -52,6 +54,7 @@ impl Role {
         match self {
             Role::Balancer => World::Balancer,
             Role::HealthCheck => World::HealthCheck,
+            Role::Recovery => World::Recovery,
         }
     }
 
@@ -60,6 +63,7 @@ impl Role {
         match self {
             Role::Balancer => "balancer",
             Role::HealthCheck => "health check",
+            Role::Recovery => "recovery policy",
         }
     }
 }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,17 +20,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, UpstreamBody};
 
 use crate::config::ProxyConfig;
-use crate::engine::{PickRequest, RequestInfo, Routes};
+use crate::engine::{
+    Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, RequestInfo, Routes,
+};
 use crate::metrics::{Metrics, ProxyError};
 
 /// The forwarding half of the proxy, shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
     routes: Routes,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -55,13 +57,17 @@ impl Proxy {
         }
     }
 
-    /// Serves one request end to end; errors become short local responses.
+    /// Serves one request end to end: route, pick, forward, and on a failed
+    /// attempt ask the pool's recovery policy, within the retry budget and
+    /// the request's deadline. Errors become short local responses.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         self.metrics.count_request();
+        let started = Instant::now();
+        let deadline = started + self.request_timeout;
         let host = request_host(&request);
         let Some(pool) = self.routes.find(host.as_deref(), request.uri().path()) else {
             return self.error(
@@ -73,75 +79,195 @@ impl Proxy {
                 ),
             );
         };
-        let info = RequestInfo {
+        let (mut parts, body) = request.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client.ip());
+        let recovery = pool.recovery();
+        if let Some(recovery) = recovery {
+            recovery.budget.deposit();
+        }
+        let mut body = match recovery {
+            Some(recovery) if is_idempotent(&parts.method) => {
+                replayable_body(body, &parts.headers, recovery.max_replay_body).await
+            }
+            _ => Ok(UpstreamBody::Streaming(body)),
+        };
+        let replayable = matches!(body, Ok(UpstreamBody::Buffered(_)));
+        let mut info = RequestInfo {
             hash: Some(hash_client(client.ip())),
             ..RequestInfo::default()
         };
-        let picked = pool.pick(&mut PickRequest {
-            info,
-            headers: request.headers_mut(),
-        });
-        let Some(endpoint) = picked else {
-            return self.error(
-                ProxyError::NoEndpoint,
-                format!("no endpoint available in pool `{}`", pool.name),
-            );
-        };
+        let mut avoid = None;
+        let mut same = None;
+        loop {
+            let endpoint = match same.take() {
+                Some(endpoint) => endpoint,
+                None => match pick_avoiding(pool, info, &mut parts.headers, avoid) {
+                    Some(endpoint) => endpoint,
+                    None => {
+                        return self.error(
+                            ProxyError::NoEndpoint,
+                            format!("no endpoint available in pool `{}`", pool.name),
+                        )
+                    }
+                },
+            };
+            let uri = match upstream_uri(&endpoint.authority, &parts.uri) {
+                Ok(uri) => uri,
+                Err(error) => {
+                    return self.error(
+                        ProxyError::BadRequest,
+                        format!("bad request target: {error}"),
+                    )
+                }
+            };
+            let attempt_body = match &mut body {
+                Ok(UpstreamBody::Buffered(full)) => UpstreamBody::Buffered(full.clone()),
+                streaming => match std::mem::replace(streaming, Err(())) {
+                    Ok(body) => body,
+                    Err(()) => {
+                        return self.error(ProxyError::BadRequest, "request body unreadable".into())
+                    }
+                },
+            };
+            let mut upstream = Request::new(attempt_body);
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.version_mut() = parts.version;
+            *upstream.headers_mut() = if replayable {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
 
-        let uri = match upstream_uri(&endpoint.authority, request.uri()) {
-            Ok(uri) => uri,
-            Err(error) => {
-                return self.error(
-                    ProxyError::BadRequest,
-                    format!("bad request target: {error}"),
-                )
+            let guard = endpoint.start();
+            let sent = Instant::now();
+            let outcome =
+                tokio::time::timeout_at(deadline.into(), self.client.request(upstream)).await;
+            let elapsed = sent.elapsed().as_nanos() as u64;
+            let (kind, response, failed): (
+                FailureKind,
+                Option<Response<Incoming>>,
+                Response<ProxyBody>,
+            ) = match outcome {
+                Ok(Ok(mut response)) => {
+                    let status = response.status();
+                    pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
+                    if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
+                        self.metrics.count_status(status);
+                        headers::remove_hop_by_hop(response.headers_mut());
+                        return response.map(|body| ProxyBody::Upstream {
+                            body,
+                            guard: Some(guard),
+                        });
+                    }
+                    (
+                        FailureKind::Status(status.as_u16()),
+                        Some(response),
+                        Response::new(ProxyBody::text("")),
+                    )
+                }
+                Ok(Err(error)) => {
+                    pool.record_outcome(&endpoint, elapsed, false);
+                    let (kind, error_kind, what) = classify(&error);
+                    let cause = std::error::Error::source(&error)
+                        .map_or_else(|| error.to_string(), ToString::to_string);
+                    (
+                        kind,
+                        None,
+                        self.error(
+                            error_kind,
+                            format!("{what} endpoint {}: {cause}", endpoint.address),
+                        ),
+                    )
+                }
+                Err(_elapsed) => {
+                    pool.record_outcome(&endpoint, elapsed, false);
+                    (
+                        FailureKind::ResponseTimeout,
+                        None,
+                        self.error(
+                            ProxyError::Timeout,
+                            format!(
+                                "endpoint {} sent no response within {} ms",
+                                endpoint.address,
+                                self.request_timeout.as_millis()
+                            ),
+                        ),
+                    )
+                }
+            };
+            drop(guard);
+            let give_up = |response: Option<Response<Incoming>>,
+                           failed: Response<ProxyBody>,
+                           status: Option<u16>| {
+                match (response, status) {
+                    (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
+                    (Some(mut response), None) => {
+                        self.metrics.count_status(response.status());
+                        headers::remove_hop_by_hop(response.headers_mut());
+                        response.map(|body| ProxyBody::Upstream { body, guard: None })
+                    }
+                    (None, None) => failed,
+                }
+            };
+            let Some(recovery) = recovery else {
+                return give_up(response, failed, None);
+            };
+            let failure = Failure {
+                endpoint: endpoint.id,
+                kind,
+                request: info,
+                method: parts.method.to_string(),
+                replayable,
+                elapsed: started.elapsed(),
+            };
+            let retry = match recovery.policy.on_failure(&failure) {
+                Decision::Retry(retry) => retry,
+                Decision::Eject { duration, retry } => {
+                    pool.eject(
+                        endpoint.id,
+                        Some(duration),
+                        "the recovery policy ejected it",
+                    );
+                    match retry {
+                        Some(retry) => retry,
+                        None => return give_up(response, failed, None),
+                    }
+                }
+                Decision::GiveUp(status) => return give_up(response, failed, status),
+            };
+            let attempts_left = info.attempt + 1 < MAX_ATTEMPTS;
+            if !replayable
+                || !attempts_left
+                || Instant::now() + retry.delay >= deadline
+                || !recovery.budget.try_withdraw()
+            {
+                return give_up(response, failed, None);
             }
-        };
-        *request.uri_mut() = uri;
-        headers::remove_hop_by_hop(request.headers_mut());
-        headers::add_forwarded(request.headers_mut(), client.ip());
-
-        let guard = endpoint.start();
-        let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
-        let elapsed = started.elapsed().as_nanos() as u64;
-        match outcome {
-            Ok(Ok(mut response)) => {
-                pool.record_outcome(&endpoint, elapsed, !response.status().is_server_error());
-                self.metrics.count_status(response.status());
-                headers::remove_hop_by_hop(response.headers_mut());
-                response.map(|body| ProxyBody::Upstream {
-                    body,
-                    guard: Some(guard),
-                })
+            drop(response);
+            self.metrics.count_retry();
+            if !retry.delay.is_zero() {
+                tokio::time::sleep(retry.delay).await;
             }
-            Ok(Err(error)) => {
-                pool.record_outcome(&endpoint, elapsed, false);
-                let (kind, what) = if error.is_connect() {
-                    (ProxyError::Connect, "cannot connect to")
-                } else {
-                    (ProxyError::Upstream, "connection failed with")
-                };
-                let cause = std::error::Error::source(&error)
-                    .map_or_else(|| error.to_string(), ToString::to_string);
-                self.error(
-                    kind,
-                    format!("{what} endpoint {}: {cause}", endpoint.address),
-                )
-            }
-            Err(_elapsed) => {
-                pool.record_outcome(&endpoint, elapsed, false);
-                self.error(
-                    ProxyError::Timeout,
-                    format!(
-                        "endpoint {} sent no response within {} ms",
-                        endpoint.address,
-                        self.request_timeout.as_millis()
-                    ),
-                )
+            info.attempt += 1;
+            if retry.same_endpoint {
+                same = Some(endpoint);
+            } else {
+                avoid = Some(endpoint.id);
             }
         }
+    }
+
+    fn error_status(&self, status: u16, reason: &str) -> Response<ProxyBody> {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        self.metrics.count_status(status);
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-switchyard-error", "recovery")
+            .body(ProxyBody::text(format!("switchyard: {reason}\n")))
+            .expect("valid local response")
     }
 
     fn error(&self, kind: ProxyError, reason: String) -> Response<ProxyBody> {
@@ -156,6 +282,103 @@ impl Proxy {
             .body(ProxyBody::text(format!("switchyard: {reason}\n")))
             .expect("valid local response")
     }
+}
+
+/// Attempts per request at most, whatever the recovery policy says.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Buffers a small body so the request can be sent again; a large or
+/// unsized one stays streamed.
+async fn replayable_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<UpstreamBody, ()> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    if body.is_end_stream() {
+        return Ok(UpstreamBody::Buffered(http_body_util::Full::new(
+            bytes::Bytes::new(),
+        )));
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length <= limit => match body.collect().await {
+            Ok(collected) => Ok(UpstreamBody::Buffered(http_body_util::Full::new(
+                collected.to_bytes(),
+            ))),
+            Err(_) => Err(()),
+        },
+        _ => Ok(UpstreamBody::Streaming(body)),
+    }
+}
+
+/// Picks an endpoint, trying twice more for one other than `avoid` when
+/// other endpoints are eligible.
+fn pick_avoiding(
+    pool: &Pool,
+    info: RequestInfo,
+    headers: &mut HeaderMap,
+    avoid: Option<EndpointId>,
+) -> Option<std::sync::Arc<Endpoint>> {
+    let mut picked = pool.pick(&mut PickRequest { info, headers })?;
+    let Some(avoid) = avoid else {
+        return Some(picked);
+    };
+    if pool.endpoints().eligible.len() > 1 {
+        for _ in 0..2 {
+            if picked.id != avoid {
+                break;
+            }
+            picked = pool.pick(&mut PickRequest { info, headers })?;
+        }
+        if picked.id == avoid {
+            let set = pool.endpoints();
+            let next = set.eligible.iter().copied().find(|id| *id != avoid)?;
+            picked = set.get(next)?.clone();
+        }
+    }
+    Some(picked)
+}
+
+/// How a client error maps to a failure kind and a local answer.
+fn classify(error: &hyper_util::client::legacy::Error) -> (FailureKind, ProxyError, &'static str) {
+    if error.is_connect() {
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return (
+                        FailureKind::ConnectRefused,
+                        ProxyError::Connect,
+                        "cannot connect to",
+                    );
+                }
+            }
+            source = cause.source();
+        }
+        return (
+            FailureKind::ConnectTimeout,
+            ProxyError::Connect,
+            "cannot connect to",
+        );
+    }
+    (
+        FailureKind::Reset,
+        ProxyError::Upstream,
+        "connection failed with",
+    )
 }
 
 /// The request's host without port: the `Host` header, or the URI's host.

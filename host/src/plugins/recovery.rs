@@ -1,0 +1,207 @@
+//! A recovery plugin as the engine sees it: one instance per pool per worker
+//! thread, like balancers; a fault is counted and answered by the native
+//! `RetryOnce`.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::bindings::recovery::exports::switchyard::plugin::recovery as wit;
+use super::bindings::recovery::RecoveryPlugin;
+use super::bindings::types;
+use super::registry::{PluginSlot, PluginVersion, Prepared};
+use super::state::{begin_call, new_store, StoreState};
+use super::{describe_failure, Shared};
+use crate::engine::{Decision, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce};
+
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static INSTANCES: RefCell<Vec<Option<RecoveryInstance>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One configured instance of a recovery plugin.
+pub(crate) struct RecoveryInstance {
+    version_id: u64,
+    store: Store<StoreState>,
+    plugin: RecoveryPlugin,
+}
+
+impl RecoveryInstance {
+    /// Instantiates `version` and configures it with `config_json`.
+    pub(crate) fn create(
+        shared: &Shared,
+        slot: &PluginSlot,
+        version: &PluginVersion,
+        config_json: &str,
+    ) -> Result<RecoveryInstance, String> {
+        let Prepared::Recovery(pre) = &version.prepared else {
+            return Err(format!(
+                "the file is {}, not a recovery policy",
+                version.world.describe()
+            ));
+        };
+        let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
+        let mut store = new_store(&shared.engine, state);
+        begin_call(&mut store, shared.limits.setup_deadline_ticks);
+        let plugin = pre
+            .instantiate(&mut store)
+            .map_err(|e| describe_failure(&store, &e, "instantiate"))?;
+        begin_call(&mut store, shared.limits.setup_deadline_ticks);
+        plugin
+            .switchyard_plugin_recovery()
+            .call_configure(&mut store, config_json)
+            .map_err(|e| describe_failure(&store, &e, "configure"))?
+            .map_err(|message| format!("configure refused the config: {message}"))?;
+        Ok(RecoveryInstance {
+            version_id: version.id,
+            store,
+            plugin,
+        })
+    }
+}
+
+/// A pool's recovery policy backed by a plugin.
+pub struct WasmRecovery {
+    key: usize,
+    shared: Arc<Shared>,
+    slot: Arc<PluginSlot>,
+    pool_name: String,
+    config_json: Arc<str>,
+}
+
+impl std::fmt::Debug for WasmRecovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRecovery")
+            .field("plugin", &self.slot.name)
+            .field("pool", &self.pool_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmRecovery {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        slot: Arc<PluginSlot>,
+        pool_name: &str,
+        config_json: &str,
+    ) -> Self {
+        WasmRecovery {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            shared,
+            slot,
+            pool_name: pool_name.to_string(),
+            config_json: config_json.into(),
+        }
+    }
+
+    fn decide(
+        &self,
+        entry: &mut Option<RecoveryInstance>,
+        version: &PluginVersion,
+        failure: &Failure,
+    ) -> Result<Decision, String> {
+        if entry
+            .as_ref()
+            .is_none_or(|live| live.version_id != version.id)
+        {
+            *entry = None;
+            *entry = Some(RecoveryInstance::create(
+                &self.shared,
+                &self.slot,
+                version,
+                &self.config_json,
+            )?);
+        }
+        let live = entry.as_mut().expect("created above");
+        let request = types::RequestInfo {
+            priority: match failure.request.priority {
+                Priority::P0 => types::Priority::P0,
+                Priority::P1 => types::Priority::P1,
+                Priority::P2 => types::Priority::P2,
+                Priority::P3 => types::Priority::P3,
+                Priority::P4 => types::Priority::P4,
+            },
+            attempt: failure.request.attempt,
+            hash: failure.request.hash,
+        };
+        let wit_failure = wit::Failure {
+            endpoint: failure.endpoint,
+            kind: match failure.kind {
+                FailureKind::ConnectRefused => wit::FailureKind::ConnectRefused,
+                FailureKind::ConnectTimeout => wit::FailureKind::ConnectTimeout,
+                FailureKind::Reset => wit::FailureKind::Reset,
+                FailureKind::ResponseTimeout => wit::FailureKind::ResponseTimeout,
+                FailureKind::Status(status) => wit::FailureKind::Status(status),
+            },
+            request,
+            method: failure.method.clone(),
+            replayable: failure.replayable,
+            elapsed_ms: failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32,
+        };
+        begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        let decision = live
+            .plugin
+            .switchyard_plugin_recovery()
+            .call_on_failure(&mut live.store, &wit_failure);
+        match decision {
+            Ok(decision) => Ok(from_wit(decision)),
+            Err(error) => {
+                let reason = describe_failure(&live.store, &error, "on-failure");
+                *entry = None;
+                Err(reason)
+            }
+        }
+    }
+}
+
+fn from_wit(decision: wit::Decision) -> Decision {
+    let retry = |retry: wit::Retry| Retry {
+        delay: Duration::from_millis(u64::from(retry.delay_ms)),
+        same_endpoint: retry.same_endpoint,
+    };
+    match decision {
+        wit::Decision::Retry(r) => Decision::Retry(retry(r)),
+        wit::Decision::Eject(ejection) => Decision::Eject {
+            duration: Duration::from_millis(u64::from(ejection.duration_ms)),
+            retry: ejection.retry.map(retry),
+        },
+        wit::Decision::GiveUp(status) => Decision::GiveUp(status),
+    }
+}
+
+impl RecoveryPolicy for WasmRecovery {
+    fn on_failure(&self, failure: &Failure) -> Decision {
+        let Some(version) = self.slot.current() else {
+            return RetryOnce.on_failure(failure);
+        };
+        if version.is_quarantined() {
+            return RetryOnce.on_failure(failure);
+        }
+        self.slot.count_call();
+        let decided = INSTANCES.with(|cell| {
+            let mut instances = cell.borrow_mut();
+            if instances.len() <= self.key {
+                instances.resize_with(self.key + 1, || None);
+            }
+            self.decide(&mut instances[self.key], &version, failure)
+        });
+        match decided {
+            Ok(decision) => {
+                self.slot.count_success(&version);
+                decision
+            }
+            Err(reason) => {
+                self.slot.count_fault(
+                    &version,
+                    format!("pool `{}`: {reason}", self.pool_name),
+                    self.shared.limits.quarantine_after,
+                );
+                RetryOnce.on_failure(failure)
+            }
+        }
+    }
+}
