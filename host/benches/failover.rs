@@ -1,0 +1,279 @@
+//! Failover: how long traffic keeps reaching an endpoint after it dies.
+//!
+//! Each round starts the real `switchyard` binary in front of three upstream
+//! servers (in this process), drives it with eight keep-alive load loops,
+//! then kills one upstream — listener and open connections, as when a
+//! process dies — and records every answer with its time.
+//!
+//! - Without retries (passive outlier detection only): the time from the
+//!   first failed request to the last one, i.e. until traffic has fully
+//!   moved off the dead endpoint, and how many requests failed.
+//! - With `retry-backoff`: failed requests seen by clients (the target is
+//!   none), and the time from the kill to the endpoint's ejection alert.
+//!
+//! `cargo bench -p switchyard --bench failover` (ROUNDS=N, default 10).
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const LOAD_LOOPS: usize = 8;
+
+/// An upstream that answers its name until killed.
+struct Upstream {
+    addr: SocketAddr,
+    kill: watch::Sender<bool>,
+}
+
+async fn upstream(name: &'static str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (kill, killed) = watch::channel(false);
+    let mut stop = killed.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.changed() => break,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let mut stop = killed.clone();
+            tokio::spawn(async move {
+                let service = service_fn(
+                    move |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                            name.as_bytes(),
+                        ))))
+                    },
+                );
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    });
+    Upstream { addr, kill }
+}
+
+struct Proxy {
+    child: Child,
+    proxy: SocketAddr,
+    control: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(upstreams: &[Upstream], recovery: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("{{ address = \"{}\" }}", u.addr))
+        .collect();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[control]\nlisten = \"127.0.0.1:0\"\n\n\
+         [plugins]\ndir = \"{}\"\n\n[[pools]]\nname = \"web\"\n{recovery}\nendpoints = [{}]\n",
+        common::bench_plugin_dir().display(),
+        endpoints.join(", ")
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let field = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|p| p.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in `{line}`"))
+            .parse()
+            .unwrap()
+    };
+    Proxy {
+        proxy: field("proxy="),
+        control: field("control="),
+        child,
+        _dir: dir,
+    }
+}
+
+/// One answer: when it arrived and whether it succeeded.
+type Answer = (Instant, bool);
+
+struct Round {
+    failures: usize,
+    requests: usize,
+    first_to_last_failure: Option<Duration>,
+    kill_to_ejection_ms: Option<i64>,
+}
+
+async fn round(recovery: &str) -> Round {
+    let upstreams = [
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    ];
+    let proxy = start_proxy(&upstreams, recovery);
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{}/", proxy.proxy);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<_> = (0..LOAD_LOOPS)
+        .map(|_| {
+            let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers: Vec<Answer> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = match client.get(url.parse().unwrap()).await {
+                        Ok(response) => {
+                            let ok = response.status() == 200;
+                            let _ = response.into_body().collect().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    answers.push((Instant::now(), ok));
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let killed_at = SystemTime::now();
+    let _ = upstreams[2].kill.send(true);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in loops {
+        answers.extend(task.await.unwrap());
+    }
+    let failed: Vec<Instant> = answers
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(at, _)| *at)
+        .collect();
+    let first_to_last_failure = match (failed.iter().min(), failed.iter().max()) {
+        (Some(first), Some(last)) => Some(*last - *first),
+        _ => None,
+    };
+    let alerts = client
+        .get(
+            format!("http://{}/v1/alerts", proxy.control)
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let alerts: serde_json::Value = serde_json::from_slice(&alerts).unwrap();
+    let killed_ms = killed_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let kill_to_ejection_ms = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|alert| {
+            let message = alert["message"].as_str()?;
+            (message.contains("ejected")).then(|| alert["at_unix_ms"].as_i64().unwrap() - killed_ms)
+        });
+    Round {
+        failures: failed.len(),
+        requests: answers.len(),
+        first_to_last_failure,
+        kill_to_ejection_ms,
+    }
+}
+
+fn summary(values: &mut [f64]) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_by(f64::total_cmp);
+    format!(
+        "median {:.2}  max {:.2}",
+        values[values.len() / 2],
+        values[values.len() - 1]
+    )
+}
+
+fn main() {
+    common::build("retry-backoff", "plugins/retry-backoff");
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let modes = [
+        ("passive detection, no retries", "outlier = { consecutive_failures = 5 }"),
+        (
+            "passive detection + retry-backoff",
+            "outlier = { consecutive_failures = 5 }\nrecovery = { plugin = \"retry-backoff\", config = { attempts = 3, base_delay_ms = 1 } }",
+        ),
+    ];
+    println!("\n{rounds} rounds each; 3 upstreams, 8 keep-alive load loops, one upstream killed\n");
+    for (name, recovery) in modes {
+        let mut windows = Vec::new();
+        let mut ejections = Vec::new();
+        let (mut failures, mut requests) = (Vec::new(), 0usize);
+        for _ in 0..rounds {
+            let round = runtime.block_on(round(recovery));
+            requests += round.requests;
+            failures.push(round.failures as f64);
+            if let Some(window) = round.first_to_last_failure {
+                windows.push(window.as_secs_f64() * 1e3);
+            }
+            if let Some(ms) = round.kill_to_ejection_ms {
+                ejections.push(ms as f64);
+            }
+        }
+        println!("{name}:");
+        println!("  requests per round          {}", requests / rounds.max(1));
+        println!("  failed requests per round   {}", summary(&mut failures));
+        println!("  first → last failure, ms    {}", summary(&mut windows));
+        println!(
+            "  kill → ejection alert, ms   {}  (alert timestamps have 1 ms resolution)",
+            summary(&mut ejections)
+        );
+    }
+}
