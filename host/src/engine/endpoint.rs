@@ -1,9 +1,11 @@
 //! Endpoints, the set a pool balances over, and each endpoint's live load.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+use super::health::Health;
 
 /// An endpoint's id: its index in the pool, stable for its life.
 pub type EndpointId = u32;
@@ -38,6 +40,8 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Live load, updated by the proxy.
     pub stats: EndpointStats,
+    /// The active-check verdict, readable without the pool's lock.
+    health: AtomicU8,
 }
 
 impl Endpoint {
@@ -49,6 +53,20 @@ impl Endpoint {
         InFlightGuard {
             endpoint: Arc::clone(self),
         }
+    }
+
+    /// The latest active-check verdict, for plugins' `load`.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            h if h == Health::Healthy as u8 => Health::Healthy,
+            h if h == Health::Degraded as u8 => Health::Degraded,
+            h if h == Health::Unhealthy as u8 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        self.health.store(health as u8, Ordering::Relaxed);
     }
 
     /// An endpoint; `address` must be `host:port`.
@@ -68,6 +86,7 @@ impl Endpoint {
             zone: None,
             labels: BTreeMap::new(),
             stats: EndpointStats::default(),
+            health: AtomicU8::new(Health::Unknown as u8),
         })
     }
 }

@@ -244,6 +244,7 @@ impl Pool {
         }
         let was = health.active;
         health.active = next;
+        self.endpoints.load().all[id as usize].set_health(next);
         health.reason = reason.to_string();
         health.changed_at_unix_ms = unix_ms();
         let address = self.endpoints.load().all[id as usize].address.clone();

@@ -105,3 +105,59 @@ fn stats_track_in_flight_success_and_peak_latency() {
     drop(guard);
     assert_eq!(endpoint.stats.in_flight(), 0);
 }
+
+#[test]
+fn active_checks_take_an_endpoint_down_after_fall_and_back_after_rise() {
+    let pool = Pool::new("web".into(), endpoints(3), None, None);
+    let (rise, fall) = (2, 3);
+    pool.apply_check(1, Health::Unhealthy, "refused", rise, fall);
+    pool.apply_check(1, Health::Unhealthy, "refused", rise, fall);
+    assert!(
+        pool.endpoints().is_eligible(1),
+        "down before `fall` failures"
+    );
+    pool.apply_check(1, Health::Unhealthy, "refused", rise, fall);
+    assert!(!pool.endpoints().is_eligible(1));
+    assert_eq!(pool.endpoints().all[1].health(), Health::Unhealthy);
+    let generation = pool.endpoints().generation;
+    pool.apply_check(1, Health::Healthy, "200", rise, fall);
+    assert!(!pool.endpoints().is_eligible(1), "up before `rise` passes");
+    pool.apply_check(1, Health::Healthy, "200", rise, fall);
+    assert!(pool.endpoints().is_eligible(1));
+    assert!(
+        pool.endpoints().generation > generation,
+        "balancers must re-sync"
+    );
+    assert_eq!(pool.health().endpoints[1].reason, "200");
+}
+
+#[test]
+fn ejection_respects_the_maximum_share_and_expires() {
+    let policy = HealthPolicy {
+        outlier: Some(OutlierPolicy {
+            consecutive_failures: 2,
+            base_ejection: std::time::Duration::from_millis(10),
+            max_ejection: std::time::Duration::from_millis(100),
+            max_ejection_percent: 50,
+        }),
+        ..HealthPolicy::default()
+    };
+    let pool = Pool::with_health(
+        "web".into(),
+        endpoints(4),
+        None,
+        None,
+        policy,
+        Arc::default(),
+    );
+    let all = pool.endpoints().all.clone();
+    for id in 0..4 {
+        pool.record_outcome(&all[id], 1_000, false);
+        pool.record_outcome(&all[id], 1_000, false);
+    }
+    // Two consecutive failures each, but at most half of the pool goes.
+    assert_eq!(pool.endpoints().eligible, vec![2, 3]);
+    pool.readmit_expired(std::time::Instant::now() + std::time::Duration::from_millis(20));
+    assert_eq!(pool.endpoints().eligible, vec![0, 1, 2, 3]);
+    assert_eq!(pool.health().endpoints[0].ejections, 1);
+}

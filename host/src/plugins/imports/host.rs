@@ -45,7 +45,12 @@ impl Host for StoreState {
             capacity: endpoint.capacity,
             ewma_latency_us: load.ewma_latency_us,
             success_permille: load.success_permille,
-            health: Health::Unknown,
+            health: match endpoint.health() {
+                crate::engine::Health::Healthy => Health::Healthy,
+                crate::engine::Health::Degraded => Health::Degraded,
+                crate::engine::Health::Unhealthy => Health::Unhealthy,
+                crate::engine::Health::Unknown => Health::Unknown,
+            },
         })
     }
 
