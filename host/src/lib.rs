@@ -190,7 +190,7 @@ async fn readmit_ejected(pools: Vec<Arc<Pool>>) {
         tick.tick().await;
         let now = std::time::Instant::now();
         for pool in &pools {
-            pool.readmit_expired(now);
+            pool.tick(now);
         }
     }
 }
@@ -205,6 +205,9 @@ fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
             base_ejection: Duration::from_millis(outlier.base_ejection_ms),
             max_ejection: Duration::from_millis(outlier.max_ejection_ms),
             max_ejection_percent: outlier.max_ejection_percent,
+            interval: Duration::from_millis(outlier.interval_ms),
+            min_success_rate: outlier.min_success_rate,
+            min_requests: outlier.min_requests,
         }),
     }
 }

@@ -46,6 +46,12 @@ pub const DEFAULT_BASE_EJECTION_MS: u64 = 30_000;
 pub const DEFAULT_MAX_EJECTION_MS: u64 = 300_000;
 /// Most of a pool that passive detection may eject at once, in percent.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+/// How often success rates are judged.
+pub const DEFAULT_OUTLIER_INTERVAL_MS: u64 = 10_000;
+/// Below this success rate in one interval an endpoint is ejected.
+pub const DEFAULT_MIN_SUCCESS_RATE: f64 = 0.5;
+/// Responses needed in an interval for the success rate to count.
+pub const DEFAULT_MIN_REQUESTS: u32 = 20;
 /// Time between active checks of one endpoint.
 pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 5_000;
 /// Time one active check may take.
@@ -297,6 +303,17 @@ pub struct OutlierConfig {
     /// `max_ejection_percent = 50`: at most this share of the pool is ejected at once.
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: u32,
+    /// `interval_ms = 10000`: how often success rates are judged.
+    #[serde(default = "default_outlier_interval_ms")]
+    pub interval_ms: u64,
+    /// `min_success_rate = 0.5`: below this share of successful responses
+    /// in one interval an endpoint is ejected; 0 disables the check.
+    #[serde(default = "default_min_success_rate")]
+    pub min_success_rate: f64,
+    /// `min_requests = 20`: responses an endpoint must have had in the
+    /// interval for its success rate to count.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
 }
 
 impl Default for OutlierConfig {
@@ -307,6 +324,9 @@ impl Default for OutlierConfig {
             base_ejection_ms: DEFAULT_BASE_EJECTION_MS,
             max_ejection_ms: DEFAULT_MAX_EJECTION_MS,
             max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+            interval_ms: DEFAULT_OUTLIER_INTERVAL_MS,
+            min_success_rate: DEFAULT_MIN_SUCCESS_RATE,
+            min_requests: DEFAULT_MIN_REQUESTS,
         }
     }
 }
@@ -435,6 +455,15 @@ fn default_retry_budget_percent() -> u32 {
 }
 fn default_min_retries_per_second() -> u32 {
     DEFAULT_MIN_RETRIES_PER_SECOND
+}
+fn default_outlier_interval_ms() -> u64 {
+    DEFAULT_OUTLIER_INTERVAL_MS
+}
+fn default_min_success_rate() -> f64 {
+    DEFAULT_MIN_SUCCESS_RATE
+}
+fn default_min_requests() -> u32 {
+    DEFAULT_MIN_REQUESTS
 }
 fn default_check_interval_ms() -> u64 {
     DEFAULT_CHECK_INTERVAL_MS
@@ -637,6 +666,18 @@ impl Config {
                         "must be at least base_ejection_ms ({})",
                         outlier.base_ejection_ms
                     ),
+                );
+            }
+            if !(0.0..=1.0).contains(&outlier.min_success_rate) {
+                report(
+                    format!("{key}.outlier.min_success_rate"),
+                    format!("must be from 0 to 1, got {}", outlier.min_success_rate),
+                );
+            }
+            if outlier.interval_ms < 100 {
+                report(
+                    format!("{key}.outlier.interval_ms"),
+                    "must be at least 100".into(),
                 );
             }
             if outlier.max_ejection_percent > 100 {

@@ -100,6 +100,9 @@ pub struct EndpointStats {
     failures: AtomicU64,
     /// Failures since the last success.
     failure_streak: AtomicU32,
+    /// Outcomes since the success-rate detector last looked.
+    window_requests: AtomicU32,
+    window_failures: AtomicU32,
     /// Peak-EWMA of latency in ns, as f64 bits.
     latency_ewma_bits: AtomicU64,
     /// When the latency average was last updated, in ns since `epoch`.
@@ -116,6 +119,8 @@ impl Default for EndpointStats {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             failure_streak: AtomicU32::new(0),
+            window_requests: AtomicU32::new(0),
+            window_failures: AtomicU32::new(0),
             latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
             latency_stamp_ns: AtomicU64::new(0),
             success: AtomicU32::new(SUCCESS_SCALE),
@@ -143,6 +148,10 @@ impl EndpointStats {
     /// Records one outcome: the time to response headers, and whether it
     /// counted as a success. Returns the failures since the last success.
     pub fn record(&self, latency_ns: u64, success: bool) -> u32 {
+        self.window_requests.fetch_add(1, Ordering::Relaxed);
+        if !success {
+            self.window_failures.fetch_add(1, Ordering::Relaxed);
+        }
         let streak = if success {
             if self.failure_streak.load(Ordering::Relaxed) != 0 {
                 self.failure_streak.store(0, Ordering::Relaxed);
@@ -162,6 +171,14 @@ impl EndpointStats {
         self.success.store(new, Ordering::Relaxed);
         self.observe_latency(latency_ns as f64);
         streak
+    }
+
+    /// The outcomes since the last call: (requests, failures).
+    pub fn take_window(&self) -> (u32, u32) {
+        (
+            self.window_requests.swap(0, Ordering::Relaxed),
+            self.window_failures.swap(0, Ordering::Relaxed),
+        )
     }
 
     /// Forgets the failure streak (the endpoint was readmitted).

@@ -39,6 +39,13 @@ pub struct OutlierPolicy {
     pub max_ejection: Duration,
     /// At most this share of the pool's endpoints is ejected at once.
     pub max_ejection_percent: u32,
+    /// How often success rates are judged.
+    pub interval: Duration,
+    /// Below this share of successful responses in one interval, an
+    /// endpoint is ejected; 0 disables the success-rate check.
+    pub min_success_rate: f64,
+    /// Responses an endpoint must have had in the interval to be judged.
+    pub min_requests: u32,
 }
 
 /// How a pool turns health into eligibility.

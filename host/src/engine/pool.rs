@@ -47,6 +47,8 @@ pub struct Recovery {
 struct HealthState {
     endpoints: Vec<EndpointHealth>,
     serving: Eligibility,
+    /// When success rates were last judged.
+    rates_judged: Instant,
 }
 
 /// A copy of a pool's health for the API.
@@ -102,6 +104,7 @@ impl Pool {
             health: Mutex::new(HealthState {
                 endpoints: vec![EndpointHealth::default(); endpoints.len()],
                 serving,
+                rates_judged: Instant::now(),
             }),
             policy,
             alerts,
@@ -265,6 +268,45 @@ impl Pool {
         }
         if (was == Health::Unhealthy) != (next == Health::Unhealthy) {
             self.rebuild(&mut state, now);
+        }
+    }
+
+    /// Periodic work: readmits endpoints whose ejection ran out and, once
+    /// per outlier interval, ejects endpoints whose success rate fell below
+    /// the policy's minimum.
+    pub fn tick(&self, now: Instant) {
+        self.readmit_expired(now);
+        let Some(outlier) = &self.policy.outlier else {
+            return;
+        };
+        if outlier.min_success_rate <= 0.0 {
+            return;
+        }
+        {
+            let mut state = self.health.lock().unwrap();
+            if now.saturating_duration_since(state.rates_judged) < outlier.interval {
+                return;
+            }
+            state.rates_judged = now;
+        }
+        let set = self.endpoints.load_full();
+        for endpoint in &set.all {
+            let (requests, failures) = endpoint.stats.take_window();
+            if requests < outlier.min_requests.max(1) {
+                continue;
+            }
+            let rate = f64::from(requests - failures) / f64::from(requests);
+            if rate < outlier.min_success_rate {
+                self.eject(
+                    endpoint.id,
+                    None,
+                    &format!(
+                        "success rate {:.0}% over the last {} ms ({failures} of {requests} failed)",
+                        rate * 100.0,
+                        outlier.interval.as_millis()
+                    ),
+                );
+            }
         }
     }
 

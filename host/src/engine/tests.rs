@@ -139,6 +139,9 @@ fn ejection_respects_the_maximum_share_and_expires() {
             base_ejection: std::time::Duration::from_millis(10),
             max_ejection: std::time::Duration::from_millis(100),
             max_ejection_percent: 50,
+            interval: std::time::Duration::from_secs(10),
+            min_success_rate: 0.0,
+            min_requests: 20,
         }),
         ..HealthPolicy::default()
     };
@@ -160,4 +163,53 @@ fn ejection_respects_the_maximum_share_and_expires() {
     pool.readmit_expired(std::time::Instant::now() + std::time::Duration::from_millis(20));
     assert_eq!(pool.endpoints().eligible, vec![0, 1, 2, 3]);
     assert_eq!(pool.health().endpoints[0].ejections, 1);
+}
+
+#[test]
+fn a_low_success_rate_ejects_once_per_interval() {
+    let interval = std::time::Duration::from_millis(50);
+    let policy = HealthPolicy {
+        outlier: Some(OutlierPolicy {
+            consecutive_failures: 1_000,
+            base_ejection: std::time::Duration::from_secs(30),
+            max_ejection: std::time::Duration::from_secs(30),
+            max_ejection_percent: 50,
+            interval,
+            min_success_rate: 0.5,
+            min_requests: 20,
+        }),
+        ..HealthPolicy::default()
+    };
+    let pool = Pool::with_health(
+        "web".into(),
+        endpoints(3),
+        None,
+        None,
+        policy,
+        Arc::default(),
+    );
+    let all = pool.endpoints().all.clone();
+    for n in 0..40 {
+        // Endpoint 0 fails 3 in 4 (never 1,000 in a row); 1 fails 1 in 4;
+        // 2 fails every time but serves too few requests to be judged.
+        pool.record_outcome(&all[0], 1_000, n % 4 == 0);
+        pool.record_outcome(&all[1], 1_000, n % 4 != 0);
+        if n < 10 {
+            pool.record_outcome(&all[2], 1_000, false);
+        }
+    }
+    let start = std::time::Instant::now();
+    pool.tick(start);
+    assert_eq!(
+        pool.endpoints().eligible,
+        vec![0, 1, 2],
+        "judged before the interval"
+    );
+    pool.tick(start + interval * 2);
+    assert_eq!(pool.endpoints().eligible, vec![1, 2]);
+    let reason = &pool.health().endpoints[0].reason;
+    assert!(
+        reason.contains("success rate 25%") && reason.contains("30 of 40 failed"),
+        "{reason}"
+    );
 }
