@@ -154,9 +154,9 @@ fn ejection_respects_the_maximum_share_and_expires() {
         Arc::default(),
     );
     let all = pool.endpoints().all.clone();
-    for id in 0..4 {
-        pool.record_outcome(&all[id], 1_000, false);
-        pool.record_outcome(&all[id], 1_000, false);
+    for endpoint in &all {
+        pool.record_outcome(endpoint, 1_000, false);
+        pool.record_outcome(endpoint, 1_000, false);
     }
     // Two consecutive failures each, but at most half of the pool goes.
     assert_eq!(pool.endpoints().eligible, vec![2, 3]);
