@@ -200,6 +200,7 @@ fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
     HealthPolicy {
         failover_threshold: pool.failover_threshold,
         panic_threshold: pool.panic_threshold,
+        slow_start: Duration::from_millis(pool.slow_start_ms),
         outlier: outlier.enabled.then(|| OutlierPolicy {
             consecutive_failures: outlier.consecutive_failures,
             base_ejection: Duration::from_millis(outlier.base_ejection_ms),

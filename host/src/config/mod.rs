@@ -225,6 +225,11 @@ pub struct PoolConfig {
     /// tier, the pool balances over all of the tier; 0 disables panic mode.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: f64,
+    /// `slow_start_ms = 0`: an endpoint that comes back (readmitted, or up
+    /// again) ramps from 10% of its weight to all of it over this time, as
+    /// weighted balancers see it; 0 disables slow start.
+    #[serde(default)]
+    pub slow_start_ms: u64,
     /// `failover_threshold = 0.5`: a tier serves while at least this share of
     /// it is available; below it, the next tier that meets it takes over.
     #[serde(default = "default_failover_threshold")]

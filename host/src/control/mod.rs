@@ -125,6 +125,7 @@ fn pools(state: &ControlState) -> Value {
                         "id": endpoint.id,
                         "address": endpoint.address,
                         "weight": endpoint.weight,
+                        "effective_weight": set.weights[endpoint.id as usize],
                         "capacity": endpoint.capacity,
                         "zone": endpoint.zone,
                         "labels": endpoint.labels,

@@ -256,6 +256,9 @@ pub struct EndpointSet {
     /// Ids of the endpoints that may take traffic, in id order.
     pub eligible: Vec<EndpointId>,
     eligible_mask: Vec<bool>,
+    /// Weights as balancers see them, by id: the configured weight, scaled
+    /// down while an endpoint is in slow start.
+    pub weights: Vec<u32>,
 }
 
 impl EndpointSet {
@@ -271,12 +274,20 @@ impl EndpointSet {
         for &id in &eligible {
             eligible_mask[id as usize] = true;
         }
+        let weights = all.iter().map(|e| e.weight).collect();
         EndpointSet {
             generation,
             all,
             eligible,
             eligible_mask,
+            weights,
         }
+    }
+
+    /// The same set with these effective weights (by id).
+    pub fn with_weights(mut self, weights: Vec<u32>) -> Self {
+        self.weights = weights;
+        self
     }
 
     /// Whether `id` may take traffic. O(1).

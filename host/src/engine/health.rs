@@ -59,6 +59,9 @@ pub struct HealthPolicy {
     pub panic_threshold: f64,
     /// Ejection from live traffic; `None` disables it.
     pub outlier: Option<OutlierPolicy>,
+    /// An endpoint that comes back ramps from 10% to its full weight over
+    /// this time; zero disables slow start.
+    pub slow_start: Duration,
 }
 
 impl Default for HealthPolicy {
@@ -67,6 +70,7 @@ impl Default for HealthPolicy {
             failover_threshold: 0.5,
             panic_threshold: 0.5,
             outlier: None,
+            slow_start: Duration::ZERO,
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct EndpointHealth {
     pub ejected_until: Option<Instant>,
     /// Times ejected since start.
     pub ejections: u32,
+    /// When it last became available again, for slow start.
+    pub returned_at: Option<Instant>,
     /// Why the last transition happened.
     pub reason: String,
     /// When, in ms since the Unix epoch.
@@ -236,9 +242,32 @@ pub fn eligibility(tiers: &[u32], available: &[bool], policy: &HealthPolicy) -> 
     }
 }
 
+/// Share of its weight an endpoint gets right after it returns.
+const SLOW_START_FLOOR: f64 = 0.1;
+
+/// The weight an endpoint gets `since` after it returned: from 10% of
+/// `weight` up to all of it over `slow_start`, at least 1.
+pub fn slow_start_weight(weight: u32, since: Duration, slow_start: Duration) -> u32 {
+    if slow_start.is_zero() || since >= slow_start {
+        return weight;
+    }
+    let share = (since.as_secs_f64() / slow_start.as_secs_f64()).max(SLOW_START_FLOOR);
+    ((f64::from(weight) * share).round() as u32).clamp(1, weight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_start_ramps_from_a_tenth_to_the_full_weight() {
+        let ramp = Duration::from_secs(10);
+        assert_eq!(slow_start_weight(100, Duration::ZERO, ramp), 10);
+        assert_eq!(slow_start_weight(100, Duration::from_secs(5), ramp), 50);
+        assert_eq!(slow_start_weight(100, ramp, ramp), 100);
+        assert_eq!(slow_start_weight(3, Duration::ZERO, ramp), 1);
+        assert_eq!(slow_start_weight(100, Duration::ZERO, Duration::ZERO), 100);
+    }
 
     fn policy() -> HealthPolicy {
         HealthPolicy::default()

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use super::balancer::{Balancer, PickRequest, RoundRobin};
 use super::endpoint::{Endpoint, EndpointId, EndpointSet};
 use super::health::{
-    eligibility, unix_ms, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, Severity,
+    eligibility, slow_start_weight, unix_ms, Alerts, Eligibility, EndpointHealth, Health,
+    HealthPolicy, Severity,
 };
 use super::recovery::{RecoveryPolicy, RetryBudget};
 
@@ -49,6 +50,8 @@ struct HealthState {
     serving: Eligibility,
     /// When success rates were last judged.
     rates_judged: Instant,
+    /// When slow-start weights were last published.
+    weights_published: Instant,
 }
 
 /// A copy of a pool's health for the API.
@@ -105,6 +108,7 @@ impl Pool {
                 endpoints: vec![EndpointHealth::default(); endpoints.len()],
                 serving,
                 rates_judged: Instant::now(),
+                weights_published: Instant::now(),
             }),
             policy,
             alerts,
@@ -246,6 +250,9 @@ impl Pool {
             return;
         }
         let was = health.active;
+        if was == Health::Unhealthy {
+            health.returned_at = Some(now);
+        }
         health.active = next;
         self.endpoints.load().all[id as usize].set_health(next);
         health.reason = reason.to_string();
@@ -276,6 +283,7 @@ impl Pool {
     /// the policy's minimum.
     pub fn tick(&self, now: Instant) {
         self.readmit_expired(now);
+        self.advance_slow_start(now);
         let Some(outlier) = &self.policy.outlier else {
             return;
         };
@@ -310,6 +318,25 @@ impl Pool {
         }
     }
 
+    /// Republishes weights of endpoints in slow start, in steps of a tenth
+    /// of the ramp (at least 100 ms), so balancers re-sync only that often.
+    fn advance_slow_start(&self, now: Instant) {
+        let ramp = self.policy.slow_start;
+        if ramp.is_zero() {
+            return;
+        }
+        let mut state = self.health.lock().unwrap();
+        if state.endpoints.iter().all(|h| h.returned_at.is_none()) {
+            return;
+        }
+        let step = (ramp / 10).max(Duration::from_millis(100));
+        if now.saturating_duration_since(state.weights_published) < step {
+            return;
+        }
+        state.weights_published = now;
+        self.rebuild(&mut state, now);
+    }
+
     /// Readmits endpoints whose ejection has run out. Called periodically.
     pub fn readmit_expired(&self, now: Instant) {
         let mut state = self.health.lock().unwrap();
@@ -318,6 +345,7 @@ impl Pool {
         for (id, health) in state.endpoints.iter_mut().enumerate() {
             if health.ejected_until.is_some_and(|until| until <= now) {
                 health.ejected_until = None;
+                health.returned_at = Some(now);
                 health.reason = "readmitted after ejection".into();
                 health.changed_at_unix_ms = unix_ms();
                 set.all[id].stats.reset_streak();
@@ -392,13 +420,37 @@ impl Pool {
                 ),
             );
         }
-        if next.eligible != current.eligible {
-            self.endpoints.store(Arc::new(EndpointSet::new(
-                current.generation + 1,
-                current.all.clone(),
-                next.eligible,
-            )));
+        let weights = self.effective_weights(state, &current, now);
+        if next.eligible != current.eligible || weights != current.weights {
+            self.endpoints.store(Arc::new(
+                EndpointSet::new(current.generation + 1, current.all.clone(), next.eligible)
+                    .with_weights(weights),
+            ));
         }
+    }
+
+    /// Configured weights, scaled down for endpoints in slow start; ends a
+    /// slow start that has run its course.
+    fn effective_weights(
+        &self,
+        state: &mut HealthState,
+        set: &EndpointSet,
+        now: Instant,
+    ) -> Vec<u32> {
+        let ramp = self.policy.slow_start;
+        set.all
+            .iter()
+            .zip(state.endpoints.iter_mut())
+            .map(|(endpoint, health)| match health.returned_at {
+                Some(at) if !ramp.is_zero() && now.saturating_duration_since(at) < ramp => {
+                    slow_start_weight(endpoint.weight, now.saturating_duration_since(at), ramp)
+                }
+                _ => {
+                    health.returned_at = None;
+                    endpoint.weight
+                }
+            })
+            .collect()
     }
 
     /// A copy of the pool's health.

@@ -213,3 +213,30 @@ fn a_low_success_rate_ejects_once_per_interval() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_returning_endpoint_ramps_its_weight_in_slow_start() {
+    let policy = HealthPolicy {
+        slow_start: std::time::Duration::from_secs(10),
+        ..HealthPolicy::default()
+    };
+    let mut heavy = Endpoint::new(0, "127.0.0.1:9000", 100, 0).unwrap();
+    heavy.tier = 0;
+    let all = vec![Arc::new(heavy), endpoints(2).pop().unwrap()];
+    let pool = Pool::with_health("web".into(), all, None, None, policy, Arc::default());
+    pool.apply_check(0, Health::Unhealthy, "refused", 1, 1);
+    assert!(!pool.endpoints().is_eligible(0));
+    pool.apply_check(0, Health::Healthy, "200", 1, 1);
+    let set = pool.endpoints();
+    assert!(set.is_eligible(0));
+    assert_eq!(set.weights[0], 10, "starts at a tenth of its weight");
+    let generation = set.generation;
+    drop(set);
+    pool.tick(std::time::Instant::now() + std::time::Duration::from_secs(5));
+    let set = pool.endpoints();
+    assert!((48..=52).contains(&set.weights[0]), "{}", set.weights[0]);
+    assert!(set.generation > generation);
+    drop(set);
+    pool.tick(std::time::Instant::now() + std::time::Duration::from_secs(11));
+    assert_eq!(pool.endpoints().weights[0], 100);
+}

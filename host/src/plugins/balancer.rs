@@ -96,7 +96,7 @@ impl LiveInstance {
             .map(|endpoint| wit::Endpoint {
                 id: endpoint.id,
                 address: endpoint.address.clone(),
-                weight: endpoint.weight,
+                weight: set.weights[endpoint.id as usize],
                 zone: endpoint.zone.clone(),
                 labels: endpoint
                     .labels
