@@ -181,3 +181,53 @@ async fn a_request_that_cannot_be_replayed_is_not_retried() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_plugin_ejects_a_failing_endpoint_and_retries_elsewhere() {
+    let plugins = plugin_dir(&[("circuit-breaker", "circuit-breaker")]);
+    let failing = Upstream::with(
+        "failing",
+        Behaviour {
+            status: 503,
+            delay: Duration::ZERO,
+        },
+    )
+    .await;
+    let good = Upstream::start("good").await;
+    // Native outlier detection off: only the plugin can eject.
+    let body = format!(
+        "[[pools]]\nname = \"web\"\noutlier = {{ enabled = false }}\n\
+         recovery = {{ plugin = \"circuit-breaker\", config = {{ consecutive_failures = 2, open_ms = 60000 }} }}\n\
+         endpoints = [{}, {}]\n",
+        failing.endpoint(1),
+        good.endpoint(1)
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    for _ in 0..12 {
+        let reply = client.get(&proxy.url("/")).await;
+        assert_eq!(
+            (reply.status, reply.upstream()),
+            (200, "good"),
+            "{}",
+            reply.body
+        );
+    }
+    let pools: serde_json::Value =
+        serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
+    let tripped = &pools["pools"][0]["endpoints"][0];
+    assert_eq!(tripped["eligible"], false, "{tripped:#}");
+    assert!(
+        tripped["health"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the recovery policy ejected it"),
+        "{tripped:#}"
+    );
+    let hits = failing.hits();
+    for _ in 0..10 {
+        assert_eq!(client.get(&proxy.url("/")).await.upstream(), "good");
+    }
+    assert_eq!(failing.hits(), hits, "a tripped endpoint got traffic");
+    assert_eq!(proxy.plugins(&client).await["circuit-breaker"]["faults"], 0);
+}
