@@ -14,6 +14,10 @@ use super::state::{begin_call, new_store, ProbeClient, ProbeTarget, StoreState};
 use super::{describe_failure, Shared, EPOCH_TICK};
 use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker};
 
+/// How long an idle probe connection is kept (longer than any sensible
+/// check interval).
+const PROBE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A pool's health check backed by a plugin. Cheap to share: the state is
 /// behind an `Arc`, so a check can carry it onto a blocking thread.
 pub struct WasmHealthCheck {
@@ -88,9 +92,15 @@ impl WasmHealthCheck {
     ) -> Self {
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
+        // One kept-alive connection per endpoint, as Envoy's HTTP checker
+        // reuses by default: a fresh TCP handshake per check cost more than
+        // the check. A dead endpoint still fails: the kept connection errors
+        // and the retry on a new one is refused.
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(0)
+                .pool_max_idle_per_host(1)
+                .pool_idle_timeout(PROBE_IDLE_TIMEOUT)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector);
         WasmHealthCheck {
             inner: Arc::new(Inner {

@@ -85,8 +85,7 @@ pub struct ProbeTarget {
     /// The runtime that performs the probes' I/O (the check itself runs on
     /// a blocking thread).
     pub runtime: tokio::runtime::Handle,
-    /// A client that keeps no idle connections: every probe connects anew,
-    /// so a check tests connectivity.
+    /// The pool's probe client: one kept-alive connection per endpoint.
     pub client: ProbeClient,
 }
 
