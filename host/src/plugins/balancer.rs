@@ -11,8 +11,8 @@ use wasmtime::{Store, Trap};
 use super::bindings::balancer::BalancerPlugin;
 use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
-use super::state::{begin_call, new_store, StoreState};
-use super::{describe_failure, Shared};
+use super::state::{begin_call, StoreState};
+use super::{describe_failure, set_up, Shared};
 use crate::engine::{Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority};
 
 /// Next free index in the per-thread instance tables.
@@ -65,19 +65,17 @@ impl LiveInstance {
                 version.world.describe()
             ));
         };
-        let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
-        state.endpoints = Some(Arc::clone(set));
-        let mut store = new_store(&shared.engine, state);
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        let plugin = pre
-            .instantiate(&mut store)
-            .map_err(|e| describe_failure(&store, &e, "instantiate"))?;
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        plugin
-            .switchyard_plugin_balancer()
-            .call_configure(&mut store, config_json)
-            .map_err(|e| describe_failure(&store, &e, "configure"))?
-            .map_err(|message| format!("configure refused the config: {message}"))?;
+        let (mut store, plugin) = set_up(
+            shared,
+            slot,
+            |store| pre.instantiate(store),
+            |plugin, store| {
+                plugin
+                    .switchyard_plugin_balancer()
+                    .call_configure(store, config_json)
+            },
+        )?;
+        store.data_mut().endpoints = Some(Arc::clone(set));
         let mut live = LiveInstance {
             version_id: version.id,
             generation: 0,

@@ -10,8 +10,8 @@ use wasmtime::Store;
 use super::bindings::health::HealthPlugin;
 use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
-use super::state::{begin_call, new_store, ProbeClient, ProbeTarget, StoreState};
-use super::{describe_failure, Shared, EPOCH_TICK};
+use super::state::{begin_call, ProbeClient, ProbeTarget, StoreState};
+use super::{describe_failure, set_up, Shared, EPOCH_TICK};
 use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker};
 
 /// How long an idle probe connection is kept (longer than any sensible
@@ -63,18 +63,16 @@ impl HealthInstance {
                 version.world.describe()
             ));
         };
-        let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
-        let mut store = new_store(&shared.engine, state);
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        let plugin = pre
-            .instantiate(&mut store)
-            .map_err(|e| describe_failure(&store, &e, "instantiate"))?;
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        plugin
-            .switchyard_plugin_health_check()
-            .call_configure(&mut store, config_json)
-            .map_err(|e| describe_failure(&store, &e, "configure"))?
-            .map_err(|message| format!("configure refused the config: {message}"))?;
+        let (store, plugin) = set_up(
+            shared,
+            slot,
+            |store| pre.instantiate(store),
+            |plugin, store| {
+                plugin
+                    .switchyard_plugin_health_check()
+                    .call_configure(store, config_json)
+            },
+        )?;
         Ok(HealthInstance {
             version_id: version.id,
             store,

@@ -563,6 +563,27 @@ pub(crate) fn describe_failure(
     format!("{call} trapped: {}", error_chain(error))
 }
 
+/// A new store for `slot`'s plugin, instantiated by `instantiate` and
+/// configured by `configure`, both under the set-up budget. Every world's
+/// instances start here.
+pub(crate) fn set_up<P>(
+    shared: &Shared,
+    slot: &PluginSlot,
+    instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<P>,
+    configure: impl FnOnce(&P, &mut Store<StoreState>) -> wasmtime::Result<Result<(), String>>,
+) -> Result<(Store<StoreState>, P), String> {
+    let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
+    let mut store = state::new_store(&shared.engine, state);
+    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
+    let plugin =
+        instantiate(&mut store).map_err(|e| describe_failure(&store, &e, "instantiate"))?;
+    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
+    configure(&plugin, &mut store)
+        .map_err(|e| describe_failure(&store, &e, "configure"))?
+        .map_err(|message| format!("configure refused the config: {message}"))?;
+    Ok((store, plugin))
+}
+
 /// An error with its causes on one line.
 pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
     let mut text = error.to_string();

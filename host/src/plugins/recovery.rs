@@ -13,8 +13,8 @@ use super::bindings::recovery::exports::switchyard::plugin::recovery as wit;
 use super::bindings::recovery::RecoveryPlugin;
 use super::bindings::types;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
-use super::state::{begin_call, new_store, StoreState};
-use super::{describe_failure, Shared};
+use super::state::{begin_call, StoreState};
+use super::{describe_failure, set_up, Shared};
 use crate::engine::{Decision, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce};
 
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
@@ -44,18 +44,16 @@ impl RecoveryInstance {
                 version.world.describe()
             ));
         };
-        let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
-        let mut store = new_store(&shared.engine, state);
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        let plugin = pre
-            .instantiate(&mut store)
-            .map_err(|e| describe_failure(&store, &e, "instantiate"))?;
-        begin_call(&mut store, shared.limits.setup_deadline_ticks);
-        plugin
-            .switchyard_plugin_recovery()
-            .call_configure(&mut store, config_json)
-            .map_err(|e| describe_failure(&store, &e, "configure"))?
-            .map_err(|message| format!("configure refused the config: {message}"))?;
+        let (store, plugin) = set_up(
+            shared,
+            slot,
+            |store| pre.instantiate(store),
+            |plugin, store| {
+                plugin
+                    .switchyard_plugin_recovery()
+                    .call_configure(store, config_json)
+            },
+        )?;
         Ok(RecoveryInstance {
             version_id: version.id,
             store,
