@@ -107,3 +107,20 @@ fn the_example_config_is_valid() {
     assert_eq!(config.pools.len(), 2);
     assert_eq!(config.routes[0].pool, "api");
 }
+
+/// The config block in README.md is valid and shows every section.
+#[test]
+fn the_readme_config_is_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = &readme[readme
+        .find("### Config")
+        .expect("README has a Config section")..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let config = Config::parse(block, "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let pool = &config.pools[0];
+    assert!(pool.health.is_some() && pool.recovery.is_some() && pool.balancer.is_some());
+    assert_eq!(pool.endpoints[2].tier, 1);
+}
