@@ -71,43 +71,7 @@ impl Body for ProxyBody {
     }
 }
 
-/// The request body sent to an endpoint: the client's body streamed
-/// through, or a copy kept so the request can be sent again.
-#[derive(Debug)]
-pub enum UpstreamBody {
-    /// Streamed; the request cannot be retried.
-    Streaming(Incoming),
-    /// Buffered; cloned for every attempt.
-    Buffered(Full<Bytes>),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpstreamBody::Streaming(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Buffered(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Streaming(body) => body.is_end_stream(),
-            UpstreamBody::Buffered(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Streaming(body) => body.size_hint(),
-            UpstreamBody::Buffered(full) => full.size_hint(),
-        }
-    }
-}
+/// The request body sent to an endpoint: the client's body streamed through
+/// (`Left`; the request cannot be retried), or a copy kept so the request
+/// can be sent again (`Right`; cloned for every attempt).
+pub type UpstreamBody = http_body_util::Either<Incoming, Full<Bytes>>;

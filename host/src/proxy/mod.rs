@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -90,9 +91,9 @@ impl Proxy {
             Some(recovery) if is_idempotent(&parts.method) => {
                 replayable_body(body, &parts.headers, recovery.max_replay_body).await
             }
-            _ => Ok(UpstreamBody::Streaming(body)),
+            _ => Ok(Either::Left(body)),
         };
-        let replayable = matches!(body, Ok(UpstreamBody::Buffered(_)));
+        let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
             hash: Some(hash_client(client.ip())),
             ..RequestInfo::default()
@@ -122,7 +123,7 @@ impl Proxy {
                 }
             };
             let attempt_body = match &mut body {
-                Ok(UpstreamBody::Buffered(full)) => UpstreamBody::Buffered(full.clone()),
+                Ok(Either::Right(full)) => Either::Right(full.clone()),
                 streaming => match std::mem::replace(streaming, Err(())) {
                     Ok(body) => body,
                     Err(()) => {
@@ -305,9 +306,9 @@ async fn replayable_body(
     use http_body::Body as _;
     use http_body_util::BodyExt as _;
     if body.is_end_stream() {
-        return Ok(UpstreamBody::Buffered(http_body_util::Full::new(
-            bytes::Bytes::new(),
-        )));
+        return Ok(Either::Right(
+            http_body_util::Full::new(bytes::Bytes::new()),
+        ));
     }
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -315,12 +316,12 @@ async fn replayable_body(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length <= limit => match body.collect().await {
-            Ok(collected) => Ok(UpstreamBody::Buffered(http_body_util::Full::new(
+            Ok(collected) => Ok(Either::Right(http_body_util::Full::new(
                 collected.to_bytes(),
             ))),
             Err(_) => Err(()),
         },
-        _ => Ok(UpstreamBody::Streaming(body)),
+        _ => Ok(Either::Left(body)),
     }
 }
 
