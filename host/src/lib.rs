@@ -51,9 +51,9 @@ pub struct Server {
     config: Config,
     checks: Vec<ActiveChecks>,
     _watcher: Option<plugins::Watcher>,
-    proxy_listener: TcpListener,
+    proxy_listener: std::net::TcpListener,
     control_listener: TcpListener,
-    proxy: Arc<Proxy>,
+    routes: Routes,
     control: Arc<ControlState>,
 }
 
@@ -108,10 +108,8 @@ impl Server {
             )
         };
 
-        let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(&config.proxy, routes, Arc::clone(&metrics)));
-        let proxy_listener = TcpListener::bind(config.proxy.listen)
-            .await
+        let metrics = Arc::new(Metrics::new(config.proxy.workers));
+        let proxy_listener = bind_proxy_listener(config.proxy.listen)
             .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
         let control_listener = TcpListener::bind(config.control.listen)
             .await
@@ -134,7 +132,7 @@ impl Server {
             _watcher: watcher,
             proxy_listener,
             control_listener,
-            proxy,
+            routes,
             control,
         })
     }
@@ -151,6 +149,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and lets
     /// in-flight requests finish within `proxy.shutdown_grace_ms`.
+    ///
+    /// The proxy runs on `proxy.workers` threads of its own, each with a
+    /// single-threaded runtime accepting from the shared listener: a request,
+    /// its upstream connection and its plugin instance stay on one thread, so
+    /// nothing on the request path wakes another thread. The control API,
+    /// health checks and timers run on the caller's runtime.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -168,16 +172,80 @@ impl Server {
             .flat_map(|checks| engine::spawn_checks(checks.pool, checks.checker, checks.schedule))
             .collect();
         let grace = Duration::from_millis(self.config.proxy.shutdown_grace_ms);
-        let proxy = proxy::serve(self.proxy_listener, self.proxy, shutdown, grace);
-        proxy.await;
+        let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
+        let (done_sender, mut done) = tokio::sync::mpsc::channel::<()>(1);
+        let mut workers = Vec::with_capacity(self.config.proxy.workers);
+        for worker in 0..self.config.proxy.workers {
+            let listener = self
+                .proxy_listener
+                .try_clone()
+                .context("cannot share the proxy listener with a worker")?;
+            let proxy = Arc::new(Proxy::new(
+                &self.config.proxy,
+                self.routes.clone(),
+                Arc::clone(&self.control.metrics),
+                worker,
+            ));
+            let stop = wait_for(proxy_stop_receiver.clone());
+            let done = done_sender.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("switchyard-proxy-{worker}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start a proxy worker's runtime")?;
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)
+                            .context("cannot register the proxy listener")?;
+                        proxy::serve(listener, proxy, stop, grace).await;
+                        drop(done);
+                        anyhow::Ok(())
+                    })
+                })
+                .context("cannot start a proxy worker thread")?;
+            workers.push(thread);
+        }
+        drop(done_sender);
+        drop(self.proxy_listener);
+        tokio::select! {
+            () = shutdown => {}
+            // A worker that stopped on its own (it could not start) ends the server.
+            _ = done.recv() => {}
+        }
+        let _ = proxy_stop.send(true);
+        while done.recv().await.is_some() {}
+        let mut result = Ok(());
+        for thread in workers {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => result = Err(error),
+                Ok(Err(_)) | Err(_) => {
+                    result = Err(anyhow::anyhow!("a proxy worker thread panicked"));
+                }
+            }
+        }
         let _ = stop_sender.send(true);
         let _ = control.await;
         readmission.abort();
         for task in check_tasks {
             task.abort();
         }
-        Ok(())
+        result
     }
+}
+
+/// The proxy's listening socket, shared by every worker: whichever worker is
+/// free accepts the next connection.
+fn bind_proxy_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
 }
 
 /// How often ejections that ran out are checked for readmission.

@@ -74,7 +74,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run { config } => {
             let config = switchyard::config::Config::load(&config)?;
-            runtime(config.proxy.workers)?.block_on(serve(config))
+            // The proxy runs on threads of its own (see `Server::run`); this
+            // runtime serves the control API, health checks and timers.
+            runtime(CONTROL_THREADS)?.block_on(serve(config))
         }
         Command::Plugin {
             command:
@@ -105,10 +107,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Threads of the runtime beside the proxy workers.
+const CONTROL_THREADS: usize = 2;
+
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .thread_name("switchyard-worker")
+        .thread_name("switchyard-main")
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::pool::Pool;
 
 /// One routing rule.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// Lower-case host without port; `None` matches any.
     pub host: Option<String>,
@@ -29,7 +29,7 @@ impl Route {
 }
 
 /// The routing table, in config order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Routes {
     routes: Vec<Route>,
 }

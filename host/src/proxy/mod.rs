@@ -27,7 +27,7 @@ use crate::config::ProxyConfig;
 use crate::engine::{
     Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, RequestInfo, Routes,
 };
-use crate::metrics::{Metrics, ProxyError};
+use crate::metrics::{Metrics, ProxyError, WorkerCounters};
 
 /// The forwarding half of the proxy, shared by every connection.
 #[derive(Debug)]
@@ -36,11 +36,14 @@ pub struct Proxy {
     client: Client<HttpConnector, UpstreamBody>,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
+    worker: usize,
 }
 
 impl Proxy {
-    /// A proxy over `routes` with the timeouts and pool settings of `config`.
-    pub fn new(config: &ProxyConfig, routes: Routes, metrics: Arc<Metrics>) -> Self {
+    /// The proxy of worker `worker`, over `routes`, with the timeouts and
+    /// pool settings of `config`. Each worker has its own upstream
+    /// connections and its own shard of `metrics`.
+    pub fn new(config: &ProxyConfig, routes: Routes, metrics: Arc<Metrics>, worker: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
@@ -55,6 +58,7 @@ impl Proxy {
             client,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             metrics,
+            worker,
         }
     }
 
@@ -66,16 +70,16 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
-        self.metrics.count_request();
+        self.counters().count_request();
         let started = Instant::now();
         let deadline = started + self.request_timeout;
         let host = request_host(&request);
-        let Some(pool) = self.routes.find(host.as_deref(), request.uri().path()) else {
+        let Some(pool) = self.routes.find(host, request.uri().path()) else {
             return self.error(
                 ProxyError::NoRoute,
                 format!(
                     "no route for host `{}` and path `{}`",
-                    host.as_deref().unwrap_or("-"),
+                    host.unwrap_or("-"),
                     request.uri().path()
                 ),
             );
@@ -155,7 +159,7 @@ impl Proxy {
                     let status = response.status();
                     pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
                     if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
-                        self.metrics.count_status(status);
+                        self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
                         return response.map(|body| ProxyBody::Upstream {
                             body,
@@ -205,7 +209,7 @@ impl Proxy {
                 match (response, status) {
                     (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
                     (Some(mut response), None) => {
-                        self.metrics.count_status(response.status());
+                        self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
                         response.map(|body| ProxyBody::Upstream { body, guard: None })
                     }
@@ -247,7 +251,7 @@ impl Proxy {
                 return give_up(response, failed, None);
             }
             drop(response);
-            self.metrics.count_retry();
+            self.counters().count_retry();
             if !retry.delay.is_zero() {
                 tokio::time::sleep(retry.delay).await;
             }
@@ -260,9 +264,13 @@ impl Proxy {
         }
     }
 
+    fn counters(&self) -> &WorkerCounters {
+        self.metrics.worker(self.worker)
+    }
+
     fn error_status(&self, status: u16, reason: &str) -> Response<ProxyBody> {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        self.metrics.count_status(status);
+        self.counters().count_status(status);
         Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -272,9 +280,9 @@ impl Proxy {
     }
 
     fn error(&self, kind: ProxyError, reason: String) -> Response<ProxyBody> {
-        self.metrics.count_error(kind);
+        self.counters().count_error(kind);
         let status = kind.status();
-        self.metrics.count_status(status);
+        self.counters().count_status(status);
         tracing::debug!(status = status.as_u16(), "{reason}");
         Response::builder()
             .status(status)
@@ -383,7 +391,8 @@ fn classify(error: &hyper_util::client::legacy::Error) -> (FailureKind, ProxyErr
 }
 
 /// The request's host without port: the `Host` header, or the URI's host.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
+/// Its case is kept: routes compare hosts case-insensitively.
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
     let raw = request
         .headers()
         .get(http::header::HOST)
@@ -393,7 +402,7 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),
     };
-    Some(host.to_ascii_lowercase())
+    Some(host)
 }
 
 /// `http://ENDPOINT/path?query`.
@@ -488,13 +497,13 @@ mod tests {
             .header("host", "Example.COM:8080")
             .body(())
             .unwrap();
-        assert_eq!(request_host(&request).as_deref(), Some("example.com"));
+        assert_eq!(request_host(&request), Some("Example.COM"));
         let request = Request::builder()
             .uri("/x")
             .header("host", "[::1]:80")
             .body(())
             .unwrap();
-        assert_eq!(request_host(&request).as_deref(), Some("::1"));
+        assert_eq!(request_host(&request), Some("::1"));
     }
 
     #[test]
