@@ -106,6 +106,72 @@ async fn forwarding_adds_client_address_and_drops_hop_by_hop_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(plugins.path(), &native_pool(&[upstream.endpoint(1)]));
+    // One client connection is served by one worker, whose pool needs one
+    // upstream connection for sequential requests, whatever their method.
+    let mut client = RawClient::connect(proxy.proxy).await;
+    for i in 0..40 {
+        let method = if i % 2 == 0 { "GET" } else { "HEAD" };
+        let head = client.exchange(method, "/x").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{method} {i}: {head}");
+    }
+    assert_eq!(upstream.hits(), 40);
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "40 sequential requests should share one upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_endpoint_closed_while_idle_is_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection, without `Connection: close`, then
+    // closes it: as an endpoint whose keep-alive timeout ran out would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    let plugins = tempfile::tempdir().unwrap();
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &native_pool(&[format!("{{ address = \"{addr}\" }}")]),
+    );
+    let client = HttpClient::default();
+    for i in 0..10 {
+        let reply = client.get(&proxy.url("/x")).await;
+        assert_eq!(reply.status, 200, "request {i}: {reply:?}");
+        assert_eq!(reply.body, "ok");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_pass_through_in_both_directions() {
     let plugins = tempfile::tempdir().unwrap();
     let upstream = Upstream::start("a").await;

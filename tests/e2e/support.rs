@@ -106,6 +106,8 @@ pub struct Behaviour {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
     behaviour: Arc<Mutex<Behaviour>>,
     kill: tokio::sync::watch::Sender<bool>,
@@ -128,6 +130,7 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let accepted_count = Arc::new(AtomicU64::new(0));
         let last_headers = Arc::new(Mutex::new(None));
         let behaviour = Arc::new(Mutex::new(behaviour));
         let (kill, killed) = tokio::sync::watch::channel(false);
@@ -139,6 +142,7 @@ impl Upstream {
                 behaviour.clone(),
             );
             let mut stop = killed.clone();
+            let accepted_count = accepted_count.clone();
             tokio::spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -148,6 +152,7 @@ impl Upstream {
                     let Ok((stream, _)) = accepted else {
                         continue;
                     };
+                    accepted_count.fetch_add(1, Ordering::Relaxed);
                     let mut stop = killed.clone();
                     let (name, hits, last_headers, behaviour) = (
                         name.clone(),
@@ -210,6 +215,7 @@ impl Upstream {
         Upstream {
             addr,
             hits,
+            accepted: accepted_count,
             last_headers,
             behaviour,
             kill,
@@ -529,5 +535,63 @@ impl HttpClient {
             failures.extend(failed);
         }
         (seen, failures)
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection, written and read by hand so a test
+/// controls exactly which requests share it.
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Sends a body-less request and reads the whole response (no body
+    /// after HEAD; otherwise `content-length` bytes). Returns the head.
+    pub async fn exchange(&mut self, method: &str, path: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        let request = format!("{method} {path} HTTP/1.1\r\nhost: raw.test\r\n\r\n");
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        let head_end = loop {
+            if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.fill().await;
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        let length = if method == "HEAD" {
+            0
+        } else {
+            head.lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("a content-length")
+        };
+        while self.buffer.len() < head_end + length {
+            self.fill().await;
+        }
+        self.buffer.drain(..head_end + length);
+        head
+    }
+
+    async fn fill(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed mid-response");
+        self.buffer.extend_from_slice(&chunk[..n]);
     }
 }

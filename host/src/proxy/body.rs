@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::upstream::PooledConnection;
 use crate::engine::InFlightGuard;
 
 /// A response body.
@@ -22,12 +23,33 @@ pub enum ProxyBody {
         body: Incoming,
         /// Released at the end of the body.
         guard: Option<InFlightGuard>,
+        /// The connection it came on, given back to the pool when the body
+        /// has been read to its end (and closed if it never is).
+        connection: Option<PooledConnection>,
     },
     /// Made by the proxy itself.
     Local(Full<Bytes>),
 }
 
 impl ProxyBody {
+    /// The endpoint's response body, streamed through.
+    pub fn upstream(
+        body: Incoming,
+        guard: Option<InFlightGuard>,
+        connection: PooledConnection,
+    ) -> Self {
+        let mut connection = Some(connection);
+        // hyper never polls a body that is already over (HEAD, 204, 304).
+        if body.is_end_stream() {
+            give_back(&mut connection);
+        }
+        ProxyBody::Upstream {
+            body,
+            guard,
+            connection,
+        }
+    }
+
     /// A local body with this text.
     pub fn text(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(text.into()))
@@ -43,10 +65,26 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, guard } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-                    guard.take();
+            ProxyBody::Upstream {
+                body,
+                guard,
+                connection,
+            } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        guard.take();
+                        give_back(connection);
+                    }
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        guard.take();
+                        give_back(connection);
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        guard.take();
+                        connection.take();
+                    }
+                    _ => {}
                 }
                 polled
             }
@@ -68,6 +106,12 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
         }
+    }
+}
+
+fn give_back(connection: &mut Option<PooledConnection>) {
+    if let Some((lent, upstreams)) = connection.take() {
+        upstreams.give_back(lent);
     }
 }
 

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
 /// plus the de-facto `keep-alive` and `proxy-connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -21,14 +21,32 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which re-frames bodies per hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    // Most messages carry none or only `Connection`: a pass over the few
+    // headers present costs less than a hashed removal per listed name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // The common tokens name no header or one already listed.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in &doomed {
         headers.remove(name);
     }
 }
@@ -36,14 +54,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The `X-Forwarded-For` value of a connection's requests that carry none:
+/// its client's address, formatted once per connection.
+pub fn forwarded_for(client: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&client.to_string()).ok()
+}
+
 /// Appends the client's address to `X-Forwarded-For` and sets
-/// `X-Forwarded-Proto` when absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+/// `X-Forwarded-Proto` when absent. `client_value` is [`forwarded_for`] of
+/// `client`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, client_value: Option<&HeaderValue>) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client}"),
-        None => client.to_string(),
+        Some(existing) => HeaderValue::from_str(&format!("{existing}, {client}")).ok(),
+        None => client_value.cloned(),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -69,14 +94,28 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-end-to-end"]);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::HOST, HeaderValue::from_static("kept"));
+        remove_hop_by_hop(&mut headers);
+        let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["host"]);
     }
 
     #[test]
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        add_forwarded(&mut headers, "127.0.0.9".parse().unwrap());
+        let client = "127.0.0.9".parse().unwrap();
+        let value = forwarded_for(client);
+        add_forwarded(&mut headers, client, value.as_ref());
         assert_eq!(headers["x-forwarded-for"], "10.1.1.1, 127.0.0.9");
         assert_eq!(headers["x-forwarded-proto"], "http");
+
+        let mut headers = HeaderMap::new();
+        add_forwarded(&mut headers, client, value.as_ref());
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.9");
     }
 }

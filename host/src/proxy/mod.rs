@@ -4,6 +4,7 @@
 
 mod body;
 mod headers;
+mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,13 +16,12 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use body::{ProxyBody, UpstreamBody};
+pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
 use crate::engine::{
@@ -33,7 +33,7 @@ use crate::metrics::{Metrics, ProxyError, WorkerCounters};
 #[derive(Debug)]
 pub struct Proxy {
     routes: Routes,
-    client: Client<HttpConnector, UpstreamBody>,
+    upstreams: Arc<Upstreams>,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
     worker: usize,
@@ -44,18 +44,13 @@ impl Proxy {
     /// pool settings of `config`. Each worker has its own upstream
     /// connections and its own shard of `metrics`.
     pub fn new(config: &ProxyConfig, routes: Routes, metrics: Arc<Metrics>, worker: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
-            .retry_canceled_requests(true)
-            .build(connector);
+        let upstreams = Arc::new(Upstreams::new(
+            Duration::from_millis(config.connect_timeout_ms),
+            Duration::from_millis(config.idle_timeout_ms),
+        ));
         Proxy {
             routes,
-            client,
+            upstreams,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             metrics,
             worker,
@@ -68,7 +63,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: &ClientInfo,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
         let started = Instant::now();
@@ -86,7 +81,11 @@ impl Proxy {
         };
         let (mut parts, body) = request.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, client.ip());
+        headers::add_forwarded(
+            &mut parts.headers,
+            client.address.ip(),
+            client.forwarded_for.as_ref(),
+        );
         let recovery = pool.recovery();
         if let Some(recovery) = recovery {
             recovery.budget.deposit();
@@ -99,7 +98,7 @@ impl Proxy {
         };
         let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
-            hash: Some(hash_client(client.ip())),
+            hash: Some(client.hash),
             ..RequestInfo::default()
         };
         let mut avoid = None;
@@ -117,15 +116,7 @@ impl Proxy {
                     }
                 },
             };
-            let uri = match upstream_uri(&endpoint.authority, &parts.uri) {
-                Ok(uri) => uri,
-                Err(error) => {
-                    return self.error(
-                        ProxyError::BadRequest,
-                        format!("bad request target: {error}"),
-                    )
-                }
-            };
+            let uri = upstream_uri(&parts.uri);
             let attempt_body = match &mut body {
                 Ok(Either::Right(full)) => Either::Right(full.clone()),
                 streaming => match std::mem::replace(streaming, Err(())) {
@@ -144,45 +135,49 @@ impl Proxy {
             } else {
                 std::mem::take(&mut parts.headers)
             };
+            if !upstream.headers().contains_key(http::header::HOST) {
+                // HTTP/1.1 requires it; an HTTP/1.0 client may not send it.
+                if let Ok(host) = http::HeaderValue::from_str(endpoint.authority.as_str()) {
+                    upstream.headers_mut().insert(http::header::HOST, host);
+                }
+            }
 
             let guard = endpoint.start();
             let sent = Instant::now();
             let outcome =
-                tokio::time::timeout_at(deadline.into(), self.client.request(upstream)).await;
+                tokio::time::timeout_at(deadline.into(), self.upstreams.send(&endpoint, upstream))
+                    .await;
             let elapsed = sent.elapsed().as_nanos() as u64;
             let (kind, response, failed): (
                 FailureKind,
-                Option<Response<Incoming>>,
+                Option<UpstreamResponse>,
                 Response<ProxyBody>,
             ) = match outcome {
-                Ok(Ok(mut response)) => {
+                Ok(Ok((mut response, connection))) => {
                     let status = response.status();
                     pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
+                    let connection = (connection, Arc::clone(&self.upstreams));
                     if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
-                        return response.map(|body| ProxyBody::Upstream {
-                            body,
-                            guard: Some(guard),
-                        });
+                        return response
+                            .map(|body| ProxyBody::upstream(body, Some(guard), connection));
                     }
                     (
                         FailureKind::Status(status.as_u16()),
-                        Some(response),
+                        Some((response, connection)),
                         Response::new(ProxyBody::text("")),
                     )
                 }
                 Ok(Err(error)) => {
                     pool.record_outcome(&endpoint, elapsed, false);
                     let (kind, error_kind, what) = classify(&error);
-                    let cause = std::error::Error::source(&error)
-                        .map_or_else(|| error.to_string(), ToString::to_string);
                     (
                         kind,
                         None,
                         self.error(
                             error_kind,
-                            format!("{what} endpoint {}: {cause}", endpoint.address),
+                            format!("{what} endpoint {}: {error}", endpoint.address),
                         ),
                     )
                 }
@@ -203,15 +198,15 @@ impl Proxy {
                 }
             };
             drop(guard);
-            let give_up = |response: Option<Response<Incoming>>,
+            let give_up = |response: Option<(Response<Incoming>, _)>,
                            failed: Response<ProxyBody>,
                            status: Option<u16>| {
                 match (response, status) {
                     (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
-                    (Some(mut response), None) => {
+                    (Some((mut response, connection)), None) => {
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
-                        response.map(|body| ProxyBody::Upstream { body, guard: None })
+                        response.map(|body| ProxyBody::upstream(body, None, connection))
                     }
                     (None, None) => failed,
                 }
@@ -293,6 +288,32 @@ impl Proxy {
     }
 }
 
+/// What the proxy knows of a client connection, worked out once per
+/// connection rather than per request.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The peer's address.
+    pub address: SocketAddr,
+    /// Its `X-Forwarded-For` value.
+    pub forwarded_for: Option<http::HeaderValue>,
+    /// Its address as a balancing hash key.
+    pub hash: u64,
+}
+
+impl ClientInfo {
+    /// The facts of a connection from `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        ClientInfo {
+            address,
+            forwarded_for: headers::forwarded_for(address.ip()),
+            hash: hash_client(address.ip()),
+        }
+    }
+}
+
+/// An endpoint's response and the connection it came on.
+type UpstreamResponse = (Response<Incoming>, upstream::PooledConnection);
+
 /// Attempts per request at most, whatever the recovery policy says.
 const MAX_ATTEMPTS: u32 = 8;
 
@@ -361,33 +382,25 @@ fn pick_avoiding(
     Some(picked)
 }
 
-/// How a client error maps to a failure kind and a local answer.
-fn classify(error: &hyper_util::client::legacy::Error) -> (FailureKind, ProxyError, &'static str) {
-    if error.is_connect() {
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                    return (
-                        FailureKind::ConnectRefused,
-                        ProxyError::Connect,
-                        "cannot connect to",
-                    );
-                }
-            }
-            source = cause.source();
-        }
-        return (
+/// How a failed exchange maps to a failure kind and a local answer.
+fn classify(error: &UpstreamError) -> (FailureKind, ProxyError, &'static str) {
+    match error {
+        UpstreamError::ConnectRefused(_) => (
+            FailureKind::ConnectRefused,
+            ProxyError::Connect,
+            "cannot connect to",
+        ),
+        UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_) => (
             FailureKind::ConnectTimeout,
             ProxyError::Connect,
             "cannot connect to",
-        );
+        ),
+        UpstreamError::Exchange(_) => (
+            FailureKind::Reset,
+            ProxyError::Upstream,
+            "connection failed with",
+        ),
     }
-    (
-        FailureKind::Reset,
-        ProxyError::Upstream,
-        "connection failed with",
-    )
 }
 
 /// The request's host without port: the `Host` header, or the URI's host.
@@ -405,17 +418,18 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
     Some(host)
 }
 
-/// `http://ENDPOINT/path?query`.
-fn upstream_uri(authority: &http::uri::Authority, original: &Uri) -> Result<Uri, http::Error> {
+/// The request target sent to the endpoint: origin-form (`/path?query`).
+/// A target in absolute-form (`http://host/path`, as sent to forward
+/// proxies) is cut down to its path and query; others pass unchanged.
+fn upstream_uri(original: &Uri) -> Uri {
+    if original.scheme().is_none() && original.authority().is_none() {
+        return original.clone();
+    }
     let path_and_query = original
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
+    Uri::from(path_and_query)
 }
 
 /// The client address as a hash key (splitmix64 finaliser over its bits).
@@ -433,6 +447,18 @@ fn hash_client(ip: IpAddr) -> u64 {
     z ^ (z >> 31)
 }
 
+/// How often a worker closes upstream connections idle too long.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+async fn prune_idle(upstreams: Arc<Upstreams>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        upstreams.prune(Instant::now());
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` completes, then stops
 /// accepting and waits up to `grace` for in-flight requests to finish.
 pub async fn serve(
@@ -441,6 +467,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    let pruning = tokio::spawn(prune_idle(Arc::clone(&proxy.upstreams)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).keep_alive(true);
@@ -459,9 +486,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let proxy = Arc::clone(&proxy);
+                let client = Arc::new(ClientInfo::new(client));
                 let service = service_fn(move |request| {
                     let proxy = Arc::clone(&proxy);
-                    async move { Ok::<_, Infallible>(proxy.handle(request, client).await) }
+                    let client = Arc::clone(&client);
+                    async move { Ok::<_, Infallible>(proxy.handle(request, &client).await) }
                 });
                 let connection = http.serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
@@ -475,6 +504,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    pruning.abort();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -507,10 +537,13 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        let authority: http::uri::Authority = "127.0.0.1:9000".parse().unwrap();
-        let uri = upstream_uri(&authority, &"/a/b?c=d".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:9000/a/b?c=d");
+    fn upstream_uri_is_origin_form() {
+        let uri = upstream_uri(&"/a/b?c=d".parse().unwrap());
+        assert_eq!(uri.to_string(), "/a/b?c=d");
+        let uri = upstream_uri(&"http://example.com:8080/a?b".parse().unwrap());
+        assert_eq!(uri.to_string(), "/a?b");
+        let uri = upstream_uri(&"http://example.com".parse().unwrap());
+        assert_eq!(uri.to_string(), "/");
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! Connections to endpoints: a keep-alive pool per proxy worker.
+//!
+//! Written over hyper's connection API rather than hyper-util's pooled
+//! client. That client is shared by all threads: it keys its pool by a
+//! SipHash of scheme and authority behind one mutex, boxes each request's
+//! future, and spawns a task per request to hand the connection back. Here a
+//! worker's pool is its own, keyed by the endpoint's address, and a
+//! connection goes back to the pool in the same task that read the last byte
+//! of its response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::UpstreamBody;
+use crate::engine::Endpoint;
+
+/// Idle connections kept per endpoint and worker at most; more are closed.
+const MAX_IDLE_PER_ENDPOINT: usize = 512;
+
+/// One worker's connections to every endpoint.
+#[derive(Debug)]
+pub struct Upstreams {
+    /// By endpoint address.
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// A connection lent to one exchange; [`Upstreams::give_back`] returns it
+/// once the response has been read to its end.
+#[derive(Debug)]
+pub struct Lent {
+    sender: SendRequest<UpstreamBody>,
+    endpoint: Arc<Endpoint>,
+}
+
+/// A lent connection and the pool to give it back to.
+pub type PooledConnection = (Lent, Arc<Upstreams>);
+
+/// Why an exchange with an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The endpoint refused the connection.
+    #[error("connection refused: {0}")]
+    ConnectRefused(#[source] std::io::Error),
+    /// The connection could not be opened for another reason.
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection was not open within the connect timeout.
+    #[error("no connection within {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    /// The connection failed while the request was sent or answered.
+    #[error("{0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether no connection was made (as opposed to one that failed).
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, UpstreamError::Exchange(_))
+    }
+}
+
+impl Upstreams {
+    /// A pool opening connections within `connect_timeout` and closing those
+    /// idle for `idle_timeout`.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Upstreams {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// Sends `request` to `endpoint` over an idle connection,
+    /// or a new one when none is ready. A pooled connection that turns out
+    /// closed before it took the request hands it back, and the next is
+    /// tried, so a request is never lost to a stale connection.
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+        while let Some(mut sender) = self.checkout(&endpoint.address) {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let endpoint = Arc::clone(endpoint);
+                    return Ok((response, Lent { sender, endpoint }));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(UpstreamError::Exchange(error.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(&endpoint.address).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        let endpoint = Arc::clone(endpoint);
+        Ok((response, Lent { sender, endpoint }))
+    }
+
+    /// Puts a connection whose exchange ended cleanly back in the pool.
+    pub fn give_back(&self, lent: Lent) {
+        if lent.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up by `&str` first: the key is copied once per endpoint.
+        if !idle.contains_key(lent.endpoint.address.as_str()) {
+            idle.insert(lent.endpoint.address.clone(), Vec::new());
+        }
+        let list = idle
+            .get_mut(lent.endpoint.address.as_str())
+            .expect("inserted above");
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(Idle {
+                sender: lent.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle longer than the idle timeout or closed by the
+    /// endpoint.
+    pub fn prune(&self, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|conn| {
+                !conn.sender.is_closed() && now.duration_since(conn.since) < self.idle_timeout
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections kept now.
+    pub fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+
+    /// The most recently used idle connection that can take a request now.
+    /// Most recent first: it is the least likely to have been closed.
+    fn checkout(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(address)?;
+        while let Some(conn) = list.pop() {
+            if conn.sender.is_ready() && conn.since.elapsed() < self.idle_timeout {
+                return Some(conn.sender);
+            }
+            // Closed, expired, or still busy with a request it never finished
+            // sending: dropping the sender closes it.
+        }
+        None
+    }
+
+    async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(UpstreamError::ConnectRefused(error))
+                }
+                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+                Ok(Ok(stream)) => stream,
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        // The connection is driven on this worker, beside the requests
+        // that use it.
+        let address = address.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("endpoint {address} connection ended: {error}");
+            }
+        });
+        Ok(sender)
+    }
+}
