@@ -180,7 +180,9 @@ impl Upstreams {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
+        // One buffer per write, as on the client side (see `serve`).
         let (sender, connection) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Exchange)?;
