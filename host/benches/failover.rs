@@ -15,118 +15,18 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
+use common::live::{start_proxy, upstream};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper_util::rt::TokioExecutor;
 
 const LOAD_LOOPS: usize = 8;
-
-/// An upstream that answers its name until killed.
-struct Upstream {
-    addr: SocketAddr,
-    kill: watch::Sender<bool>,
-}
-
-async fn upstream(name: &'static str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (kill, killed) = watch::channel(false);
-    let mut stop = killed.clone();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.changed() => break,
-            };
-            let Ok((stream, _)) = accepted else { continue };
-            let mut stop = killed.clone();
-            tokio::spawn(async move {
-                let service = service_fn(
-                    move |_request: http::Request<hyper::body::Incoming>| async move {
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-                            name.as_bytes(),
-                        ))))
-                    },
-                );
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = connection => {}
-                    _ = stop.changed() => {}
-                }
-            });
-        }
-    });
-    Upstream { addr, kill }
-}
-
-struct Proxy {
-    child: Child,
-    proxy: SocketAddr,
-    control: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_proxy(upstreams: &[Upstream], recovery: &str) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let endpoints: Vec<String> = upstreams
-        .iter()
-        .map(|u| format!("{{ address = \"{}\" }}", u.addr))
-        .collect();
-    let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[control]\nlisten = \"127.0.0.1:0\"\n\n\
-         [plugins]\ndir = \"{}\"\n\n[[pools]]\nname = \"web\"\n{recovery}\nendpoints = [{}]\n",
-        common::bench_plugin_dir().display(),
-        endpoints.join(", ")
-    );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let field = |key: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|p| p.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in `{line}`"))
-            .parse()
-            .unwrap()
-    };
-    Proxy {
-        proxy: field("proxy="),
-        control: field("control="),
-        child,
-        _dir: dir,
-    }
-}
 
 /// One answer: when it arrived and whether it succeeded.
 type Answer = (Instant, bool);
@@ -144,7 +44,7 @@ async fn round(recovery: &str) -> Round {
         upstream("b").await,
         upstream("c").await,
     ];
-    let proxy = start_proxy(&upstreams, recovery);
+    let proxy = start_proxy(&upstreams, &common::bench_plugin_dir(), recovery);
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let url = format!("http://{}/", proxy.proxy);

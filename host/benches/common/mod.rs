@@ -3,6 +3,8 @@
 //! `switchyard::build::build_plugin`, skipping the build when the file is
 //! newer than every input.
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
