@@ -60,7 +60,7 @@ struct Tally {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !(args.rate > 0.0) || args.connections == 0 {
+    if !args.rate.is_finite() || args.rate <= 0.0 || args.connections == 0 {
         bail!("--rate must be positive and --connections at least 1");
     }
     let (address, host, path) = parse_url(&args.url)?;
