@@ -96,7 +96,8 @@ pub struct ProxyConfig {
     /// `listen = "127.0.0.1:8080"`: address and port to accept traffic on.
     #[serde(default = "default_proxy_listen")]
     pub listen: SocketAddr,
-    /// `workers = 2`: worker threads; default: one per core.
+    /// `workers = 2`: proxy worker threads, each with its own runtime and
+    /// upstream connections; default: one per core.
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// `connect_timeout_ms = 1000`: a connection not open by then fails with 502.

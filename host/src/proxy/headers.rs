@@ -22,15 +22,18 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// `Transfer-Encoding` is left to hyper, which re-frames bodies per hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none or only `Connection`: a pass over the few
-    // headers present costs less than a hashed removal per listed name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // headers present costs less than a hashed removal per listed name, and
+    // the bit set of those present needs no allocation.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
+    let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',').map(str::trim) {
@@ -42,11 +45,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                doomed.push(name);
+                named.push(name);
             }
         }
     }
-    for name in &doomed {
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
 }

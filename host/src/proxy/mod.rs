@@ -3,7 +3,7 @@
 //! pools, and streams the answer back.
 
 mod body;
-mod headers;
+pub mod headers;
 mod upstream;
 
 use std::convert::Infallible;
@@ -405,7 +405,7 @@ fn classify(error: &UpstreamError) -> (FailureKind, ProxyError, &'static str) {
 
 /// The request's host without port: the `Host` header, or the URI's host.
 /// Its case is kept: routes compare hosts case-insensitively.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
+pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
     let raw = request
         .headers()
         .get(http::header::HOST)
@@ -421,7 +421,7 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
 /// The request target sent to the endpoint: origin-form (`/path?query`).
 /// A target in absolute-form (`http://host/path`, as sent to forward
 /// proxies) is cut down to its path and query; others pass unchanged.
-fn upstream_uri(original: &Uri) -> Uri {
+pub fn upstream_uri(original: &Uri) -> Uri {
     if original.scheme().is_none() && original.authority().is_none() {
         return original.clone();
     }
