@@ -210,7 +210,7 @@ impl Server {
         drop(self.proxy_listener);
         tokio::select! {
             () = shutdown => {}
-            // A worker that stopped on its own (it could not start) ends the server.
+            // Every worker stopped on its own (none could start its runtime).
             _ = done.recv() => {}
         }
         let _ = proxy_stop.send(true);
