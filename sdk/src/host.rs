@@ -52,7 +52,10 @@ pub fn now_ns() -> u64 {
     return crate::testing::native::now_ns();
 }
 
-/// A random number from the host's generator.
+/// A random number. In a built component it comes from a generator inside
+/// the plugin (wyrand, as the host's own) seeded once from the host's
+/// generator: a call into the host costs about as much as a whole
+/// round-robin pick, and a power-of-two-choices pick needs two numbers.
 ///
 /// ```
 /// let a = switchyard_sdk::host::random_u64();
@@ -61,13 +64,35 @@ pub fn now_ns() -> u64 {
 /// ```
 pub fn random_u64() -> u64 {
     #[cfg(target_arch = "wasm32")]
-    return crate::__private::common::switchyard::plugin::host::random_u64();
+    return guest_random::next();
     #[cfg(not(target_arch = "wasm32"))]
     return crate::testing::native::random_u64();
 }
 
+#[cfg(target_arch = "wasm32")]
+mod guest_random {
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static STATE: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// wyrand (Wang Yi), the generator of the `fastrand` crate the host uses.
+    pub fn next() -> u64 {
+        STATE.with(|state| {
+            let seed = state.get().unwrap_or_else(|| {
+                crate::__private::common::switchyard::plugin::host::random_u64()
+            });
+            let next = seed.wrapping_add(0xA076_1D64_78BD_642F);
+            state.set(Some(next));
+            let product = u128::from(next) * u128::from(next ^ 0xE703_7ED1_A0B4_28DB);
+            ((product >> 64) as u64) ^ (product as u64)
+        })
+    }
+}
+
 /// A uniformly distributed number in `0..bound` (0 when `bound` is 0), by
-/// Lemire's multiply-shift: one host call, no division.
+/// Lemire's multiply-shift from one [`random_u64`], without division.
 ///
 /// ```
 /// let n = switchyard_sdk::host::random_below(10);
