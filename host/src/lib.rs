@@ -214,7 +214,6 @@ impl Server {
             _ = done.recv() => {}
         }
         let _ = proxy_stop.send(true);
-        while done.recv().await.is_some() {}
         let mut result = Ok(());
         for thread in workers {
             match tokio::task::spawn_blocking(move || thread.join()).await {

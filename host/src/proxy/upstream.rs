@@ -67,13 +67,6 @@ pub enum UpstreamError {
     Exchange(#[source] hyper::Error),
 }
 
-impl UpstreamError {
-    /// Whether no connection was made (as opposed to one that failed).
-    pub fn is_connect(&self) -> bool {
-        !matches!(self, UpstreamError::Exchange(_))
-    }
-}
-
 impl Upstreams {
     /// A pool opening connections within `connect_timeout` and closing those
     /// idle for `idle_timeout`.
@@ -146,12 +139,6 @@ impl Upstreams {
             });
             !list.is_empty()
         });
-    }
-
-    /// Idle connections kept now.
-    pub fn idle_count(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.values().map(Vec::len).sum()
     }
 
     /// The most recently used idle connection that can take a request now.
