@@ -30,7 +30,8 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use switchyard::config::PluginsConfig;
 use switchyard::engine::{
-    Balancer as _, Endpoint, EndpointSet, InFlightGuard, PickRequest, Pool, RequestInfo, RoundRobin,
+    Balancer as _, Endpoint, EndpointSet, InFlightGuard, PickRequest, Pool, RequestHeaders,
+    RequestInfo, RoundRobin,
 };
 use switchyard::plugins::{PluginRuntime, Role, WasmBalancer};
 use switchyard_sdk::testing::TestHost;
@@ -237,7 +238,7 @@ fn engine_round_robin(group: &mut BenchmarkGroup<'_, WallTime>, fleet: &Fleet) {
         b.iter(|| {
             let mut request = PickRequest {
                 info: RequestInfo::default(),
-                headers: &mut headers,
+                headers: RequestHeaders::Map(&mut headers),
             };
             black_box(balancer.pick(black_box(&set), &mut request))
         });
@@ -288,7 +289,7 @@ impl Wasm<'_> {
         let mut headers = http::HeaderMap::new();
         let mut request = PickRequest {
             info: RequestInfo::default(),
-            headers: &mut headers,
+            headers: RequestHeaders::Map(&mut headers),
         };
         if let Err(fault) = balancer.pick(&set, &mut request) {
             panic!("warm-up pick of {name} failed: {fault}");
@@ -323,7 +324,7 @@ impl Wasm<'_> {
                         hash: Some(key),
                         ..RequestInfo::default()
                     },
-                    headers: &mut headers,
+                    headers: RequestHeaders::Map(&mut headers),
                 };
                 black_box(pool.balancer.pick(black_box(&pool.set), &mut request))
             });

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use switchyard::config::{PluginsConfig, DEFAULT_DEBOUNCE_MS};
-use switchyard::engine::{Endpoint, EndpointId, PickRequest, Pool, RequestInfo};
+use switchyard::engine::{Endpoint, EndpointId, PickRequest, Pool, RequestHeaders, RequestInfo};
 use switchyard::plugins::{watch, PluginRuntime, Role};
 
 /// Endpoints in the pool: pin-first picks 0, pin-last picks `ENDPOINTS - 1`.
@@ -232,7 +232,7 @@ fn pick(pool: &Pool) -> Option<EndpointId> {
     let mut headers = http::HeaderMap::new();
     let mut request = PickRequest {
         info: RequestInfo::default(),
-        headers: &mut headers,
+        headers: RequestHeaders::Map(&mut headers),
     };
     let fallbacks = pool.fallback_picks();
     let endpoint = pool.pick(&mut request)?;

@@ -61,7 +61,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
-use switchyard::engine::{Endpoint, PickRequest, Pool, RequestInfo, Route, Routes};
+use switchyard::engine::{Endpoint, PickRequest, Pool, RequestHeaders, RequestInfo, Route, Routes};
 use switchyard::metrics::Metrics;
 use switchyard::proxy::headers::{add_forwarded, remove_hop_by_hop};
 use switchyard::proxy::{request_host, upstream_uri, ClientInfo};
@@ -161,7 +161,7 @@ fn bench_allocate(criterion: &mut Criterion) {
                 let endpoint = pool
                     .pick(&mut PickRequest {
                         info,
-                        headers: &mut headers,
+                        headers: RequestHeaders::Map(&mut headers),
                     })
                     .expect("every endpoint is eligible");
                 let guard = endpoint.start();
@@ -285,7 +285,7 @@ fn host_work(
     let endpoint = pool
         .pick(&mut PickRequest {
             info,
-            headers: &mut parts.headers,
+            headers: RequestHeaders::Map(&mut parts.headers),
         })
         .expect("every endpoint is eligible");
     let uri = upstream_uri(&parts.uri);

@@ -112,6 +112,11 @@ pub struct ProxyConfig {
     /// `shutdown_grace_ms = 30000`: on SIGTERM, in-flight requests get this long to finish.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// `fast_path = true`: bodiless GET, HEAD and OPTIONS requests from
+    /// HTTP/1.1 clients to pools without a recovery policy are forwarded by
+    /// parsing heads in place; `false` serves every request through hyper.
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
 }
 
 impl Default for ProxyConfig {
@@ -123,6 +128,7 @@ impl Default for ProxyConfig {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            fast_path: true,
         }
     }
 }

@@ -41,7 +41,17 @@ pub struct PickRequest<'a> {
     /// The request's scalars.
     pub info: RequestInfo,
     /// The request's headers.
-    pub headers: &'a mut http::HeaderMap,
+    pub headers: RequestHeaders<'a>,
+}
+
+/// A request's headers as the proxy holds them.
+#[derive(Debug)]
+pub enum RequestHeaders<'a> {
+    /// Parsed into a map (requests served through hyper).
+    Map(&'a mut http::HeaderMap),
+    /// As they stand in the received head (the HTTP/1 fast path). A map is
+    /// built from them only for a plugin that imports `request-header`.
+    Raw(&'a [httparse::Header<'a>]),
 }
 
 /// Why a balancer gave no usable answer. The pool serves the request with its

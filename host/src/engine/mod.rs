@@ -13,7 +13,9 @@ mod pool;
 mod recovery;
 mod route;
 
-pub use balancer::{Balancer, PickFault, PickRequest, Priority, RequestInfo, RoundRobin};
+pub use balancer::{
+    Balancer, PickFault, PickRequest, Priority, RequestHeaders, RequestInfo, RoundRobin,
+};
 pub use checker::{
     check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,
 };

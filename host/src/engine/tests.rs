@@ -23,7 +23,7 @@ fn pick_ids(pool: &Pool, times: usize) -> Vec<EndpointId> {
         .map(|_| {
             let mut request = PickRequest {
                 info: RequestInfo::default(),
-                headers: &mut headers,
+                headers: RequestHeaders::Map(&mut headers),
             };
             pool.pick(&mut request).unwrap().id
         })
@@ -55,7 +55,7 @@ fn empty_pool_gives_none() {
     let mut headers = http::HeaderMap::new();
     let mut request = PickRequest {
         info: RequestInfo::default(),
-        headers: &mut headers,
+        headers: RequestHeaders::Map(&mut headers),
     };
     assert!(pool.pick(&mut request).is_none());
 }

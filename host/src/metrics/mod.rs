@@ -77,6 +77,7 @@ pub struct Metrics {
 #[repr(align(128))]
 pub struct WorkerCounters {
     requests: AtomicU64,
+    fast_path: AtomicU64,
     retries: AtomicU64,
     status_classes: [AtomicU64; 6],
     errors: [AtomicU64; 6],
@@ -86,6 +87,11 @@ impl WorkerCounters {
     /// Counts an accepted request.
     pub fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request forwarded on the HTTP/1 fast path.
+    pub fn count_fast_path(&self) {
+        self.fast_path.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a retried attempt.
@@ -138,6 +144,11 @@ impl Metrics {
         self.sum(|shard| &shard.requests)
     }
 
+    /// Requests forwarded on the HTTP/1 fast path since start.
+    pub fn fast_path(&self) -> u64 {
+        self.sum(|shard| &shard.fast_path)
+    }
+
     fn responses(&self, class: usize) -> u64 {
         self.sum(|shard| &shard.status_classes[class])
     }
@@ -157,6 +168,18 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         "Requests accepted by the proxy.",
     );
     let _ = writeln!(out, "switchyard_requests_total {}", metrics.requests());
+
+    family(
+        &mut out,
+        "switchyard_fast_path_requests_total",
+        "counter",
+        "Requests forwarded on the HTTP/1 fast path (the rest went through hyper).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_fast_path_requests_total {}",
+        metrics.fast_path()
+    );
 
     family(
         &mut out,

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::{Store, Trap};
 
 use super::bindings::balancer::BalancerPlugin;
@@ -13,7 +14,9 @@ use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::state::{begin_call, StoreState};
 use super::{describe_failure, set_up, Shared};
-use crate::engine::{Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority};
+use crate::engine::{
+    Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority, RequestHeaders,
+};
 
 /// Next free index in the per-thread instance tables.
 static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
@@ -182,14 +185,17 @@ impl WasmBalancer {
             attempt: request.info.attempt,
             hash: request.info.hash,
         };
-        // Lend the headers to the store for the call, without copying them.
-        std::mem::swap(&mut live.store.data_mut().headers, request.headers);
+        lend_headers(
+            &mut live.store.data_mut().headers,
+            &mut request.headers,
+            version.reads_headers,
+        );
         begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
         let result = live
             .plugin
             .switchyard_plugin_balancer()
             .call_pick(&mut live.store, info);
-        std::mem::swap(&mut live.store.data_mut().headers, request.headers);
+        return_headers(&mut live.store.data_mut().headers, &mut request.headers);
         match result {
             Ok(answer) => Ok(answer),
             Err(error) => {
@@ -205,6 +211,44 @@ impl WasmBalancer {
                 })
             }
         }
+    }
+}
+
+/// Puts the request's headers in the store's map for one `pick`. A map is
+/// lent by swapping, without copying; raw headers are copied in only for a
+/// plugin that reads them (`reads`), so for others the map stays empty and
+/// nothing is allocated.
+fn lend_headers(store_map: &mut HeaderMap, headers: &mut RequestHeaders<'_>, reads: bool) {
+    match headers {
+        RequestHeaders::Map(map) => std::mem::swap(store_map, map),
+        RequestHeaders::Raw(raw) if reads => fill_from_raw(store_map, raw),
+        RequestHeaders::Raw(_) => {}
+    }
+}
+
+/// Undoes [`lend_headers`] after the call, whatever its outcome: a lent map
+/// goes back, copied headers are cleared (the map keeps its capacity for the
+/// next pick).
+fn return_headers(store_map: &mut HeaderMap, headers: &mut RequestHeaders<'_>) {
+    match headers {
+        RequestHeaders::Map(map) => std::mem::swap(store_map, map),
+        RequestHeaders::Raw(_) if !store_map.is_empty() => store_map.clear(),
+        RequestHeaders::Raw(_) => {}
+    }
+}
+
+/// Fills `map` with the headers of a parsed head, keeping every value of a
+/// repeated name. A name or value that is not valid is skipped.
+fn fill_from_raw(map: &mut HeaderMap, raw: &[httparse::Header<'_>]) {
+    map.clear();
+    for header in raw {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(header.value),
+        ) else {
+            continue;
+        };
+        map.append(name, value);
     }
 }
 
@@ -238,5 +282,72 @@ impl Balancer for WasmBalancer {
             Ok(None) => Err(self.fault(version, PickFault::Declined)),
             Err(fault) => Err(self.fault(version, fault)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> [httparse::Header<'static>; 4] {
+        [
+            httparse::Header {
+                name: "x-tenant",
+                value: b"blue",
+            },
+            httparse::Header {
+                name: "bad name",
+                value: b"dropped",
+            },
+            httparse::Header {
+                name: "X-Tenant",
+                value: b"green",
+            },
+            httparse::Header {
+                name: "x-bad-value",
+                value: b"line\nbreak",
+            },
+        ]
+    }
+
+    #[test]
+    fn raw_headers_fill_the_map_keeping_repeats_and_skipping_invalid_ones() {
+        let mut map = HeaderMap::new();
+        map.insert("stale", HeaderValue::from_static("left from before"));
+        fill_from_raw(&mut map, &raw());
+        let tenants: Vec<_> = map.get_all("x-tenant").iter().collect();
+        assert_eq!(tenants, ["blue", "green"]);
+        assert_eq!(map.len(), 2, "{map:?}");
+    }
+
+    #[test]
+    fn raw_headers_are_copied_only_for_a_plugin_that_reads_them() {
+        let raw = raw();
+        let mut store_map = HeaderMap::new();
+        let mut headers = RequestHeaders::Raw(&raw);
+        lend_headers(&mut store_map, &mut headers, false);
+        assert!(store_map.is_empty());
+        assert_eq!(store_map.capacity(), 0, "nothing allocated");
+        return_headers(&mut store_map, &mut headers);
+
+        lend_headers(&mut store_map, &mut headers, true);
+        assert_eq!(store_map.len(), 2);
+        let capacity = store_map.capacity();
+        return_headers(&mut store_map, &mut headers);
+        assert!(store_map.is_empty());
+        assert_eq!(store_map.capacity(), capacity, "kept for the next pick");
+    }
+
+    #[test]
+    fn a_lent_map_goes_back_to_the_request() {
+        let mut request_map = HeaderMap::new();
+        request_map.insert("x-tenant", HeaderValue::from_static("blue"));
+        let mut store_map = HeaderMap::new();
+        let mut headers = RequestHeaders::Map(&mut request_map);
+        lend_headers(&mut store_map, &mut headers, false);
+        assert_eq!(store_map["x-tenant"], "blue");
+        return_headers(&mut store_map, &mut headers);
+        assert!(store_map.is_empty());
+        assert_eq!(request_map["x-tenant"], "blue");
     }
 }

@@ -372,8 +372,10 @@ impl PluginRuntime {
         let prepared = self
             .prepare(&component, world)
             .map_err(|r| fail("link", r))?;
+        let reads_headers = imports_request_header(bytes);
         let id = self.shared.next_version.fetch_add(1, Ordering::Relaxed);
-        let mut version = PluginVersion::new(id, hash, world, prepared, from_cache, 0);
+        let mut version =
+            PluginVersion::new(id, hash, world, prepared, reads_headers, from_cache, 0);
 
         let users = slot.users.lock().unwrap().clone();
         for usage in &users {
@@ -514,6 +516,31 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
             .into());
     }
     Ok(())
+}
+
+/// Whether any core module of the component, nested ones included, has an
+/// import named `request-header` (the `switchyard:plugin/host` function). Read
+/// from the file, not the compiled form, so a cached artifact gets the same
+/// answer. A file that does not parse is taken to read headers: the answer
+/// only spares a pick the building of a header map.
+fn imports_request_header(bytes: &[u8]) -> bool {
+    let mut parser = wasmparser::Parser::new(0);
+    parser.set_features(wasmparser::WasmFeatures::all());
+    for payload in parser.parse_all(bytes) {
+        let Ok(payload) = payload else {
+            return true;
+        };
+        if let wasmparser::Payload::ImportSection(section) = payload {
+            for import in section.into_imports() {
+                match import {
+                    Ok(import) if import.name == "request-header" => return true,
+                    Ok(_) => {}
+                    Err(_) => return true,
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Which of the three contracts the component exports.

@@ -106,6 +106,9 @@ pub struct PluginVersion {
     pub load_micros: u64,
     /// The instantiable form.
     pub prepared: Prepared,
+    /// Whether the component imports `request-header`. A pick given the raw
+    /// head builds a header map for it only when this is set.
+    pub reads_headers: bool,
     consecutive_faults: AtomicU32,
     quarantined: AtomicBool,
     faulted: AtomicBool,
@@ -117,6 +120,7 @@ impl PluginVersion {
         hash: String,
         world: World,
         prepared: Prepared,
+        reads_headers: bool,
         from_cache: bool,
         load_micros: u64,
     ) -> Self {
@@ -128,6 +132,7 @@ impl PluginVersion {
             from_cache,
             load_micros,
             prepared,
+            reads_headers,
             consecutive_faults: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             faulted: AtomicBool::new(false),

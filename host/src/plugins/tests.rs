@@ -1,6 +1,56 @@
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use super::*;
+use crate::engine::{
+    Balancer as _, Endpoint, EndpointSet, PickRequest, RequestHeaders, RequestInfo,
+};
+
+/// The component built from the plugin crate at `<workspace>/<crate_path>`
+/// with `switchyard plugin build`'s code, once per test run.
+fn built_plugin(crate_path: &str) -> Vec<u8> {
+    static BUILT: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(bytes) = built.get(crate_path) {
+        return bytes.clone();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let path = crate::build::build_plugin(&crate::build::BuildRequest {
+        crate_dir: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(crate_path),
+        out_dir: out.path().to_path_buf(),
+        target_dir: None,
+        allow_install: false,
+    })
+    .unwrap_or_else(|e| panic!("cannot build {crate_path}: {e:#}"));
+    let bytes = std::fs::read(path).unwrap();
+    built.insert(crate_path.to_string(), bytes.clone());
+    bytes
+}
+
+/// A runtime over a fresh plugin folder (its cache inside), with a call
+/// budget loose enough for an unoptimised test build.
+fn runtime_in(dir: &Path) -> PluginRuntime {
+    let config = crate::config::PluginsConfig {
+        dir: dir.to_path_buf(),
+        call_timeout_ms: 1_000,
+        max_instances: 8,
+        ..Default::default()
+    };
+    PluginRuntime::new(&config).unwrap()
+}
+
+fn load(runtime: &PluginRuntime, name: &str, bytes: &[u8]) -> Arc<PluginVersion> {
+    let path = runtime.dir().join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    match runtime.load(&path) {
+        Ok(LoadOutcome::Loaded(version)) => version,
+        other => panic!("loading {name}: {other:?}"),
+    }
+}
 
 #[test]
 fn plugin_names_are_file_stems_of_wasm_files() {
@@ -49,4 +99,110 @@ fn runtime_rejects_garbage_and_keeps_nothing() {
     assert!(slot.current().is_none());
     assert_eq!(slot.history.lock().unwrap().rejections, 1);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn only_a_component_importing_request_header_is_said_to_read_headers() {
+    let round_robin = built_plugin("plugins/round-robin");
+    let consistent_hash = built_plugin("plugins/consistent-hash");
+    assert!(!imports_request_header(&round_robin));
+    assert!(imports_request_header(&consistent_hash));
+    // What does not parse is taken to read them.
+    assert!(imports_request_header(b"\0asm\x0d\0\x01\0 truncated"));
+    assert!(imports_request_header(
+        &consistent_hash[..consistent_hash.len() / 2]
+    ));
+}
+
+#[test]
+fn a_version_from_the_compiled_cache_keeps_its_header_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (crate_path, reads) in [
+        ("plugins/round-robin", false),
+        ("plugins/consistent-hash", true),
+    ] {
+        let bytes = built_plugin(crate_path);
+        let fresh = load(&runtime_in(dir.path()), "policy", &bytes);
+        assert!(!fresh.from_cache, "{crate_path}");
+        assert_eq!(fresh.reads_headers, reads, "{crate_path}");
+        let cached = load(&runtime_in(dir.path()), "policy", &bytes);
+        assert!(cached.from_cache, "{crate_path}");
+        assert_eq!(cached.reads_headers, reads, "{crate_path}");
+    }
+}
+
+#[test]
+fn a_header_reading_balancer_sees_raw_headers_as_it_sees_a_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let version = load(&runtime, "maglev", &built_plugin("plugins/consistent-hash"));
+    assert!(version.reads_headers);
+    let balancer = runtime.balancer("maglev", "web", r#"{"header": "x-tenant"}"#);
+    let endpoints = (0..16)
+        .map(|id| Arc::new(Endpoint::new(id, &format!("127.0.0.1:{}", 9000 + id), 1, 0).unwrap()))
+        .collect();
+    let set = Arc::new(EndpointSet::all_eligible(1, endpoints));
+    let pick = |hash: u64, headers: RequestHeaders<'_>| {
+        let mut request = PickRequest {
+            info: RequestInfo {
+                hash: Some(hash),
+                ..RequestInfo::default()
+            },
+            headers,
+        };
+        balancer.pick(&set, &mut request).unwrap()
+    };
+
+    let mut by_tenant = Vec::new();
+    for tenant in [
+        "blue", "green", "red", "amber", "violet", "teal", "ochre", "grey",
+    ] {
+        let raw = [
+            httparse::Header {
+                name: "accept",
+                value: b"*/*",
+            },
+            httparse::Header {
+                name: "X-Tenant",
+                value: tenant.as_bytes(),
+            },
+        ];
+        let mut map = http::HeaderMap::new();
+        map.insert("x-tenant", tenant.parse().unwrap());
+        let through_map = pick(1, RequestHeaders::Map(&mut map));
+        assert_eq!(map["x-tenant"], tenant, "the map went back to the request");
+        // The request's hash differs each time: only the header decides.
+        for hash in 2..6 {
+            assert_eq!(
+                pick(hash, RequestHeaders::Raw(&raw)),
+                through_map,
+                "tenant {tenant}, hash {hash}"
+            );
+        }
+        by_tenant.push(through_map);
+    }
+    by_tenant.sort_unstable();
+    by_tenant.dedup();
+    assert!(by_tenant.len() > 1, "tenants spread: {by_tenant:?}");
+
+    // A repeated header is seen whole, as the map shows it.
+    let raw = [
+        httparse::Header {
+            name: "x-tenant",
+            value: b"blue",
+        },
+        httparse::Header {
+            name: "x-tenant",
+            value: b"green",
+        },
+    ];
+    let mut map = http::HeaderMap::new();
+    map.append("x-tenant", "blue".parse().unwrap());
+    map.append("x-tenant", "green".parse().unwrap());
+    let mut joined = http::HeaderMap::new();
+    joined.insert("x-tenant", "blue, green".parse().unwrap());
+    let expected = pick(7, RequestHeaders::Map(&mut joined));
+    assert_eq!(pick(8, RequestHeaders::Map(&mut map)), expected);
+    assert_eq!(pick(9, RequestHeaders::Raw(&raw)), expected);
+    assert_eq!(balancer.slot().faults(), 0);
 }

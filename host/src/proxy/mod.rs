@@ -3,6 +3,7 @@
 //! pools, and streams the answer back.
 
 mod body;
+mod h1;
 pub mod headers;
 mod upstream;
 
@@ -17,8 +18,9 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use body::{ProxyBody, UpstreamBody};
 pub use upstream::{UpstreamError, Upstreams};
@@ -35,6 +37,7 @@ pub struct Proxy {
     routes: Routes,
     upstreams: Arc<Upstreams>,
     request_timeout: Duration,
+    fast_path: bool,
     metrics: Arc<Metrics>,
     worker: usize,
 }
@@ -52,6 +55,7 @@ impl Proxy {
             routes,
             upstreams,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            fast_path: config.fast_path,
             metrics,
             worker,
         }
@@ -106,7 +110,12 @@ impl Proxy {
         loop {
             let endpoint = match same.take() {
                 Some(endpoint) => endpoint,
-                None => match pick_avoiding(pool, info, &mut parts.headers, avoid) {
+                None => match pick_avoiding(
+                    pool,
+                    info,
+                    crate::engine::RequestHeaders::Map(&mut parts.headers),
+                    avoid,
+                ) {
                     Some(endpoint) => endpoint,
                     None => {
                         return self.error(
@@ -355,14 +364,15 @@ async fn replayable_body(
 }
 
 /// Picks an endpoint, trying twice more for one other than `avoid` when
-/// other endpoints are eligible.
-fn pick_avoiding(
+/// other endpoints are eligible. One request serves every try.
+pub(crate) fn pick_avoiding(
     pool: &Pool,
     info: RequestInfo,
-    headers: &mut HeaderMap,
+    headers: crate::engine::RequestHeaders<'_>,
     avoid: Option<EndpointId>,
 ) -> Option<std::sync::Arc<Endpoint>> {
-    let mut picked = pool.pick(&mut PickRequest { info, headers })?;
+    let mut request = PickRequest { info, headers };
+    let mut picked = pool.pick(&mut request)?;
     let Some(avoid) = avoid else {
         return Some(picked);
     };
@@ -371,7 +381,7 @@ fn pick_avoiding(
             if picked.id != avoid {
                 break;
             }
-            picked = pool.pick(&mut PickRequest { info, headers })?;
+            picked = pool.pick(&mut request)?;
         }
         if picked.id == avoid {
             let set = pool.endpoints();
@@ -395,10 +405,15 @@ fn classify(error: &UpstreamError) -> (FailureKind, ProxyError, &'static str) {
             ProxyError::Connect,
             "cannot connect to",
         ),
-        UpstreamError::Exchange(_) => (
+        UpstreamError::Exchange(_) | UpstreamError::Broken(_) => (
             FailureKind::Reset,
             ProxyError::Upstream,
             "connection failed with",
+        ),
+        UpstreamError::BadResponse(_) => (
+            FailureKind::Reset,
+            ProxyError::Upstream,
+            "bad response from",
         ),
     }
 }
@@ -411,11 +426,7 @@ pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().host())?;
-    let host = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => raw.split(':').next().unwrap_or(raw),
-    };
-    Some(host)
+    Some(h1::host_without_port(raw))
 }
 
 /// The request target sent to the endpoint: origin-form (`/path?query`).
@@ -468,11 +479,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let pruning = tokio::spawn(prune_idle(Arc::clone(&proxy.upstreams)));
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Responses are written whole from one buffer: for the small heads and
-    // bodies of most exchanges, one copy costs less than a vectored write.
-    http.timer(TokioTimer::new()).keep_alive(true).writev(false);
+    // Every connection holds a receiver: `true` asks it to finish the request
+    // in hand and close, and the sender's `closed()` is all of them gone.
+    let (stopping, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -489,25 +498,20 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let proxy = Arc::clone(&proxy);
                 let client = Arc::new(ClientInfo::new(client));
-                let service = service_fn(move |request| {
-                    let proxy = Arc::clone(&proxy);
-                    let client = Arc::clone(&client);
-                    async move { Ok::<_, Infallible>(proxy.handle(request, &client).await) }
-                });
-                let connection = http.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!("client connection ended: {error}");
-                    }
-                });
+                let stop = stopping.subscribe();
+                if proxy.fast_path {
+                    tokio::spawn(h1::serve_connection(proxy, stream, client, stop));
+                } else {
+                    tokio::spawn(serve_with_hyper(proxy, stream, client, stop));
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     pruning.abort();
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = stopping.send(true);
+    if tokio::time::timeout(grace, stopping.closed())
         .await
         .is_err()
     {
@@ -515,6 +519,47 @@ pub async fn serve(
             "shutdown grace of {} ms ran out with requests in flight",
             grace.as_millis()
         );
+    }
+}
+
+/// Waits until the server asks connections to close (or is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Serves a client connection through hyper until it closes, or until
+/// `stop` turns `true` and the request in hand is answered.
+async fn serve_with_hyper<I>(
+    proxy: Arc<Proxy>,
+    io: I,
+    client: Arc<ClientInfo>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Responses are written whole from one buffer: for the small heads and
+    // bodies of most exchanges, one copy costs less than a vectored write.
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .writev(false)
+        .header_read_timeout(h1::HEAD_READ_TIMEOUT);
+    let service = service_fn(move |request| {
+        let proxy = Arc::clone(&proxy);
+        let client = Arc::clone(&client);
+        async move { Ok::<_, Infallible>(proxy.handle(request, &client).await) }
+    });
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!("client connection ended: {error}");
     }
 }
 

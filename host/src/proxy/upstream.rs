@@ -27,8 +27,10 @@ const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// One worker's connections to every endpoint.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// By endpoint address.
+    /// hyper's connections, by endpoint address.
     idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// The HTTP/1 fast path's plain sockets, by endpoint address.
+    raw_idle: Mutex<HashMap<String, Vec<RawIdle>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -36,6 +38,12 @@ pub struct Upstreams {
 #[derive(Debug)]
 struct Idle {
     sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct RawIdle {
+    stream: TcpStream,
     since: Instant,
 }
 
@@ -65,6 +73,13 @@ pub enum UpstreamError {
     /// The connection failed while the request was sent or answered.
     #[error("{0}")]
     Exchange(#[source] hyper::Error),
+    /// The connection failed while the request was sent or answered (the
+    /// HTTP/1 fast path).
+    #[error("{0}")]
+    Broken(#[source] std::io::Error),
+    /// The endpoint's response is not valid HTTP/1.1.
+    #[error("invalid response: {0}")]
+    BadResponse(&'static str),
 }
 
 impl Upstreams {
@@ -73,6 +88,7 @@ impl Upstreams {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Upstreams {
             idle: Mutex::new(HashMap::new()),
+            raw_idle: Mutex::new(HashMap::new()),
             connect_timeout,
             idle_timeout,
         }
@@ -139,6 +155,57 @@ impl Upstreams {
             });
             !list.is_empty()
         });
+        drop(idle);
+        let mut raw_idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        raw_idle.retain(|_, list| {
+            list.retain(|conn| {
+                now.duration_since(conn.since) < self.idle_timeout && is_open(&conn.stream)
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// A plain connection to `address` for the HTTP/1 fast path: the most
+    /// recently used idle one still open, if any.
+    pub fn checkout_raw(&self, address: &str) -> Option<TcpStream> {
+        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(address)?;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < self.idle_timeout && is_open(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Puts a plain connection whose exchange ended cleanly back in the pool.
+    pub fn give_back_raw(&self, address: &str, stream: TcpStream) {
+        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !idle.contains_key(address) {
+            idle.insert(address.to_owned(), Vec::new());
+        }
+        let list = idle.get_mut(address).expect("inserted above");
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(RawIdle {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a plain connection to `address` within the connect timeout.
+    pub async fn connect_raw(&self, address: &str) -> Result<TcpStream, UpstreamError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(UpstreamError::ConnectRefused(error))
+                }
+                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+                Ok(Ok(stream)) => stream,
+            };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     /// The most recently used idle connection that can take a request now.
@@ -157,16 +224,7 @@ impl Upstreams {
     }
 
     async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
-                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
-                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(UpstreamError::ConnectRefused(error))
-                }
-                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-                Ok(Ok(stream)) => stream,
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect_raw(address).await?;
         // One buffer per write, as on the client side (see `serve`).
         let (sender, connection) = http1::Builder::new()
             .writev(false)
@@ -183,4 +241,11 @@ impl Upstreams {
         });
         Ok(sender)
     }
+}
+
+/// Whether an idle connection is still open: it has neither been closed by
+/// the endpoint nor sent bytes nobody asked for. The read does not wait.
+fn is_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
 }

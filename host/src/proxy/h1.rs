@@ -1,0 +1,1052 @@
+//! The HTTP/1.1 fast path.
+//!
+//! The common exchange — a GET, HEAD or OPTIONS without a body, from an
+//! HTTP/1.1 client, to a pool without a recovery policy — is forwarded by
+//! parsing both heads in place with `httparse`, writing the rewritten head
+//! in one buffer, and copying body bytes through, over raw keep-alive
+//! connections driven in the request's own task. hyper's general machinery
+//! (a state machine per side, a channel and a task between the request and
+//! its upstream connection) costs more than the whole exchange needs.
+//!
+//! Anything else — a request body, an upgrade, HTTP/1.0, a target that is
+//! not origin-form, a head that does not parse, a pool with retries — is
+//! handed to hyper with the bytes read so far, and the connection stays with
+//! hyper from then on. The decision is made before anything is sent, so
+//! either path serves every request whole.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::upstream::UpstreamError;
+use super::{classify, pick_avoiding, ClientInfo, Proxy};
+use crate::engine::{Endpoint, Pool, RequestHeaders, RequestInfo};
+use crate::metrics::ProxyError;
+
+/// Header fields per head at most on the fast path; more go to hyper
+/// (requests) or fail as a bad response (endpoints).
+const MAX_HEADERS: usize = 64;
+/// A request head longer than this goes to hyper, which answers 431.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// A response head longer than this is a bad response.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+/// A client has this long to send a whole request head, and an idle
+/// keep-alive connection is closed after it (hyper's default, kept for both
+/// paths).
+pub(super) const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pooled connections tried per request before a new one is opened.
+const STALE_TRIES: usize = 4;
+
+/// Serves one client connection: on the fast path for as long as its
+/// requests allow, then through hyper.
+pub(super) async fn serve_connection(
+    proxy: Arc<Proxy>,
+    mut client: TcpStream,
+    info: Arc<ClientInfo>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut inbound = BytesMut::with_capacity(READ_SIZE);
+    let mut scratch = Scratch::default();
+    loop {
+        if *shutdown.borrow() && inbound.is_empty() {
+            return;
+        }
+        let step = match parse_request(&proxy, &info, &inbound, &mut scratch) {
+            Parsed::Partial if inbound.len() >= MAX_REQUEST_HEAD => Step::Fallback,
+            Parsed::Partial => {
+                inbound.reserve(READ_SIZE);
+                let idle = inbound.is_empty();
+                let read = tokio::select! {
+                    read = tokio::time::timeout(HEAD_READ_TIMEOUT, client.read_buf(&mut inbound)) => read,
+                    // Between requests, shutting down closes the connection.
+                    () = super::stopped(&mut shutdown), if idle => return,
+                };
+                match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => continue,
+                    Err(_elapsed) => {
+                        tracing::debug!(
+                            "client {} sent no whole request head within {} s",
+                            info.address,
+                            HEAD_READ_TIMEOUT.as_secs()
+                        );
+                        return;
+                    }
+                }
+            }
+            Parsed::Fallback => Step::Fallback,
+            Parsed::Local(answer) => Step::Answer(answer),
+            Parsed::Forward(plan) => Step::Forward(plan),
+        };
+        let keep_open = match step {
+            Step::Fallback => {
+                let replay = inbound.split().freeze();
+                super::serve_with_hyper(proxy, Rewind::new(replay, client), info, shutdown).await;
+                return;
+            }
+            Step::Answer(answer) => {
+                inbound.advance(answer.head_len);
+                let written = client.write_all(&scratch.out).await.is_ok();
+                written && !answer.close
+            }
+            Step::Forward(plan) => {
+                inbound.advance(plan.head_len);
+                match forward(&proxy, &mut client, &plan, &mut scratch).await {
+                    Ok(keep_open) => keep_open && !plan.close,
+                    Err(error) => {
+                        tracing::debug!("client {} exchange ended: {error}", info.address);
+                        false
+                    }
+                }
+            }
+        };
+        if !keep_open {
+            let _ = client.shutdown().await;
+            return;
+        }
+    }
+}
+
+enum Step {
+    Fallback,
+    Answer(LocalAnswer),
+    Forward(Plan),
+}
+
+/// What parsing the buffered bytes decided.
+enum Parsed {
+    /// No whole head yet.
+    Partial,
+    /// The request is hyper's to serve.
+    Fallback,
+    /// Answered locally; the answer is in `Scratch::out`.
+    Local(LocalAnswer),
+    /// To be forwarded; its head for the endpoint is in `Scratch::out`.
+    Forward(Plan),
+}
+
+struct LocalAnswer {
+    head_len: usize,
+    close: bool,
+}
+
+/// A request on its way to an endpoint.
+struct Plan {
+    head_len: usize,
+    /// The client asked for the connection to close after this exchange.
+    close: bool,
+    /// A HEAD request: the response has no body whatever its headers say.
+    head_method: bool,
+    pool: Arc<Pool>,
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+}
+
+/// Buffers kept for the life of a client connection.
+#[derive(Default)]
+struct Scratch {
+    /// A head being written: the request for the endpoint, then the response
+    /// for the client with the first body bytes.
+    out: Vec<u8>,
+    /// Bytes read from the endpoint.
+    from_endpoint: BytesMut,
+}
+
+fn parse_request(
+    proxy: &Proxy,
+    info: &ClientInfo,
+    inbound: &[u8],
+    scratch: &mut Scratch,
+) -> Parsed {
+    if inbound.is_empty() {
+        return Parsed::Partial;
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let head_len = match request.parse(inbound) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // Malformed or too many fields: hyper gives the right error answer.
+        Err(_) => return Parsed::Fallback,
+    };
+    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return Parsed::Fallback;
+    };
+    if !matches!(method, "GET" | "HEAD" | "OPTIONS") || !target.starts_with('/') {
+        return Parsed::Fallback;
+    }
+    let Some(facts) = RequestFacts::of(request.headers) else {
+        return Parsed::Fallback;
+    };
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let route = proxy.routes.find(facts.host, path);
+    if route.is_some_and(|pool| pool.recovery().is_some()) {
+        // Retries, budgets and replay live in one place: hyper's path.
+        return Parsed::Fallback;
+    }
+    proxy.counters().count_request();
+    let started = Instant::now();
+    let Some(pool) = route else {
+        let reason = format!(
+            "no route for host `{}` and path `{path}`",
+            facts.host.unwrap_or("-")
+        );
+        local_error(proxy, ProxyError::NoRoute, &reason, &mut scratch.out);
+        return Parsed::Local(LocalAnswer {
+            head_len,
+            close: facts.close,
+        });
+    };
+    let request_info = RequestInfo {
+        hash: Some(info.hash),
+        ..RequestInfo::default()
+    };
+    let headers = RequestHeaders::Raw(request.headers);
+    let Some(endpoint) = pick_avoiding(pool, request_info, headers, None) else {
+        let reason = format!("no endpoint available in pool `{}`", pool.name);
+        local_error(proxy, ProxyError::NoEndpoint, &reason, &mut scratch.out);
+        return Parsed::Local(LocalAnswer {
+            head_len,
+            close: facts.close,
+        });
+    };
+    write_request_head(
+        &mut scratch.out,
+        method,
+        target,
+        request.headers,
+        &facts,
+        info,
+    );
+    Parsed::Forward(Plan {
+        head_len,
+        close: facts.close,
+        head_method: method == "HEAD",
+        pool: Arc::clone(pool),
+        endpoint,
+        started,
+    })
+}
+
+/// What the fast path needs to know of a request's header fields.
+struct RequestFacts<'a> {
+    /// Without its port. Always there: a request without one goes to hyper.
+    host: Option<&'a str>,
+    close: bool,
+    /// Header names the `Connection` field lists, dropped when forwarding.
+    named: ConnectionTokens<'a>,
+    forwarded_for: usize,
+    forwarded_proto: bool,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// `None` when the request is not the fast path's: a body, an upgrade,
+    /// an expectation, no host or more than one.
+    fn of(fields: &'a [httparse::Header<'a>]) -> Option<Self> {
+        let mut facts = RequestFacts {
+            host: None,
+            close: false,
+            named: ConnectionTokens::default(),
+            forwarded_for: 0,
+            forwarded_proto: false,
+        };
+        let mut hosts = 0;
+        for field in fields {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+                facts.host = Some(host_without_port(std::str::from_utf8(field.value).ok()?));
+            } else if name.eq_ignore_ascii_case("content-length") {
+                if field.value != b"0" {
+                    return None;
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("expect")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case("connection") {
+                facts.close |= facts.named.add(field.value)?;
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                facts.forwarded_for += 1;
+            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                facts.forwarded_proto = true;
+            }
+        }
+        (hosts == 1).then_some(facts)
+    }
+}
+
+/// The header names a `Connection` field lists (besides `close` and
+/// `keep-alive`), which stop at this hop.
+#[derive(Default)]
+struct ConnectionTokens<'a> {
+    names: [&'a str; 8],
+    len: usize,
+}
+
+impl<'a> ConnectionTokens<'a> {
+    /// Adds the tokens of one `Connection` value; whether it says `close`.
+    /// `None` for a value that is not text or names too many headers.
+    fn add(&mut self, value: &'a [u8]) -> Option<bool> {
+        let mut close = false;
+        for token in std::str::from_utf8(value).ok()?.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                *self.names.get_mut(self.len)? = token;
+                self.len += 1;
+            }
+        }
+        Some(close)
+    }
+
+    fn lists(&self, name: &str) -> bool {
+        self.names[..self.len]
+            .iter()
+            .any(|listed| listed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Headers of one connection (RFC 9110 §7.6.1), never forwarded; the same
+/// list as [`super::headers::remove_hop_by_hop`]. `Transfer-Encoding` is not
+/// among them: the fast path passes a chunked body through as it came.
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP_BY_HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.len() == name.len() && hop.eq_ignore_ascii_case(name))
+}
+
+/// A host value without its port; an IPv6 literal without its brackets.
+pub(super) fn host_without_port(raw: &str) -> &str {
+    match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => raw.split(':').next().unwrap_or(raw),
+    }
+}
+
+fn write_request_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    fields: &[httparse::Header<'_>],
+    facts: &RequestFacts<'_>,
+    info: &ClientInfo,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for_written = false;
+    for field in fields {
+        let name = field.name;
+        if is_hop_by_hop(name) || facts.named.lists(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Every value the client sent, in order, then the client.
+            if !forwarded_for_written {
+                forwarded_for_written = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                for (index, other) in fields
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case("x-forwarded-for"))
+                    .enumerate()
+                {
+                    if index > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    out.extend_from_slice(other.value);
+                }
+                if let Some(client) = &info.forwarded_for {
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(client.as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        push_field(out, name.as_bytes(), field.value);
+    }
+    if facts.forwarded_for == 0 {
+        if let Some(value) = &info.forwarded_for {
+            push_field(out, b"x-forwarded-for", value.as_bytes());
+        }
+    }
+    if !facts.forwarded_proto {
+        push_field(out, b"x-forwarded-proto", b"http");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a local error answer into `out`, as [`Proxy::error`] builds it.
+fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, out: &mut Vec<u8>) {
+    proxy.counters().count_error(kind);
+    let status = kind.status();
+    proxy.counters().count_status(status);
+    tracing::debug!(status = status.as_u16(), "{reason}");
+    let body = format!("switchyard: {reason}\n");
+    out.clear();
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-switchyard-error: {}\r\ncontent-length: {}\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            kind.code(),
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// How an endpoint's response body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body: a HEAD request, 204 or 304.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked, passed through as it comes and followed to its last chunk.
+    Chunked,
+    /// Until the endpoint closes; the client connection closes after it.
+    UntilClose,
+}
+
+/// The parts of an endpoint's response head the exchange acts on.
+struct ResponseHead {
+    status: http::StatusCode,
+    head_len: usize,
+    framing: Framing,
+    /// The endpoint keeps the connection open after this response.
+    reusable: bool,
+}
+
+/// Forwards a planned request and its response. `Ok(keep_open)` says
+/// whether the client connection can take another request.
+async fn forward(
+    proxy: &Proxy,
+    client: &mut TcpStream,
+    plan: &Plan,
+    scratch: &mut Scratch,
+) -> io::Result<bool> {
+    let guard = plan.endpoint.start();
+    let deadline = plan.started + proxy.request_timeout;
+    let sent = Instant::now();
+    let exchanged =
+        tokio::time::timeout_at(deadline.into(), exchange_head(proxy, plan, scratch)).await;
+    let elapsed = sent.elapsed().as_nanos() as u64;
+    let (mut endpoint_conn, head) = match exchanged {
+        Ok(Ok(exchanged)) => exchanged,
+        Ok(Err(error)) => {
+            plan.pool.record_outcome(&plan.endpoint, elapsed, false);
+            drop(guard);
+            let (_, kind, what) = classify(&error);
+            let reason = format!("{what} endpoint {}: {error}", plan.endpoint.address);
+            local_error(proxy, kind, &reason, &mut scratch.out);
+            client.write_all(&scratch.out).await?;
+            return Ok(true);
+        }
+        Err(_elapsed) => {
+            plan.pool.record_outcome(&plan.endpoint, elapsed, false);
+            drop(guard);
+            let reason = format!(
+                "endpoint {} sent no response within {} ms",
+                plan.endpoint.address,
+                proxy.request_timeout.as_millis()
+            );
+            local_error(proxy, ProxyError::Timeout, &reason, &mut scratch.out);
+            client.write_all(&scratch.out).await?;
+            return Ok(true);
+        }
+    };
+    plan.pool
+        .record_outcome(&plan.endpoint, elapsed, !head.status.is_server_error());
+    proxy.counters().count_status(head.status);
+    proxy.counters().count_fast_path();
+    let client_close = plan.close || head.framing == Framing::UntilClose;
+
+    // The client's head (written while parsing) and as much of the body as
+    // has arrived, in one write.
+    let Scratch { out, from_endpoint } = scratch;
+    from_endpoint.advance(head.head_len);
+    let mut body = BodyTracker::new(head.framing);
+    let mut complete = body.take(from_endpoint, out)?;
+    client.write_all(out).await?;
+    let mut clean = from_endpoint.is_empty();
+    while !complete {
+        from_endpoint.clear();
+        from_endpoint.reserve(READ_SIZE);
+        let read = endpoint_conn.read_buf(from_endpoint).await?;
+        if read == 0 {
+            if head.framing == Framing::UntilClose {
+                break;
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the endpoint closed the connection in the middle of a body",
+            ));
+        }
+        out.clear();
+        complete = body.take(from_endpoint, out)?;
+        clean = from_endpoint.is_empty();
+        client.write_all(out).await?;
+    }
+    drop(guard);
+    if head.reusable && clean && head.framing != Framing::UntilClose {
+        proxy
+            .upstreams
+            .give_back_raw(&plan.endpoint.address, endpoint_conn);
+    }
+    Ok(!client_close)
+}
+
+/// Sends the request head in `scratch.out` and reads the endpoint's response
+/// head into `scratch.from_endpoint`. A pooled connection found closed
+/// before any of the response arrived is set aside and the request sent
+/// again: the fast path's methods are idempotent and bodiless.
+async fn exchange_head(
+    proxy: &Proxy,
+    plan: &Plan,
+    scratch: &mut Scratch,
+) -> Result<(TcpStream, ResponseHead), UpstreamError> {
+    let address = plan.endpoint.address.as_str();
+    let mut stale_tries = 0;
+    loop {
+        let pooled = if stale_tries < STALE_TRIES {
+            proxy.upstreams.checkout_raw(address)
+        } else {
+            None
+        };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => proxy.upstreams.connect_raw(address).await?,
+        };
+        scratch.from_endpoint.clear();
+        match send_and_read_head(&mut conn, plan, scratch).await {
+            Ok(head) => return Ok((conn, head)),
+            Err(HeadError::Closed(_)) if reused => stale_tries += 1,
+            Err(HeadError::Closed(error)) | Err(HeadError::Io(error)) => {
+                return Err(UpstreamError::Broken(error))
+            }
+            Err(HeadError::Invalid(reason)) => return Err(UpstreamError::BadResponse(reason)),
+        }
+    }
+}
+
+enum HeadError {
+    /// Closed or reset before any byte of a response.
+    Closed(io::Error),
+    Io(io::Error),
+    Invalid(&'static str),
+}
+
+async fn send_and_read_head(
+    conn: &mut TcpStream,
+    plan: &Plan,
+    scratch: &mut Scratch,
+) -> Result<ResponseHead, HeadError> {
+    if let Err(error) = conn.write_all(&scratch.out).await {
+        return Err(HeadError::Closed(error));
+    }
+    let buffer = &mut scratch.from_endpoint;
+    loop {
+        buffer.reserve(READ_SIZE);
+        match conn.read_buf(buffer).await {
+            Ok(0) if buffer.is_empty() => {
+                return Err(HeadError::Closed(io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => {
+                return Err(HeadError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the endpoint closed the connection within a response head",
+                )))
+            }
+            Ok(_) => {}
+            Err(error) if buffer.is_empty() => return Err(HeadError::Closed(error)),
+            Err(error) => return Err(HeadError::Io(error)),
+        }
+        loop {
+            match parse_response(buffer, plan.head_method, plan.close, &mut scratch.out)? {
+                None => break,
+                // 1xx answers are dropped, as hyper's client does.
+                Some(Informational(len)) => buffer.advance(len),
+                Some(Final(head)) => return Ok(head),
+            }
+            if buffer.is_empty() {
+                break;
+            }
+        }
+        if buffer.len() > MAX_RESPONSE_HEAD {
+            return Err(HeadError::Invalid("the response head is too long"));
+        }
+    }
+}
+
+enum ParsedResponse {
+    Informational(usize),
+    Final(ResponseHead),
+}
+use ParsedResponse::{Final, Informational};
+
+/// Parses the endpoint's response head at the front of `buffer`. For a final
+/// response, the client's head is written into `out` (`client_close`: the
+/// client asked to close after it).
+fn parse_response(
+    buffer: &[u8],
+    head_method: bool,
+    client_close: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ParsedResponse>, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_len = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Invalid(
+                "the response has too many header fields",
+            ))
+        }
+        Err(_) => return Err(HeadError::Invalid("the response head does not parse")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = http::StatusCode::from_u16(code)
+        .map_err(|_| HeadError::Invalid("the response status is out of range"))?;
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(HeadError::Invalid(
+            "switching protocols, which was not asked for",
+        ));
+    }
+    if status.is_informational() {
+        return Ok(Some(Informational(head_len)));
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = response.version != Some(1);
+    for field in response.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(field.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(HeadError::Invalid(
+                    "the response has an invalid content-length",
+                ))?;
+            if length.is_some_and(|seen| seen != value) {
+                return Err(HeadError::Invalid(
+                    "the response has conflicting content-lengths",
+                ));
+            }
+            length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding decides the framing.
+            let last = field.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = std::str::from_utf8(field.value).unwrap_or("");
+            if value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+            {
+                close = true;
+            }
+        }
+    }
+    let framing = if head_method
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(_), Some(_)) => {
+                return Err(HeadError::Invalid(
+                    "the response has both transfer-encoding and content-length",
+                ))
+            }
+            (Some(true), None) => Framing::Chunked,
+            (Some(false), None) | (None, None) => Framing::UntilClose,
+            (None, Some(length)) => Framing::Length(length),
+        }
+    };
+    let close_client = client_close || framing == Framing::UntilClose;
+    write_response_head(out, code, response.reason, response.headers, close_client);
+    Ok(Some(Final(ResponseHead {
+        status,
+        head_len,
+        framing,
+        reusable: !close,
+    })))
+}
+
+/// Writes the client's response head from the endpoint's: the status line
+/// as HTTP/1.1 and every field but the hop-by-hop ones.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    code: u16,
+    reason: Option<&str>,
+    fields: &[httparse::Header<'_>],
+    close: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut digits = [b'0'; 3];
+    digits[0] += (code / 100 % 10) as u8;
+    digits[1] += (code / 10 % 10) as u8;
+    digits[2] += (code % 10) as u8;
+    out.extend_from_slice(&digits);
+    out.push(b' ');
+    out.extend_from_slice(reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut named = ConnectionTokens::default();
+    for field in fields {
+        if field.name.eq_ignore_ascii_case("connection") {
+            // Names beyond the first eight are dropped with the field.
+            let _ = named.add(field.value);
+        }
+    }
+    for field in fields {
+        if !is_hop_by_hop(field.name) && !named.lists(field.name) {
+            push_field(out, field.name.as_bytes(), field.value);
+        }
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Follows a response body through the bytes read from the endpoint.
+#[derive(Debug)]
+struct BodyTracker {
+    framing: Framing,
+    remaining: u64,
+    chunked: ChunkedTracker,
+}
+
+impl BodyTracker {
+    fn new(framing: Framing) -> Self {
+        BodyTracker {
+            framing,
+            remaining: match framing {
+                Framing::Length(length) => length,
+                _ => 0,
+            },
+            chunked: ChunkedTracker::default(),
+        }
+    }
+
+    /// Moves the body bytes at the front of `from` to `to`; whether the body
+    /// is complete. Bytes past the body's end stay in `from`.
+    fn take(&mut self, from: &mut BytesMut, to: &mut Vec<u8>) -> io::Result<bool> {
+        let (take, complete) = match self.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let take = (from.len() as u64).min(self.remaining) as usize;
+                self.remaining -= take as u64;
+                (take, self.remaining == 0)
+            }
+            Framing::Chunked => match self.chunked.feed(from)? {
+                Some(end) => (end, true),
+                None => (from.len(), false),
+            },
+            Framing::UntilClose => (from.len(), false),
+        };
+        to.extend_from_slice(&from[..take]);
+        from.advance(take);
+        Ok(complete)
+    }
+}
+
+/// Finds the end of a chunked body (RFC 9112 §7.1) in the bytes as they
+/// pass, without copying them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkedTracker {
+    /// In a chunk-size line; its digits so far.
+    #[default]
+    SizeStart,
+    Size(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or of the final empty line.
+    TrailerStart,
+    TrailerLine,
+    TrailerLineLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkedTracker {
+    /// Feeds the next bytes; `Some(n)` when the body ends after `n` of them.
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<Option<usize>> {
+        use ChunkedTracker::*;
+        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "invalid chunked body");
+        let mut at = 0;
+        while at < bytes.len() {
+            if let Data(left) = *self {
+                let skip = (bytes.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                at += skip;
+                let left = left - skip as u64;
+                *self = if left == 0 { DataCr } else { Data(left) };
+                continue;
+            }
+            let byte = bytes[at];
+            at += 1;
+            *self = match (*self, byte) {
+                (SizeStart, b) if b.is_ascii_hexdigit() => Size(hex(b)),
+                (Size(size), b) if b.is_ascii_hexdigit() => Size(
+                    size.checked_mul(16)
+                        .map(|s| s | hex(b))
+                        .filter(|s| *s < 1 << 60)
+                        .ok_or_else(invalid)?,
+                ),
+                (Size(size), b';' | b' ' | b'\t') => Extension(size),
+                (Size(size), b'\r') | (Extension(size), b'\r') => SizeLf(size),
+                (Extension(size), b) if b != b'\n' => Extension(size),
+                (SizeLf(0), b'\n') => TrailerStart,
+                (SizeLf(size), b'\n') => Data(size),
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => SizeStart,
+                (TrailerStart, b'\r') => EndLf,
+                (TrailerStart | TrailerLine, b) if b != b'\r' && b != b'\n' => TrailerLine,
+                (TrailerLine, b'\r') => TrailerLineLf,
+                (TrailerLineLf, b'\n') => TrailerStart,
+                (EndLf, b'\n') => {
+                    *self = Done;
+                    return Ok(Some(at));
+                }
+                _ => return Err(invalid()),
+            };
+        }
+        Ok(None)
+    }
+}
+
+fn hex(digit: u8) -> u64 {
+    (digit as char).to_digit(16).unwrap_or(0) as u64
+}
+
+/// A client connection handed to hyper: the bytes already read are read
+/// again first.
+#[derive(Debug)]
+pub(super) struct Rewind {
+    replay: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    pub(super) fn new(replay: Bytes, stream: TcpStream) -> Self {
+        Rewind { replay, stream }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let take = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay[..take]);
+            self.replay.advance(take);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\nNEXT";
+
+    #[test]
+    fn chunked_end_is_found_however_the_bytes_are_split() {
+        let end = BODY.len() - 4;
+        for split in 0..BODY.len() {
+            let mut tracker = ChunkedTracker::default();
+            let first = tracker.feed(&BODY[..split]).unwrap();
+            let found = match first {
+                Some(at) => at,
+                None => split + tracker.feed(&BODY[split..]).unwrap().expect("the end"),
+            };
+            assert_eq!(found, end, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn chunked_body_without_trailers_ends_after_the_empty_line() {
+        let mut tracker = ChunkedTracker::default();
+        assert_eq!(tracker.feed(b"3\r\nabc\r\n0\r\n\r\n").unwrap(), Some(13));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for bad in [
+            &b"g\r\n"[..],
+            b"3\r\nabcX",
+            b"3\n",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            let mut tracker = ChunkedTracker::default();
+            assert!(
+                tracker.feed(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let framing = |head: &str, head_method: bool| match parse_response(
+            head.as_bytes(),
+            head_method,
+            false,
+            &mut Vec::new(),
+        ) {
+            Ok(Some(Final(head))) => Ok((head.framing, head.reusable)),
+            Ok(_) => Err("not final"),
+            Err(HeadError::Invalid(reason)) => Err(reason),
+            Err(_) => Err("io"),
+        };
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Ok((Framing::Length(5), true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", false),
+            Ok((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 204 No Content\r\n\r\n", false),
+            Ok((Framing::Empty, false))
+        );
+        assert!(framing(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(framing(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(matches!(
+            parse_response(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
+                false,
+                false,
+                &mut Vec::new()
+            ),
+            Ok(Some(Informational(_)))
+        ));
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_fields_and_those_connection_names() {
+        let mut out = Vec::new();
+        let head = b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\ncontent-length: 2\r\nx-kept: yes\r\n\r\n";
+        let parsed = parse_response(head, false, true, &mut out);
+        assert!(matches!(parsed, Ok(Some(Final(_)))));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-kept: yes\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn requests_with_bodies_upgrades_or_two_hosts_are_not_the_fast_paths() {
+        let facts = |fields: &[(&'static str, &'static [u8])]| {
+            let fields: Vec<httparse::Header<'static>> = fields
+                .iter()
+                .map(|(name, value)| httparse::Header { name, value })
+                .collect();
+            let fields: &'static [httparse::Header<'static>] = Box::leak(fields.into_boxed_slice());
+            RequestFacts::of(fields).map(|f| (f.host, f.close))
+        };
+        assert_eq!(
+            facts(&[("Host", b"a.example:80")]),
+            Some((Some("a.example"), false))
+        );
+        assert_eq!(
+            facts(&[("host", b"a"), ("connection", b"close")]),
+            Some((Some("a"), true))
+        );
+        assert!(facts(&[("host", b"a"), ("content-length", b"0")]).is_some());
+        assert_eq!(facts(&[("host", b"a"), ("content-length", b"3")]), None);
+        assert_eq!(
+            facts(&[("host", b"a"), ("transfer-encoding", b"chunked")]),
+            None
+        );
+        assert_eq!(facts(&[("host", b"a"), ("upgrade", b"websocket")]), None);
+        assert_eq!(facts(&[("host", b"a"), ("expect", b"100-continue")]), None);
+        assert_eq!(facts(&[("host", b"a"), ("host", b"b")]), None);
+        assert_eq!(facts(&[]), None);
+    }
+}
