@@ -269,12 +269,27 @@ impl Switchyard {
     }
 
     pub fn try_start(plugins: &Path, body: &str) -> Result<Switchyard, String> {
+        Switchyard::try_start_with(plugins, "", body)
+    }
+
+    /// As [`Switchyard::start`], with `proxy_keys` (`key = value` lines)
+    /// added to the `[proxy]` table.
+    pub fn start_with(plugins: &Path, proxy_keys: &str, body: &str) -> Switchyard {
+        Switchyard::try_start_with(plugins, proxy_keys, body)
+            .unwrap_or_else(|stderr| panic!("switchyard did not start:\n{stderr}"))
+    }
+
+    pub fn try_start_with(
+        plugins: &Path,
+        proxy_keys: &str,
+        body: &str,
+    ) -> Result<Switchyard, String> {
         let config_dir = tempfile::tempdir().unwrap();
         let config = config_dir.path().join("switchyard.toml");
         std::fs::write(
             &config,
             format!(
-                "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n\n\
+                "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
                  [control]\nlisten = \"127.0.0.1:0\"\n\n\
                  [plugins]\ndir = \"{}\"\n\n{body}\n",
                 plugins.display()

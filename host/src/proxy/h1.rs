@@ -15,6 +15,7 @@
 //! either path serves every request whole.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,10 +31,11 @@ use super::{classify, pick_avoiding, ClientInfo, Proxy};
 use crate::engine::{Endpoint, Pool, RequestHeaders, RequestInfo};
 use crate::metrics::ProxyError;
 
-/// Header fields per head at most on the fast path; more go to hyper
-/// (requests) or fail as a bad response (endpoints).
-const MAX_HEADERS: usize = 64;
-/// A request head longer than this goes to hyper, which answers 431.
+/// Header fields per head at most, as hyper allows; a request with more goes
+/// to hyper (which refuses it), a response with more is a bad response.
+const MAX_HEADERS: usize = 100;
+/// A request head longer than this goes to hyper, which takes heads up to
+/// its own limit.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// A response head longer than this is a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -170,9 +172,9 @@ fn parse_request(
     if inbound.is_empty() {
         return Parsed::Partial;
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut fields);
-    let head_len = match request.parse(inbound) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let head_len = match request.parse_with_uninit_headers(inbound, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         // Malformed or too many fields: hyper gives the right error answer.
@@ -243,20 +245,19 @@ struct RequestFacts<'a> {
     /// Without its port. Always there: a request without one goes to hyper.
     host: Option<&'a str>,
     close: bool,
-    /// Header names the `Connection` field lists, dropped when forwarding.
-    named: ConnectionTokens<'a>,
     forwarded_for: usize,
     forwarded_proto: bool,
 }
 
 impl<'a> RequestFacts<'a> {
     /// `None` when the request is not the fast path's: a body, an upgrade,
-    /// an expectation, no host or more than one.
+    /// an expectation, no host or more than one, or a `Connection` field
+    /// naming other fields (which could name `Host` or the forwarding
+    /// fields; hyper's path removes them and then adds its own).
     fn of(fields: &'a [httparse::Header<'a>]) -> Option<Self> {
         let mut facts = RequestFacts {
             host: None,
             close: false,
-            named: ConnectionTokens::default(),
             forwarded_for: 0,
             forwarded_proto: false,
         };
@@ -276,7 +277,11 @@ impl<'a> RequestFacts<'a> {
             {
                 return None;
             } else if name.eq_ignore_ascii_case("connection") {
-                facts.close |= facts.named.add(field.value)?;
+                let mut named = ConnectionTokens::default();
+                facts.close |= named.add(field.value)?;
+                if !named.names.is_empty() {
+                    return None;
+                }
             } else if name.eq_ignore_ascii_case("x-forwarded-for") {
                 facts.forwarded_for += 1;
             } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
@@ -288,31 +293,30 @@ impl<'a> RequestFacts<'a> {
 }
 
 /// The header names a `Connection` field lists (besides `close` and
-/// `keep-alive`), which stop at this hop.
+/// `keep-alive`), which stop at this hop. Empty, and not allocated, for the
+/// common `Connection` values.
 #[derive(Default)]
 struct ConnectionTokens<'a> {
-    names: [&'a str; 8],
-    len: usize,
+    names: Vec<&'a str>,
 }
 
 impl<'a> ConnectionTokens<'a> {
     /// Adds the tokens of one `Connection` value; whether it says `close`.
-    /// `None` for a value that is not text or names too many headers.
+    /// `None` for a value that is not text.
     fn add(&mut self, value: &'a [u8]) -> Option<bool> {
         let mut close = false;
         for token in std::str::from_utf8(value).ok()?.split(',').map(str::trim) {
             if token.eq_ignore_ascii_case("close") {
                 close = true;
             } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
-                *self.names.get_mut(self.len)? = token;
-                self.len += 1;
+                self.names.push(token);
             }
         }
         Some(close)
     }
 
     fn lists(&self, name: &str) -> bool {
-        self.names[..self.len]
+        self.names
             .iter()
             .any(|listed| listed.eq_ignore_ascii_case(name))
     }
@@ -361,7 +365,7 @@ fn write_request_head(
     let mut forwarded_for_written = false;
     for field in fields {
         let name = field.name;
-        if is_hop_by_hop(name) || facts.named.lists(name) {
+        if is_hop_by_hop(name) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -627,9 +631,14 @@ fn parse_response(
     client_close: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<ParsedResponse>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let head_len = match response.parse(buffer) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buffer,
+        &mut fields,
+    );
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -658,7 +667,9 @@ fn parse_response(
         if name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(field.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
                 .ok_or(HeadError::Invalid(
                     "the response has an invalid content-length",
                 ))?;
@@ -731,13 +742,18 @@ fn write_response_head(
     let mut named = ConnectionTokens::default();
     for field in fields {
         if field.name.eq_ignore_ascii_case("connection") {
-            // Names beyond the first eight are dropped with the field.
+            // A value that is not text names nothing.
             let _ = named.add(field.value);
         }
     }
     for field in fields {
-        if !is_hop_by_hop(field.name) && !named.lists(field.name) {
-            push_field(out, field.name.as_bytes(), field.value);
+        let name = field.name;
+        // The body passes through framed as it came, so the fields that
+        // frame it stay whatever `Connection` names.
+        let frames = name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding");
+        if !is_hop_by_hop(name) && (frames || !named.lists(name)) {
+            push_field(out, name.as_bytes(), field.value);
         }
     }
     if close {

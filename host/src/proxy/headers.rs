@@ -72,8 +72,20 @@ pub fn forwarded_for(client: IpAddr) -> Option<HeaderValue> {
 /// `X-Forwarded-Proto` when absent. `client_value` is [`forwarded_for`] of
 /// `client`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, client_value: Option<&HeaderValue>) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::from_str(&format!("{existing}, {client}")).ok(),
+    // Every value received, in order, then the client: one field.
+    let mut existing = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let value = match existing.next() {
+        Some(first) => {
+            let mut joined = first.to_owned();
+            for more in existing {
+                joined.push_str(", ");
+                joined.push_str(more);
+            }
+            HeaderValue::from_str(&format!("{joined}, {client}")).ok()
+        }
         None => client_value.cloned(),
     };
     if let Some(value) = value {
