@@ -415,7 +415,8 @@ fn native_pool(upstream: &Upstream) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gets_take_the_fast_path_and_a_post_moves_its_connection_to_hyper() {
+async fn gets_and_sized_posts_take_the_fast_path_and_a_chunked_post_moves_its_connection_to_hyper()
+{
     let plugins = tempfile::tempdir().unwrap();
     let upstream = Upstream::start("a").await;
     let proxy = Switchyard::start(plugins.path(), &native_pool(&upstream));
@@ -445,21 +446,36 @@ async fn gets_take_the_fast_path_and_a_post_moves_its_connection_to_hyper() {
         (reply.status(), reply.text().as_str()),
         (200, "received 5000")
     );
-    assert_eq!(metric(&proxy, FAST).await, 3, "the POST took the fast path");
+    assert_eq!(metric(&proxy, FAST).await, 4, "a sized body is streamed");
 
-    // The connection stays with hyper.
+    // A chunked body is hyper's, and so is the connection from then on.
+    conn.send(
+        b"POST /upload HTTP/1.1\r\nhost: raw.test\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let reply = conn.response("POST").await;
+    assert_eq!(
+        (reply.status(), reply.text().as_str()),
+        (200, "received 11")
+    );
+    assert_eq!(
+        metric(&proxy, FAST).await,
+        4,
+        "the chunked POST took the fast path"
+    );
     for i in 0..2 {
         let reply = conn.get("/after-post").await;
         assert_eq!((reply.status(), reply.text().as_str()), (200, "a"), "{i}");
     }
-    assert_eq!(metric(&proxy, FAST).await, 3);
-    assert_eq!(metric(&proxy, REQUESTS).await, 6);
-    assert_eq!(upstream.hits(), 6);
+    assert_eq!(metric(&proxy, FAST).await, 4);
+    assert_eq!(metric(&proxy, REQUESTS).await, 7);
+    assert_eq!(upstream.hits(), 7);
 
     // A new connection starts on the fast path again.
     let reply = Conn::open(proxy.proxy).await.get("/new").await;
     assert_eq!(reply.status(), 200);
-    assert_eq!(metric(&proxy, FAST).await, 4);
+    assert_eq!(metric(&proxy, FAST).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,7 +610,7 @@ async fn pipelined_gets_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_pipelined_behind_a_post_are_replayed_to_hyper_in_order() {
+async fn requests_pipelined_behind_a_chunked_post_are_replayed_to_hyper_in_order() {
     let plugins = tempfile::tempdir().unwrap();
     let upstream = Upstream::start("a").await;
     let proxy = Switchyard::start(plugins.path(), &native_pool(&upstream));
@@ -602,14 +618,18 @@ async fn requests_pipelined_behind_a_post_are_replayed_to_hyper_in_order() {
     conn.send(
         b"GET /first HTTP/1.1\r\nhost: raw.test\r\n\r\n\
           POST /upload HTTP/1.1\r\nhost: raw.test\r\ncontent-length: 11\r\n\r\nhello world\
+          POST /upload HTTP/1.1\r\nhost: raw.test\r\ntransfer-encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
           GET /third HTTP/1.1\r\nhost: raw.test\r\n\r\n\
           HEAD /fourth HTTP/1.1\r\nhost: raw.test\r\n\r\n",
     )
     .await;
     let first = conn.response("GET").await;
     assert_eq!((first.status(), first.text().as_str()), (200, "a"));
-    let post = conn.response("POST").await;
-    assert_eq!((post.status(), post.text().as_str()), (200, "received 11"));
+    for _ in 0..2 {
+        let post = conn.response("POST").await;
+        assert_eq!((post.status(), post.text().as_str()), (200, "received 11"));
+    }
     let third = conn.response("GET").await;
     assert_eq!((third.status(), third.text().as_str()), (200, "a"));
     let fourth = conn.response("HEAD").await;
@@ -618,8 +638,8 @@ async fn requests_pipelined_behind_a_post_are_replayed_to_hyper_in_order() {
     // Nothing follows the HEAD response.
     let next = conn.get("/fifth").await;
     assert_eq!((next.status(), next.text().as_str()), (200, "a"));
-    assert_eq!(upstream.hits(), 5);
-    assert_eq!(metric(&proxy, FAST).await, 1);
+    assert_eq!(upstream.hits(), 6);
+    assert_eq!(metric(&proxy, FAST).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1137,8 +1157,8 @@ async fn a_connection_field_naming_the_framing_leaves_the_response_framed() {
 }
 
 /// An endpoint that closes a kept-alive connection just as a request
-/// arrives on it (its idle timeout and the request crossing): the fast
-/// path's bodiless requests are sent again on a new connection, once; a
+/// arrives on it (its idle timeout and the request crossing): an idempotent
+/// request wholly in hand is sent again on a new connection, once; a
 /// new connection closed without an answer is a 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_closed_as_a_request_arrives_is_replaced() {
@@ -1171,4 +1191,63 @@ async fn a_pooled_connection_closed_as_a_request_arrives_is_replaced() {
     assert_eq!(targets, ["/a", "/b", "/b", "/gone", "/gone"]);
     assert_eq!(endpoint.accepted(), 3);
     assert_eq!(conn.get("/c").await.text(), "/c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_answered_locally_closes_the_connection_so_it_is_never_read_as_a_request() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let config = format!(
+        "{}[[routes]]\nhost = \"known.test\"\npool = \"web\"\n",
+        native_pool(&upstream)
+    );
+    let proxy = Switchyard::start(plugins.path(), &config);
+    let mut conn = Conn::open(proxy.proxy).await;
+    // The body looks like a request: were it read as one, it would be served.
+    conn.send(
+        b"POST /x HTTP/1.1\r\nhost: unknown.test\r\ncontent-length: 40\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nhost: known.test",
+    )
+    .await;
+    let reply = conn.response("POST").await;
+    assert_eq!(reply.status(), 404);
+    assert_eq!(reply.head.get("x-switchyard-error"), Some("no_route"));
+    assert_eq!(reply.head.get("connection"), Some("close"));
+    assert!(conn.until_closed().await.is_empty());
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_in_the_middle_of_a_body_leaves_the_proxy_serving() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(plugins.path(), &native_pool(&upstream));
+    let mut conn = Conn::open(proxy.proxy).await;
+    conn.send(b"POST /upload HTTP/1.1\r\nhost: raw.test\r\ncontent-length: 100000\r\n\r\npartial")
+        .await;
+    tokio::time::sleep(PAUSE).await;
+    drop(conn);
+    // The half-sent request's upstream connection is not pooled: the next
+    // requests are whole and answered.
+    let mut conn = Conn::open(proxy.proxy).await;
+    for i in 0..3 {
+        let reply = conn.get("/after").await;
+        assert_eq!((reply.status(), reply.text().as_str()), (200, "a"), "{i}");
+    }
+    let body = vec![b'z'; 70_000];
+    conn.send(
+        format!(
+            "PUT /upload HTTP/1.1\r\nhost: raw.test\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    conn.send(&body).await;
+    let reply = conn.response("PUT").await;
+    assert_eq!(
+        (reply.status(), reply.text().as_str()),
+        (200, "received 70000")
+    );
+    assert_eq!(metric(&proxy, FAST).await, 4);
 }

@@ -112,9 +112,10 @@ pub struct ProxyConfig {
     /// `shutdown_grace_ms = 30000`: on SIGTERM, in-flight requests get this long to finish.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
-    /// `fast_path = true`: bodiless GET, HEAD and OPTIONS requests from
-    /// HTTP/1.1 clients to pools without a recovery policy are forwarded by
-    /// parsing heads in place; `false` serves every request through hyper.
+    /// `fast_path = true`: requests from HTTP/1.1 clients without a body or
+    /// with a `Content-Length` one, to pools without a recovery policy, are
+    /// forwarded by parsing heads in place; `false` serves every request
+    /// through hyper.
     #[serde(default = "default_true")]
     pub fast_path: bool,
 }

@@ -1,15 +1,17 @@
 //! The HTTP/1.1 fast path.
 //!
-//! The common exchange — a GET, HEAD or OPTIONS without a body, from an
-//! HTTP/1.1 client, to a pool without a recovery policy — is forwarded by
-//! parsing both heads in place with `httparse`, writing the rewritten head
-//! in one buffer, and copying body bytes through, over raw keep-alive
-//! connections driven in the request's own task. hyper's general machinery
+//! The common exchange — a request without a body or with a
+//! `Content-Length` one, from an HTTP/1.1 client, to a pool without a
+//! recovery policy — is forwarded by parsing both heads in place with
+//! `httparse`, writing the rewritten head in one buffer, and copying body
+//! bytes through, over raw keep-alive connections driven in the request's
+//! own task. hyper's general machinery
 //! (a state machine per side, a channel and a task between the request and
 //! its upstream connection) costs more than the whole exchange needs.
 //!
-//! Anything else — a request body, an upgrade, HTTP/1.0, a target that is
-//! not origin-form, a head that does not parse, a pool with retries — is
+//! Anything else — a chunked request body, an upgrade, an expectation,
+//! HTTP/1.0, a target that is not origin-form, a head that does not parse,
+//! a pool with retries — is
 //! handed to hyper with the bytes read so far, and the connection stays with
 //! hyper from then on. The decision is made before anything is sent, so
 //! either path serves every request whole.
@@ -102,7 +104,8 @@ pub(super) async fn serve_connection(
             }
             Step::Forward(plan) => {
                 inbound.advance(plan.head_len);
-                match forward(&proxy, &mut client, &plan, &mut scratch).await {
+                let forwarded = forward(&proxy, &mut client, &mut inbound, &plan, &mut scratch);
+                match forwarded.await {
                     Ok(keep_open) => keep_open && !plan.close,
                     Err(error) => {
                         tracing::debug!("client {} exchange ended: {error}", info.address);
@@ -148,6 +151,10 @@ struct Plan {
     close: bool,
     /// A HEAD request: the response has no body whatever its headers say.
     head_method: bool,
+    /// The request may be sent twice (RFC 9110 §9.2.2).
+    idempotent: bool,
+    /// The request body's length.
+    body_len: u64,
     pool: Arc<Pool>,
     endpoint: Arc<Endpoint>,
     started: Instant,
@@ -184,7 +191,7 @@ fn parse_request(
     else {
         return Parsed::Fallback;
     };
-    if !matches!(method, "GET" | "HEAD" | "OPTIONS") || !target.starts_with('/') {
+    if method == "CONNECT" || !target.starts_with('/') {
         return Parsed::Fallback;
     }
     let Some(facts) = RequestFacts::of(request.headers) else {
@@ -203,11 +210,10 @@ fn parse_request(
             "no route for host `{}` and path `{path}`",
             facts.host.unwrap_or("-")
         );
-        local_error(proxy, ProxyError::NoRoute, &reason, &mut scratch.out);
-        return Parsed::Local(LocalAnswer {
-            head_len,
-            close: facts.close,
-        });
+        // An unread body would be taken for the next request: close instead.
+        let close = facts.close || facts.content_length > 0;
+        local_error(proxy, ProxyError::NoRoute, &reason, close, &mut scratch.out);
+        return Parsed::Local(LocalAnswer { head_len, close });
     };
     let request_info = RequestInfo {
         hash: Some(info.hash),
@@ -216,11 +222,15 @@ fn parse_request(
     let headers = RequestHeaders::Raw(request.headers);
     let Some(endpoint) = pick_avoiding(pool, request_info, headers, None) else {
         let reason = format!("no endpoint available in pool `{}`", pool.name);
-        local_error(proxy, ProxyError::NoEndpoint, &reason, &mut scratch.out);
-        return Parsed::Local(LocalAnswer {
-            head_len,
-            close: facts.close,
-        });
+        let close = facts.close || facts.content_length > 0;
+        local_error(
+            proxy,
+            ProxyError::NoEndpoint,
+            &reason,
+            close,
+            &mut scratch.out,
+        );
+        return Parsed::Local(LocalAnswer { head_len, close });
     };
     write_request_head(
         &mut scratch.out,
@@ -234,6 +244,11 @@ fn parse_request(
         head_len,
         close: facts.close,
         head_method: method == "HEAD",
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        body_len: facts.content_length,
         pool: Arc::clone(pool),
         endpoint,
         started,
@@ -245,32 +260,35 @@ struct RequestFacts<'a> {
     /// Without its port. Always there: a request without one goes to hyper.
     host: Option<&'a str>,
     close: bool,
+    content_length: u64,
     forwarded_for: usize,
     forwarded_proto: bool,
 }
 
 impl<'a> RequestFacts<'a> {
-    /// `None` when the request is not the fast path's: a body, an upgrade,
-    /// an expectation, no host or more than one, or a `Connection` field
+    /// `None` when the request is not the fast path's: a chunked body or a
+    /// length that is not one plain number, an upgrade, an expectation, no
+    /// host or more than one, or a `Connection` field
     /// naming other fields (which could name `Host` or the forwarding
     /// fields; hyper's path removes them and then adds its own).
     fn of(fields: &'a [httparse::Header<'a>]) -> Option<Self> {
         let mut facts = RequestFacts {
             host: None,
             close: false,
+            content_length: 0,
             forwarded_for: 0,
             forwarded_proto: false,
         };
         let mut hosts = 0;
+        let mut lengths = 0;
         for field in fields {
             let name = field.name;
             if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
                 facts.host = Some(host_without_port(std::str::from_utf8(field.value).ok()?));
             } else if name.eq_ignore_ascii_case("content-length") {
-                if field.value != b"0" {
-                    return None;
-                }
+                lengths += 1;
+                facts.content_length = content_length(field.value)?;
             } else if name.eq_ignore_ascii_case("transfer-encoding")
                 || name.eq_ignore_ascii_case("upgrade")
                 || name.eq_ignore_ascii_case("expect")
@@ -288,8 +306,18 @@ impl<'a> RequestFacts<'a> {
                 facts.forwarded_proto = true;
             }
         }
-        (hosts == 1).then_some(facts)
+        (hosts == 1 && lengths <= 1).then_some(facts)
     }
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6), around optional
+/// whitespace.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The header names a `Connection` field lists (besides `close` and
@@ -412,7 +440,8 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes a local error answer into `out`, as [`Proxy::error`] builds it.
-fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, out: &mut Vec<u8>) {
+/// `close`: the connection closes after it, and the head says so.
+fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, close: bool, out: &mut Vec<u8>) {
     proxy.counters().count_error(kind);
     let status = kind.status();
     proxy.counters().count_status(status);
@@ -421,11 +450,12 @@ fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, out: &mut Vec<u8>)
     out.clear();
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-switchyard-error: {}\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-switchyard-error: {}\r\ncontent-length: {}\r\n{}\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             kind.code(),
-            body.len()
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
         )
         .as_bytes(),
     );
@@ -459,25 +489,39 @@ struct ResponseHead {
 async fn forward(
     proxy: &Proxy,
     client: &mut TcpStream,
+    inbound: &mut BytesMut,
     plan: &Plan,
     scratch: &mut Scratch,
 ) -> io::Result<bool> {
     let guard = plan.endpoint.start();
     let deadline = plan.started + proxy.request_timeout;
     let sent = Instant::now();
-    let exchanged =
-        tokio::time::timeout_at(deadline.into(), exchange_head(proxy, plan, scratch)).await;
+    let mut body = RequestBody {
+        client,
+        inbound,
+        left: plan.body_len,
+    };
+    let exchanged = tokio::time::timeout_at(
+        deadline.into(),
+        exchange_head(proxy, plan, scratch, &mut body),
+    )
+    .await;
     let elapsed = sent.elapsed().as_nanos() as u64;
+    // A body not read to its end leaves the connection unusable.
+    let close = body.left > 0;
+    let client = body.client;
     let (mut endpoint_conn, head) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
-        Ok(Err(error)) => {
+        // Not the endpoint's doing: nothing to record against it.
+        Ok(Err(ExchangeError::Client(error))) => return Err(error),
+        Ok(Err(ExchangeError::Endpoint(error))) => {
             plan.pool.record_outcome(&plan.endpoint, elapsed, false);
             drop(guard);
             let (_, kind, what) = classify(&error);
             let reason = format!("{what} endpoint {}: {error}", plan.endpoint.address);
-            local_error(proxy, kind, &reason, &mut scratch.out);
+            local_error(proxy, kind, &reason, close, &mut scratch.out);
             client.write_all(&scratch.out).await?;
-            return Ok(true);
+            return Ok(!close);
         }
         Err(_elapsed) => {
             plan.pool.record_outcome(&plan.endpoint, elapsed, false);
@@ -487,9 +531,9 @@ async fn forward(
                 plan.endpoint.address,
                 proxy.request_timeout.as_millis()
             );
-            local_error(proxy, ProxyError::Timeout, &reason, &mut scratch.out);
+            local_error(proxy, ProxyError::Timeout, &reason, close, &mut scratch.out);
             client.write_all(&scratch.out).await?;
-            return Ok(true);
+            return Ok(!close);
         }
     };
     plan.pool
@@ -533,15 +577,39 @@ async fn forward(
     Ok(!client_close)
 }
 
-/// Sends the request head in `scratch.out` and reads the endpoint's response
-/// head into `scratch.from_endpoint`. A pooled connection found closed
-/// before any of the response arrived is set aside and the request sent
-/// again: the fast path's methods are idempotent and bodiless.
+/// The client's side of a request body on its way through.
+struct RequestBody<'a> {
+    client: &'a mut TcpStream,
+    /// Bytes read from the client and not yet used: the body's start, and
+    /// perhaps the requests pipelined behind it.
+    inbound: &'a mut BytesMut,
+    /// Body bytes not yet taken from the client.
+    left: u64,
+}
+
+enum ExchangeError {
+    /// The client went away in the middle of its body.
+    Client(io::Error),
+    Endpoint(UpstreamError),
+}
+
+/// Sends the request head in `scratch.out`, with the body, and reads the
+/// endpoint's response head into `scratch.from_endpoint`. The part of the
+/// body already read goes in the same write as the head; the rest is copied
+/// from the client as it comes. A pooled connection found closed before any
+/// of the response arrived is set aside and the request sent again, when it
+/// may be sent twice and the whole of it is still in hand.
 async fn exchange_head(
     proxy: &Proxy,
     plan: &Plan,
     scratch: &mut Scratch,
-) -> Result<(TcpStream, ResponseHead), UpstreamError> {
+    body: &mut RequestBody<'_>,
+) -> Result<(TcpStream, ResponseHead), ExchangeError> {
+    let buffered = (body.inbound.len() as u64).min(body.left) as usize;
+    scratch.out.extend_from_slice(&body.inbound[..buffered]);
+    body.inbound.advance(buffered);
+    body.left -= buffered as u64;
+    let resendable = plan.idempotent && body.left == 0;
     let address = plan.endpoint.address.as_str();
     let mut stale_tries = 0;
     loop {
@@ -553,16 +621,22 @@ async fn exchange_head(
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => proxy.upstreams.connect_raw(address).await?,
+            None => proxy
+                .upstreams
+                .connect_raw(address)
+                .await
+                .map_err(ExchangeError::Endpoint)?,
         };
         scratch.from_endpoint.clear();
-        match send_and_read_head(&mut conn, plan, scratch).await {
+        let broken = |error| ExchangeError::Endpoint(UpstreamError::Broken(error));
+        match send_and_read_head(&mut conn, plan, scratch, body).await {
             Ok(head) => return Ok((conn, head)),
-            Err(HeadError::Closed(_)) if reused => stale_tries += 1,
-            Err(HeadError::Closed(error)) | Err(HeadError::Io(error)) => {
-                return Err(UpstreamError::Broken(error))
+            Err(HeadError::Closed(_)) if reused && resendable => stale_tries += 1,
+            Err(HeadError::Closed(error)) | Err(HeadError::Io(error)) => return Err(broken(error)),
+            Err(HeadError::Client(error)) => return Err(ExchangeError::Client(error)),
+            Err(HeadError::Invalid(reason)) => {
+                return Err(ExchangeError::Endpoint(UpstreamError::BadResponse(reason)))
             }
-            Err(HeadError::Invalid(reason)) => return Err(UpstreamError::BadResponse(reason)),
         }
     }
 }
@@ -572,15 +646,39 @@ enum HeadError {
     Closed(io::Error),
     Io(io::Error),
     Invalid(&'static str),
+    /// Reading the body from the client failed.
+    Client(io::Error),
 }
 
 async fn send_and_read_head(
     conn: &mut TcpStream,
     plan: &Plan,
     scratch: &mut Scratch,
+    body: &mut RequestBody<'_>,
 ) -> Result<ResponseHead, HeadError> {
     if let Err(error) = conn.write_all(&scratch.out).await {
         return Err(HeadError::Closed(error));
+    }
+    while body.left > 0 {
+        if body.inbound.is_empty() {
+            body.inbound.reserve(READ_SIZE);
+            match body.client.read_buf(body.inbound).await {
+                Ok(0) => {
+                    return Err(HeadError::Client(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed the connection in the middle of a body",
+                    )))
+                }
+                Ok(_) => {}
+                Err(error) => return Err(HeadError::Client(error)),
+            }
+        }
+        let take = (body.inbound.len() as u64).min(body.left) as usize;
+        conn.write_all(&body.inbound[..take])
+            .await
+            .map_err(HeadError::Io)?;
+        body.inbound.advance(take);
+        body.left -= take as u64;
     }
     let buffer = &mut scratch.from_endpoint;
     loop {
@@ -665,14 +763,9 @@ fn parse_response(
     for field in response.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(field.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(HeadError::Invalid(
-                    "the response has an invalid content-length",
-                ))?;
+            let value = content_length(field.value).ok_or(HeadError::Invalid(
+                "the response has an invalid content-length",
+            ))?;
             if length.is_some_and(|seen| seen != value) {
                 return Err(HeadError::Invalid(
                     "the response has conflicting content-lengths",
@@ -1037,25 +1130,38 @@ mod tests {
     }
 
     #[test]
-    fn requests_with_bodies_upgrades_or_two_hosts_are_not_the_fast_paths() {
+    fn chunked_bodies_odd_lengths_upgrades_or_two_hosts_are_not_the_fast_paths() {
         let facts = |fields: &[(&'static str, &'static [u8])]| {
             let fields: Vec<httparse::Header<'static>> = fields
                 .iter()
                 .map(|(name, value)| httparse::Header { name, value })
                 .collect();
             let fields: &'static [httparse::Header<'static>] = Box::leak(fields.into_boxed_slice());
-            RequestFacts::of(fields).map(|f| (f.host, f.close))
+            RequestFacts::of(fields).map(|f| (f.host, f.close, f.content_length))
         };
         assert_eq!(
             facts(&[("Host", b"a.example:80")]),
-            Some((Some("a.example"), false))
+            Some((Some("a.example"), false, 0))
         );
         assert_eq!(
             facts(&[("host", b"a"), ("connection", b"close")]),
-            Some((Some("a"), true))
+            Some((Some("a"), true, 0))
         );
-        assert!(facts(&[("host", b"a"), ("content-length", b"0")]).is_some());
-        assert_eq!(facts(&[("host", b"a"), ("content-length", b"3")]), None);
+        assert_eq!(
+            facts(&[("host", b"a"), ("content-length", b" 3 ")]),
+            Some((Some("a"), false, 3))
+        );
+        for odd in [&b"+3"[..], b"3,3", b"", b"-1", b"99999999999999999999999"] {
+            assert_eq!(facts(&[("host", b"a"), ("content-length", odd)]), None);
+        }
+        assert_eq!(
+            facts(&[
+                ("host", b"a"),
+                ("content-length", b"3"),
+                ("content-length", b"3")
+            ]),
+            None
+        );
         assert_eq!(
             facts(&[("host", b"a"), ("transfer-encoding", b"chunked")]),
             None
