@@ -152,13 +152,25 @@ mod wasm {
     }
 
     pub fn raw_load(id: crate::EndpointId) -> Option<crate::Load> {
-        raw_host::endpoint_load(id).map(|load| crate::Load {
+        raw_host::endpoint_load(id).map(load_from_wit)
+    }
+
+    pub fn raw_load_pair(
+        first: crate::EndpointId,
+        second: crate::EndpointId,
+    ) -> (Option<crate::Load>, Option<crate::Load>) {
+        let (first, second) = raw_host::endpoint_load_pair(first, second);
+        (first.map(load_from_wit), second.map(load_from_wit))
+    }
+
+    fn load_from_wit(load: wit::Load) -> crate::Load {
+        crate::Load {
             in_flight: load.in_flight,
             capacity: load.capacity,
             ewma_latency_us: load.ewma_latency_us,
             success_permille: load.success_permille,
             health: health_from_wit(load.health),
-        })
+        }
     }
 
     #[cfg(feature = "balancer")]

@@ -119,6 +119,28 @@ pub fn load(id: EndpointId) -> Option<Load> {
     return crate::testing::native::load(id);
 }
 
+/// [`load`] of two endpoints in one call into the host: what a
+/// power-of-two-choices pick needs, at the cost of one load instead of two.
+///
+/// ```
+/// use switchyard_sdk::{host, testing::TestHost, Load};
+/// let test_host = TestHost::new();
+/// test_host.set_load(1, Load { in_flight: 3, ..Load::default() });
+/// test_host.set_load(2, Load { in_flight: 1, ..Load::default() });
+/// let (a, b) = host::load_pair(1, 2);
+/// assert_eq!((a.unwrap().in_flight, b.unwrap().in_flight), (3, 1));
+/// assert_eq!(host::load_pair(1, 9).1, None);
+/// ```
+pub fn load_pair(first: EndpointId, second: EndpointId) -> (Option<Load>, Option<Load>) {
+    #[cfg(target_arch = "wasm32")]
+    return crate::__private::raw_load_pair(first, second);
+    #[cfg(not(target_arch = "wasm32"))]
+    return (
+        crate::testing::native::load(first),
+        crate::testing::native::load(second),
+    );
+}
+
 /// A header of the request being placed, or `None` when absent or outside
 /// `pick`. Names are case-insensitive; repeated headers are joined by `, `.
 ///

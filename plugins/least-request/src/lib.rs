@@ -23,7 +23,7 @@
 //!   larger than this is scanned whole.
 
 use serde::Deserialize;
-use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
+use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, Load, RequestInfo};
 
 /// Endpoints sampled per pick unless `choice_count` says otherwise.
 pub const DEFAULT_CHOICE_COUNT: u32 = 2;
@@ -97,27 +97,51 @@ impl Balancer for LeastRequest {
             1 => return Some(self.ids[0]),
             _ => {}
         }
-        // (index, in_flight + 1) of the best candidate so far.
-        let mut best: Option<(usize, u64)> = None;
-        for place in 0..self.choice_count.min(n) {
+        let count = self.choice_count.min(n);
+        for place in 0..count {
             let other = place + host::random_below((n - place) as u32) as usize;
             self.order.swap(place, other);
+        }
+        // The sampled endpoints' loads, two per call into the host.
+        let mut best = None;
+        let mut place = 0;
+        while place < count {
             let index = self.order[place] as usize;
-            let active =
-                host::load(self.ids[index]).map_or(0, |load| u64::from(load.in_flight)) + 1;
-            // active / weight < best_active / best_weight, without dividing;
-            // each product is below 2^64.
-            let better = match best {
-                None => true,
-                Some((held, held_active)) => {
-                    active * self.weights[held] < held_active * self.weights[index]
-                }
-            };
-            if better {
-                best = Some((index, active));
+            if place + 1 < count {
+                let next = self.order[place + 1] as usize;
+                let (load, next_load) = host::load_pair(self.ids[index], self.ids[next]);
+                best = self.better(best, index, load);
+                best = self.better(best, next, next_load);
+                place += 2;
+            } else {
+                best = self.better(best, index, host::load(self.ids[index]));
+                place += 1;
             }
         }
         best.map(|(index, _)| self.ids[index])
+    }
+}
+
+impl LeastRequest {
+    /// The better of `best`, (index, in_flight + 1) of the best candidate so
+    /// far, and the endpoint at `index` with this load; ties keep `best`.
+    fn better(
+        &self,
+        best: Option<(usize, u64)>,
+        index: usize,
+        load: Option<Load>,
+    ) -> Option<(usize, u64)> {
+        let active = load.map_or(0, |load| u64::from(load.in_flight)) + 1;
+        // active / weight < best_active / best_weight, without dividing;
+        // each product is below 2^64.
+        match best {
+            Some((held, held_active))
+                if active * self.weights[held] >= held_active * self.weights[index] =>
+            {
+                best
+            }
+            _ => Some((index, active)),
+        }
     }
 }
 

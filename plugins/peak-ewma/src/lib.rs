@@ -22,7 +22,7 @@
 //!   assumed for an endpoint with no latency samples; at least 1.
 
 use serde::Deserialize;
-use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
+use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, Load, RequestInfo};
 
 /// Latency assumed for an endpoint without samples, unless configured.
 pub const DEFAULT_RTT_US: u32 = 1000;
@@ -58,10 +58,10 @@ pub struct PeakEwma {
 }
 
 impl PeakEwma {
-    /// The unweighted cost of the endpoint at `index`: its latency estimate
+    /// The unweighted cost of an endpoint of this load: its latency estimate
     /// (or the default) times its in-flight requests plus one. Below 2^64.
-    fn cost(&self, index: usize) -> u64 {
-        let load = host::load(self.ids[index]).unwrap_or_default();
+    fn cost(&self, load: Option<Load>) -> u64 {
+        let load = load.unwrap_or_default();
         let rtt = match load.ewma_latency_us {
             0 => self.default_rtt_us,
             ewma => u64::from(ewma),
@@ -103,7 +103,9 @@ impl Balancer for PeakEwma {
         if second >= first {
             second += 1;
         }
-        let (first_cost, second_cost) = (self.cost(first), self.cost(second));
+        // Both loads in one call into the host.
+        let (first_load, second_load) = host::load_pair(self.ids[first], self.ids[second]);
+        let (first_cost, second_cost) = (self.cost(first_load), self.cost(second_load));
         // second_cost / second_weight < first_cost / first_weight.
         let second_cheaper = u128::from(second_cost) * self.weights[first]
             < u128::from(first_cost) * self.weights[second];

@@ -54,6 +54,14 @@ impl Host for StoreState {
         })
     }
 
+    fn endpoint_load_pair(
+        &mut self,
+        first: EndpointId,
+        second: EndpointId,
+    ) -> (Option<Load>, Option<Load>) {
+        (self.endpoint_load(first), self.endpoint_load(second))
+    }
+
     fn request_header(&mut self, name: String) -> Option<String> {
         let mut values = self.headers.get_all(name.as_str()).iter();
         let first = values.next()?.to_str().ok()?.to_string();
