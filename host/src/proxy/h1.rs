@@ -28,8 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
-use super::{classify, pick_avoiding, ClientInfo, Proxy};
+use super::{classify, host_without_port, pick_avoiding, ClientInfo, Proxy};
 use crate::engine::{Endpoint, Pool, RequestHeaders, RequestInfo};
 use crate::metrics::ProxyError;
 
@@ -64,9 +65,8 @@ pub(super) async fn serve_connection(
         if *shutdown.borrow() && inbound.is_empty() {
             return;
         }
-        let step = match parse_request(&proxy, &info, &inbound, &mut scratch) {
-            Parsed::Partial if inbound.len() >= MAX_REQUEST_HEAD => Step::Fallback,
-            Parsed::Partial => {
+        let keep_open = match parse_request(&proxy, &info, &inbound, &mut scratch) {
+            Parsed::Partial if inbound.len() < MAX_REQUEST_HEAD => {
                 inbound.reserve(READ_SIZE);
                 let idle = inbound.is_empty();
                 let read = tokio::select! {
@@ -87,26 +87,22 @@ pub(super) async fn serve_connection(
                     }
                 }
             }
-            Parsed::Fallback => Step::Fallback,
-            Parsed::Local(answer) => Step::Answer(answer),
-            Parsed::Forward(plan) => Step::Forward(plan),
-        };
-        let keep_open = match step {
-            Step::Fallback => {
+            // Too long a head, or not the fast path's request.
+            Parsed::Partial | Parsed::Fallback => {
                 let replay = inbound.split().freeze();
                 super::serve_with_hyper(proxy, Rewind::new(replay, client), info, shutdown).await;
                 return;
             }
-            Step::Answer(answer) => {
+            Parsed::Local(answer) => {
                 inbound.advance(answer.head_len);
                 let written = client.write_all(&scratch.out).await.is_ok();
                 written && !answer.close
             }
-            Step::Forward(plan) => {
+            Parsed::Forward(plan) => {
                 inbound.advance(plan.head_len);
                 let forwarded = forward(&proxy, &mut client, &mut inbound, &plan, &mut scratch);
                 match forwarded.await {
-                    Ok(keep_open) => keep_open && !plan.close,
+                    Ok(keep_open) => keep_open,
                     Err(error) => {
                         tracing::debug!("client {} exchange ended: {error}", info.address);
                         false
@@ -119,12 +115,6 @@ pub(super) async fn serve_connection(
             return;
         }
     }
-}
-
-enum Step {
-    Fallback,
-    Answer(LocalAnswer),
-    Forward(Plan),
 }
 
 /// What parsing the buffered bytes decided.
@@ -350,33 +340,6 @@ impl<'a> ConnectionTokens<'a> {
     }
 }
 
-/// Headers of one connection (RFC 9110 §7.6.1), never forwarded; the same
-/// list as [`super::headers::remove_hop_by_hop`]. `Transfer-Encoding` is not
-/// among them: the fast path passes a chunked body through as it came.
-fn is_hop_by_hop(name: &str) -> bool {
-    const HOP_BY_HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "upgrade",
-    ];
-    HOP_BY_HOP
-        .iter()
-        .any(|hop| hop.len() == name.len() && hop.eq_ignore_ascii_case(name))
-}
-
-/// A host value without its port; an IPv6 literal without its brackets.
-pub(super) fn host_without_port(raw: &str) -> &str {
-    match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => raw.split(':').next().unwrap_or(raw),
-    }
-}
-
 fn write_request_head(
     out: &mut Vec<u8>,
     method: &str,
@@ -508,7 +471,7 @@ async fn forward(
     .await;
     let elapsed = sent.elapsed().as_nanos() as u64;
     // A body not read to its end leaves the connection unusable.
-    let close = body.left > 0;
+    let close = plan.close || body.left > 0;
     let client = body.client;
     let (mut endpoint_conn, head) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,

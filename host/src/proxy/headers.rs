@@ -18,6 +18,16 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` (any case) is one of the hop-by-hop headers listed above;
+/// the HTTP/1 fast path, which works on header names as received, asks this.
+/// `Transfer-Encoding` is not among them: that path passes a chunked body
+/// through as it came.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| hop.as_str().eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which re-frames bodies per hop.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {

@@ -426,7 +426,15 @@ pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().host())?;
-    Some(h1::host_without_port(raw))
+    Some(host_without_port(raw))
+}
+
+/// A host value without its port; an IPv6 literal without its brackets.
+fn host_without_port(raw: &str) -> &str {
+    match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => raw.split(':').next().unwrap_or(raw),
+    }
 }
 
 /// The request target sent to the endpoint: origin-form (`/path?query`).

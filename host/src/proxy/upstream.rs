@@ -27,24 +27,61 @@ const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// One worker's connections to every endpoint.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// hyper's connections, by endpoint address.
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
-    /// The HTTP/1 fast path's plain sockets, by endpoint address.
-    raw_idle: Mutex<HashMap<String, Vec<RawIdle>>>,
+    /// hyper's connections.
+    idle: IdleLists<SendRequest<UpstreamBody>>,
+    /// The HTTP/1 fast path's plain sockets.
+    raw_idle: IdleLists<TcpStream>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
+/// Idle connections by endpoint address, each with the time it went idle.
 #[derive(Debug)]
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    since: Instant,
-}
+struct IdleLists<C>(Mutex<HashMap<String, Vec<(C, Instant)>>>);
 
-#[derive(Debug)]
-struct RawIdle {
-    stream: TcpStream,
-    since: Instant,
+impl<C> IdleLists<C> {
+    fn new() -> Self {
+        IdleLists(Mutex::new(HashMap::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(C, Instant)>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently idle connection to `address` that `usable` accepts;
+    /// those it refuses on the way are dropped, which closes them. Most
+    /// recent first: it is the least likely to have been closed.
+    fn take(&self, address: &str, usable: impl Fn(&C, Instant) -> bool) -> Option<C> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(address)?;
+        while let Some((conn, since)) = list.pop() {
+            if usable(&conn, since) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for `address`, unless that many are idle already.
+    fn put(&self, address: &str, conn: C) {
+        let mut idle = self.lock();
+        // Looked up by `&str` first: the key is copied once per endpoint.
+        if !idle.contains_key(address) {
+            idle.insert(address.to_owned(), Vec::new());
+        }
+        let list = idle.get_mut(address).expect("inserted above");
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push((conn, Instant::now()));
+        }
+    }
+
+    /// Drops the connections `keep` refuses.
+    fn retain(&self, keep: impl Fn(&C, Instant) -> bool) {
+        self.lock().retain(|_, list| {
+            list.retain(|(conn, since)| keep(conn, *since));
+            !list.is_empty()
+        });
+    }
 }
 
 /// A connection lent to one exchange; [`Upstreams::give_back`] returns it
@@ -87,8 +124,8 @@ impl Upstreams {
     /// idle for `idle_timeout`.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Upstreams {
-            idle: Mutex::new(HashMap::new()),
-            raw_idle: Mutex::new(HashMap::new()),
+            idle: IdleLists::new(),
+            raw_idle: IdleLists::new(),
             connect_timeout,
             idle_timeout,
         }
@@ -126,71 +163,32 @@ impl Upstreams {
 
     /// Puts a connection whose exchange ended cleanly back in the pool.
     pub fn give_back(&self, lent: Lent) {
-        if lent.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Looked up by `&str` first: the key is copied once per endpoint.
-        if !idle.contains_key(lent.endpoint.address.as_str()) {
-            idle.insert(lent.endpoint.address.clone(), Vec::new());
-        }
-        let list = idle
-            .get_mut(lent.endpoint.address.as_str())
-            .expect("inserted above");
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(Idle {
-                sender: lent.sender,
-                since: Instant::now(),
-            });
+        if !lent.sender.is_closed() {
+            self.idle.put(&lent.endpoint.address, lent.sender);
         }
     }
 
     /// Closes connections idle longer than the idle timeout or closed by the
     /// endpoint.
     pub fn prune(&self, now: Instant) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|_, list| {
-            list.retain(|conn| {
-                !conn.sender.is_closed() && now.duration_since(conn.since) < self.idle_timeout
-            });
-            !list.is_empty()
-        });
-        drop(idle);
-        let mut raw_idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
-        raw_idle.retain(|_, list| {
-            list.retain(|conn| {
-                now.duration_since(conn.since) < self.idle_timeout && is_open(&conn.stream)
-            });
-            !list.is_empty()
-        });
+        let fresh = |since: Instant| now.duration_since(since) < self.idle_timeout;
+        self.idle
+            .retain(|sender, since| !sender.is_closed() && fresh(since));
+        self.raw_idle
+            .retain(|stream, since| fresh(since) && is_open(stream));
     }
 
     /// A plain connection to `address` for the HTTP/1 fast path: the most
     /// recently used idle one still open, if any.
     pub fn checkout_raw(&self, address: &str) -> Option<TcpStream> {
-        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(address)?;
-        while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < self.idle_timeout && is_open(&conn.stream) {
-                return Some(conn.stream);
-            }
-        }
-        None
+        self.raw_idle.take(address, |stream, since| {
+            since.elapsed() < self.idle_timeout && is_open(stream)
+        })
     }
 
     /// Puts a plain connection whose exchange ended cleanly back in the pool.
     pub fn give_back_raw(&self, address: &str, stream: TcpStream) {
-        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
-        if !idle.contains_key(address) {
-            idle.insert(address.to_owned(), Vec::new());
-        }
-        let list = idle.get_mut(address).expect("inserted above");
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(RawIdle {
-                stream,
-                since: Instant::now(),
-            });
-        }
+        self.raw_idle.put(address, stream);
     }
 
     /// Opens a plain connection to `address` within the connect timeout.
@@ -209,18 +207,12 @@ impl Upstreams {
     }
 
     /// The most recently used idle connection that can take a request now.
-    /// Most recent first: it is the least likely to have been closed.
     fn checkout(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(address)?;
-        while let Some(conn) = list.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < self.idle_timeout {
-                return Some(conn.sender);
-            }
-            // Closed, expired, or still busy with a request it never finished
-            // sending: dropping the sender closes it.
-        }
-        None
+        // Not ready: closed, or still busy with a request it never finished
+        // sending.
+        self.idle.take(address, |sender, since| {
+            sender.is_ready() && since.elapsed() < self.idle_timeout
+        })
     }
 
     async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
