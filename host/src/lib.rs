@@ -268,6 +268,8 @@ fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
         failover_threshold: pool.failover_threshold,
         panic_threshold: pool.panic_threshold,
         slow_start: Duration::from_millis(pool.slow_start_ms),
+        connect_failure_hold: Duration::from_millis(pool.connect_failure_hold_ms),
+        active_checks: pool.health.is_some(),
         outlier: outlier.enabled.then(|| OutlierPolicy {
             consecutive_failures: outlier.consecutive_failures,
             base_ejection: Duration::from_millis(outlier.base_ejection_ms),
@@ -276,6 +278,7 @@ fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
             interval: Duration::from_millis(outlier.interval_ms),
             min_success_rate: outlier.min_success_rate,
             min_requests: outlier.min_requests,
+            uneject_on_active_success: outlier.uneject_on_active_success,
         }),
     }
 }
@@ -383,6 +386,7 @@ fn build_pools(
                 budget: engine::RetryBudget::new(
                     recovery.budget_percent,
                     recovery.min_retries_per_second,
+                    Duration::from_millis(recovery.budget_window_ms),
                 ),
                 max_replay_body: recovery.max_replay_body_bytes,
             });

@@ -939,7 +939,7 @@ async fn with_the_fast_path_off_every_request_goes_through_hyper() {
 }
 
 /// Each on a connection of its own: HTTP/1.0, an absolute-form target, an
-/// expectation, and a pool with a recovery policy.
+/// expectation, and a request a pool with a recovery policy cannot replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_fast_path_does_not_take_are_answered_by_hyper() {
     let plugins = plugin_dir(&[("retry-backoff", "retry-backoff")]);
@@ -975,8 +975,8 @@ async fn requests_the_fast_path_does_not_take_are_answered_by_hyper() {
             "plain",
         ),
         (
-            "recovery pool",
-            b"GET /retry HTTP/1.1\r\nhost: retry.test\r\n\r\n",
+            "POST to a recovery pool",
+            b"POST /retry HTTP/1.1\r\nhost: retry.test\r\ncontent-length: 2\r\n\r\nhi",
             "retrying",
         ),
     ];
@@ -992,17 +992,21 @@ async fn requests_the_fast_path_does_not_take_are_answered_by_hyper() {
         assert_eq!(reply.text(), answered_by, "{case}");
         assert_eq!(metric(&proxy, FAST).await, 0, "{case} took the fast path");
     }
-    // A plain GET takes the fast path; after one for the recovery pool, the
-    // connection is hyper's.
+    // A plain GET takes the fast path, and so does a GET to the recovery
+    // pool, which can be replayed; after a POST there, the connection is
+    // hyper's.
     let mut conn = Conn::open(proxy.proxy).await;
     assert_eq!(conn.get("/plain").await.text(), "plain");
-    assert_eq!(metric(&proxy, FAST).await, 1);
     conn.send(b"GET /retry HTTP/1.1\r\nhost: retry.test\r\n\r\n")
         .await;
     assert_eq!(conn.response("GET").await.text(), "retrying");
+    assert_eq!(metric(&proxy, FAST).await, 2);
+    conn.send(b"POST /retry HTTP/1.1\r\nhost: retry.test\r\ncontent-length: 2\r\n\r\nhi")
+        .await;
+    assert_eq!(conn.response("POST").await.text(), "retrying");
     assert_eq!(conn.get("/plain").await.text(), "plain");
-    assert_eq!(metric(&proxy, FAST).await, 1);
-    assert_eq!(metric(&proxy, REQUESTS).await, 7);
+    assert_eq!(metric(&proxy, FAST).await, 2);
+    assert_eq!(metric(&proxy, REQUESTS).await, 8);
 }
 
 /// Proxies over `endpoint` with the fast path on, then off, each with a

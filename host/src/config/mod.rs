@@ -62,6 +62,10 @@ pub const DEFAULT_MAX_REPLAY_BODY_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 /// Retries allowed per second whatever the share.
 pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
+/// `pools[].recovery.budget_window_ms` unless set: Linkerd's `ttl`.
+pub const DEFAULT_BUDGET_WINDOW_MS: u64 = 10_000;
+/// `pools[].connect_failure_hold_ms` unless set.
+pub const DEFAULT_CONNECT_FAILURE_HOLD_MS: u64 = 1_000;
 /// Passing checks that bring an endpoint back.
 pub const DEFAULT_RISE: u32 = 2;
 /// Failing checks that take an endpoint down.
@@ -242,6 +246,13 @@ pub struct PoolConfig {
     /// it is available; below it, the next tier that meets it takes over.
     #[serde(default = "default_failover_threshold")]
     pub failover_threshold: f64,
+    /// `connect_failure_hold_ms = 1000`: an endpoint that refuses a
+    /// connection, or accepts none within `proxy.connect_timeout_ms`, takes
+    /// no traffic — in panic mode neither — until an active check passes,
+    /// or, in a pool without active checks, for this long (HAProxy's
+    /// `observe layer4` with `on-error mark-down`); 0 disables the hold.
+    #[serde(default = "default_connect_failure_hold_ms")]
+    pub connect_failure_hold_ms: u64,
 }
 
 /// A pool's `health` table: active checks.
@@ -294,6 +305,11 @@ pub struct RecoveryConfig {
     /// `min_retries_per_second = 10`: retries allowed per second whatever the share.
     #[serde(default = "default_min_retries_per_second")]
     pub min_retries_per_second: u32,
+    /// `budget_window_ms = 10000`: the sliding window the budget counts
+    /// over: retries in any such window are at most `budget_percent` of its
+    /// requests plus `min_retries_per_second` for each of its seconds.
+    #[serde(default = "default_budget_window_ms")]
+    pub budget_window_ms: u64,
 }
 
 /// A pool's `outlier` table: passive ejection from live traffic.
@@ -327,6 +343,11 @@ pub struct OutlierConfig {
     /// interval for its success rate to count.
     #[serde(default = "default_min_requests")]
     pub min_requests: u32,
+    /// `uneject_on_active_success = true`: an active check that passes ends
+    /// an ejection at once (Envoy's `successful_active_health_check_uneject_host`),
+    /// so an endpoint that came back serves again within one check.
+    #[serde(default = "default_true")]
+    pub uneject_on_active_success: bool,
 }
 
 impl Default for OutlierConfig {
@@ -340,6 +361,7 @@ impl Default for OutlierConfig {
             interval_ms: DEFAULT_OUTLIER_INTERVAL_MS,
             min_success_rate: DEFAULT_MIN_SUCCESS_RATE,
             min_requests: DEFAULT_MIN_REQUESTS,
+            uneject_on_active_success: true,
         }
     }
 }
@@ -468,6 +490,12 @@ fn default_retry_budget_percent() -> u32 {
 }
 fn default_min_retries_per_second() -> u32 {
     DEFAULT_MIN_RETRIES_PER_SECOND
+}
+fn default_budget_window_ms() -> u64 {
+    DEFAULT_BUDGET_WINDOW_MS
+}
+fn default_connect_failure_hold_ms() -> u64 {
+    DEFAULT_CONNECT_FAILURE_HOLD_MS
 }
 fn default_outlier_interval_ms() -> u64 {
     DEFAULT_OUTLIER_INTERVAL_MS
@@ -744,6 +772,15 @@ impl Config {
                     report(
                         format!("{key}.recovery.budget_percent"),
                         "must be at most 100".into(),
+                    );
+                }
+                if !(100..=600_000).contains(&recovery.budget_window_ms) {
+                    report(
+                        format!("{key}.recovery.budget_window_ms"),
+                        format!(
+                            "must be from 100 to 600000 (ten minutes), got {}",
+                            recovery.budget_window_ms
+                        ),
                     );
                 }
             }

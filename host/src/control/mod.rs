@@ -134,6 +134,7 @@ fn pools(state: &ControlState) -> Value {
                         "health": {
                             "active": state.active,
                             "available": state.is_available(now),
+                            "held_after_connect_failure": state.held_since.is_some(),
                             "ejected_for_ms": ejected_for_ms,
                             "ejections": state.ejections,
                             "reason": state.reason,

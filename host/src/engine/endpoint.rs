@@ -1,7 +1,7 @@
 //! Endpoints, the set a pool balances over, and each endpoint's live load.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +42,9 @@ pub struct Endpoint {
     pub stats: EndpointStats,
     /// The active-check verdict, readable without the pool's lock.
     health: AtomicU8,
+    /// Held out after a connect failure: lets the proxy skip the pool's
+    /// lock for every further failure while the hold lasts.
+    held: AtomicBool,
 }
 
 impl Endpoint {
@@ -69,6 +72,15 @@ impl Endpoint {
         self.health.store(health as u8, Ordering::Relaxed);
     }
 
+    /// Whether the endpoint is held out after a connect failure.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+
     /// An endpoint; `address` must be `host:port`.
     pub fn new(
         id: EndpointId,
@@ -87,6 +99,7 @@ impl Endpoint {
             labels: BTreeMap::new(),
             stats: EndpointStats::default(),
             health: AtomicU8::new(Health::Unknown as u8),
+            held: AtomicBool::new(false),
         })
     }
 }
@@ -98,6 +111,8 @@ pub struct EndpointStats {
     in_flight: AtomicU32,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Responses cut off mid-body by the endpoint.
+    cuts: AtomicU64,
     /// Failures since the last success.
     failure_streak: AtomicU32,
     /// Outcomes since the success-rate detector last looked.
@@ -118,6 +133,7 @@ impl Default for EndpointStats {
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
             failure_streak: AtomicU32::new(0),
             window_requests: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
@@ -136,8 +152,12 @@ pub struct LoadSnapshot {
     pub in_flight: u32,
     /// Requests forwarded since start.
     pub requests: u64,
-    /// Requests that failed (connect error, timeout, 5xx) since start.
+    /// Requests that failed (connect error, timeout, 5xx, a response cut
+    /// off mid-body) since start.
     pub failures: u64,
+    /// Responses the endpoint cut off mid-body (its head had reached the
+    /// client, so the request could not be retried) since start.
+    pub cuts: u64,
     /// Peak-EWMA of response latency, in µs.
     pub ewma_latency_us: u32,
     /// Recent success share, in thousandths.
@@ -171,6 +191,19 @@ impl EndpointStats {
         self.success.store(new, Ordering::Relaxed);
         self.observe_latency(latency_ns as f64);
         streak
+    }
+
+    /// Turns the success recorded for a response into a failure: the
+    /// endpoint cut its body off. Returns the failures since the last
+    /// success.
+    pub fn record_cut(&self) -> u32 {
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.window_failures.fetch_add(1, Ordering::Relaxed);
+        let old = self.success.load(Ordering::Relaxed);
+        self.success
+            .store(old - (old >> SUCCESS_SHIFT), Ordering::Relaxed);
+        self.failure_streak.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The outcomes since the last call: (requests, failures).
@@ -216,6 +249,7 @@ impl EndpointStats {
             in_flight: self.in_flight(),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            cuts: self.cuts.load(Ordering::Relaxed),
             ewma_latency_us: (latency_ns / 1_000.0).min(u32::MAX as f64) as u32,
             success_permille: (self.success.load(Ordering::Relaxed) / (SUCCESS_SCALE / 1_000))
                 as u16,

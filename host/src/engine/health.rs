@@ -46,6 +46,8 @@ pub struct OutlierPolicy {
     pub min_success_rate: f64,
     /// Responses an endpoint must have had in the interval to be judged.
     pub min_requests: u32,
+    /// A passing active check ends an ejection of this detector's at once.
+    pub uneject_on_active_success: bool,
 }
 
 /// How a pool turns health into eligibility.
@@ -62,6 +64,12 @@ pub struct HealthPolicy {
     /// An endpoint that comes back ramps from 10% to its full weight over
     /// this time; zero disables slow start.
     pub slow_start: Duration,
+    /// After a connect failure an endpoint is held out of the set, panic
+    /// mode included: until an active check passes when the pool has them,
+    /// for this long when it has none; zero disables the hold.
+    pub connect_failure_hold: Duration,
+    /// Whether the pool's endpoints are actively checked.
+    pub active_checks: bool,
 }
 
 impl Default for HealthPolicy {
@@ -71,6 +79,8 @@ impl Default for HealthPolicy {
             panic_threshold: 0.5,
             outlier: None,
             slow_start: Duration::ZERO,
+            connect_failure_hold: Duration::from_secs(1),
+            active_checks: false,
         }
     }
 }
@@ -158,6 +168,11 @@ pub struct EndpointHealth {
     pub fails: u32,
     /// Out of the eligible set until then (passive ejection).
     pub ejected_until: Option<Instant>,
+    /// The ejection was the recovery policy's, not the outlier detector's:
+    /// a passing active check does not end it.
+    pub ejected_by_recovery: bool,
+    /// Held out after a connect failure at this time (even in panic mode).
+    pub held_since: Option<Instant>,
     /// Times ejected since start.
     pub ejections: u32,
     /// When it last became available again, for slow start.
@@ -171,7 +186,12 @@ pub struct EndpointHealth {
 impl EndpointHealth {
     /// Whether the endpoint may take traffic outside panic mode.
     pub fn is_available(&self, now: Instant) -> bool {
-        self.active != Health::Unhealthy && self.ejected_until.is_none_or(|until| until <= now)
+        self.active != Health::Unhealthy && !self.is_ejected(now) && self.held_since.is_none()
+    }
+
+    /// Whether a passive ejection keeps it out now.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| until > now)
     }
 }
 
@@ -188,13 +208,21 @@ pub struct Eligibility {
     pub none_available: bool,
 }
 
-/// Chooses the eligible endpoints from `tiers[id]` and availability.
+/// Chooses the eligible endpoints from `tiers[id]`, availability and the
+/// endpoints held out after a connect failure (`held[id]`, never available).
 ///
 /// The serving tier is the lowest whose available share is at least
 /// `failover_threshold`; if none meets it, the tier with the highest share
 /// (the lowest on a tie). If the serving tier's share is below
-/// `panic_threshold`, all of its endpoints are eligible (panic mode).
-pub fn eligibility(tiers: &[u32], available: &[bool], policy: &HealthPolicy) -> Eligibility {
+/// `panic_threshold`, all of its endpoints are eligible (panic mode) but
+/// those held: panic spreads load over endpoints that may be failing, never
+/// over ones that are known to refuse connections.
+pub fn eligibility(
+    tiers: &[u32],
+    available: &[bool],
+    held: &[bool],
+    policy: &HealthPolicy,
+) -> Eligibility {
     let mut tier_ids: Vec<u32> = tiers.to_vec();
     tier_ids.sort_unstable();
     tier_ids.dedup();
@@ -231,7 +259,7 @@ pub fn eligibility(tiers: &[u32], available: &[bool], policy: &HealthPolicy) -> 
     let eligible = tiers
         .iter()
         .enumerate()
-        .filter(|(id, tier)| **tier == serving && (panic || available[*id]))
+        .filter(|(id, tier)| **tier == serving && if panic { !held[*id] } else { available[*id] })
         .map(|(id, _)| id as EndpointId)
         .collect();
     Eligibility {
@@ -275,32 +303,48 @@ mod tests {
 
     #[test]
     fn all_available_serves_the_primary_tier() {
-        let e = eligibility(&[0, 0, 1], &[true, true, true], &policy());
+        let e = eligibility(&[0, 0, 1], &[true, true, true], &[false; 3], &policy());
         assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 1], 0, false));
     }
 
     #[test]
     fn unavailable_endpoints_leave_the_set() {
-        let e = eligibility(&[0, 0, 0], &[true, false, true], &policy());
+        let e = eligibility(&[0, 0, 0], &[true, false, true], &[false; 3], &policy());
         assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 2], 0, false));
     }
 
     #[test]
     fn a_primary_tier_below_the_threshold_fails_over_and_comes_back() {
         let tiers = [0, 0, 1, 1];
-        let e = eligibility(&tiers, &[false, false, true, true], &policy());
+        let e = eligibility(&tiers, &[false, false, true, true], &[false; 4], &policy());
         assert_eq!((e.eligible, e.tier, e.panic), (vec![2, 3], 1, false));
-        let e = eligibility(&tiers, &[true, true, true, true], &policy());
+        let e = eligibility(&tiers, &[true, true, true, true], &[false; 4], &policy());
         assert_eq!(e.tier, 0);
     }
 
     #[test]
     fn below_the_panic_threshold_every_endpoint_of_the_tier_serves() {
-        let e = eligibility(&[0, 0, 0], &[true, false, false], &policy());
+        let e = eligibility(&[0, 0, 0], &[true, false, false], &[false; 3], &policy());
         assert_eq!((e.eligible, e.tier, e.panic), (vec![0, 1, 2], 0, true));
-        let e = eligibility(&[0, 0, 0], &[false, false, false], &policy());
+        let e = eligibility(&[0, 0, 0], &[false, false, false], &[false; 3], &policy());
         assert!(e.none_available && e.panic);
         assert_eq!(e.eligible, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn panic_mode_leaves_out_endpoints_that_refuse_connections() {
+        // One of four available: panic, over every endpoint but the two
+        // that refused a connection.
+        let e = eligibility(
+            &[0, 0, 0, 0],
+            &[true, false, false, false],
+            &[false, true, false, true],
+            &policy(),
+        );
+        assert_eq!((e.eligible, e.panic), (vec![0, 2], true));
+        // Every endpoint refusing: nothing to send to.
+        let e = eligibility(&[0, 0], &[false, false], &[true, true], &policy());
+        assert!(e.eligible.is_empty() && e.none_available);
     }
 
     #[test]
@@ -309,7 +353,7 @@ mod tests {
             panic_threshold: 0.0,
             ..HealthPolicy::default()
         };
-        let e = eligibility(&[0, 0, 0], &[true, false, false], &policy);
+        let e = eligibility(&[0, 0, 0], &[true, false, false], &[false; 3], &policy);
         assert_eq!((e.eligible, e.panic), (vec![0], false));
     }
 

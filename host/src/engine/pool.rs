@@ -95,7 +95,12 @@ impl Pool {
         alerts: Arc<Alerts>,
     ) -> Self {
         let tiers: Vec<u32> = endpoints.iter().map(|e| e.tier).collect();
-        let serving = eligibility(&tiers, &vec![true; tiers.len()], &policy);
+        let serving = eligibility(
+            &tiers,
+            &vec![true; tiers.len()],
+            &vec![false; tiers.len()],
+            &policy,
+        );
         let set = EndpointSet::new(1, endpoints.clone(), serving.eligible.clone());
         Pool {
             name,
@@ -169,17 +174,70 @@ impl Pool {
         }
     }
 
-    /// Ejects an endpoint for `duration` (default: the outlier policy's
-    /// growing ejection time), unless that would eject more than the policy's
-    /// share of the pool. Returns whether it was ejected.
+    /// Records that the endpoint cut a response off mid-body: a failure of a
+    /// response first recorded as a success, which counts toward its
+    /// failure streak as any other.
+    pub fn record_cut(&self, endpoint: &Endpoint) {
+        let streak = endpoint.stats.record_cut();
+        if let Some(outlier) = &self.policy.outlier {
+            if streak == outlier.consecutive_failures {
+                self.eject(endpoint.id, None, &format!("{streak} consecutive failures"));
+            }
+        }
+    }
+
+    /// Holds an endpoint out of the set, panic mode included, after a
+    /// connection to it failed (`why`): until an active check passes, or for
+    /// the policy's hold in a pool without active checks. Takes the pool's
+    /// lock only for the first failure of a hold.
+    pub fn record_connect_failure(&self, endpoint: &Endpoint, why: &str) {
+        if self.policy.connect_failure_hold.is_zero() || endpoint.is_held() {
+            return;
+        }
+        let now = Instant::now();
+        let mut state = self.health.lock().unwrap();
+        let Some(health) = state.endpoints.get_mut(endpoint.id as usize) else {
+            return;
+        };
+        if health.held_since.is_some() {
+            return;
+        }
+        let was_available = health.is_available(now);
+        health.held_since = Some(now);
+        endpoint.set_held(true);
+        let until = if self.policy.active_checks {
+            "until an active check passes".to_string()
+        } else {
+            format!("for {} ms", self.policy.connect_failure_hold.as_millis())
+        };
+        health.reason = format!("held out {until}: {why}");
+        health.changed_at_unix_ms = unix_ms();
+        if was_available {
+            self.alerts.raise(
+                Severity::P2,
+                &self.name,
+                Some(&endpoint.address),
+                format!("endpoint {} held out {until}: {why}", endpoint.address),
+            );
+        }
+        self.rebuild(&mut state, now);
+    }
+
+    /// Ejects an endpoint for `duration` (the recovery policy's), or by
+    /// default for the outlier policy's growing ejection time, unless that
+    /// would eject more than the policy's share of the pool. Endpoints that
+    /// active checks mark down are not counted in that share. Returns
+    /// whether it was ejected.
     pub fn eject(&self, id: EndpointId, duration: Option<Duration>, reason: &str) -> bool {
         let now = Instant::now();
         let mut state = self.health.lock().unwrap();
         let count = state.endpoints.len();
+        // An endpoint the active checks mark down is out whatever its
+        // ejection: it does not use up the share of ejections.
         let ejected_now = state
             .endpoints
             .iter()
-            .filter(|h| h.ejected_until.is_some_and(|until| until > now))
+            .filter(|h| h.is_ejected(now) && h.active != Health::Unhealthy)
             .count();
         let Some(health) = state.endpoints.get(id as usize) else {
             return false;
@@ -197,6 +255,7 @@ impl Pool {
             return false;
         }
         let ejections = health.ejections + 1;
+        let by_recovery = duration.is_some();
         let duration = duration.unwrap_or_else(|| match &self.policy.outlier {
             Some(outlier) => (outlier.base_ejection * ejections).min(outlier.max_ejection),
             None => Duration::from_secs(30),
@@ -204,6 +263,7 @@ impl Pool {
         let address = self.endpoints.load().all[id as usize].address.clone();
         let health = &mut state.endpoints[id as usize];
         health.ejected_until = Some(now + duration);
+        health.ejected_by_recovery = by_recovery;
         health.ejections = ejections;
         health.reason = format!("ejected for {} ms: {reason}", duration.as_millis());
         health.changed_at_unix_ms = unix_ms();
@@ -223,12 +283,18 @@ impl Pool {
     /// Applies an active-check verdict, with `rise`/`fall` hysteresis: an
     /// endpoint goes down after `fall` failed checks in a row and up after
     /// `rise` passing ones. A check that could not run is not a verdict.
+    ///
+    /// A passing check also ends a hold after a connect failure (the
+    /// endpoint accepts connections again) and, when the outlier policy says
+    /// so, an outlier ejection: an endpoint that came back serves again
+    /// within one check rather than after its ejection time.
     pub fn apply_check(&self, id: EndpointId, verdict: Health, reason: &str, rise: u32, fall: u32) {
         let now = Instant::now();
         let mut state = self.health.lock().unwrap();
         let Some(health) = state.endpoints.get_mut(id as usize) else {
             return;
         };
+        let was_available = health.is_available(now);
         let passed = verdict != Health::Unhealthy;
         if passed {
             health.passes += 1;
@@ -237,6 +303,9 @@ impl Pool {
             health.fails += 1;
             health.passes = 0;
         }
+        let set = self.endpoints.load_full();
+        let endpoint = &set.all[id as usize];
+        let address = endpoint.address.as_str();
         let next = match (health.active, verdict) {
             (Health::Unhealthy, _) if passed && health.passes < rise => Health::Unhealthy,
             (Health::Healthy | Health::Degraded | Health::Unknown, Health::Unhealthy)
@@ -246,34 +315,56 @@ impl Pool {
             }
             (_, verdict) => verdict,
         };
-        if next == health.active {
-            return;
-        }
         let was = health.active;
-        if was == Health::Unhealthy {
+        if next != was {
+            health.active = next;
+            endpoint.set_health(next);
+            health.reason = reason.to_string();
+            health.changed_at_unix_ms = unix_ms();
+            match (was, next) {
+                (_, Health::Unhealthy) => self.alerts.raise(
+                    Severity::P2,
+                    &self.name,
+                    Some(address),
+                    format!("endpoint {address} is down: {reason}"),
+                ),
+                (Health::Unhealthy, _) => self.alerts.raise(
+                    Severity::P4,
+                    &self.name,
+                    Some(address),
+                    format!("endpoint {address} is up: {reason}"),
+                ),
+                _ => {}
+            }
+        }
+        let health = &mut state.endpoints[id as usize];
+        let was_held = health.held_since.is_some();
+        if passed {
+            health.held_since = None;
+            endpoint.set_held(false);
+            let uneject = self
+                .policy
+                .outlier
+                .as_ref()
+                .is_some_and(|o| o.uneject_on_active_success);
+            if uneject && health.is_ejected(now) && !health.ejected_by_recovery {
+                health.ejected_until = None;
+                endpoint.stats.reset_streak();
+                health.reason = format!("active check passed, ejection ended: {reason}");
+                health.changed_at_unix_ms = unix_ms();
+                self.alerts.raise(
+                    Severity::P4,
+                    &self.name,
+                    Some(address),
+                    format!("endpoint {address} readmitted: an active check passed: {reason}"),
+                );
+            }
+        }
+        let available = health.is_available(now);
+        if available && !was_available {
             health.returned_at = Some(now);
         }
-        health.active = next;
-        self.endpoints.load().all[id as usize].set_health(next);
-        health.reason = reason.to_string();
-        health.changed_at_unix_ms = unix_ms();
-        let address = self.endpoints.load().all[id as usize].address.clone();
-        match (was, next) {
-            (_, Health::Unhealthy) => self.alerts.raise(
-                Severity::P2,
-                &self.name,
-                Some(&address),
-                format!("endpoint {address} is down: {reason}"),
-            ),
-            (Health::Unhealthy, _) => self.alerts.raise(
-                Severity::P4,
-                &self.name,
-                Some(&address),
-                format!("endpoint {address} is up: {reason}"),
-            ),
-            _ => {}
-        }
-        if (was == Health::Unhealthy) != (next == Health::Unhealthy) {
+        if available != was_available || next != was || was_held != health.held_since.is_some() {
             self.rebuild(&mut state, now);
         }
     }
@@ -303,6 +394,8 @@ impl Pool {
             if requests < outlier.min_requests.max(1) {
                 continue;
             }
+            // A cut response counts as a failure of a request already counted.
+            let failures = failures.min(requests);
             let rate = f64::from(requests - failures) / f64::from(requests);
             if rate < outlier.min_success_rate {
                 self.eject(
@@ -337,12 +430,28 @@ impl Pool {
         self.rebuild(&mut state, now);
     }
 
-    /// Readmits endpoints whose ejection has run out. Called periodically.
+    /// Readmits endpoints whose ejection, or hold after a connect failure
+    /// in a pool without active checks, has run out. Called periodically.
     pub fn readmit_expired(&self, now: Instant) {
         let mut state = self.health.lock().unwrap();
         let set = self.endpoints.load_full();
         let mut readmitted = false;
+        let hold = self.policy.connect_failure_hold;
         for (id, health) in state.endpoints.iter_mut().enumerate() {
+            let hold_over = !self.policy.active_checks
+                && health
+                    .held_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= hold);
+            if hold_over {
+                health.held_since = None;
+                set.all[id].set_held(false);
+                health.reason = format!(
+                    "hold after a connect failure over after {} ms",
+                    hold.as_millis()
+                );
+                health.changed_at_unix_ms = unix_ms();
+                readmitted = true;
+            }
             if health.ejected_until.is_some_and(|until| until <= now) {
                 health.ejected_until = None;
                 health.returned_at = Some(now);
@@ -374,7 +483,12 @@ impl Pool {
             .iter()
             .map(|h| h.is_available(now))
             .collect();
-        let next = eligibility(&tiers, &available, &self.policy);
+        let held: Vec<bool> = state
+            .endpoints
+            .iter()
+            .map(|h| h.held_since.is_some())
+            .collect();
+        let next = eligibility(&tiers, &available, &held, &self.policy);
         let before = std::mem::replace(&mut state.serving, next.clone());
         if next.none_available && !before.none_available {
             self.alerts.raise(

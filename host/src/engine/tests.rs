@@ -142,6 +142,7 @@ fn ejection_respects_the_maximum_share_and_expires() {
             interval: std::time::Duration::from_secs(10),
             min_success_rate: 0.0,
             min_requests: 20,
+            uneject_on_active_success: true,
         }),
         ..HealthPolicy::default()
     };
@@ -177,6 +178,7 @@ fn a_low_success_rate_ejects_once_per_interval() {
             interval,
             min_success_rate: 0.5,
             min_requests: 20,
+            uneject_on_active_success: true,
         }),
         ..HealthPolicy::default()
     };
@@ -239,4 +241,157 @@ fn a_returning_endpoint_ramps_its_weight_in_slow_start() {
     drop(set);
     pool.tick(std::time::Instant::now() + std::time::Duration::from_secs(11));
     assert_eq!(pool.endpoints().weights[0], 100);
+}
+
+fn outlier_policy(consecutive_failures: u32) -> HealthPolicy {
+    HealthPolicy {
+        outlier: Some(OutlierPolicy {
+            consecutive_failures,
+            base_ejection: std::time::Duration::from_secs(30),
+            max_ejection: std::time::Duration::from_secs(300),
+            max_ejection_percent: 50,
+            interval: std::time::Duration::from_secs(10),
+            min_success_rate: 0.0,
+            min_requests: 20,
+            uneject_on_active_success: true,
+        }),
+        active_checks: true,
+        ..HealthPolicy::default()
+    }
+}
+
+fn checked_pool(count: u32, policy: HealthPolicy) -> Pool {
+    Pool::with_health(
+        "web".into(),
+        endpoints(count),
+        None,
+        None,
+        policy,
+        Arc::default(),
+    )
+}
+
+#[test]
+fn a_passing_active_check_ends_an_outlier_ejection_at_once() {
+    let pool = checked_pool(4, outlier_policy(2));
+    let all = pool.endpoints().all.clone();
+    pool.record_outcome(&all[1], 1_000, false);
+    pool.record_outcome(&all[1], 1_000, false);
+    assert!(!pool.endpoints().is_eligible(1));
+    let generation = pool.endpoints().generation;
+    pool.apply_check(1, Health::Healthy, "200 in 1 ms", 2, 2);
+    assert!(
+        pool.endpoints().is_eligible(1),
+        "readmitted by one passing check"
+    );
+    assert!(pool.endpoints().generation > generation);
+    let health = &pool.health().endpoints[1];
+    assert!(health.ejected_until.is_none());
+    assert!(
+        health.reason.contains("active check passed"),
+        "{}",
+        health.reason
+    );
+}
+
+#[test]
+fn an_ejection_stays_when_unejection_is_off_or_the_recovery_policy_asked_for_it() {
+    let mut policy = outlier_policy(2);
+    if let Some(outlier) = &mut policy.outlier {
+        outlier.uneject_on_active_success = false;
+    }
+    let pool = checked_pool(4, policy);
+    let all = pool.endpoints().all.clone();
+    pool.record_outcome(&all[1], 1_000, false);
+    pool.record_outcome(&all[1], 1_000, false);
+    pool.apply_check(1, Health::Healthy, "200", 2, 2);
+    assert!(!pool.endpoints().is_eligible(1));
+
+    let pool = checked_pool(4, outlier_policy(2));
+    pool.eject(2, Some(std::time::Duration::from_secs(30)), "breaker open");
+    pool.apply_check(2, Health::Healthy, "200", 2, 2);
+    assert!(
+        !pool.endpoints().is_eligible(2),
+        "a breaker's ejection is its own"
+    );
+}
+
+#[test]
+fn endpoints_marked_down_do_not_use_up_the_ejection_share() {
+    let pool = checked_pool(4, outlier_policy(2));
+    let all = pool.endpoints().all.clone();
+    // Two endpoints die: ejected, then marked down by their checks.
+    for id in [0, 1] {
+        pool.record_outcome(&all[id], 1_000, false);
+        pool.record_outcome(&all[id], 1_000, false);
+        pool.apply_check(id as u32, Health::Unhealthy, "refused", 2, 1);
+    }
+    // A third dies: it can still be ejected, though half the pool is.
+    pool.record_outcome(&all[2], 1_000, false);
+    pool.record_outcome(&all[2], 1_000, false);
+    assert!(pool.health().endpoints[2].ejected_until.is_some());
+    let set = pool.endpoints();
+    // One of four available: panic mode, but not over the ejected third.
+    assert!(pool.health().panic);
+    assert!(set.is_eligible(3));
+}
+
+#[test]
+fn a_connect_failure_holds_an_endpoint_out_even_in_panic_mode() {
+    let pool = checked_pool(4, outlier_policy(1_000));
+    let all = pool.endpoints().all.clone();
+    for id in [0, 1, 2] {
+        pool.apply_check(id, Health::Unhealthy, "500", 2, 1);
+    }
+    assert!(pool.health().panic);
+    assert_eq!(pool.endpoints().eligible, vec![0, 1, 2, 3]);
+    pool.record_connect_failure(&all[1], "connection refused");
+    assert_eq!(pool.endpoints().eligible, vec![0, 2, 3]);
+    assert!(all[1].is_held());
+    // Held until a check passes, however long that takes.
+    pool.tick(std::time::Instant::now() + std::time::Duration::from_secs(60));
+    assert_eq!(pool.endpoints().eligible, vec![0, 2, 3]);
+    pool.apply_check(1, Health::Healthy, "200", 2, 1);
+    assert_eq!(pool.endpoints().eligible, vec![0, 1, 2, 3]);
+    assert!(!all[1].is_held());
+}
+
+#[test]
+fn without_active_checks_a_connect_failure_hold_runs_out() {
+    let policy = HealthPolicy {
+        connect_failure_hold: std::time::Duration::from_millis(500),
+        ..HealthPolicy::default()
+    };
+    let pool = checked_pool(3, policy);
+    let all = pool.endpoints().all.clone();
+    pool.record_connect_failure(&all[0], "connection refused");
+    assert_eq!(pool.endpoints().eligible, vec![1, 2]);
+    pool.tick(std::time::Instant::now() + std::time::Duration::from_millis(100));
+    assert_eq!(pool.endpoints().eligible, vec![1, 2]);
+    pool.tick(std::time::Instant::now() + std::time::Duration::from_millis(600));
+    assert_eq!(pool.endpoints().eligible, vec![0, 1, 2]);
+
+    let disabled = HealthPolicy {
+        connect_failure_hold: std::time::Duration::ZERO,
+        ..HealthPolicy::default()
+    };
+    let pool = checked_pool(3, disabled);
+    pool.record_connect_failure(&pool.endpoints().all[0].clone(), "connection refused");
+    assert_eq!(pool.endpoints().eligible, vec![0, 1, 2]);
+}
+
+#[test]
+fn a_cut_response_is_a_failure_of_its_endpoint() {
+    let pool = checked_pool(2, outlier_policy(3));
+    let all = pool.endpoints().all.clone();
+    pool.record_outcome(&all[0], 1_000, true);
+    pool.record_cut(&all[0]);
+    let load = all[0].stats.snapshot();
+    assert_eq!((load.requests, load.failures, load.cuts), (0, 1, 1));
+    pool.record_outcome(&all[0], 1_000, false);
+    pool.record_cut(&all[0]);
+    assert!(
+        !pool.endpoints().is_eligible(0),
+        "three failures in a row eject"
+    );
 }

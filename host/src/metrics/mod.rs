@@ -79,6 +79,7 @@ pub struct WorkerCounters {
     requests: AtomicU64,
     fast_path: AtomicU64,
     retries: AtomicU64,
+    cuts: AtomicU64,
     status_classes: [AtomicU64; 6],
     errors: [AtomicU64; 6],
 }
@@ -97,6 +98,11 @@ impl WorkerCounters {
     /// Counts a retried attempt.
     pub fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response the endpoint cut off mid-body.
+    pub fn count_cut(&self) {
+        self.cuts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a response by status class.
@@ -137,6 +143,11 @@ impl Metrics {
     /// Retried attempts since start.
     pub fn retries(&self) -> u64 {
         self.sum(|shard| &shard.retries)
+    }
+
+    /// Responses endpoints cut off mid-body since start.
+    pub fn cuts(&self) -> u64 {
+        self.sum(|shard| &shard.cuts)
     }
 
     /// Requests accepted since start.
@@ -191,6 +202,18 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
 
     family(
         &mut out,
+        "switchyard_upstream_cut_responses_total",
+        "counter",
+        "Responses an endpoint cut off mid-body, after their head had reached the client (no retry can save them).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_upstream_cut_responses_total {}",
+        metrics.cuts()
+    );
+
+    family(
+        &mut out,
         "switchyard_responses_total",
         "counter",
         "Responses sent, by status class.",
@@ -233,7 +256,7 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         );
     }
 
-    let endpoint_families: [(&str, &str, &str); 5] = [
+    let endpoint_families: [(&str, &str, &str); 6] = [
         (
             "switchyard_endpoint_requests_total",
             "counter",
@@ -242,7 +265,12 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
         (
             "switchyard_endpoint_failures_total",
             "counter",
-            "Forwarded requests that failed (connect, timeout, 5xx).",
+            "Forwarded requests that failed (connect, timeout, 5xx, cut mid-body).",
+        ),
+        (
+            "switchyard_endpoint_cut_responses_total",
+            "counter",
+            "Responses the endpoint cut off mid-body.",
         ),
         (
             "switchyard_endpoint_in_flight",
@@ -268,8 +296,9 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
                 let value = match index {
                     0 => load.requests.to_string(),
                     1 => load.failures.to_string(),
-                    2 => load.in_flight.to_string(),
-                    3 => format!("{}", f64::from(load.ewma_latency_us) / 1e6),
+                    2 => load.cuts.to_string(),
+                    3 => load.in_flight.to_string(),
+                    4 => format!("{}", f64::from(load.ewma_latency_us) / 1e6),
                     _ => format!("{}", f64::from(load.success_permille) / 1e3),
                 };
                 let _ = writeln!(

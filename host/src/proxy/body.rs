@@ -3,6 +3,7 @@
 //! message.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,7 +12,31 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::upstream::PooledConnection;
-use crate::engine::InFlightGuard;
+use crate::engine::{Endpoint, InFlightGuard, Pool};
+use crate::metrics::Metrics;
+
+/// Where a response cut off mid-body by its endpoint is reported: the
+/// endpoint's failures (and so its outlier detection) and the proxy's
+/// metrics.
+#[derive(Debug)]
+pub struct CutReport {
+    /// The pool the endpoint belongs to.
+    pub pool: Arc<Pool>,
+    /// The endpoint that sent the response.
+    pub endpoint: Arc<Endpoint>,
+    /// The proxy's counters.
+    pub metrics: Arc<Metrics>,
+    /// The worker serving the request.
+    pub worker: usize,
+}
+
+impl CutReport {
+    /// Counts the cut against the endpoint and in the metrics.
+    pub fn report(&self) {
+        self.metrics.worker(self.worker).count_cut();
+        self.pool.record_cut(&self.endpoint);
+    }
+}
 
 /// A response body.
 #[derive(Debug)]
@@ -26,6 +51,8 @@ pub enum ProxyBody {
         /// The connection it came on, given back to the pool when the body
         /// has been read to its end (and closed if it never is).
         connection: Option<PooledConnection>,
+        /// Told when the endpoint breaks the body off.
+        cut: Option<CutReport>,
     },
     /// Made by the proxy itself.
     Local(Full<Bytes>),
@@ -37,6 +64,7 @@ impl ProxyBody {
         body: Incoming,
         guard: Option<InFlightGuard>,
         connection: PooledConnection,
+        cut: Option<CutReport>,
     ) -> Self {
         let mut connection = Some(connection);
         // hyper never polls a body that is already over (HEAD, 204, 304).
@@ -47,6 +75,7 @@ impl ProxyBody {
             body,
             guard,
             connection,
+            cut,
         }
     }
 
@@ -69,6 +98,7 @@ impl Body for ProxyBody {
                 body,
                 guard,
                 connection,
+                cut,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
@@ -83,6 +113,9 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(_))) => {
                         guard.take();
                         connection.take();
+                        if let Some(cut) = cut.take() {
+                            cut.report();
+                        }
                     }
                     _ => {}
                 }

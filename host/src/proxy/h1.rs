@@ -1,17 +1,23 @@
 //! The HTTP/1.1 fast path.
 //!
 //! The common exchange — a request without a body or with a
-//! `Content-Length` one, from an HTTP/1.1 client, to a pool without a
-//! recovery policy — is forwarded by parsing both heads in place with
+//! `Content-Length` one, from an HTTP/1.1 client — is forwarded by parsing
+//! both heads in place with
 //! `httparse`, writing the rewritten head in one buffer, and copying body
 //! bytes through, over raw keep-alive connections driven in the request's
 //! own task. hyper's general machinery
 //! (a state machine per side, a channel and a task between the request and
 //! its upstream connection) costs more than the whole exchange needs.
 //!
+//! A pool with a recovery policy is served here too when the request can be
+//! sent again from what is in hand: an idempotent request without a body, or
+//! with one no larger than the pool's `max_replay_body_bytes`, which is read
+//! whole before the first attempt. Failed attempts are retried under the
+//! same rules as on hyper's path (`Proxy::after_failure`).
+//!
 //! Anything else — a chunked request body, an upgrade, an expectation,
 //! HTTP/1.0, a target that is not origin-form, a head that does not parse,
-//! a pool with retries — is
+//! a request to a pool with retries that cannot be replayed — is
 //! handed to hyper with the bytes read so far, and the connection stays with
 //! hyper from then on. The decision is made before anything is sent, so
 //! either path serves every request whole.
@@ -30,8 +36,8 @@ use tokio::sync::watch;
 
 use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
-use super::{classify, host_without_port, pick_avoiding, ClientInfo, Proxy};
-use crate::engine::{Endpoint, Pool, RequestHeaders, RequestInfo};
+use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
+use crate::engine::{Endpoint, Failure, FailureKind, Pool, RequestHeaders, RequestInfo};
 use crate::metrics::ProxyError;
 
 /// Header fields per head at most, as hyper allows; a request with more goes
@@ -100,7 +106,7 @@ pub(super) async fn serve_connection(
             }
             Parsed::Forward(plan) => {
                 inbound.advance(plan.head_len);
-                let forwarded = forward(&proxy, &mut client, &mut inbound, &plan, &mut scratch);
+                let forwarded = forward(&proxy, &mut client, &mut inbound, plan, &mut scratch);
                 match forwarded.await {
                     Ok(keep_open) => keep_open,
                     Err(error) => {
@@ -143,18 +149,26 @@ struct Plan {
     head_method: bool,
     /// The request may be sent twice (RFC 9110 §9.2.2).
     idempotent: bool,
+    /// The pool retries failed attempts, and this request can be sent
+    /// again: its body is read whole before the first attempt.
+    replayable: bool,
     /// The request body's length.
     body_len: u64,
     pool: Arc<Pool>,
     endpoint: Arc<Endpoint>,
+    /// The client's address as a balancing hash key, for a retry's pick.
+    hash: u64,
     started: Instant,
 }
 
 /// Buffers kept for the life of a client connection.
 #[derive(Default)]
 struct Scratch {
-    /// A head being written: the request for the endpoint, then the response
-    /// for the client with the first body bytes.
+    /// The request for the endpoint: its head, then as much of its body as
+    /// goes with it (all of it for a replayable request).
+    request: Vec<u8>,
+    /// An answer for the client: the response head with the first body
+    /// bytes, or a local answer.
     out: Vec<u8>,
     /// Bytes read from the endpoint.
     from_endpoint: BytesMut,
@@ -189,12 +203,23 @@ fn parse_request(
     };
     let path = target.split(['?', '#']).next().unwrap_or(target);
     let route = proxy.routes.find(facts.host, path);
-    if route.is_some_and(|pool| pool.recovery().is_some()) {
-        // Retries, budgets and replay live in one place: hyper's path.
-        return Parsed::Fallback;
+    let idempotent = matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    );
+    let recovery = route.and_then(|pool| pool.recovery());
+    if let Some(recovery) = recovery {
+        // Only what can be sent again is retried here; the rest is streamed
+        // once by hyper's path, which consults the policy all the same.
+        if !idempotent || facts.content_length > recovery.max_replay_body {
+            return Parsed::Fallback;
+        }
     }
     proxy.counters().count_request();
     let started = Instant::now();
+    if let Some(recovery) = recovery {
+        recovery.budget.deposit_at(started);
+    }
     let Some(pool) = route else {
         let reason = format!(
             "no route for host `{}` and path `{path}`",
@@ -211,19 +236,12 @@ fn parse_request(
     };
     let headers = RequestHeaders::Raw(request.headers);
     let Some(endpoint) = pick_avoiding(pool, request_info, headers, None) else {
-        let reason = format!("no endpoint available in pool `{}`", pool.name);
         let close = facts.close || facts.content_length > 0;
-        local_error(
-            proxy,
-            ProxyError::NoEndpoint,
-            &reason,
-            close,
-            &mut scratch.out,
-        );
+        no_endpoint(proxy, pool, close, &mut scratch.out);
         return Parsed::Local(LocalAnswer { head_len, close });
     };
     write_request_head(
-        &mut scratch.out,
+        &mut scratch.request,
         method,
         target,
         request.headers,
@@ -234,13 +252,12 @@ fn parse_request(
         head_len,
         close: facts.close,
         head_method: method == "HEAD",
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
+        idempotent,
+        replayable: recovery.is_some(),
         body_len: facts.content_length,
         pool: Arc::clone(pool),
         endpoint,
+        hash: info.hash,
         started,
     })
 }
@@ -406,7 +423,24 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// `close`: the connection closes after it, and the head says so.
 fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, close: bool, out: &mut Vec<u8>) {
     proxy.counters().count_error(kind);
-    let status = kind.status();
+    local_answer(proxy, kind.status(), kind.code(), reason, close, out);
+}
+
+/// Writes the answer for a pool without an eligible endpoint.
+fn no_endpoint(proxy: &Proxy, pool: &Pool, close: bool, out: &mut Vec<u8>) {
+    let reason = format!("no endpoint available in pool `{}`", pool.name);
+    local_error(proxy, ProxyError::NoEndpoint, &reason, close, out);
+}
+
+/// Writes a local answer with this status and `x-switchyard-error` code.
+fn local_answer(
+    proxy: &Proxy,
+    status: http::StatusCode,
+    code: &str,
+    reason: &str,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     proxy.counters().count_status(status);
     tracing::debug!(status = status.as_u16(), "{reason}");
     let body = format!("switchyard: {reason}\n");
@@ -416,7 +450,7 @@ fn local_error(proxy: &Proxy, kind: ProxyError, reason: &str, close: bool, out: 
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-switchyard-error: {}\r\ncontent-length: {}\r\n{}\r\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
-            kind.code(),
+            code,
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         )
@@ -447,87 +481,183 @@ struct ResponseHead {
     reusable: bool,
 }
 
-/// Forwards a planned request and its response. `Ok(keep_open)` says
-/// whether the client connection can take another request.
+/// Forwards a planned request and its response, retrying failed attempts
+/// of a replayable request as the pool's recovery policy and the host's
+/// limits allow. `Ok(keep_open)` says whether the client connection can
+/// take another request.
 async fn forward(
     proxy: &Proxy,
     client: &mut TcpStream,
     inbound: &mut BytesMut,
-    plan: &Plan,
+    mut plan: Plan,
     scratch: &mut Scratch,
 ) -> io::Result<bool> {
-    let guard = plan.endpoint.start();
     let deadline = plan.started + proxy.request_timeout;
-    let sent = Instant::now();
     let mut body = RequestBody {
         client,
         inbound,
         left: plan.body_len,
     };
-    let exchanged = tokio::time::timeout_at(
-        deadline.into(),
-        exchange_head(proxy, plan, scratch, &mut body),
-    )
-    .await;
-    let elapsed = sent.elapsed().as_nanos() as u64;
-    // A body not read to its end leaves the connection unusable.
-    let close = plan.close || body.left > 0;
-    let client = body.client;
-    let (mut endpoint_conn, head) = match exchanged {
-        Ok(Ok(exchanged)) => exchanged,
-        // Not the endpoint's doing: nothing to record against it.
-        Ok(Err(ExchangeError::Client(error))) => return Err(error),
-        Ok(Err(ExchangeError::Endpoint(error))) => {
-            plan.pool.record_outcome(&plan.endpoint, elapsed, false);
-            drop(guard);
-            let (_, kind, what) = classify(&error);
-            let reason = format!("{what} endpoint {}: {error}", plan.endpoint.address);
-            local_error(proxy, kind, &reason, close, &mut scratch.out);
-            client.write_all(&scratch.out).await?;
-            return Ok(!close);
+    // The body bytes already read go in the same write as the head; a
+    // replayable request's whole body is read now, so every attempt has it.
+    body.take_buffered(&mut scratch.request);
+    if plan.replayable && body.left > 0 {
+        match tokio::time::timeout_at(deadline.into(), body.read_rest(&mut scratch.request)).await {
+            Ok(read) => read?,
+            Err(_elapsed) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not send its body within the request timeout",
+                ))
+            }
         }
-        Err(_elapsed) => {
-            plan.pool.record_outcome(&plan.endpoint, elapsed, false);
-            drop(guard);
-            let reason = format!(
-                "endpoint {} sent no response within {} ms",
-                plan.endpoint.address,
-                proxy.request_timeout.as_millis()
-            );
-            local_error(proxy, ProxyError::Timeout, &reason, close, &mut scratch.out);
-            client.write_all(&scratch.out).await?;
-            return Ok(!close);
+    }
+    let pool = &plan.pool;
+    let mut info = RequestInfo {
+        hash: Some(plan.hash),
+        ..RequestInfo::default()
+    };
+    let (mut endpoint_conn, head, guard) = loop {
+        let guard = plan.endpoint.start();
+        let sent = Instant::now();
+        let exchanged = tokio::time::timeout_at(
+            deadline.into(),
+            exchange_head(proxy, &plan, scratch, &mut body),
+        )
+        .await;
+        let elapsed = sent.elapsed().as_nanos() as u64;
+        // A body not read to its end leaves the connection unusable.
+        let close = plan.close || body.left > 0;
+        // The endpoint's answer, or the local one made only if it is sent:
+        // a retried attempt is not an error the client saw.
+        let (kind, answer): (_, Result<_, (ProxyError, String)>) = match exchanged {
+            Ok(Ok((conn, head))) => {
+                let failed = head.status.is_server_error();
+                pool.record_outcome(&plan.endpoint, elapsed, !failed);
+                if !plan.replayable
+                    || !(failed || head.status == http::StatusCode::TOO_MANY_REQUESTS)
+                {
+                    break (conn, head, guard);
+                }
+                (FailureKind::Status(head.status.as_u16()), Ok((conn, head)))
+            }
+            // Not the endpoint's doing: nothing to record against it.
+            Ok(Err(ExchangeError::Client(error))) => return Err(error),
+            Ok(Err(ExchangeError::Endpoint(error))) => {
+                pool.record_outcome(&plan.endpoint, elapsed, false);
+                if error.is_connect() {
+                    pool.record_connect_failure(&plan.endpoint, &error.to_string());
+                }
+                let (kind, error_kind, what) = classify(&error);
+                let reason = format!("{what} endpoint {}: {error}", plan.endpoint.address);
+                (kind, Err((error_kind, reason)))
+            }
+            Err(_elapsed) => {
+                pool.record_outcome(&plan.endpoint, elapsed, false);
+                let reason = format!(
+                    "endpoint {} sent no response within {} ms",
+                    plan.endpoint.address,
+                    proxy.request_timeout.as_millis()
+                );
+                (
+                    FailureKind::ResponseTimeout,
+                    Err((ProxyError::Timeout, reason)),
+                )
+            }
+        };
+        let next = match pool.recovery() {
+            Some(recovery) => {
+                let failure = Failure {
+                    endpoint: plan.endpoint.id,
+                    kind,
+                    request: info,
+                    method: request_method(&scratch.request).to_string(),
+                    replayable: plan.replayable,
+                    elapsed: plan.started.elapsed(),
+                };
+                proxy.after_failure(pool, recovery, &failure, deadline)
+            }
+            None => NextStep::GiveUp(None),
+        };
+        match (next, answer) {
+            // The endpoint's own answer goes to the client.
+            (NextStep::GiveUp(None), Ok((conn, head))) => break (conn, head, guard),
+            (NextStep::GiveUp(None), Err((kind, reason))) => {
+                local_error(proxy, kind, &reason, close, &mut scratch.out);
+                body.client.write_all(&scratch.out).await?;
+                return Ok(!close);
+            }
+            (NextStep::GiveUp(Some(status)), _) => {
+                let status =
+                    http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+                let reason = "the recovery policy gave up";
+                local_answer(proxy, status, "recovery", reason, close, &mut scratch.out);
+                body.client.write_all(&scratch.out).await?;
+                return Ok(!close);
+            }
+            (NextStep::Retry(retry), answer) => {
+                // A response not read to its end: its connection is closed.
+                drop(answer);
+                drop(guard);
+                if !retry.delay.is_zero() {
+                    tokio::time::sleep(retry.delay).await;
+                }
+                info.attempt += 1;
+                if !retry.same_endpoint {
+                    match repick(pool, info, &scratch.request, plan.endpoint.id) {
+                        Some(next) => plan.endpoint = next,
+                        None => {
+                            no_endpoint(proxy, pool, close, &mut scratch.out);
+                            body.client.write_all(&scratch.out).await?;
+                            return Ok(!close);
+                        }
+                    }
+                }
+            }
         }
     };
-    plan.pool
-        .record_outcome(&plan.endpoint, elapsed, !head.status.is_server_error());
     proxy.counters().count_status(head.status);
     proxy.counters().count_fast_path();
+    let client = body.client;
     let client_close = plan.close || head.framing == Framing::UntilClose;
 
     // The client's head (written while parsing) and as much of the body as
     // has arrived, in one write.
-    let Scratch { out, from_endpoint } = scratch;
+    let Scratch {
+        out, from_endpoint, ..
+    } = scratch;
     from_endpoint.advance(head.head_len);
-    let mut body = BodyTracker::new(head.framing);
-    let mut complete = body.take(from_endpoint, out)?;
+    let mut tracker = BodyTracker::new(head.framing);
+    let mut complete = tracker.take(from_endpoint, out)?;
     client.write_all(out).await?;
     let mut clean = from_endpoint.is_empty();
     while !complete {
         from_endpoint.clear();
         from_endpoint.reserve(READ_SIZE);
-        let read = endpoint_conn.read_buf(from_endpoint).await?;
-        if read == 0 {
-            if head.framing == Framing::UntilClose {
-                break;
-            }
-            return Err(io::Error::new(
+        let read = match endpoint_conn.read_buf(from_endpoint).await {
+            Ok(0) if head.framing == Framing::UntilClose => break,
+            Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the endpoint closed the connection in the middle of a body",
-            ));
+            )),
+            Ok(read) => Ok(read),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = read {
+            // The head has reached the client: nothing can be retried.
+            proxy.counters().count_cut();
+            pool.record_cut(&plan.endpoint);
+            return Err(error);
         }
         out.clear();
-        complete = body.take(from_endpoint, out)?;
+        complete = match tracker.take(from_endpoint, out) {
+            Ok(complete) => complete,
+            Err(error) => {
+                proxy.counters().count_cut();
+                pool.record_cut(&plan.endpoint);
+                return Err(error);
+            }
+        };
         clean = from_endpoint.is_empty();
         client.write_all(out).await?;
     }
@@ -540,6 +670,35 @@ async fn forward(
     Ok(!client_close)
 }
 
+/// The method of a request head written by `write_request_head`.
+fn request_method(request: &[u8]) -> &str {
+    let end = request.iter().position(|b| *b == b' ').unwrap_or(0);
+    std::str::from_utf8(&request[..end]).unwrap_or("")
+}
+
+/// Picks the endpoint for a retry, other than `avoid` when another is
+/// eligible. The balancer sees the request's fields as sent upstream (the
+/// client's head is no longer in hand), parsed again only on this path.
+fn repick(
+    pool: &Pool,
+    info: RequestInfo,
+    request: &[u8],
+    avoid: crate::engine::EndpointId,
+) -> Option<Arc<Endpoint>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let count = match parsed.parse(request) {
+        Ok(_) => parsed.headers.len(),
+        Err(_) => 0,
+    };
+    pick_avoiding(
+        pool,
+        info,
+        RequestHeaders::Raw(&fields[..count]),
+        Some(avoid),
+    )
+}
+
 /// The client's side of a request body on its way through.
 struct RequestBody<'a> {
     client: &'a mut TcpStream,
@@ -550,28 +709,49 @@ struct RequestBody<'a> {
     left: u64,
 }
 
+impl RequestBody<'_> {
+    /// Moves the body bytes already read onto `request`.
+    fn take_buffered(&mut self, request: &mut Vec<u8>) {
+        let take = (self.inbound.len() as u64).min(self.left) as usize;
+        request.extend_from_slice(&self.inbound[..take]);
+        self.inbound.advance(take);
+        self.left -= take as u64;
+    }
+
+    /// Reads the rest of the body from the client onto `request`.
+    async fn read_rest(&mut self, request: &mut Vec<u8>) -> io::Result<()> {
+        while self.left > 0 {
+            self.inbound.reserve(READ_SIZE);
+            if self.client.read_buf(self.inbound).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection in the middle of a body",
+                ));
+            }
+            self.take_buffered(request);
+        }
+        Ok(())
+    }
+}
+
 enum ExchangeError {
     /// The client went away in the middle of its body.
     Client(io::Error),
     Endpoint(UpstreamError),
 }
 
-/// Sends the request head in `scratch.out`, with the body, and reads the
-/// endpoint's response head into `scratch.from_endpoint`. The part of the
-/// body already read goes in the same write as the head; the rest is copied
-/// from the client as it comes. A pooled connection found closed before any
-/// of the response arrived is set aside and the request sent again, when it
-/// may be sent twice and the whole of it is still in hand.
+/// Sends the request in `scratch.request` to `endpoint`, with the rest of
+/// the body copied from the client as it comes, and reads the endpoint's
+/// response head into `scratch.from_endpoint`. A pooled connection found
+/// closed before any of the response arrived is set aside and the request
+/// sent again, when it may be sent twice and the whole of it is still in
+/// hand.
 async fn exchange_head(
     proxy: &Proxy,
     plan: &Plan,
     scratch: &mut Scratch,
     body: &mut RequestBody<'_>,
 ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
-    let buffered = (body.inbound.len() as u64).min(body.left) as usize;
-    scratch.out.extend_from_slice(&body.inbound[..buffered]);
-    body.inbound.advance(buffered);
-    body.left -= buffered as u64;
     let resendable = plan.idempotent && body.left == 0;
     let address = plan.endpoint.address.as_str();
     let mut stale_tries = 0;
@@ -619,7 +799,7 @@ async fn send_and_read_head(
     scratch: &mut Scratch,
     body: &mut RequestBody<'_>,
 ) -> Result<ResponseHead, HeadError> {
-    if let Err(error) = conn.write_all(&scratch.out).await {
+    if let Err(error) = conn.write_all(&scratch.request).await {
         return Err(HeadError::Closed(error));
     }
     while body.left > 0 {

@@ -22,12 +22,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use body::{ProxyBody, UpstreamBody};
+pub use body::{CutReport, ProxyBody, UpstreamBody};
 pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
 use crate::engine::{
-    Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, RequestInfo, Routes,
+    Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, Recovery, RequestInfo,
+    Retry, Routes,
 };
 use crate::metrics::{Metrics, ProxyError, WorkerCounters};
 
@@ -92,7 +93,7 @@ impl Proxy {
         );
         let recovery = pool.recovery();
         if let Some(recovery) = recovery {
-            recovery.budget.deposit();
+            recovery.budget.deposit_at(started);
         }
         let mut body = match recovery {
             Some(recovery) if is_idempotent(&parts.method) => {
@@ -157,10 +158,12 @@ impl Proxy {
                 tokio::time::timeout_at(deadline.into(), self.upstreams.send(&endpoint, upstream))
                     .await;
             let elapsed = sent.elapsed().as_nanos() as u64;
+            // The local answer for a failed attempt is made only if it is
+            // sent: a retried attempt is not an error the client saw.
             let (kind, response, failed): (
                 FailureKind,
                 Option<UpstreamResponse>,
-                Response<ProxyBody>,
+                Option<(ProxyError, String)>,
             ) = match outcome {
                 Ok(Ok((mut response, connection))) => {
                     let status = response.status();
@@ -169,25 +172,30 @@ impl Proxy {
                     if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
-                        return response
-                            .map(|body| ProxyBody::upstream(body, Some(guard), connection));
+                        let cut = self.cut_report(pool, &endpoint);
+                        return response.map(|body| {
+                            ProxyBody::upstream(body, Some(guard), connection, Some(cut))
+                        });
                     }
                     (
                         FailureKind::Status(status.as_u16()),
                         Some((response, connection)),
-                        Response::new(ProxyBody::text("")),
+                        None,
                     )
                 }
                 Ok(Err(error)) => {
                     pool.record_outcome(&endpoint, elapsed, false);
+                    if error.is_connect() {
+                        pool.record_connect_failure(&endpoint, &error.to_string());
+                    }
                     let (kind, error_kind, what) = classify(&error);
                     (
                         kind,
                         None,
-                        self.error(
+                        Some((
                             error_kind,
                             format!("{what} endpoint {}: {error}", endpoint.address),
-                        ),
+                        )),
                     )
                 }
                 Err(_elapsed) => {
@@ -195,29 +203,34 @@ impl Proxy {
                     (
                         FailureKind::ResponseTimeout,
                         None,
-                        self.error(
+                        Some((
                             ProxyError::Timeout,
                             format!(
                                 "endpoint {} sent no response within {} ms",
                                 endpoint.address,
                                 self.request_timeout.as_millis()
                             ),
-                        ),
+                        )),
                     )
                 }
             };
             drop(guard);
             let give_up = |response: Option<(Response<Incoming>, _)>,
-                           failed: Response<ProxyBody>,
+                           failed: Option<(ProxyError, String)>,
                            status: Option<u16>| {
                 match (response, status) {
                     (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
                     (Some((mut response, connection)), None) => {
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
-                        response.map(|body| ProxyBody::upstream(body, None, connection))
+                        let cut = self.cut_report(pool, &endpoint);
+                        response.map(|body| ProxyBody::upstream(body, None, connection, Some(cut)))
                     }
-                    (None, None) => failed,
+                    (None, None) => {
+                        let (kind, reason) =
+                            failed.unwrap_or((ProxyError::Upstream, "no response".into()));
+                        self.error(kind, reason)
+                    }
                 }
             };
             let Some(recovery) = recovery else {
@@ -231,31 +244,11 @@ impl Proxy {
                 replayable,
                 elapsed: started.elapsed(),
             };
-            let retry = match recovery.policy.on_failure(&failure) {
-                Decision::Retry(retry) => retry,
-                Decision::Eject { duration, retry } => {
-                    pool.eject(
-                        endpoint.id,
-                        Some(duration),
-                        "the recovery policy ejected it",
-                    );
-                    match retry {
-                        Some(retry) => retry,
-                        None => return give_up(response, failed, None),
-                    }
-                }
-                Decision::GiveUp(status) => return give_up(response, failed, status),
+            let retry = match self.after_failure(pool, recovery, &failure, deadline) {
+                NextStep::Retry(retry) => retry,
+                NextStep::GiveUp(status) => return give_up(response, failed, status),
             };
-            let attempts_left = info.attempt + 1 < MAX_ATTEMPTS;
-            if !replayable
-                || !attempts_left
-                || Instant::now() + retry.delay >= deadline
-                || !recovery.budget.try_withdraw()
-            {
-                return give_up(response, failed, None);
-            }
             drop(response);
-            self.counters().count_retry();
             if !retry.delay.is_zero() {
                 tokio::time::sleep(retry.delay).await;
             }
@@ -265,6 +258,62 @@ impl Proxy {
             } else {
                 avoid = Some(endpoint.id);
             }
+        }
+    }
+
+    /// Asks the pool's recovery policy about a failed attempt, and holds its
+    /// answer to what the host allows: only a replayable request is sent
+    /// again, within `MAX_ATTEMPTS`, the request's deadline and the pool's
+    /// retry budget. A connection the endpoint refused is retried at once
+    /// on another endpoint, whatever delay the policy asked for: nothing
+    /// reached the endpoint, so there is nothing to back off from (the retry
+    /// still counts against the budget). Shared by both paths.
+    fn after_failure(
+        &self,
+        pool: &Pool,
+        recovery: &Recovery,
+        failure: &Failure,
+        deadline: Instant,
+    ) -> NextStep {
+        let mut retry = match recovery.policy.on_failure(failure) {
+            Decision::Retry(retry) => retry,
+            Decision::Eject { duration, retry } => {
+                pool.eject(
+                    failure.endpoint,
+                    Some(duration),
+                    "the recovery policy ejected it",
+                );
+                match retry {
+                    Some(retry) => retry,
+                    None => return NextStep::GiveUp(None),
+                }
+            }
+            Decision::GiveUp(status) => return NextStep::GiveUp(status),
+        };
+        if failure.kind == FailureKind::ConnectRefused {
+            retry = Retry {
+                delay: Duration::ZERO,
+                same_endpoint: false,
+            };
+        }
+        if !failure.replayable
+            || failure.request.attempt + 1 >= MAX_ATTEMPTS
+            || Instant::now() + retry.delay >= deadline
+            || !recovery.budget.try_withdraw()
+        {
+            return NextStep::GiveUp(None);
+        }
+        self.counters().count_retry();
+        NextStep::Retry(retry)
+    }
+
+    /// Where a cut in this endpoint's response body is reported.
+    fn cut_report(&self, pool: &Arc<Pool>, endpoint: &Arc<Endpoint>) -> CutReport {
+        CutReport {
+            pool: Arc::clone(pool),
+            endpoint: Arc::clone(endpoint),
+            metrics: Arc::clone(&self.metrics),
+            worker: self.worker,
         }
     }
 
@@ -318,6 +367,15 @@ impl ClientInfo {
             hash: hash_client(address.ip()),
         }
     }
+}
+
+/// What the proxy does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextStep {
+    /// Send the request again.
+    Retry(Retry),
+    /// Answer the client: with the endpoint's response, or this status.
+    GiveUp(Option<u16>),
 }
 
 /// An endpoint's response and the connection it came on.

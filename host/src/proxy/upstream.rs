@@ -119,6 +119,19 @@ pub enum UpstreamError {
     BadResponse(&'static str),
 }
 
+impl UpstreamError {
+    /// Whether no connection could be opened: nothing of the request
+    /// reached the endpoint.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ConnectRefused(_)
+                | UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout(_)
+        )
+    }
+}
+
 impl Upstreams {
     /// A pool opening connections within `connect_timeout` and closing those
     /// idle for `idle_timeout`.
