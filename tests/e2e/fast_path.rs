@@ -875,23 +875,43 @@ async fn bytes_after_a_response_body_keep_its_connection_out_of_the_pool() {
     assert_eq!(endpoint.accepted(), 2);
 }
 
+/// A body cut off by its endpoint cannot be retried once its head reached
+/// the client; it is counted in `/metrics` and against the endpoint, on
+/// both paths.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_closing_in_the_middle_of_a_body_closes_the_client_connection() {
     let endpoint = ScriptedEndpoint::start(|_| {
         Answer::pieces(&[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", b"half"]).then_close()
     })
     .await;
-    let plugins = tempfile::tempdir().unwrap();
-    let proxy = Switchyard::start(plugins.path(), &endpoint.pool());
-    let mut conn = Conn::open(proxy.proxy).await;
-    conn.send(b"GET /cut HTTP/1.1\r\nhost: raw.test\r\n\r\n")
-        .await;
-    let all = conn.until_closed().await;
-    let text = String::from_utf8_lossy(&all);
-    assert!(
-        text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\nhalf"),
-        "{text}"
-    );
+    for (keys, proxy, mut conn) in on_both_paths(&endpoint).await {
+        conn.send(b"GET /cut HTTP/1.1\r\nhost: raw.test\r\n\r\n")
+            .await;
+        let all = conn.until_closed().await;
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\nhalf"),
+            "{keys}: {text}"
+        );
+        assert_eq!(
+            metric(&proxy, "switchyard_upstream_cut_responses_total").await,
+            1,
+            "{keys}"
+        );
+        let pools: serde_json::Value = serde_json::from_str(
+            &HttpClient::default()
+                .get(&proxy.control_url("/v1/pools"))
+                .await
+                .body,
+        )
+        .unwrap();
+        let load = &pools["pools"][0]["endpoints"][0]["load"];
+        assert_eq!(
+            (&load["cuts"], &load["failures"]),
+            (&1.into(), &1.into()),
+            "{keys}: {load}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

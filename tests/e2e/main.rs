@@ -2,6 +2,7 @@
 //! loopback, plugins built from source with `switchyard plugin build`.
 
 mod balancing;
+mod churn;
 mod fast_path;
 mod health;
 mod proxying;

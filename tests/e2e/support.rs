@@ -128,6 +128,28 @@ impl Upstream {
 
     pub async fn with(name: &str, behaviour: Behaviour) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve(listener, name, behaviour)
+    }
+
+    /// A new server on the address of this one, which was killed: a server
+    /// process coming back on its port.
+    pub async fn restarted(&self, name: &str) -> Upstream {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("cannot bind {} again: {error}", self.addr),
+            }
+        };
+        let behaviour = self.behaviour.lock().unwrap().clone();
+        Upstream::serve(listener, name, behaviour)
+    }
+
+    fn serve(listener: TcpListener, name: &str, behaviour: Behaviour) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let accepted_count = Arc::new(AtomicU64::new(0));
