@@ -9,7 +9,8 @@
 //!   first failed request to the last one, i.e. until traffic has fully
 //!   moved off the dead endpoint, and how many requests failed.
 //! - With `retry-backoff`: failed requests seen by clients (the target is
-//!   none), and the time from the kill to the endpoint's ejection alert.
+//!   none), and the time from the kill to the alert that took the endpoint
+//!   out (held at its first refused connection, or ejected).
 //!
 //! `cargo bench -p switchyard --bench failover` (ROUNDS=N, default 10).
 
@@ -111,7 +112,10 @@ async fn round(recovery: &str) -> Round {
         .iter()
         .find_map(|alert| {
             let message = alert["message"].as_str()?;
-            (message.contains("ejected")).then(|| alert["at_unix_ms"].as_i64().unwrap() - killed_ms)
+            // Ejected by the outlier detector, or held out at its first
+            // refused connection, whichever came first.
+            (message.contains("ejected") || message.contains("held out"))
+                .then(|| alert["at_unix_ms"].as_i64().unwrap() - killed_ms)
         });
     Round {
         failures: failed.len(),
@@ -172,7 +176,7 @@ fn main() {
         println!("  failed requests per round   {}", summary(&mut failures));
         println!("  first → last failure, ms    {}", summary(&mut windows));
         println!(
-            "  kill → ejection alert, ms   {}  (alert timestamps have 1 ms resolution)",
+            "  kill → taken out (ejection or hold alert), ms   {}  (alert timestamps have 1 ms resolution)",
             summary(&mut ejections)
         );
     }
