@@ -61,10 +61,11 @@ impl Server {
     /// Loads the plugins, builds the pools and routes, and binds both
     /// listeners. Every error names the config key or plugin file at fault.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let folder_ready = ensure_plugin_folder(&config)?;
         let runtime = PluginRuntime::new(&config.plugins)?;
         // Watch before the first load, so no change between the two is missed;
         // a file loaded twice is recognised by its hash.
-        let watcher = if config.plugins.watch {
+        let watcher = if config.plugins.watch && folder_ready {
             Some(plugins::watch(
                 runtime.clone(),
                 Duration::from_millis(config.plugins.debounce_ms),
@@ -78,6 +79,9 @@ impl Server {
         for error in &load_errors {
             tracing::warn!("{error}");
         }
+        // What serves now configured for every pool: the versions to fall
+        // back on if a later start finds their files rejected.
+        runtime.keep_serving_as_good();
 
         let routes = if config.routes.is_empty() {
             Routes::new(
@@ -234,6 +238,40 @@ impl Server {
     }
 }
 
+/// Creates a missing plugin folder. Whether the folder is there to watch: a
+/// folder that cannot be created fails the start only when a pool names a
+/// plugin.
+fn ensure_plugin_folder(config: &Config) -> anyhow::Result<bool> {
+    let dir = &config.plugins.dir;
+    if dir.is_dir() {
+        return Ok(true);
+    }
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!("created the plugin folder {}", dir.display());
+            Ok(true)
+        }
+        Err(error)
+            if config
+                .pools
+                .iter()
+                .any(|p| !config::plugin_names(p).is_empty()) =>
+        {
+            Err(anyhow::anyhow!(
+                "plugins.dir = {}: the folder is missing and cannot be created: {error}",
+                dir.display()
+            ))
+        }
+        Err(error) => {
+            tracing::warn!(
+                "plugins.dir = {}: the folder is missing and cannot be created ({error}); no pool names a plugin, so none is loaded or watched",
+                dir.display()
+            );
+            Ok(false)
+        }
+    }
+}
+
 /// The proxy's listening socket, shared by every worker: whichever worker is
 /// free accepts the next connection.
 fn bind_proxy_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -295,12 +333,18 @@ struct ActiveChecks {
     schedule: CheckSchedule,
 }
 
-/// Fails with the reason plugin `name` is not serving, naming `key`.
+/// Makes sure plugin `name` serves, for pool `pool` at config key `key`.
+/// When no version serves because the file in the folder was rejected (or is
+/// missing), the last version that configured successfully in an earlier
+/// run serves instead, with a P1 alert; a plugin never loaded before fails
+/// with the reason.
 fn require_plugin(
     runtime: &PluginRuntime,
     load_errors: &[plugins::LoadError],
     name: &str,
     key: &str,
+    pool: &str,
+    alerts: &Alerts,
 ) -> anyhow::Result<()> {
     let slot = runtime.slot(name);
     if slot.current().is_some() {
@@ -311,7 +355,52 @@ fn require_plugin(
         .find(|e| e.name == name)
         .map(ToString::to_string)
         .unwrap_or_else(|| format!("no file {}", slot.path.display()));
-    anyhow::bail!("{key} = \"{name}\": {why}")
+    fall_back(runtime, name, &why, pool, alerts)
+        .map_err(|no_fallback| anyhow::anyhow!("{key} = \"{name}\": {why}; {no_fallback}"))
+}
+
+/// Attaches pool `pool` to plugin `name`; when the serving version refuses
+/// the pool's config, falls back as [`require_plugin`] does.
+fn attach_plugin(
+    runtime: &PluginRuntime,
+    name: &str,
+    role: Role,
+    pool: &Arc<Pool>,
+    config_json: &str,
+    key: &str,
+    alerts: &Alerts,
+) -> anyhow::Result<()> {
+    let Err(error) = runtime.attach(name, role, pool, config_json) else {
+        return Ok(());
+    };
+    let why = error.to_string();
+    fall_back(runtime, name, &why, &pool.name, alerts)
+        .map_err(|no_fallback| anyhow::anyhow!("{key}: {why}; {no_fallback}"))?;
+    runtime
+        .attach(name, role, pool, config_json)
+        .with_context(|| format!("{key}: the last good version of plugin `{name}`"))
+}
+
+/// Serves plugin `name` from its last good file, rejected in the folder for
+/// `why`, and raises the P1 alert that says so.
+fn fall_back(
+    runtime: &PluginRuntime,
+    name: &str,
+    why: &str,
+    pool: &str,
+    alerts: &Alerts,
+) -> Result<(), String> {
+    let version = runtime.restore_last_good(name, why)?;
+    alerts.raise(
+        engine::Severity::P1,
+        pool,
+        None,
+        format!(
+            "plugin `{name}` serves its last good version ({}) from an earlier run: {why}",
+            &version.hash[..12]
+        ),
+    );
+    Ok(())
 }
 
 fn build_pools(
@@ -345,6 +434,8 @@ fn build_pools(
                     load_errors,
                     &balancer.plugin,
                     &format!("{key}.balancer.plugin"),
+                    &pool_config.name,
+                    alerts,
                 )?;
                 let wasm: Arc<dyn engine::Balancer> =
                     runtime.balancer(&balancer.plugin, &pool_config.name, &balancer.config_json());
@@ -372,6 +463,8 @@ fn build_pools(
                         load_errors,
                         name,
                         &format!("{key}.recovery.plugin"),
+                        &pool_config.name,
+                        alerts,
                     )?;
                     runtime.recovery(
                         name,
@@ -394,30 +487,50 @@ fn build_pools(
         let pool = Arc::new(pool);
         if let (Some(recovery), Some(json)) = (&pool_config.recovery, &recovery_json) {
             if let Some(name) = &recovery.plugin {
-                runtime
-                    .attach(name, Role::Recovery, &pool, json)
-                    .with_context(|| format!("{key}.recovery"))?;
+                attach_plugin(
+                    runtime,
+                    name,
+                    Role::Recovery,
+                    &pool,
+                    json,
+                    &format!("{key}.recovery"),
+                    alerts,
+                )?;
             }
         }
         if let Some(balancer) = &pool_config.balancer {
-            runtime
-                .attach(
-                    &balancer.plugin,
-                    Role::Balancer,
-                    &pool,
-                    &balancer.config_json(),
-                )
-                .with_context(|| format!("{key}.balancer"))?;
+            attach_plugin(
+                runtime,
+                &balancer.plugin,
+                Role::Balancer,
+                &pool,
+                &balancer.config_json(),
+                &format!("{key}.balancer"),
+                alerts,
+            )?;
         }
         if let Some(health) = &pool_config.health {
             let checker: Arc<dyn HealthChecker> = match &health.plugin {
                 Some(name) => {
-                    require_plugin(runtime, load_errors, name, &format!("{key}.health.plugin"))?;
+                    require_plugin(
+                        runtime,
+                        load_errors,
+                        name,
+                        &format!("{key}.health.plugin"),
+                        &pool_config.name,
+                        alerts,
+                    )?;
                     let config_json =
                         serde_json::to_string(&health.config).unwrap_or_else(|_| "{}".into());
-                    runtime
-                        .attach(name, Role::HealthCheck, &pool, &config_json)
-                        .with_context(|| format!("{key}.health"))?;
+                    attach_plugin(
+                        runtime,
+                        name,
+                        Role::HealthCheck,
+                        &pool,
+                        &config_json,
+                        &format!("{key}.health"),
+                        alerts,
+                    )?;
                     runtime.health_check(name, &pool_config.name, &config_json)
                 }
                 None => Arc::new(TcpCheck),

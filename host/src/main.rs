@@ -24,6 +24,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Validate a config file without running it: every problem is listed
+    /// with its key and line, and a plugin file a pool names must be in the
+    /// plugin folder. Exits with 1 on any problem.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Work with plugins.
     Plugin {
         #[command(subcommand)]
@@ -78,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             // runtime serves the control API, health checks and timers.
             runtime(CONTROL_THREADS)?.block_on(serve(config))
         }
+        Command::Check { config } => check(&config),
         Command::Plugin {
             command:
                 PluginCommand::Build {
@@ -105,6 +114,44 @@ fn main() -> anyhow::Result<()> {
             control_port,
         } => runtime(2)?.block_on(switchyard::demo::run(plugins, port, control_port)),
     }
+}
+
+/// `switchyard check`: the config's problems and missing plugin files, or
+/// a one-line summary.
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = match switchyard::config::Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+    };
+    let mut missing = Vec::new();
+    for (index, pool) in config.pools.iter().enumerate() {
+        for (key, name) in switchyard::config::plugin_names(pool) {
+            let file = config.plugins.dir.join(format!("{name}.wasm"));
+            if !file.is_file() {
+                missing.push(format!(
+                    "`pools[{index}].{key}` = \"{name}\": no file {}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("config {}: {} problem(s):", path.display(), missing.len());
+        for problem in missing {
+            eprintln!("  {problem}");
+        }
+        std::process::exit(1);
+    }
+    println!(
+        "config {} is valid: {} pool(s), {} route(s)",
+        path.display(),
+        config.pools.len(),
+        config.routes.len()
+    );
+    Ok(())
 }
 
 /// Threads of the runtime beside the proxy workers.

@@ -9,5 +9,6 @@ mod health;
 mod proxying;
 mod recovery;
 mod reload;
+mod restart;
 mod sandbox;
 mod support;

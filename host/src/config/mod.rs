@@ -830,6 +830,21 @@ impl Config {
     }
 }
 
+/// The plugins a pool names, each with the config key that names it.
+pub fn plugin_names(pool: &PoolConfig) -> Vec<(&'static str, &str)> {
+    let mut names = Vec::new();
+    if let Some(balancer) = &pool.balancer {
+        names.push(("balancer.plugin", balancer.plugin.as_str()));
+    }
+    if let Some(plugin) = pool.health.as_ref().and_then(|h| h.plugin.as_deref()) {
+        names.push(("health.plugin", plugin));
+    }
+    if let Some(plugin) = pool.recovery.as_ref().and_then(|r| r.plugin.as_deref()) {
+        names.push(("recovery.plugin", plugin));
+    }
+    names
+}
+
 /// Pool and plugin names: what is safe as a file stem, a metric label and a
 /// URL segment.
 pub fn is_valid_name(name: &str) -> bool {

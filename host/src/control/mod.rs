@@ -191,6 +191,7 @@ fn plugins(state: &ControlState) -> Value {
                 "last_error": history.last_error,
                 "last_fault": history.last_fault,
                 "last_rejected": history.last_rejected,
+                "fallback": history.fallback,
             })
         })
         .collect();

@@ -7,6 +7,7 @@ pub mod bindings;
 mod cache;
 mod health;
 mod imports;
+mod last_good;
 mod recovery;
 mod registry;
 mod state;
@@ -86,6 +87,7 @@ pub(crate) struct Shared {
     pub limits: Limits,
     dir: PathBuf,
     cache: ArtifactCache,
+    last_good: last_good::LastGood,
     slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     next_version: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
@@ -161,6 +163,7 @@ impl PluginRuntime {
                 limits,
                 dir: config.dir.clone(),
                 cache: ArtifactCache::new(config.cache_dir()),
+                last_good: last_good::LastGood::new(config.cache_dir().join("last-good")),
                 slots: RwLock::new(BTreeMap::new()),
                 next_version: AtomicU64::new(1),
                 stop_ticker,
@@ -303,14 +306,17 @@ impl PluginRuntime {
             }),
         };
         match &result {
-            Ok(LoadOutcome::Loaded(version)) => tracing::info!(
-                plugin = &*slot.name,
-                hash = %&version.hash[..12],
-                world = ?version.world,
-                cached = version.from_cache,
-                micros = version.load_micros,
-                "plugin version serving"
-            ),
+            Ok(LoadOutcome::Loaded(version)) => {
+                slot.history.lock().unwrap().fallback = None;
+                tracing::info!(
+                    plugin = &*slot.name,
+                    hash = %&version.hash[..12],
+                    world = ?version.world,
+                    cached = version.from_cache,
+                    micros = version.load_micros,
+                    "plugin version serving"
+                )
+            }
             Ok(LoadOutcome::Unchanged { lifted_quarantine }) => {
                 if *lifted_quarantine {
                     tracing::info!(
@@ -384,7 +390,81 @@ impl PluginRuntime {
         version.load_micros = started.elapsed().as_micros() as u64;
         let version = Arc::new(version);
         slot.install(Arc::clone(&version));
+        if !users.is_empty() {
+            self.keep_good(slot, &version.hash, bytes);
+        }
         Ok(LoadOutcome::Loaded(version))
+    }
+
+    /// Keeps `bytes`, a version that configured for every pool using it, as
+    /// the plugin's last good file (once per content).
+    fn keep_good(&self, slot: &PluginSlot, hash: &str, bytes: &[u8]) {
+        if slot.history.lock().unwrap().last_good_hash.as_deref() == Some(hash) {
+            return;
+        }
+        match self.shared.last_good.keep(&slot.name, bytes) {
+            Ok(()) => slot.history.lock().unwrap().last_good_hash = Some(hash.to_string()),
+            Err(error) => tracing::warn!(
+                plugin = &*slot.name,
+                "cannot keep the last good file in {}: {error}",
+                self.shared.last_good.path(&slot.name).display()
+            ),
+        }
+    }
+
+    /// Keeps each serving version that pools use as its plugin's last good
+    /// file, once they have all attached (at start): read again from the
+    /// folder, and kept only if it is still the content that serves.
+    pub fn keep_serving_as_good(&self) {
+        for slot in self.slots() {
+            let Some(version) = slot.current() else {
+                continue;
+            };
+            if slot.users.lock().unwrap().is_empty()
+                || slot.history.lock().unwrap().fallback.is_some()
+            {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(&slot.path) {
+                if format!("{:x}", Sha256::digest(&bytes)) == version.hash {
+                    self.keep_good(&slot, &version.hash, &bytes);
+                }
+            }
+        }
+    }
+
+    /// Serves plugin `name` from the last file that configured successfully
+    /// for every pool using it (kept by an earlier run), because the file in
+    /// the folder was rejected for `why`. The version is checked against the
+    /// pools attached so far, like any file. Fails when no file was kept or
+    /// the kept one is refused too.
+    pub fn restore_last_good(&self, name: &str, why: &str) -> Result<Arc<PluginVersion>, String> {
+        let slot = self.slot(name);
+        let path = self.shared.last_good.path(name);
+        let bytes = self.shared.last_good.read(name).ok_or_else(|| {
+            format!(
+                "no earlier version was kept ({} does not exist)",
+                path.display()
+            )
+        })?;
+        let hash = format!("{:x}", Sha256::digest(&bytes));
+        match self.try_load(&slot, &path, &bytes, hash.clone()) {
+            Ok(_) => {}
+            Err(error) => return Err(format!("the version kept is refused too: {error}")),
+        }
+        let version = slot
+            .current()
+            .ok_or_else(|| "the version kept did not load".to_string())?;
+        let message = format!(
+            "serving the last version that configured successfully ({}, kept in {}): the file in the folder was rejected: {why}",
+            &hash[..12],
+            path.display()
+        );
+        let mut history = slot.history.lock().unwrap();
+        history.last_good_hash = Some(hash);
+        history.fallback = Some(registry::Note::now(message.clone()));
+        history.last_error = Some(registry::Note::now(message));
+        Ok(version)
     }
 
     /// Checks that `version` can serve `usage`: the right world, and a

@@ -155,7 +155,7 @@ pub struct Note {
 }
 
 impl Note {
-    fn now(message: String) -> Self {
+    pub(crate) fn now(message: String) -> Self {
         let at_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -184,6 +184,12 @@ pub struct SlotHistory {
     pub last_fault: Option<Note>,
     /// The most recent of the two, or a warning about the file.
     pub last_error: Option<Note>,
+    /// The content hash of the last version kept as the last good file.
+    pub last_good_hash: Option<String>,
+    /// Set while the version serving is the last good file, kept from an
+    /// earlier run, because the file in the folder was rejected at start:
+    /// why, and which version.
+    pub fallback: Option<Note>,
 }
 
 /// A pool that uses the slot's plugin, so a new version can be checked
