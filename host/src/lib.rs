@@ -10,6 +10,8 @@
 //!   per-worker instances, faults, live reload. The only module that knows
 //!   wasmtime.
 //! - [`proxy`]: the HTTP/1.1 reverse proxy.
+//! - [`reload`]: builds what serves from a config, and applies a new config
+//!   as the difference from the running one.
 //! - [`control`]: the control endpoint (JSON API, metrics).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`build`]: `switchyard plugin build`.
@@ -26,9 +28,11 @@ pub mod engine;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,23 +41,20 @@ use tokio::net::TcpListener;
 
 use config::Config;
 use control::ControlState;
-use engine::{
-    Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool, Route,
-    Routes, TcpCheck,
-};
+use engine::Alerts;
 use metrics::Metrics;
-use plugins::{PluginRuntime, Role};
+use plugins::PluginRuntime;
 use proxy::Proxy;
+use reload::Reloader;
 
 /// A configured, bound, not yet serving Switchyard.
 #[derive(Debug)]
 pub struct Server {
-    config: Config,
-    checks: Vec<ActiveChecks>,
+    proxy_config: config::ProxyConfig,
     _watcher: Option<plugins::Watcher>,
     proxy_listener: std::net::TcpListener,
     control_listener: TcpListener,
-    routes: Routes,
+    reloader: Arc<Reloader>,
     control: Arc<ControlState>,
 }
 
@@ -75,7 +76,9 @@ impl Server {
         };
         let load_errors = runtime.load_dir();
         let alerts = Arc::new(Alerts::default());
-        let (pools, checks) = build_pools(&config, &runtime, &load_errors, &alerts)?;
+        let proxy_config = config.proxy.clone();
+        let control_listen = config.control.listen;
+        let reloader = Reloader::start(config, runtime.clone(), &load_errors, Arc::clone(&alerts))?;
         for error in &load_errors {
             tracing::warn!("{error}");
         }
@@ -83,62 +86,35 @@ impl Server {
         // back on if a later start finds their files rejected.
         runtime.keep_serving_as_good();
 
-        let routes = if config.routes.is_empty() {
-            Routes::new(
-                pools
-                    .iter()
-                    .map(|pool| Route {
-                        host: None,
-                        path_prefix: "/".into(),
-                        pool: Arc::clone(pool),
-                    })
-                    .collect(),
-            )
-        } else {
-            Routes::new(
-                config
-                    .routes
-                    .iter()
-                    .map(|route| Route {
-                        host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                        path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
-                        pool: pools
-                            .iter()
-                            .find(|p| p.name == route.pool)
-                            .cloned()
-                            .expect("validated: routes name existing pools"),
-                    })
-                    .collect(),
-            )
-        };
-
-        let metrics = Arc::new(Metrics::new(config.proxy.workers));
-        let proxy_listener = bind_proxy_listener(config.proxy.listen)
-            .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
-        let control_listener = TcpListener::bind(config.control.listen)
+        let metrics = Arc::new(Metrics::new(proxy_config.workers));
+        let proxy_listener = bind_proxy_listener(proxy_config.listen)
+            .with_context(|| format!("cannot listen on proxy.listen = {}", proxy_config.listen))?;
+        let control_listener = TcpListener::bind(control_listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on control.listen = {}",
-                    config.control.listen
-                )
-            })?;
+            .with_context(|| format!("cannot listen on control.listen = {control_listen}"))?;
+        let reloader = Arc::new(reloader);
         let control = Arc::new(ControlState {
-            pools,
+            topology: Arc::clone(reloader.topology()),
+            reloader: Arc::clone(&reloader),
             runtime,
             alerts,
             metrics,
             started: Instant::now(),
         });
         Ok(Server {
-            config,
-            checks,
+            proxy_config,
             _watcher: watcher,
             proxy_listener,
             control_listener,
-            routes,
+            reloader,
             control,
         })
+    }
+
+    /// Reads the config again from `file` on SIGHUP and `POST /v1/reload`.
+    pub fn reload_from(self, file: PathBuf) -> Self {
+        self.reloader.set_file(file);
+        self
     }
 
     /// The proxy's bound address.
@@ -169,24 +145,20 @@ impl Server {
             Arc::clone(&self.control),
             wait_for(stop_receiver.clone()),
         ));
-        let readmission = tokio::spawn(readmit_ejected(self.control.pools.clone()));
-        let check_tasks: Vec<_> = self
-            .checks
-            .into_iter()
-            .flat_map(|checks| engine::spawn_checks(checks.pool, checks.checker, checks.schedule))
-            .collect();
-        let grace = Duration::from_millis(self.config.proxy.shutdown_grace_ms);
+        let readmission = tokio::spawn(readmit_ejected(Arc::clone(self.reloader.topology())));
+        let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&self.reloader)));
+        let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
         let (done_sender, mut done) = tokio::sync::mpsc::channel::<()>(1);
-        let mut workers = Vec::with_capacity(self.config.proxy.workers);
-        for worker in 0..self.config.proxy.workers {
+        let mut workers = Vec::with_capacity(self.proxy_config.workers);
+        for worker in 0..self.proxy_config.workers {
             let listener = self
                 .proxy_listener
                 .try_clone()
                 .context("cannot share the proxy listener with a worker")?;
             let proxy = Arc::new(Proxy::new(
-                &self.config.proxy,
-                self.routes.clone(),
+                &self.proxy_config,
+                Arc::clone(self.reloader.topology()),
                 Arc::clone(&self.control.metrics),
                 worker,
             ));
@@ -231,9 +203,8 @@ impl Server {
         let _ = stop_sender.send(true);
         let _ = control.await;
         readmission.abort();
-        for task in check_tasks {
-            task.abort();
-        }
+        hangups.abort();
+        self.reloader.stop().await;
         result
     }
 }
@@ -288,36 +259,15 @@ fn bind_proxy_listener(address: SocketAddr) -> std::io::Result<std::net::TcpList
 /// How often ejections that ran out are checked for readmission.
 const READMISSION_TICK: Duration = Duration::from_millis(20);
 
-async fn readmit_ejected(pools: Vec<Arc<Pool>>) {
+async fn readmit_ejected(topology: engine::SharedTopology) {
     let mut tick = tokio::time::interval(READMISSION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = std::time::Instant::now();
-        for pool in &pools {
+        for pool in &topology.load().pools {
             pool.tick(now);
         }
-    }
-}
-
-fn health_policy(pool: &config::PoolConfig) -> HealthPolicy {
-    let outlier = &pool.outlier;
-    HealthPolicy {
-        failover_threshold: pool.failover_threshold,
-        panic_threshold: pool.panic_threshold,
-        slow_start: Duration::from_millis(pool.slow_start_ms),
-        connect_failure_hold: Duration::from_millis(pool.connect_failure_hold_ms),
-        active_checks: pool.health.is_some(),
-        outlier: outlier.enabled.then(|| OutlierPolicy {
-            consecutive_failures: outlier.consecutive_failures,
-            base_ejection: Duration::from_millis(outlier.base_ejection_ms),
-            max_ejection: Duration::from_millis(outlier.max_ejection_ms),
-            max_ejection_percent: outlier.max_ejection_percent,
-            interval: Duration::from_millis(outlier.interval_ms),
-            min_success_rate: outlier.min_success_rate,
-            min_requests: outlier.min_requests,
-            uneject_on_active_success: outlier.uneject_on_active_success,
-        }),
     }
 }
 
@@ -325,231 +275,24 @@ async fn wait_for(mut receiver: tokio::sync::watch::Receiver<bool>) {
     let _ = receiver.wait_for(|stop| *stop).await;
 }
 
-/// A pool's active checks, started by [`Server::run`].
-#[derive(Debug)]
-struct ActiveChecks {
-    pool: Arc<Pool>,
-    checker: Arc<dyn HealthChecker>,
-    schedule: CheckSchedule,
-}
-
-/// Makes sure plugin `name` serves, for pool `pool` at config key `key`.
-/// When no version serves because the file in the folder was rejected (or is
-/// missing), the last version that configured successfully in an earlier
-/// run serves instead, with a P1 alert; a plugin never loaded before fails
-/// with the reason.
-fn require_plugin(
-    runtime: &PluginRuntime,
-    load_errors: &[plugins::LoadError],
-    name: &str,
-    key: &str,
-    pool: &str,
-    alerts: &Alerts,
-) -> anyhow::Result<()> {
-    let slot = runtime.slot(name);
-    if slot.current().is_some() {
-        return Ok(());
-    }
-    let why = load_errors
-        .iter()
-        .find(|e| e.name == name)
-        .map(ToString::to_string)
-        .unwrap_or_else(|| format!("no file {}", slot.path.display()));
-    fall_back(runtime, name, &why, pool, alerts)
-        .map_err(|no_fallback| anyhow::anyhow!("{key} = \"{name}\": {why}; {no_fallback}"))
-}
-
-/// Attaches pool `pool` to plugin `name`; when the serving version refuses
-/// the pool's config, falls back as [`require_plugin`] does.
-fn attach_plugin(
-    runtime: &PluginRuntime,
-    name: &str,
-    role: Role,
-    pool: &Arc<Pool>,
-    config_json: &str,
-    key: &str,
-    alerts: &Alerts,
-) -> anyhow::Result<()> {
-    let Err(error) = runtime.attach(name, role, pool, config_json) else {
-        return Ok(());
-    };
-    let why = error.to_string();
-    fall_back(runtime, name, &why, &pool.name, alerts)
-        .map_err(|no_fallback| anyhow::anyhow!("{key}: {why}; {no_fallback}"))?;
-    runtime
-        .attach(name, role, pool, config_json)
-        .with_context(|| format!("{key}: the last good version of plugin `{name}`"))
-}
-
-/// Serves plugin `name` from its last good file, rejected in the folder for
-/// `why`, and raises the P1 alert that says so.
-fn fall_back(
-    runtime: &PluginRuntime,
-    name: &str,
-    why: &str,
-    pool: &str,
-    alerts: &Alerts,
-) -> Result<(), String> {
-    let version = runtime.restore_last_good(name, why)?;
-    alerts.raise(
-        engine::Severity::P1,
-        pool,
-        None,
-        format!(
-            "plugin `{name}` serves its last good version ({}) from an earlier run: {why}",
-            &version.hash[..12]
-        ),
-    );
-    Ok(())
-}
-
-fn build_pools(
-    config: &Config,
-    runtime: &PluginRuntime,
-    load_errors: &[plugins::LoadError],
-    alerts: &Arc<Alerts>,
-) -> anyhow::Result<(Vec<Arc<Pool>>, Vec<ActiveChecks>)> {
-    let mut pools = Vec::new();
-    let mut checks = Vec::new();
-    for (index, pool_config) in config.pools.iter().enumerate() {
-        let key = format!("pools[{index}] (`{}`)", pool_config.name);
-        let mut endpoints = Vec::new();
-        for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
-            let mut built = Endpoint::new(
-                id as u32,
-                &endpoint.address,
-                endpoint.weight,
-                endpoint.capacity,
-            )
-            .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
-            built.zone = endpoint.zone.clone();
-            built.tier = endpoint.tier;
-            built.labels = endpoint.labels.clone();
-            endpoints.push(Arc::new(built));
-        }
-        let (plugin, balancer) = match &pool_config.balancer {
-            Some(balancer) => {
-                require_plugin(
-                    runtime,
-                    load_errors,
-                    &balancer.plugin,
-                    &format!("{key}.balancer.plugin"),
-                    &pool_config.name,
-                    alerts,
-                )?;
-                let wasm: Arc<dyn engine::Balancer> =
-                    runtime.balancer(&balancer.plugin, &pool_config.name, &balancer.config_json());
-                (Some(balancer.plugin.clone()), Some(wasm))
-            }
-            None => (None, None),
+/// Reloads the config file on every SIGHUP, logging what changed or why
+/// nothing did.
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload through POST /v1/reload");
+            return;
         };
-        let mut pool = Pool::with_health(
-            pool_config.name.clone(),
-            endpoints,
-            plugin,
-            balancer,
-            health_policy(pool_config),
-            Arc::clone(alerts),
-        );
-        let recovery_json = pool_config
-            .recovery
-            .as_ref()
-            .map(|r| serde_json::to_string(&r.config).unwrap_or_else(|_| "{}".into()));
-        if let Some(recovery) = &pool_config.recovery {
-            let policy: Arc<dyn engine::RecoveryPolicy> = match &recovery.plugin {
-                Some(name) => {
-                    require_plugin(
-                        runtime,
-                        load_errors,
-                        name,
-                        &format!("{key}.recovery.plugin"),
-                        &pool_config.name,
-                        alerts,
-                    )?;
-                    runtime.recovery(
-                        name,
-                        &pool_config.name,
-                        recovery_json.as_deref().unwrap_or("{}"),
-                    )
-                }
-                None => Arc::new(engine::RetryOnce),
-            };
-            pool = pool.with_recovery(engine::Recovery {
-                policy,
-                budget: engine::RetryBudget::new(
-                    recovery.budget_percent,
-                    recovery.min_retries_per_second,
-                    Duration::from_millis(recovery.budget_window_ms),
-                ),
-                max_replay_body: recovery.max_replay_body_bytes,
-            });
-        }
-        let pool = Arc::new(pool);
-        if let (Some(recovery), Some(json)) = (&pool_config.recovery, &recovery_json) {
-            if let Some(name) = &recovery.plugin {
-                attach_plugin(
-                    runtime,
-                    name,
-                    Role::Recovery,
-                    &pool,
-                    json,
-                    &format!("{key}.recovery"),
-                    alerts,
-                )?;
+        while hangups.recv().await.is_some() {
+            if let Err(error) = reloader.reload_file().await {
+                tracing::error!("SIGHUP: the config was not reloaded: {error}");
             }
         }
-        if let Some(balancer) = &pool_config.balancer {
-            attach_plugin(
-                runtime,
-                &balancer.plugin,
-                Role::Balancer,
-                &pool,
-                &balancer.config_json(),
-                &format!("{key}.balancer"),
-                alerts,
-            )?;
-        }
-        if let Some(health) = &pool_config.health {
-            let checker: Arc<dyn HealthChecker> = match &health.plugin {
-                Some(name) => {
-                    require_plugin(
-                        runtime,
-                        load_errors,
-                        name,
-                        &format!("{key}.health.plugin"),
-                        &pool_config.name,
-                        alerts,
-                    )?;
-                    let config_json =
-                        serde_json::to_string(&health.config).unwrap_or_else(|_| "{}".into());
-                    attach_plugin(
-                        runtime,
-                        name,
-                        Role::HealthCheck,
-                        &pool,
-                        &config_json,
-                        &format!("{key}.health"),
-                        alerts,
-                    )?;
-                    runtime.health_check(name, &pool_config.name, &config_json)
-                }
-                None => Arc::new(TcpCheck),
-            };
-            checks.push(ActiveChecks {
-                pool: Arc::clone(&pool),
-                checker,
-                schedule: CheckSchedule {
-                    interval: Duration::from_millis(health.interval_ms),
-                    jitter: Duration::from_millis(health.jitter_ms),
-                    timeout: Duration::from_millis(health.timeout_ms),
-                    rise: health.rise,
-                    fall: health.fall,
-                },
-            });
-        }
-        pools.push(pool);
     }
-    Ok((pools, checks))
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 /// Completes on SIGTERM or Ctrl-C.

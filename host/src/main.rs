@@ -80,11 +80,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run { config } => {
-            let config = switchyard::config::Config::load(&config)?;
+        Command::Run { config: path } => {
+            let config = switchyard::config::Config::load(&path)?;
             // The proxy runs on threads of its own (see `Server::run`); this
             // runtime serves the control API, health checks and timers.
-            runtime(CONTROL_THREADS)?.block_on(serve(config))
+            runtime(CONTROL_THREADS)?.block_on(serve(config, path))
         }
         Command::Check { config } => check(&config),
         Command::Plugin {
@@ -166,8 +166,8 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(config: switchyard::config::Config) -> anyhow::Result<()> {
-    let server = switchyard::Server::bind(config).await?;
+async fn serve(config: switchyard::config::Config, path: PathBuf) -> anyhow::Result<()> {
+    let server = switchyard::Server::bind(config).await?.reload_from(path);
     // One machine-readable line, so scripts and tests can find the ports.
     println!(
         "switchyard listening proxy={} control={}",

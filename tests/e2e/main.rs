@@ -3,6 +3,7 @@
 
 mod balancing;
 mod churn;
+mod config_reload;
 mod demo;
 mod fast_path;
 mod health;

@@ -279,6 +279,10 @@ pub struct Switchyard {
     pub control: SocketAddr,
     child: Child,
     _config_dir: tempfile::TempDir,
+    /// The config file the process runs from.
+    pub config: PathBuf,
+    /// Its first lines (`[proxy]`, `[control]`, `[plugins]`), before the body.
+    config_head: String,
     pub stderr: Arc<Mutex<String>>,
 }
 
@@ -305,18 +309,26 @@ impl Switchyard {
         proxy_keys: &str,
         body: &str,
     ) -> Result<Switchyard, String> {
+        Switchyard::try_start_full(plugins, proxy_keys, "", body)
+    }
+
+    /// As [`Switchyard::try_start_with`], with `plugin_keys` added to the
+    /// `[plugins]` table.
+    pub fn try_start_full(
+        plugins: &Path,
+        proxy_keys: &str,
+        plugin_keys: &str,
+        body: &str,
+    ) -> Result<Switchyard, String> {
         let config_dir = tempfile::tempdir().unwrap();
         let config = config_dir.path().join("switchyard.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
-                 [control]\nlisten = \"127.0.0.1:0\"\n\n\
-                 [plugins]\ndir = \"{}\"\n\n{body}\n",
-                plugins.display()
-            ),
-        )
-        .unwrap();
+        let config_head = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
+             [control]\nlisten = \"127.0.0.1:0\"\n\n\
+             [plugins]\ndir = \"{}\"\n{plugin_keys}\n\n",
+            plugins.display()
+        );
+        std::fs::write(&config, format!("{config_head}{body}\n")).unwrap();
         let mut child = Command::new(BINARY)
             .args(["run", "--config"])
             .arg(&config)
@@ -360,6 +372,8 @@ impl Switchyard {
             control: field("control="),
             child,
             _config_dir: config_dir,
+            config,
+            config_head,
             stderr,
         })
     }
@@ -420,6 +434,24 @@ impl Switchyard {
             "switchyard log (tail):\n{}",
             lines[lines.len().saturating_sub(25)..].join("\n")
         )
+    }
+
+    /// Writes the config file again with `body` after the same head, as an
+    /// editor saving it does (written beside, then renamed over).
+    pub fn rewrite_config(&self, body: &str) {
+        let temporary = self.config.with_extension("toml.new");
+        std::fs::write(&temporary, format!("{}{body}\n", self.config_head)).unwrap();
+        std::fs::rename(&temporary, &self.config).unwrap();
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends SIGTERM and waits for the process to exit.

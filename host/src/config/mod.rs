@@ -72,7 +72,7 @@ pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[proxy]`: the data-plane listener.
@@ -94,7 +94,7 @@ pub struct Config {
 }
 
 /// `[proxy]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// `listen = "127.0.0.1:8080"`: address and port to accept traffic on.
@@ -139,7 +139,7 @@ impl Default for ProxyConfig {
 }
 
 /// `[control]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// `listen = "127.0.0.1:9090"`: address of the control endpoint.
@@ -156,7 +156,7 @@ impl Default for ControlConfig {
 }
 
 /// `[plugins]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     /// `dir = "plugins"`: the folder watched for `NAME.wasm` files.
@@ -210,7 +210,7 @@ impl PluginsConfig {
 }
 
 /// `[[pools]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// `name = "web"`: how routes, the API and metrics name the pool.
@@ -256,7 +256,7 @@ pub struct PoolConfig {
 }
 
 /// A pool's `health` table: active checks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `plugin = "http-health"`: the health-check plugin; none: a native TCP
@@ -285,7 +285,7 @@ pub struct HealthCheckConfig {
 }
 
 /// A pool's `recovery` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryConfig {
     /// `plugin = "retry-backoff"`: the recovery plugin; none: the native
@@ -313,7 +313,7 @@ pub struct RecoveryConfig {
 }
 
 /// A pool's `outlier` table: passive ejection from live traffic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// `enabled = true`
@@ -367,7 +367,7 @@ impl Default for OutlierConfig {
 }
 
 /// A pool's `balancer` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerConfig {
     /// `plugin = "p2c"`: the file stem of `plugins/p2c.wasm`.
@@ -385,7 +385,7 @@ impl BalancerConfig {
 }
 
 /// One entry of a pool's `endpoints`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// `address = "127.0.0.1:8081"`: `host:port` of the endpoint.
@@ -409,7 +409,7 @@ pub struct EndpointConfig {
 }
 
 /// `[[routes]]`: a request matches when every given field matches.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// `host = "api.example.com"`: the request's host, without port; any when absent.

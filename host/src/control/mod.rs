@@ -15,15 +15,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::engine::{Alerts, Pool};
+use crate::engine::{Alerts, SharedTopology};
 use crate::metrics::{self, Metrics};
 use crate::plugins::PluginRuntime;
 
 /// What the control endpoint reads.
 #[derive(Debug)]
 pub struct ControlState {
-    /// Every pool, in config order.
-    pub pools: Vec<Arc<Pool>>,
+    /// The routes and pools serving now.
+    pub topology: SharedTopology,
+    /// Applies config reloads.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// The plugin runtime.
     pub runtime: PluginRuntime,
     /// Health alerts of every pool.
@@ -48,7 +50,7 @@ pub async fn serve(
                 let state = Arc::clone(&state);
                 let service = service_fn(move |request| {
                     let state = Arc::clone(&state);
-                    async move { Ok::<_, Infallible>(handle(&state, request)) }
+                    async move { Ok::<_, Infallible>(handle(&state, request).await) }
                 });
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -62,13 +64,14 @@ pub async fn serve(
     }
 }
 
-fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().trim_end_matches('/');
     match (request.method(), path) {
+        (&Method::POST, "/v1/reload") => reload(state).await,
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
-            metrics::render(&state.metrics, &state.pools, &state.runtime),
+            metrics::render(&state.metrics, &state.topology.load().pools, &state.runtime),
             "text/plain; version=0.0.4",
         ),
         (&Method::GET, "/v1/status") => json_response(StatusCode::OK, &status(state)),
@@ -84,13 +87,38 @@ fn handle(state: &ControlState, request: Request<Incoming>) -> Response<Full<Byt
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({ "error": format!("{} is read-only: use GET", path) }),
         ),
+        (_, "/v1/reload") => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "error": "/v1/reload takes POST" }),
+        ),
         _ => json_response(
             StatusCode::NOT_FOUND,
             &json!({
                 "error": format!("no such endpoint: {path}"),
-                "endpoints": ["/healthz", "/metrics", "/v1/status", "/v1/pools", "/v1/plugins", "/v1/alerts"],
+                "endpoints": ["/healthz", "/metrics", "/v1/status", "/v1/pools", "/v1/plugins", "/v1/alerts", "POST /v1/reload"],
             }),
         ),
+    }
+}
+
+/// `POST /v1/reload`: the config file read again and applied; what changed,
+/// or why nothing did.
+async fn reload(state: &ControlState) -> Response<Full<Bytes>> {
+    use crate::reload::ReloadError;
+    match state.reloader.reload_file().await {
+        Ok(report) => json_response(StatusCode::OK, &json!({ "reloaded": report })),
+        Err(error) => {
+            let (status, code) = match &error {
+                ReloadError::NoFile => (StatusCode::CONFLICT, "no_config_file"),
+                ReloadError::RestartNeeded(_) => (StatusCode::CONFLICT, "restart_needed"),
+                ReloadError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
+                ReloadError::Build(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot_apply"),
+            };
+            json_response(
+                status,
+                &json!({ "error": { "code": code, "message": error.to_string() } }),
+            )
+        }
     }
 }
 
@@ -99,13 +127,14 @@ fn status(state: &ControlState) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "requests": state.metrics.requests(),
-        "pools": state.pools.len(),
+        "pools": state.topology.load().pools.len(),
         "plugins": state.runtime.slots().len(),
     })
 }
 
 fn pools(state: &ControlState) -> Value {
-    let pools: Vec<Value> = state
+    let topology = state.topology.load();
+    let pools: Vec<Value> = topology
         .pools
         .iter()
         .map(|pool| {
@@ -167,7 +196,15 @@ fn plugins(state: &ControlState) -> Value {
         .map(|slot| {
             let version = slot.current();
             let history = slot.history.lock().unwrap();
-            let users: Vec<String> = slot.users.lock().unwrap().iter().map(|u| u.pool_name.clone()).collect();
+            // A pool a reload dropped is gone once its last request is.
+            let users: Vec<String> = slot
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|u| u.pool.strong_count() > 0)
+                .map(|u| u.pool_name.clone())
+                .collect();
             let state = match &version {
                 None => "not-loaded",
                 Some(v) if v.is_quarantined() => "quarantined",

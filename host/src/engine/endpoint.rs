@@ -38,8 +38,9 @@ pub struct Endpoint {
     pub zone: Option<String>,
     /// Labels, shown to plugins.
     pub labels: BTreeMap<String, String>,
-    /// Live load, updated by the proxy.
-    pub stats: EndpointStats,
+    /// Live load, updated by the proxy. Shared with the endpoint of the same
+    /// address in a pool rebuilt by a reload, so its figures carry over.
+    pub stats: Arc<EndpointStats>,
     /// The active-check verdict, readable without the pool's lock.
     health: AtomicU8,
     /// Held out after a connect failure: lets the proxy skip the pool's
@@ -97,7 +98,7 @@ impl Endpoint {
             capacity,
             zone: None,
             labels: BTreeMap::new(),
-            stats: EndpointStats::default(),
+            stats: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             held: AtomicBool::new(false),
         })

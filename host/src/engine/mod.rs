@@ -12,6 +12,7 @@ mod health;
 mod pool;
 mod recovery;
 mod route;
+mod topology;
 
 pub use balancer::{
     Balancer, PickFault, PickRequest, Priority, RequestHeaders, RequestInfo, RoundRobin,
@@ -27,6 +28,7 @@ pub use health::{
 pub use pool::{Pool, PoolHealthView, Recovery};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{Route, Routes};
+pub use topology::{SharedTopology, Topology};
 
 #[cfg(test)]
 mod tests;

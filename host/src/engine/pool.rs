@@ -567,6 +567,28 @@ impl Pool {
             .collect()
     }
 
+    /// Takes over the health of `previous`'s endpoints (the pool of the
+    /// same name this one replaces in a reload) for its endpoints of the
+    /// same address: active verdicts, ejections, holds and slow starts carry
+    /// over, and the eligible set follows.
+    pub fn inherit_health(&self, previous: &Pool) {
+        let now = Instant::now();
+        let old_set = previous.endpoints.load_full();
+        let old_health = previous.health.lock().unwrap().endpoints.clone();
+        let mut state = self.health.lock().unwrap();
+        let set = self.endpoints.load_full();
+        for endpoint in &set.all {
+            let Some(old) = old_set.all.iter().find(|e| e.address == endpoint.address) else {
+                continue;
+            };
+            let health = old_health[old.id as usize].clone();
+            endpoint.set_health(health.active);
+            endpoint.set_held(health.held_since.is_some());
+            state.endpoints[endpoint.id as usize] = health;
+        }
+        self.rebuild(&mut state, now);
+    }
+
     /// A copy of the pool's health.
     pub fn health(&self) -> PoolHealthView {
         let state = self.health.lock().unwrap();

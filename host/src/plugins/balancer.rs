@@ -2,8 +2,6 @@
 //! thread, kept in a thread-local table (no locks on the hot path), re-synced
 //! lazily when the plugin version or the pool's endpoint set moves.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -12,18 +10,19 @@ use wasmtime::{Store, Trap};
 use super::bindings::balancer::BalancerPlugin;
 use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
+use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
 use super::{describe_failure, set_up, Shared};
 use crate::engine::{
     Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority, RequestHeaders,
 };
 
-/// Next free index in the per-thread instance tables.
-static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
+/// Keys of the per-thread instance tables.
+static KEYS: Keys = Keys::new();
 
 thread_local! {
-    /// This thread's instances, indexed by `WasmBalancer::key`.
-    static INSTANCES: RefCell<Vec<Option<LiveInstance>>> = const { RefCell::new(Vec::new()) };
+    /// This thread's instances, by `WasmBalancer::key`.
+    static INSTANCES: Table<LiveInstance> = const { Table::new() };
 }
 
 /// A pool's balancer backed by a plugin.
@@ -117,6 +116,12 @@ impl LiveInstance {
     }
 }
 
+impl Drop for WasmBalancer {
+    fn drop(&mut self) {
+        KEYS.retire(self.key);
+    }
+}
+
 impl WasmBalancer {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -125,7 +130,7 @@ impl WasmBalancer {
         config_json: &str,
     ) -> Self {
         WasmBalancer {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            key: KEYS.allocate(),
             shared,
             slot,
             pool_name: pool_name.to_string(),
@@ -266,12 +271,8 @@ impl Balancer for WasmBalancer {
             return Err(PickFault::Unavailable("quarantined".into()));
         }
         self.slot.count_call();
-        let answer = INSTANCES.with(|cell| {
-            let mut instances = cell.borrow_mut();
-            if instances.len() <= self.key {
-                instances.resize_with(self.key + 1, || None);
-            }
-            self.pick_on(&mut instances[self.key], version, set, request)
+        let answer = KEYS.with_instance(&INSTANCES, self.key, |entry| {
+            self.pick_on(entry, version, set, request)
         });
         match answer {
             Ok(Some(id)) if set.is_eligible(id) => {

@@ -10,6 +10,7 @@ mod imports;
 mod last_good;
 mod recovery;
 mod registry;
+mod retire;
 mod state;
 mod watcher;
 
@@ -259,6 +260,18 @@ impl PluginRuntime {
         }
         slot.users.lock().unwrap().push(usage);
         Ok(())
+    }
+
+    /// Forgets the pools that no longer exist (dropped by a reload, once the
+    /// requests that held them have finished), so new versions are no
+    /// longer checked against them.
+    pub fn forget_dropped_pools(&self) {
+        for slot in self.slots() {
+            slot.users
+                .lock()
+                .unwrap()
+                .retain(|usage| usage.pool.strong_count() > 0);
+        }
     }
 
     /// Loads every `*.wasm` file of the folder; returns the errors of the

@@ -2,8 +2,6 @@
 //! thread, like balancers; a fault is counted and answered by the native
 //! `RetryOnce`.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +11,17 @@ use super::bindings::recovery::exports::switchyard::plugin::recovery as wit;
 use super::bindings::recovery::RecoveryPlugin;
 use super::bindings::types;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
+use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
 use super::{describe_failure, set_up, Shared};
 use crate::engine::{Decision, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce};
 
-static NEXT_KEY: AtomicUsize = AtomicUsize::new(0);
+/// Keys of the per-thread instance tables.
+static KEYS: Keys = Keys::new();
 
 thread_local! {
-    static INSTANCES: RefCell<Vec<Option<RecoveryInstance>>> = const { RefCell::new(Vec::new()) };
+    /// This thread's instances, by `WasmRecovery::key`.
+    static INSTANCES: Table<RecoveryInstance> = const { Table::new() };
 }
 
 /// One configured instance of a recovery plugin.
@@ -80,6 +81,12 @@ impl std::fmt::Debug for WasmRecovery {
     }
 }
 
+impl Drop for WasmRecovery {
+    fn drop(&mut self) {
+        KEYS.retire(self.key);
+    }
+}
+
 impl WasmRecovery {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -88,7 +95,7 @@ impl WasmRecovery {
         config_json: &str,
     ) -> Self {
         WasmRecovery {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            key: KEYS.allocate(),
             shared,
             slot,
             pool_name: pool_name.to_string(),
@@ -180,12 +187,8 @@ impl RecoveryPolicy for WasmRecovery {
             return RetryOnce.on_failure(failure);
         }
         self.slot.count_call();
-        let decided = INSTANCES.with(|cell| {
-            let mut instances = cell.borrow_mut();
-            if instances.len() <= self.key {
-                instances.resize_with(self.key + 1, || None);
-            }
-            self.decide(&mut instances[self.key], &version, failure)
+        let decided = KEYS.with_instance(&INSTANCES, self.key, |entry| {
+            self.decide(entry, &version, failure)
         });
         match decided {
             Ok(decision) => {

@@ -202,7 +202,8 @@ fn parse_request(
         return Parsed::Fallback;
     };
     let path = target.split(['?', '#']).next().unwrap_or(target);
-    let route = proxy.routes.find(facts.host, path);
+    let topology = proxy.topology.load();
+    let route = topology.routes.find(facts.host, path);
     let idempotent = matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"

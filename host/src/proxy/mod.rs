@@ -28,14 +28,14 @@ pub use upstream::{UpstreamError, Upstreams};
 use crate::config::ProxyConfig;
 use crate::engine::{
     Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, Recovery, RequestInfo,
-    Retry, Routes,
+    Retry, SharedTopology,
 };
 use crate::metrics::{Metrics, ProxyError, WorkerCounters};
 
 /// The forwarding half of the proxy, shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
-    routes: Routes,
+    topology: SharedTopology,
     upstreams: Arc<Upstreams>,
     request_timeout: Duration,
     fast_path: bool,
@@ -44,16 +44,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The proxy of worker `worker`, over `routes`, with the timeouts and
-    /// pool settings of `config`. Each worker has its own upstream
-    /// connections and its own shard of `metrics`.
-    pub fn new(config: &ProxyConfig, routes: Routes, metrics: Arc<Metrics>, worker: usize) -> Self {
+    /// The proxy of worker `worker`, over the routes of `topology` as they
+    /// stand at each request, with the timeouts and pool settings of
+    /// `config`. Each worker has its own upstream connections and its own
+    /// shard of `metrics`.
+    pub fn new(
+        config: &ProxyConfig,
+        topology: SharedTopology,
+        metrics: Arc<Metrics>,
+        worker: usize,
+    ) -> Self {
         let upstreams = Arc::new(Upstreams::new(
             Duration::from_millis(config.connect_timeout_ms),
             Duration::from_millis(config.idle_timeout_ms),
         ));
         Proxy {
-            routes,
+            topology,
             upstreams,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             fast_path: config.fast_path,
@@ -74,7 +80,10 @@ impl Proxy {
         let started = Instant::now();
         let deadline = started + self.request_timeout;
         let host = request_host(&request);
-        let Some(pool) = self.routes.find(host, request.uri().path()) else {
+        // Held for the whole exchange, as the pool is: a reload meanwhile
+        // does not change where this request goes.
+        let topology = self.topology.load_full();
+        let Some(pool) = topology.routes.find(host, request.uri().path()) else {
             return self.error(
                 ProxyError::NoRoute,
                 format!(

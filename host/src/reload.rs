@@ -1,0 +1,522 @@
+//! Builds what serves from a config — pools with their plugins and active
+//! checks, and the routes — at start, and applies a new config as the
+//! difference from the running one: pools added, rebuilt or dropped, their
+//! endpoints keeping statistics and health by address, the routes swapped
+//! whole. A config that is invalid, or changes what only a restart can,
+//! changes nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, PoolConfig};
+use crate::engine::{
+    self, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool, Route,
+    Routes, SharedTopology, TcpCheck, Topology,
+};
+use crate::plugins::{self, PluginRuntime, Role};
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The process was started without a config file to read again.
+    #[error("no config file to reload: this process was started from a config in memory")]
+    NoFile,
+    /// The file does not load or validate.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// The change touches something read only at start.
+    #[error("{0}: needs a restart; nothing was changed")]
+    RestartNeeded(String),
+    /// A pool could not be built (a plugin missing, or refusing its config).
+    #[error("{0}")]
+    Build(String),
+}
+
+/// What a reload changed, by pool name.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Pools that are new.
+    pub added: Vec<String>,
+    /// Pools rebuilt because their table changed.
+    pub changed: Vec<String>,
+    /// Pools no longer in the config.
+    pub removed: Vec<String>,
+    /// Pools left exactly as they were.
+    pub unchanged: Vec<String>,
+    /// Routes in the new table.
+    pub routes: usize,
+}
+
+/// A pool's active checks, started when the pool starts serving.
+#[derive(Debug)]
+struct ActiveChecks {
+    checker: Arc<dyn HealthChecker>,
+    schedule: CheckSchedule,
+}
+
+/// The running config and the check tasks of each pool.
+#[derive(Debug)]
+struct Applied {
+    config: Config,
+    checks: HashMap<String, Vec<JoinHandle<()>>>,
+}
+
+/// Owns what serves: builds it at start, applies reloads one at a time,
+/// and publishes each result to the shared topology.
+#[derive(Debug)]
+pub struct Reloader {
+    runtime: PluginRuntime,
+    alerts: Arc<Alerts>,
+    topology: SharedTopology,
+    file: std::sync::Mutex<Option<PathBuf>>,
+    applied: tokio::sync::Mutex<Applied>,
+}
+
+impl Reloader {
+    /// Builds the pools and routes of `config` and starts their active
+    /// checks. A plugin rejected in the folder serves its last good version
+    /// from an earlier run, if one was kept (see [`require_plugin`]).
+    pub fn start(
+        config: Config,
+        runtime: PluginRuntime,
+        load_errors: &[plugins::LoadError],
+        alerts: Arc<Alerts>,
+    ) -> anyhow::Result<Reloader> {
+        let builder = Builder {
+            runtime: &runtime,
+            load_errors,
+            alerts: &alerts,
+            fall_back: true,
+        };
+        let mut pools = Vec::new();
+        let mut checks = HashMap::new();
+        for (index, pool_config) in config.pools.iter().enumerate() {
+            let (pool, active) = builder.pool(index, pool_config, None)?;
+            checks.insert(pool.name.clone(), spawn(&pool, active));
+            pools.push(pool);
+        }
+        let routes = routes(&config, &pools);
+        let topology = SharedTopology::default();
+        topology.store(Arc::new(Topology { routes, pools }));
+        Ok(Reloader {
+            runtime,
+            alerts,
+            topology,
+            file: std::sync::Mutex::new(None),
+            applied: tokio::sync::Mutex::new(Applied { config, checks }),
+        })
+    }
+
+    /// Reloads from `file` on [`Reloader::reload_file`].
+    pub fn set_file(&self, file: PathBuf) {
+        *self.file.lock().unwrap() = Some(file);
+    }
+
+    /// The topology the proxy and the control endpoint read.
+    pub fn topology(&self) -> &SharedTopology {
+        &self.topology
+    }
+
+    /// Reads the config file again and applies it.
+    pub async fn reload_file(&self) -> Result<ReloadReport, ReloadError> {
+        let file = self
+            .file
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(ReloadError::NoFile)?;
+        let next = Config::load(&file)?;
+        self.apply(next).await
+    }
+
+    /// Applies `next` as the difference from the running config: a pool
+    /// whose table is unchanged keeps serving as it is (plugin instances,
+    /// checks, health); a changed one is rebuilt, its endpoints keeping
+    /// their statistics and health by address; the routes are replaced
+    /// whole. Requests in flight finish on what they started with. Nothing
+    /// changes unless all of it can be built.
+    pub async fn apply(&self, next: Config) -> Result<ReloadReport, ReloadError> {
+        let mut applied = self.applied.lock().await;
+        if let Some(what) = restart_needed(&applied.config, &next) {
+            return Err(ReloadError::RestartNeeded(what));
+        }
+        let current = self.topology.load_full();
+        let builder = Builder {
+            runtime: &self.runtime,
+            load_errors: &[],
+            alerts: &self.alerts,
+            fall_back: false,
+        };
+        let mut report = ReloadReport::default();
+        let mut pools = Vec::new();
+        let mut started = Vec::new();
+        for (index, pool_config) in next.pools.iter().enumerate() {
+            let before = applied
+                .config
+                .pools
+                .iter()
+                .find(|p| p.name == pool_config.name);
+            let previous = current.pool(&pool_config.name);
+            match (before, previous) {
+                (Some(before), Some(previous)) if before == pool_config => {
+                    report.unchanged.push(pool_config.name.clone());
+                    pools.push(Arc::clone(previous));
+                }
+                _ => {
+                    let (pool, active) = builder
+                        .pool(index, pool_config, previous)
+                        .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
+                    if previous.is_some() {
+                        report.changed.push(pool.name.clone());
+                    } else {
+                        report.added.push(pool.name.clone());
+                    }
+                    started.push((Arc::clone(&pool), active));
+                    pools.push(pool);
+                }
+            }
+        }
+        for pool in &current.pools {
+            if next.pools.iter().all(|p| p.name != pool.name) {
+                report.removed.push(pool.name.clone());
+            }
+        }
+        let routes = routes(&next, &pools);
+        report.routes = next.routes.len();
+        self.topology.store(Arc::new(Topology { routes, pools }));
+
+        // The old pools' checks stop; the new pools' start.
+        for name in report.changed.iter().chain(&report.removed) {
+            for task in applied.checks.remove(name).unwrap_or_default() {
+                task.abort();
+            }
+        }
+        for (pool, active) in started {
+            applied
+                .checks
+                .insert(pool.name.clone(), spawn(&pool, active));
+        }
+        applied.config = next;
+        self.runtime.forget_dropped_pools();
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            unchanged = report.unchanged.len(),
+            "config reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Stops every active check.
+    pub async fn stop(&self) {
+        let mut applied = self.applied.lock().await;
+        for (_, tasks) in applied.checks.drain() {
+            for task in tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// What differs between `current` and `next` that only a restart applies:
+/// the listeners, the proxy workers and their settings, the plugin runtime.
+fn restart_needed(current: &Config, next: &Config) -> Option<String> {
+    if current.proxy.listen != next.proxy.listen {
+        return Some(format!(
+            "proxy.listen changed from {} to {}",
+            current.proxy.listen, next.proxy.listen
+        ));
+    }
+    if current.control.listen != next.control.listen {
+        return Some(format!(
+            "control.listen changed from {} to {}",
+            current.control.listen, next.control.listen
+        ));
+    }
+    if current.proxy.workers != next.proxy.workers {
+        return Some(format!(
+            "proxy.workers changed from {} to {}",
+            current.proxy.workers, next.proxy.workers
+        ));
+    }
+    if current.proxy != next.proxy {
+        return Some("[proxy] changed (its timeouts and fast_path are read at start)".into());
+    }
+    if current.plugins != next.plugins {
+        return Some("[plugins] changed (the plugin runtime is set up at start)".into());
+    }
+    None
+}
+
+/// Starts a pool's active checks, if it has any.
+fn spawn(pool: &Arc<Pool>, active: Option<ActiveChecks>) -> Vec<JoinHandle<()>> {
+    match active {
+        Some(active) => engine::spawn_checks(Arc::clone(pool), active.checker, active.schedule),
+        None => Vec::new(),
+    }
+}
+
+/// The route table of `config` over `pools`; no routes: everything to the
+/// only pool (validation allows no routes only with one).
+fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
+    if config.routes.is_empty() {
+        return Routes::new(
+            pools
+                .iter()
+                .map(|pool| Route {
+                    host: None,
+                    path_prefix: "/".into(),
+                    pool: Arc::clone(pool),
+                })
+                .collect(),
+        );
+    }
+    Routes::new(
+        config
+            .routes
+            .iter()
+            .map(|route| Route {
+                host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
+                pool: pools
+                    .iter()
+                    .find(|p| p.name == route.pool)
+                    .cloned()
+                    .expect("validated: routes name existing pools"),
+            })
+            .collect(),
+    )
+}
+
+/// The engine's health policy from a pool's table.
+fn health_policy(pool: &PoolConfig) -> HealthPolicy {
+    let outlier = &pool.outlier;
+    HealthPolicy {
+        failover_threshold: pool.failover_threshold,
+        panic_threshold: pool.panic_threshold,
+        slow_start: Duration::from_millis(pool.slow_start_ms),
+        connect_failure_hold: Duration::from_millis(pool.connect_failure_hold_ms),
+        active_checks: pool.health.is_some(),
+        outlier: outlier.enabled.then(|| OutlierPolicy {
+            consecutive_failures: outlier.consecutive_failures,
+            base_ejection: Duration::from_millis(outlier.base_ejection_ms),
+            max_ejection: Duration::from_millis(outlier.max_ejection_ms),
+            max_ejection_percent: outlier.max_ejection_percent,
+            interval: Duration::from_millis(outlier.interval_ms),
+            min_success_rate: outlier.min_success_rate,
+            min_requests: outlier.min_requests,
+            uneject_on_active_success: outlier.uneject_on_active_success,
+        }),
+    }
+}
+
+/// Builds pools: at start, where a rejected plugin may fall back to its last
+/// good version, or in a reload, where it may not (a reload that cannot be
+/// built changes nothing instead).
+struct Builder<'a> {
+    runtime: &'a PluginRuntime,
+    load_errors: &'a [plugins::LoadError],
+    alerts: &'a Arc<Alerts>,
+    fall_back: bool,
+}
+
+impl Builder<'_> {
+    /// Builds pool `index` of the config; with `previous` (the pool of that
+    /// name serving now), endpoints of the same address keep their
+    /// statistics and health.
+    fn pool(
+        &self,
+        index: usize,
+        pool_config: &PoolConfig,
+        previous: Option<&Arc<Pool>>,
+    ) -> anyhow::Result<(Arc<Pool>, Option<ActiveChecks>)> {
+        let key = format!("pools[{index}] (`{}`)", pool_config.name);
+        let previous_endpoints = previous.map(|p| p.endpoints().all.clone());
+        let mut endpoints = Vec::new();
+        for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
+            let mut built = Endpoint::new(
+                id as u32,
+                &endpoint.address,
+                endpoint.weight,
+                endpoint.capacity,
+            )
+            .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
+            built.zone = endpoint.zone.clone();
+            built.tier = endpoint.tier;
+            built.labels = endpoint.labels.clone();
+            if let Some(same) = previous_endpoints
+                .iter()
+                .flatten()
+                .find(|e| e.address == endpoint.address)
+            {
+                built.stats = Arc::clone(&same.stats);
+            }
+            endpoints.push(Arc::new(built));
+        }
+        let name = &pool_config.name;
+        let (plugin, balancer) = match &pool_config.balancer {
+            Some(balancer) => {
+                self.require(&balancer.plugin, &format!("{key}.balancer.plugin"), name)?;
+                let wasm: Arc<dyn engine::Balancer> =
+                    self.runtime
+                        .balancer(&balancer.plugin, name, &balancer.config_json());
+                (Some(balancer.plugin.clone()), Some(wasm))
+            }
+            None => (None, None),
+        };
+        let mut pool = Pool::with_health(
+            name.clone(),
+            endpoints,
+            plugin,
+            balancer,
+            health_policy(pool_config),
+            Arc::clone(self.alerts),
+        );
+        let recovery_json = pool_config
+            .recovery
+            .as_ref()
+            .map(|r| serde_json::to_string(&r.config).unwrap_or_else(|_| "{}".into()));
+        if let Some(recovery) = &pool_config.recovery {
+            let policy: Arc<dyn engine::RecoveryPolicy> = match &recovery.plugin {
+                Some(plugin) => {
+                    self.require(plugin, &format!("{key}.recovery.plugin"), name)?;
+                    self.runtime
+                        .recovery(plugin, name, recovery_json.as_deref().unwrap_or("{}"))
+                }
+                None => Arc::new(engine::RetryOnce),
+            };
+            pool = pool.with_recovery(engine::Recovery {
+                policy,
+                budget: engine::RetryBudget::new(
+                    recovery.budget_percent,
+                    recovery.min_retries_per_second,
+                    Duration::from_millis(recovery.budget_window_ms),
+                ),
+                max_replay_body: recovery.max_replay_body_bytes,
+            });
+        }
+        if let Some(previous) = previous {
+            pool.inherit_health(previous);
+        }
+        let pool = Arc::new(pool);
+        if let (Some(recovery), Some(json)) = (&pool_config.recovery, &recovery_json) {
+            if let Some(plugin) = &recovery.plugin {
+                self.attach(
+                    plugin,
+                    Role::Recovery,
+                    &pool,
+                    json,
+                    &format!("{key}.recovery"),
+                )?;
+            }
+        }
+        if let Some(balancer) = &pool_config.balancer {
+            self.attach(
+                &balancer.plugin,
+                Role::Balancer,
+                &pool,
+                &balancer.config_json(),
+                &format!("{key}.balancer"),
+            )?;
+        }
+        let active = match &pool_config.health {
+            Some(health) => {
+                let checker: Arc<dyn HealthChecker> = match &health.plugin {
+                    Some(plugin) => {
+                        self.require(plugin, &format!("{key}.health.plugin"), name)?;
+                        let config_json =
+                            serde_json::to_string(&health.config).unwrap_or_else(|_| "{}".into());
+                        self.attach(
+                            plugin,
+                            Role::HealthCheck,
+                            &pool,
+                            &config_json,
+                            &format!("{key}.health"),
+                        )?;
+                        self.runtime.health_check(plugin, name, &config_json)
+                    }
+                    None => Arc::new(TcpCheck),
+                };
+                Some(ActiveChecks {
+                    checker,
+                    schedule: CheckSchedule {
+                        interval: Duration::from_millis(health.interval_ms),
+                        jitter: Duration::from_millis(health.jitter_ms),
+                        timeout: Duration::from_millis(health.timeout_ms),
+                        rise: health.rise,
+                        fall: health.fall,
+                    },
+                })
+            }
+            None => None,
+        };
+        Ok((pool, active))
+    }
+
+    /// Makes sure plugin `name` serves, for pool `pool` at config key `key`.
+    /// At start, when no version serves because the file in the folder was
+    /// rejected (or is missing), the last version that configured
+    /// successfully in an earlier run serves instead, with a P1 alert; a
+    /// plugin never loaded before fails with the reason.
+    fn require(&self, name: &str, key: &str, pool: &str) -> anyhow::Result<()> {
+        let slot = self.runtime.slot(name);
+        if slot.current().is_some() {
+            return Ok(());
+        }
+        let why = self
+            .load_errors
+            .iter()
+            .find(|e| e.name == name)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| format!("no file {}", slot.path.display()));
+        self.fall_back(name, &why, pool)
+            .map_err(|no_fallback| anyhow::anyhow!("{key} = \"{name}\": {why}; {no_fallback}"))
+    }
+
+    /// Attaches `pool` to plugin `name`; at start, when the serving version
+    /// refuses the pool's config, falls back as [`Builder::require`] does.
+    fn attach(
+        &self,
+        name: &str,
+        role: Role,
+        pool: &Arc<Pool>,
+        config_json: &str,
+        key: &str,
+    ) -> anyhow::Result<()> {
+        let Err(error) = self.runtime.attach(name, role, pool, config_json) else {
+            return Ok(());
+        };
+        let why = error.to_string();
+        self.fall_back(name, &why, &pool.name)
+            .map_err(|no_fallback| anyhow::anyhow!("{key}: {why}; {no_fallback}"))?;
+        self.runtime
+            .attach(name, role, pool, config_json)
+            .with_context(|| format!("{key}: the last good version of plugin `{name}`"))
+    }
+
+    /// Serves plugin `name` from its last good file, rejected in the folder
+    /// for `why`, and raises the P1 alert that says so.
+    fn fall_back(&self, name: &str, why: &str, pool: &str) -> Result<(), String> {
+        if !self.fall_back {
+            return Err("a reload does not fall back to an earlier version".into());
+        }
+        let version = self.runtime.restore_last_good(name, why)?;
+        self.alerts.raise(
+            engine::Severity::P1,
+            pool,
+            None,
+            format!(
+                "plugin `{name}` serves its last good version ({}) from an earlier run: {why}",
+                &version.hash[..12]
+            ),
+        );
+        Ok(())
+    }
+}
