@@ -39,7 +39,7 @@ pub enum ReloadError {
 }
 
 /// What a reload changed, by pool name.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ReloadReport {
     /// Pools that are new.
     pub added: Vec<String>,

@@ -4,6 +4,7 @@
 mod balancing;
 mod churn;
 mod config_reload;
+mod control_api;
 mod demo;
 mod fast_path;
 mod health;

@@ -1,0 +1,202 @@
+//! `GET /v1/pools`: every pool with its serving tier and panic mode, and each
+//! endpoint's health and live load.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::extract::State as Extract;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::State;
+use crate::engine::{Health, LoadSnapshot, Pool};
+
+/// Every pool, in config order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PoolsView {
+    pools: Vec<PoolView>,
+}
+
+/// One pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PoolView {
+    /// The pool's name.
+    name: String,
+    /// The balancer plugin's name, or `native round robin`.
+    balancer: String,
+    /// The balancer plugin's name; none for the native round robin.
+    plugin: Option<String>,
+    /// Bumped whenever the eligible set or the weights change.
+    generation: u64,
+    /// The tier serving now (0 is the primary).
+    serving_tier: u32,
+    /// Whether the serving tier is in panic mode.
+    panic: bool,
+    /// Picks the native round robin made because the plugin faulted.
+    fallback_picks: u64,
+    /// Every endpoint, by id.
+    endpoints: Vec<EndpointView>,
+}
+
+/// One endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EndpointView {
+    /// Its index in the pool.
+    id: u32,
+    /// `host:port`.
+    address: String,
+    /// Configured weight.
+    weight: u32,
+    /// Weight as balancers see it now (lower in slow start).
+    effective_weight: u32,
+    /// Maximum in flight; 0 is unlimited.
+    capacity: u32,
+    /// Zone, shown to plugins.
+    zone: Option<String>,
+    /// Labels, shown to plugins.
+    labels: BTreeMap<String, String>,
+    /// Priority tier.
+    tier: u32,
+    /// Whether it may take traffic now.
+    eligible: bool,
+    /// What the host believes about it.
+    health: EndpointHealthView,
+    /// Its live load.
+    load: LoadView,
+}
+
+/// An endpoint's health.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EndpointHealthView {
+    /// The active checks' verdict.
+    active: HealthView,
+    /// Whether it may take traffic outside panic mode.
+    available: bool,
+    /// Held out after a connect failure, until a check passes.
+    held_after_connect_failure: bool,
+    /// Time left of a passive ejection, in ms.
+    ejected_for_ms: Option<u64>,
+    /// Times ejected since start.
+    ejections: u32,
+    /// Why the last transition happened.
+    reason: String,
+    /// When, in ms since the Unix epoch.
+    changed_at_unix_ms: u64,
+}
+
+/// An active-check verdict.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum HealthView {
+    /// Passing its checks.
+    Healthy,
+    /// Passing, but slow or partly failing.
+    Degraded,
+    /// Failing its checks.
+    Unhealthy,
+    /// Not checked (yet).
+    Unknown,
+}
+
+impl From<Health> for HealthView {
+    fn from(health: Health) -> Self {
+        match health {
+            Health::Healthy => HealthView::Healthy,
+            Health::Degraded => HealthView::Degraded,
+            Health::Unhealthy => HealthView::Unhealthy,
+            Health::Unknown => HealthView::Unknown,
+        }
+    }
+}
+
+/// An endpoint's live load.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LoadView {
+    /// Requests being served now.
+    in_flight: u32,
+    /// Requests forwarded since start.
+    requests: u64,
+    /// Requests that failed (connect error, timeout, 5xx, cut mid-body).
+    failures: u64,
+    /// Responses it cut off mid-body.
+    cuts: u64,
+    /// Peak-EWMA of response latency, in µs.
+    ewma_latency_us: u32,
+    /// Recent success share, in thousandths.
+    success_permille: u16,
+}
+
+impl From<LoadSnapshot> for LoadView {
+    fn from(load: LoadSnapshot) -> Self {
+        LoadView {
+            in_flight: load.in_flight,
+            requests: load.requests,
+            failures: load.failures,
+            cuts: load.cuts,
+            ewma_latency_us: load.ewma_latency_us,
+            success_permille: load.success_permille,
+        }
+    }
+}
+
+/// Every pool, with its serving tier, panic mode and each endpoint's health
+/// and live load.
+#[utoipa::path(get, path = "/v1/pools", tag = "pools",
+    responses((status = 200, description = "Every pool, in config order", body = PoolsView)))]
+pub(super) async fn list(Extract(state): State) -> Json<PoolsView> {
+    let topology = state.topology.load();
+    Json(PoolsView {
+        pools: topology.pools.iter().map(|pool| view(pool)).collect(),
+    })
+}
+
+fn view(pool: &Pool) -> PoolView {
+    let set = pool.endpoints();
+    let health = pool.health();
+    let now = Instant::now();
+    let endpoints = set
+        .all
+        .iter()
+        .map(|endpoint| {
+            let state = &health.endpoints[endpoint.id as usize];
+            EndpointView {
+                id: endpoint.id,
+                address: endpoint.address.clone(),
+                weight: endpoint.weight,
+                effective_weight: set.weights[endpoint.id as usize],
+                capacity: endpoint.capacity,
+                zone: endpoint.zone.clone(),
+                labels: endpoint.labels.clone(),
+                tier: endpoint.tier,
+                eligible: set.is_eligible(endpoint.id),
+                health: EndpointHealthView {
+                    active: state.active.into(),
+                    available: state.is_available(now),
+                    held_after_connect_failure: state.held_since.is_some(),
+                    ejected_for_ms: state
+                        .ejected_until
+                        .filter(|until| *until > now)
+                        .map(|until| (until - now).as_millis() as u64),
+                    ejections: state.ejections,
+                    reason: state.reason.clone(),
+                    changed_at_unix_ms: state.changed_at_unix_ms,
+                },
+                load: endpoint.stats.snapshot().into(),
+            }
+        })
+        .collect();
+    PoolView {
+        name: pool.name.clone(),
+        balancer: pool
+            .plugin
+            .clone()
+            .unwrap_or_else(|| "native round robin".into()),
+        plugin: pool.plugin.clone(),
+        generation: set.generation,
+        serving_tier: health.tier,
+        panic: health.panic,
+        fallback_picks: pool.fallback_picks(),
+        endpoints,
+    }
+}

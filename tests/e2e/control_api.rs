@@ -1,0 +1,85 @@
+//! The control API against its own OpenAPI document: every documented
+//! route is served, nothing else is, and refusals share one error shape.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served_and_nothing_else() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
+            upstream.endpoint(1)
+        ),
+    );
+    let client = HttpClient::default();
+    let document = client.get(&proxy.control_url("/v1/openapi.json")).await;
+    assert_eq!(document.status, 200);
+    let document: serde_json::Value = serde_json::from_str(&document.body).unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{document:#}"
+    );
+    let paths = document["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let expected = [
+        ("get", "/healthz"),
+        ("get", "/metrics"),
+        ("get", "/readyz"),
+        ("get", "/v1/alerts"),
+        ("get", "/v1/openapi.json"),
+        ("get", "/v1/plugins"),
+        ("get", "/v1/pools"),
+        ("get", "/v1/status"),
+        ("post", "/v1/reload"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+
+    // Each is served, with the content its document names.
+    for (method, path) in &documented {
+        let url = proxy.control_url(path);
+        let reply = match method.as_str() {
+            "get" => client.get(&url).await,
+            _ => client.post(&url, Vec::new()).await,
+        };
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
+        let responses = &paths[path][method]["responses"]["200"]["content"];
+        let json = responses.get("application/json").is_some();
+        if json {
+            serde_json::from_str::<serde_json::Value>(&reply.body)
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", reply.body));
+        }
+    }
+    assert_eq!(
+        client.get(&proxy.control_url("/readyz")).await.body,
+        "ready\n"
+    );
+
+    // Anything else: one error shape, naming the problem.
+    let missing = client.get(&proxy.control_url("/v1/nope")).await;
+    assert_eq!(missing.status, 404);
+    let body: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body:#}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/nope"));
+    let wrong = client
+        .post(&proxy.control_url("/v1/pools"), Vec::new())
+        .await;
+    assert_eq!(wrong.status, 405);
+    let body: serde_json::Value = serde_json::from_str(&wrong.body).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body:#}");
+}
