@@ -51,6 +51,7 @@ use reload::Reloader;
 #[derive(Debug)]
 pub struct Server {
     proxy_config: config::ProxyConfig,
+    watch_config: bool,
     _watcher: Option<plugins::Watcher>,
     proxy_listener: std::net::TcpListener,
     control_listener: TcpListener,
@@ -78,6 +79,7 @@ impl Server {
         let alerts = Arc::new(Alerts::default());
         let proxy_config = config.proxy.clone();
         let control_listen = config.control.listen;
+        let watch_config = config.control.watch_config;
         let reloader = Reloader::start(config, runtime.clone(), &load_errors, Arc::clone(&alerts))?;
         for error in &load_errors {
             tracing::warn!("{error}");
@@ -103,6 +105,7 @@ impl Server {
         });
         Ok(Server {
             proxy_config,
+            watch_config,
             _watcher: watcher,
             proxy_listener,
             control_listener,
@@ -111,7 +114,8 @@ impl Server {
         })
     }
 
-    /// Reads the config again from `file` on SIGHUP and `POST /v1/reload`.
+    /// Reads the config again from `file` on SIGHUP and `POST /v1/reload`,
+    /// and when it changes (`control.watch_config`).
     pub fn reload_from(self, file: PathBuf) -> Self {
         self.reloader.set_file(file);
         self
@@ -147,6 +151,12 @@ impl Server {
         ));
         let readmission = tokio::spawn(readmit_ejected(Arc::clone(self.reloader.topology())));
         let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&self.reloader)));
+        self.reloader.mark_file_applied().await;
+        let _config_watch = if self.watch_config {
+            self.reloader.watch_file()?
+        } else {
+            None
+        };
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
         let (done_sender, mut done) = tokio::sync::mpsc::channel::<()>(1);

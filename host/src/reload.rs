@@ -21,6 +21,15 @@ use crate::engine::{
 };
 use crate::plugins::{self, PluginRuntime, Role};
 
+/// How long a changed config file must be quiet before it is read.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The SHA-256 of a config text, in hex.
+fn content_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+}
+
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -64,6 +73,9 @@ struct ActiveChecks {
 #[derive(Debug)]
 struct Applied {
     config: Config,
+    /// The SHA-256 of the file text last applied, so a watched change that
+    /// leaves the content as applied is not applied twice.
+    file_hash: Option<String>,
     checks: HashMap<String, Vec<JoinHandle<()>>>,
 }
 
@@ -109,7 +121,11 @@ impl Reloader {
             alerts,
             topology,
             file: std::sync::Mutex::new(None),
-            applied: tokio::sync::Mutex::new(Applied { config, checks }),
+            applied: tokio::sync::Mutex::new(Applied {
+                config,
+                file_hash: None,
+                checks,
+            }),
         })
     }
 
@@ -125,14 +141,93 @@ impl Reloader {
 
     /// Reads the config file again and applies it.
     pub async fn reload_file(&self) -> Result<ReloadReport, ReloadError> {
+        self.reload_file_if(false)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Reads the config file again and applies it, unless `skip_applied`
+    /// and its text is the one last applied; `None` when it was skipped.
+    async fn reload_file_if(
+        &self,
+        skip_applied: bool,
+    ) -> Result<Option<ReloadReport>, ReloadError> {
         let file = self
             .file
             .lock()
             .unwrap()
             .clone()
             .ok_or(ReloadError::NoFile)?;
-        let next = Config::load(&file)?;
-        self.apply(next).await
+        let text = std::fs::read_to_string(&file).map_err(|source| {
+            ReloadError::Invalid(ConfigError::Read {
+                path: file.clone(),
+                source,
+            })
+        })?;
+        let hash = content_hash(&text);
+        if skip_applied && self.applied.lock().await.file_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(None);
+        }
+        let next = Config::parse(&text, &file.display().to_string())?;
+        let report = self.apply(next).await?;
+        self.applied.lock().await.file_hash = Some(hash);
+        Ok(Some(report))
+    }
+
+    /// Records the file's text as applied: the content the process started
+    /// from.
+    pub async fn mark_file_applied(&self) {
+        let Some(file) = self.file.lock().unwrap().clone() else {
+            return;
+        };
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            self.applied.lock().await.file_hash = Some(content_hash(&text));
+        }
+    }
+
+    /// Reloads the file when it changes, until the returned watcher is
+    /// dropped: events on its folder (editors replace a file by renaming
+    /// over it) are debounced for [`WATCH_DEBOUNCE`], and content already
+    /// applied is skipped. Must be called within a tokio runtime.
+    pub fn watch_file(self: &Arc<Self>) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
+        use notify::Watcher as _;
+        let Some(file) = self.file.lock().unwrap().clone() else {
+            return Ok(None);
+        };
+        let folder = match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = file.file_name().map(ToOwned::to_owned);
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                // Reads, the host's own included, change nothing.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                    let _ = sender.send(());
+                }
+            })
+            .context("cannot start watching the config file")?;
+        watcher
+            .watch(&folder, notify::RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", folder.display()))?;
+        let reloader = Arc::clone(self);
+        tokio::spawn(async move {
+            while receiver.recv().await.is_some() {
+                // Quiet for the debounce time: the write is over.
+                while let Ok(Some(())) = tokio::time::timeout(WATCH_DEBOUNCE, receiver.recv()).await
+                {
+                }
+                if let Err(error) = reloader.reload_file_if(true).await {
+                    tracing::error!("the changed config file was not applied: {error}");
+                }
+            }
+        });
+        Ok(Some(watcher))
     }
 
     /// Applies `next` as the difference from the running config: a pool

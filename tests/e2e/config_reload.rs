@@ -84,8 +84,15 @@ async fn reloads_under_load_apply_the_difference_without_a_failed_request() {
     // Few plugin instance slots: instances of the pools a reload replaced
     // must be released, or the balancer soon faults.
     let proxy =
-        Switchyard::try_start_full(plugins.path(), "", "max_instances = 8", &web_only(&a, &b))
-            .unwrap_or_else(|log| panic!("{log}"));
+        // Reloads here are asked for, so each answers what it changed.
+        Switchyard::try_start_full(
+            plugins.path(),
+            "",
+            "watch_config = false",
+            "max_instances = 8",
+            &web_only(&a, &b),
+        )
+        .unwrap_or_else(|log| panic!("{log}"));
     let client = HttpClient::default();
     let stop = Arc::new(AtomicBool::new(false));
     let loops = load(&proxy, &["/"], stop.clone());
@@ -197,7 +204,14 @@ async fn reloads_under_load_apply_the_difference_without_a_failed_request() {
 async fn a_reload_that_needs_a_restart_or_a_missing_plugin_changes_nothing() {
     let plugins = plugin_dir(&[("rr", "round-robin")]);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let proxy = Switchyard::start(plugins.path(), &web_only(&a, &b));
+    let proxy = Switchyard::try_start_full(
+        plugins.path(),
+        "",
+        "watch_config = false",
+        "",
+        &web_only(&a, &b),
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
     let client = HttpClient::default();
 
     proxy.rewrite_config(&web_only(&a, &b).replace("\"rr\"", "\"p2c\""));
@@ -231,4 +245,63 @@ async fn a_reload_that_needs_a_restart_or_a_missing_plugin_changes_nothing() {
     let pools = pools_now(&proxy, &client).await;
     assert_eq!(pools["pools"][0]["balancer"], "rr", "{pools:#}");
     assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_config_file_is_applied_without_being_asked() {
+    let plugins = plugin_dir(&[("rr", "round-robin")]);
+    let [a, b, c, d] = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+        Upstream::start("d").await,
+    ];
+    let proxy = Switchyard::start(plugins.path(), &web_only(&a, &b));
+    let client = HttpClient::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = load(&proxy, &["/"], stop.clone());
+    // Saved as an editor does: written beside, renamed over.
+    proxy.rewrite_config(&web_and_api(&a, &b, &c, &d));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pools_now(&proxy, &client).await["pools"]
+        .as_array()
+        .unwrap()
+        .len()
+        != 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the saved file was not applied\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get(&proxy.url("/api")).await.upstream(), "c");
+    // A save that leaves it invalid changes nothing; the log says why.
+    proxy.rewrite_config("[[pools]]\nname = \"web\"\nendpoints = []\nbalancer = { plugin = 7 }\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy
+        .log_tail()
+        .contains("the changed config file was not applied")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no error logged\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        pools_now(&proxy, &client).await["pools"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(client.get(&proxy.url("/api")).await.upstream(), "c");
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        let (_, failures) = task.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
 }

@@ -309,14 +309,15 @@ impl Switchyard {
         proxy_keys: &str,
         body: &str,
     ) -> Result<Switchyard, String> {
-        Switchyard::try_start_full(plugins, proxy_keys, "", body)
+        Switchyard::try_start_full(plugins, proxy_keys, "", "", body)
     }
 
-    /// As [`Switchyard::try_start_with`], with `plugin_keys` added to the
-    /// `[plugins]` table.
+    /// As [`Switchyard::try_start_with`], with `control_keys` and
+    /// `plugin_keys` added to the `[control]` and `[plugins]` tables.
     pub fn try_start_full(
         plugins: &Path,
         proxy_keys: &str,
+        control_keys: &str,
         plugin_keys: &str,
         body: &str,
     ) -> Result<Switchyard, String> {
@@ -324,7 +325,7 @@ impl Switchyard {
         let config = config_dir.path().join("switchyard.toml");
         let config_head = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
-             [control]\nlisten = \"127.0.0.1:0\"\n\n\
+             [control]\nlisten = \"127.0.0.1:0\"\n{control_keys}\n\n\
              [plugins]\ndir = \"{}\"\n{plugin_keys}\n\n",
             plugins.display()
         );

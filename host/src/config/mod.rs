@@ -145,12 +145,18 @@ pub struct ControlConfig {
     /// `listen = "127.0.0.1:9090"`: address of the control endpoint.
     #[serde(default = "default_control_listen")]
     pub listen: SocketAddr,
+    /// `watch_config = true`: reload the config file when it changes (as on
+    /// SIGHUP), once it has been quiet for 100 ms; content already applied
+    /// is not applied again.
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             listen: default_control_listen(),
+            watch_config: true,
         }
     }
 }
