@@ -52,6 +52,7 @@ use reload::Reloader;
 pub struct Server {
     proxy_config: config::ProxyConfig,
     watch_config: bool,
+    config_watch: Option<notify::RecommendedWatcher>,
     _watcher: Option<plugins::Watcher>,
     proxy_listener: std::net::TcpListener,
     control_listener: TcpListener,
@@ -106,6 +107,7 @@ impl Server {
         Ok(Server {
             proxy_config,
             watch_config,
+            config_watch: None,
             _watcher: watcher,
             proxy_listener,
             control_listener,
@@ -115,10 +117,17 @@ impl Server {
     }
 
     /// Reads the config again from `file` on SIGHUP and `POST /v1/reload`,
-    /// and when it changes (`control.watch_config`).
-    pub fn reload_from(self, file: PathBuf) -> Self {
-        self.reloader.set_file(file);
-        self
+    /// writes API changes to it, and reloads it when it is saved
+    /// (`control.watch_config`). `version` is the version of the text the
+    /// server was built from ([`config::store::version_of`]), so a save
+    /// made before the watch began is still applied, and the same text is
+    /// not applied twice.
+    pub fn reload_from(mut self, file: PathBuf, version: String) -> anyhow::Result<Self> {
+        self.reloader.set_file(file, version);
+        if self.watch_config {
+            self.config_watch = self.reloader.watch_file()?;
+        }
+        Ok(self)
     }
 
     /// The proxy's bound address.
@@ -151,12 +160,7 @@ impl Server {
         ));
         let readmission = tokio::spawn(readmit_ejected(Arc::clone(self.reloader.topology())));
         let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&self.reloader)));
-        self.reloader.mark_file_applied().await;
-        let _config_watch = if self.watch_config {
-            self.reloader.watch_file()?
-        } else {
-            None
-        };
+        let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
         let (done_sender, mut done) = tokio::sync::mpsc::channel::<()>(1);

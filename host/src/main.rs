@@ -81,10 +81,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run { config: path } => {
-            let config = switchyard::config::Config::load(&path)?;
+            let text = std::fs::read_to_string(&path).map_err(|source| {
+                switchyard::config::ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let version = switchyard::config::store::version_of(&text);
+            let config = switchyard::config::Config::parse(&text, &path.display().to_string())?;
             // The proxy runs on threads of its own (see `Server::run`); this
             // runtime serves the control API, health checks and timers.
-            runtime(CONTROL_THREADS)?.block_on(serve(config, path))
+            runtime(CONTROL_THREADS)?.block_on(serve(config, path, version))
         }
         Command::Check { config } => check(&config),
         Command::Plugin {
@@ -166,8 +173,14 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn serve(config: switchyard::config::Config, path: PathBuf) -> anyhow::Result<()> {
-    let server = switchyard::Server::bind(config).await?.reload_from(path);
+async fn serve(
+    config: switchyard::config::Config,
+    path: PathBuf,
+    version: String,
+) -> anyhow::Result<()> {
+    let server = switchyard::Server::bind(config)
+        .await?
+        .reload_from(path, version)?;
     // One machine-readable line, so scripts and tests can find the ports.
     println!(
         "switchyard listening proxy={} control={}",

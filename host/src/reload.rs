@@ -14,20 +14,20 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, PoolConfig};
+use crate::config::store::{ConfigFile, StoreError};
+use crate::config::{Config, ConfigError, EndpointState, PoolConfig};
 use crate::engine::{
-    self, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool, Route,
-    Routes, SharedTopology, TcpCheck, Topology,
+    self, Admin, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool,
+    Route, Routes, SharedTopology, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
 
 /// How long a changed config file must be quiet before it is read.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// The SHA-256 of a config text, in hex.
+/// The version of a config text: its SHA-256, in hex.
 fn content_hash(text: &str) -> String {
-    use sha2::Digest as _;
-    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+    crate::config::store::version_of(text)
 }
 
 /// Why a reload changed nothing.
@@ -60,6 +60,37 @@ pub struct ReloadReport {
     pub unchanged: Vec<String>,
     /// Routes in the new table.
     pub routes: usize,
+}
+
+/// What a reload builds before it swaps anything.
+#[derive(Default)]
+struct Plan {
+    /// Every pool of the new config, in its order.
+    pools: Vec<Arc<Pool>>,
+    /// The pools built anew, with their checks to start.
+    started: Vec<(Arc<Pool>, Option<ActiveChecks>)>,
+    report: ReloadReport,
+}
+
+/// Why an edit of the config changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError<E> {
+    /// The edit itself refused (a pool or endpoint that does not exist, a
+    /// field out of range).
+    #[error("the change was refused")]
+    Edit(E),
+    /// The file changed since the version the client read.
+    #[error("the config changed since version {current} was read")]
+    Stale {
+        /// The version now.
+        current: String,
+    },
+    /// The file could not be read or written.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The edited config is invalid or cannot be applied.
+    #[error("{0}")]
+    Reload(ReloadError),
 }
 
 /// A pool's active checks, started when the pool starts serving.
@@ -129,9 +160,14 @@ impl Reloader {
         })
     }
 
-    /// Reloads from `file` on [`Reloader::reload_file`].
-    pub fn set_file(&self, file: PathBuf) {
+    /// Reloads from `file` on [`Reloader::reload_file`], whose text at
+    /// `version` is what serves now.
+    pub fn set_file(&self, file: PathBuf, version: String) {
         *self.file.lock().unwrap() = Some(file);
+        // Set up before anything else can hold the lock.
+        if let Ok(mut applied) = self.applied.try_lock() {
+            applied.file_hash = Some(version);
+        }
     }
 
     /// The topology the proxy and the control endpoint read.
@@ -172,17 +208,6 @@ impl Reloader {
         let report = self.apply(next).await?;
         self.applied.lock().await.file_hash = Some(hash);
         Ok(Some(report))
-    }
-
-    /// Records the file's text as applied: the content the process started
-    /// from.
-    pub async fn mark_file_applied(&self) {
-        let Some(file) = self.file.lock().unwrap().clone() else {
-            return;
-        };
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            self.applied.lock().await.file_hash = Some(content_hash(&text));
-        }
     }
 
     /// Reloads the file when it changes, until the returned watcher is
@@ -238,7 +263,13 @@ impl Reloader {
     /// changes unless all of it can be built.
     pub async fn apply(&self, next: Config) -> Result<ReloadReport, ReloadError> {
         let mut applied = self.applied.lock().await;
-        if let Some(what) = restart_needed(&applied.config, &next) {
+        let plan = self.plan(&applied, &next)?;
+        Ok(self.commit(&mut applied, next, plan))
+    }
+
+    /// Builds everything `next` changes, swapping nothing yet.
+    fn plan(&self, applied: &Applied, next: &Config) -> Result<Plan, ReloadError> {
+        if let Some(what) = restart_needed(&applied.config, next) {
             return Err(ReloadError::RestartNeeded(what));
         }
         let current = self.topology.load_full();
@@ -248,9 +279,7 @@ impl Reloader {
             alerts: &self.alerts,
             fall_back: false,
         };
-        let mut report = ReloadReport::default();
-        let mut pools = Vec::new();
-        let mut started = Vec::new();
+        let mut plan = Plan::default();
         for (index, pool_config) in next.pools.iter().enumerate() {
             let before = applied
                 .config
@@ -260,28 +289,38 @@ impl Reloader {
             let previous = current.pool(&pool_config.name);
             match (before, previous) {
                 (Some(before), Some(previous)) if before == pool_config => {
-                    report.unchanged.push(pool_config.name.clone());
-                    pools.push(Arc::clone(previous));
+                    plan.report.unchanged.push(pool_config.name.clone());
+                    plan.pools.push(Arc::clone(previous));
                 }
                 _ => {
                     let (pool, active) = builder
                         .pool(index, pool_config, previous)
                         .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
                     if previous.is_some() {
-                        report.changed.push(pool.name.clone());
+                        plan.report.changed.push(pool.name.clone());
                     } else {
-                        report.added.push(pool.name.clone());
+                        plan.report.added.push(pool.name.clone());
                     }
-                    started.push((Arc::clone(&pool), active));
-                    pools.push(pool);
+                    plan.started.push((Arc::clone(&pool), active));
+                    plan.pools.push(pool);
                 }
             }
         }
         for pool in &current.pools {
             if next.pools.iter().all(|p| p.name != pool.name) {
-                report.removed.push(pool.name.clone());
+                plan.report.removed.push(pool.name.clone());
             }
         }
+        Ok(plan)
+    }
+
+    /// Swaps in what `plan` built for `next`.
+    fn commit(&self, applied: &mut Applied, next: Config, plan: Plan) -> ReloadReport {
+        let Plan {
+            pools,
+            started,
+            mut report,
+        } = plan;
         let routes = routes(&next, &pools);
         report.routes = next.routes.len();
         self.topology.store(Arc::new(Topology { routes, pools }));
@@ -304,9 +343,60 @@ impl Reloader {
             changed = ?report.changed,
             removed = ?report.removed,
             unchanged = report.unchanged.len(),
-            "config reloaded"
+            "config applied"
         );
-        Ok(report)
+        report
+    }
+
+    /// Edits the config file and applies it: `edit` changes the document
+    /// (comments and order kept); the result is validated and built like
+    /// any config, written back atomically, and only then swapped in, so
+    /// what was acknowledged is in the file. With `if_match`, the file must
+    /// still be at that version. Returns what changed and the new version.
+    pub async fn edit<E>(
+        &self,
+        if_match: Option<&str>,
+        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), E>,
+    ) -> Result<(ReloadReport, String), EditError<E>> {
+        let mut applied = self.applied.lock().await;
+        let file = self
+            .file
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(EditError::Reload(ReloadError::NoFile))?;
+        let store = ConfigFile::new(file.clone());
+        let (text, version) = store.read().map_err(EditError::Store)?;
+        if let Some(expected) = if_match {
+            if expected.trim_matches('"') != version {
+                return Err(EditError::Stale { current: version });
+            }
+        }
+        let mut document: toml_edit::DocumentMut =
+            text.parse().map_err(|e: toml_edit::TomlError| {
+                EditError::Store(StoreError::Parse(e.to_string()))
+            })?;
+        edit(&mut document).map_err(EditError::Edit)?;
+        let text = document.to_string();
+        let next = Config::parse(&text, &file.display().to_string())
+            .map_err(|e| EditError::Reload(ReloadError::Invalid(e)))?;
+        let plan = self.plan(&applied, &next).map_err(EditError::Reload)?;
+        store.write(&text).map_err(EditError::Store)?;
+        let report = self.commit(&mut applied, next, plan);
+        let version = content_hash(&text);
+        applied.file_hash = Some(version.clone());
+        Ok((report, version))
+    }
+
+    /// The config file's text and version.
+    pub async fn read_file(&self) -> Result<(String, String), EditError<std::convert::Infallible>> {
+        let file = self
+            .file
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(EditError::Reload(ReloadError::NoFile))?;
+        ConfigFile::new(file).read().map_err(EditError::Store)
     }
 
     /// Stops every active check.
@@ -446,6 +536,11 @@ impl Builder<'_> {
             built.zone = endpoint.zone.clone();
             built.tier = endpoint.tier;
             built.labels = endpoint.labels.clone();
+            built.admin = match endpoint.state {
+                EndpointState::Active => Admin::Active,
+                EndpointState::Draining => Admin::Draining,
+                EndpointState::Disabled => Admin::Disabled,
+            };
             if let Some(same) = previous_endpoints
                 .iter()
                 .flatten()

@@ -31,14 +31,18 @@ async fn every_documented_route_is_served_and_nothing_else() {
     }
     documented.sort();
     let expected = [
+        ("delete", "/v1/pools/{pool}/endpoints/{address}"),
         ("get", "/healthz"),
         ("get", "/metrics"),
         ("get", "/readyz"),
         ("get", "/v1/alerts"),
+        ("get", "/v1/config"),
         ("get", "/v1/openapi.json"),
         ("get", "/v1/plugins"),
         ("get", "/v1/pools"),
         ("get", "/v1/status"),
+        ("patch", "/v1/pools/{pool}/endpoints/{address}"),
+        ("post", "/v1/pools/{pool}/endpoints"),
         ("post", "/v1/reload"),
     ];
     let expected: Vec<(String, String)> = expected
@@ -47,8 +51,12 @@ async fn every_documented_route_is_served_and_nothing_else() {
         .collect();
     assert_eq!(documented, expected);
 
-    // Each is served, with the content its document names.
+    // Each that reads, or takes no input, is served with the content its
+    // document names (the endpoint changes have tests of their own).
     for (method, path) in &documented {
+        if path.contains('{') {
+            continue;
+        }
         let url = proxy.control_url(path);
         let reply = match method.as_str() {
             "get" => client.get(&url).await,

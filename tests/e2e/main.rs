@@ -12,5 +12,6 @@ mod proxying;
 mod recovery;
 mod reload;
 mod restart;
+mod runtime_api;
 mod sandbox;
 mod support;

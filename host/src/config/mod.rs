@@ -412,6 +412,36 @@ pub struct EndpointConfig {
     /// `labels = { rack = "r1" }`: shown to plugins.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// `state = "draining"`: `active` (the default), `draining` (takes no
+    /// new requests; those in flight finish, then it reports `drained`) or
+    /// `disabled` (takes no requests). Neither counts toward its tier's
+    /// share, so taking endpoints out never causes a failover or panic.
+    #[serde(default)]
+    pub state: EndpointState,
+}
+
+/// An endpoint's state as operators set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// Takes traffic as its health allows.
+    #[default]
+    Active,
+    /// Takes no new requests; those in flight finish.
+    Draining,
+    /// Takes no requests.
+    Disabled,
+}
+
+impl EndpointState {
+    /// How the config and the API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Active => "active",
+            EndpointState::Draining => "draining",
+            EndpointState::Disabled => "disabled",
+        }
+    }
 }
 
 /// `[[routes]]`: a request matches when every given field matches.
@@ -872,6 +902,9 @@ fn check_address(address: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
     }
 }
+
+pub mod edit;
+pub mod store;
 
 #[cfg(test)]
 mod tests;

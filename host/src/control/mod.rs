@@ -5,6 +5,7 @@
 //! the routes served.
 
 mod alerts;
+mod endpoints;
 mod error;
 mod plugins;
 mod pools;
@@ -60,7 +61,7 @@ type State = axum::extract::State<Arc<ControlState>>;
         (name = "pools", description = "Pools, their endpoints' health and load"),
         (name = "plugins", description = "Plugin versions, calls and faults"),
         (name = "alerts", description = "Health alerts, P0 to P4"),
-        (name = "config", description = "Reloading the config file"),
+        (name = "config", description = "The config file: reading it, reloading it"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +75,9 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status::metrics))
         .routes(routes!(status::status))
         .routes(routes!(pools::list))
+        .routes(routes!(endpoints::add))
+        .routes(routes!(endpoints::update, endpoints::remove))
+        .routes(routes!(endpoints::config))
         .routes(routes!(plugins::list))
         .routes(routes!(alerts::list))
         .routes(routes!(reload::reload))

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::State;
-use crate::engine::{Health, LoadSnapshot, Pool};
+use crate::engine::{Admin, Health, LoadSnapshot, Pool};
 
 /// Every pool, in config order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,12 +58,30 @@ pub(super) struct EndpointView {
     labels: BTreeMap<String, String>,
     /// Priority tier.
     tier: u32,
+    /// `active`, `draining` (no new requests; some still in flight),
+    /// `drained` (draining, none in flight) or `disabled`.
+    state: EndpointStateView,
     /// Whether it may take traffic now.
     eligible: bool,
     /// What the host believes about it.
     health: EndpointHealthView,
     /// Its live load.
     load: LoadView,
+}
+
+/// An endpoint's state as an operator set it, with `drained` once a
+/// draining endpoint has nothing in flight.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum EndpointStateView {
+    /// Takes traffic as its health allows.
+    Active,
+    /// Takes no new requests; some are still in flight.
+    Draining,
+    /// Draining, and nothing is in flight: safe to stop.
+    Drained,
+    /// Takes no requests.
+    Disabled,
 }
 
 /// An endpoint's health.
@@ -169,6 +187,14 @@ fn view(pool: &Pool) -> PoolView {
                 zone: endpoint.zone.clone(),
                 labels: endpoint.labels.clone(),
                 tier: endpoint.tier,
+                state: match endpoint.admin {
+                    Admin::Active => EndpointStateView::Active,
+                    Admin::Draining if endpoint.stats.in_flight() == 0 => {
+                        EndpointStateView::Drained
+                    }
+                    Admin::Draining => EndpointStateView::Draining,
+                    Admin::Disabled => EndpointStateView::Disabled,
+                },
                 eligible: set.is_eligible(endpoint.id),
                 health: EndpointHealthView {
                     active: state.active.into(),

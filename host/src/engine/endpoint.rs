@@ -19,6 +19,18 @@ const SUCCESS_SHIFT: u32 = 4;
 /// Fixed-point scale of the success average: 1.0 == 1_000_000.
 const SUCCESS_SCALE: u32 = 1_000_000;
 
+/// An endpoint's state as an operator set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Admin {
+    /// Takes traffic as its health allows.
+    #[default]
+    Active,
+    /// Takes no new requests; those in flight finish.
+    Draining,
+    /// Takes no requests.
+    Disabled,
+}
+
 /// One upstream server of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -38,6 +50,8 @@ pub struct Endpoint {
     pub zone: Option<String>,
     /// Labels, shown to plugins.
     pub labels: BTreeMap<String, String>,
+    /// Whether an operator took it out.
+    pub admin: Admin,
     /// Live load, updated by the proxy. Shared with the endpoint of the same
     /// address in a pool rebuilt by a reload, so its figures carry over.
     pub stats: Arc<EndpointStats>,
@@ -98,6 +112,7 @@ impl Endpoint {
             capacity,
             zone: None,
             labels: BTreeMap::new(),
+            admin: Admin::Active,
             stats: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             held: AtomicBool::new(false),

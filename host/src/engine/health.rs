@@ -223,15 +223,35 @@ pub fn eligibility(
     held: &[bool],
     policy: &HealthPolicy,
 ) -> Eligibility {
-    let mut tier_ids: Vec<u32> = tiers.to_vec();
+    eligibility_with_out(tiers, available, held, &vec![false; tiers.len()], policy)
+}
+
+/// [`eligibility`], with the endpoints an operator took out (`out[id]`:
+/// draining or disabled) left out of everything: they are never eligible
+/// and do not count in their tier's share, so taking endpoints out causes
+/// no failover and no panic.
+pub fn eligibility_with_out(
+    tiers: &[u32],
+    available: &[bool],
+    held: &[bool],
+    out: &[bool],
+    policy: &HealthPolicy,
+) -> Eligibility {
+    let mut tier_ids: Vec<u32> = tiers
+        .iter()
+        .zip(out)
+        .filter(|(_, out)| !**out)
+        .map(|(tier, _)| *tier)
+        .collect();
     tier_ids.sort_unstable();
     tier_ids.dedup();
     let share = |tier: u32| {
         let (up, all) = tiers
             .iter()
             .zip(available)
-            .filter(|(t, _)| **t == tier)
-            .fold((0usize, 0usize), |(up, all), (_, ok)| {
+            .zip(out)
+            .filter(|((t, _), out)| **t == tier && !**out)
+            .fold((0usize, 0usize), |(up, all), ((_, ok), _)| {
                 (up + usize::from(*ok), all + 1)
             });
         if all == 0 {
@@ -259,14 +279,16 @@ pub fn eligibility(
     let eligible = tiers
         .iter()
         .enumerate()
-        .filter(|(id, tier)| **tier == serving && if panic { !held[*id] } else { available[*id] })
+        .filter(|(id, tier)| {
+            **tier == serving && !out[*id] && if panic { !held[*id] } else { available[*id] }
+        })
         .map(|(id, _)| id as EndpointId)
         .collect();
     Eligibility {
         eligible,
         tier: serving,
         panic,
-        none_available: !available.iter().any(|ok| *ok),
+        none_available: !available.iter().zip(out).any(|(ok, out)| *ok && !*out),
     }
 }
 
@@ -345,6 +367,20 @@ mod tests {
         // Every endpoint refusing: nothing to send to.
         let e = eligibility(&[0, 0], &[false, false], &[true, true], &policy());
         assert!(e.eligible.is_empty() && e.none_available);
+    }
+
+    #[test]
+    fn endpoints_taken_out_are_never_eligible_and_cause_no_failover() {
+        // Three of four primaries drained: the one left serves alone, with
+        // no failover to the backup and no panic.
+        let e = eligibility_with_out(
+            &[0, 0, 0, 0, 1],
+            &[true; 5],
+            &[false; 5],
+            &[true, true, true, false, false],
+            &policy(),
+        );
+        assert_eq!((e.eligible, e.tier, e.panic), (vec![3], 0, false));
     }
 
     #[test]

@@ -20,10 +20,12 @@ pub use balancer::{
 pub use checker::{
     check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,
 };
-pub use endpoint::{Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot};
+pub use endpoint::{
+    Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
+};
 pub use health::{
-    eligibility, Alert, Alerts, Eligibility, EndpointHealth, Health, HealthPolicy, OutlierPolicy,
-    Severity,
+    eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,
+    HealthPolicy, OutlierPolicy, Severity,
 };
 pub use pool::{Pool, PoolHealthView, Recovery};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use super::balancer::{Balancer, PickRequest, RoundRobin};
 use super::endpoint::{Endpoint, EndpointId, EndpointSet};
 use super::health::{
-    eligibility, slow_start_weight, unix_ms, Alerts, Eligibility, EndpointHealth, Health,
+    eligibility_with_out, slow_start_weight, unix_ms, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, Severity,
 };
 use super::recovery::{RecoveryPolicy, RetryBudget};
@@ -95,10 +95,15 @@ impl Pool {
         alerts: Arc<Alerts>,
     ) -> Self {
         let tiers: Vec<u32> = endpoints.iter().map(|e| e.tier).collect();
-        let serving = eligibility(
+        let out: Vec<bool> = endpoints
+            .iter()
+            .map(|e| e.admin != super::endpoint::Admin::Active)
+            .collect();
+        let serving = eligibility_with_out(
             &tiers,
             &vec![true; tiers.len()],
             &vec![false; tiers.len()],
+            &out,
             &policy,
         );
         let set = EndpointSet::new(1, endpoints.clone(), serving.eligible.clone());
@@ -488,7 +493,12 @@ impl Pool {
             .iter()
             .map(|h| h.held_since.is_some())
             .collect();
-        let next = eligibility(&tiers, &available, &held, &self.policy);
+        let out: Vec<bool> = current
+            .all
+            .iter()
+            .map(|e| e.admin != super::endpoint::Admin::Active)
+            .collect();
+        let next = eligibility_with_out(&tiers, &available, &held, &out, &self.policy);
         let before = std::mem::replace(&mut state.serving, next.clone());
         if next.none_available && !before.none_available {
             self.alerts.raise(

@@ -1,0 +1,299 @@
+//! Edits of the config document for the runtime API: endpoints added,
+//! changed and removed in place, keeping the file's comments, order and
+//! layout (`toml_edit`). Pools and endpoints may be written as arrays of
+//! tables (`[[pools]]`) or as inline arrays; both are edited where they are.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
+
+/// Why an edit was refused before the config was validated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditRefused {
+    /// No pool has this name.
+    #[error("no pool is named `{0}`")]
+    NoSuchPool(String),
+    /// The pool has no endpoint with this address.
+    #[error("pool `{pool}` has no endpoint {address}")]
+    NoSuchEndpoint {
+        /// The pool.
+        pool: String,
+        /// The address asked for.
+        address: String,
+    },
+    /// The pool has an endpoint with this address already.
+    #[error("pool `{pool}` has an endpoint {address} already")]
+    EndpointExists {
+        /// The pool.
+        pool: String,
+        /// The address.
+        address: String,
+    },
+}
+
+/// What an operator may set on an endpoint; every field optional in a patch.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFields {
+    /// Relative share of traffic, at least 1.
+    pub weight: Option<u32>,
+    /// Maximum in flight; 0 is unlimited.
+    pub capacity: Option<u32>,
+    /// Priority tier: 0 is the primary.
+    pub tier: Option<u32>,
+    /// Zone, shown to plugins.
+    pub zone: Option<String>,
+    /// Labels, shown to plugins (replaced whole).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `active`, `draining` (no new requests; those in flight finish) or
+    /// `disabled` (no requests).
+    #[schema(value_type = Option<String>, example = "draining")]
+    pub state: Option<super::EndpointState>,
+}
+
+/// Adds an endpoint at `address` to pool `pool`.
+pub fn add_endpoint(
+    document: &mut DocumentMut,
+    pool: &str,
+    address: &str,
+    fields: &EndpointFields,
+) -> Result<(), EditRefused> {
+    let table = pool_table(document, pool)?;
+    if find_endpoint(table, address).is_some() {
+        return Err(EditRefused::EndpointExists {
+            pool: pool.into(),
+            address: address.into(),
+        });
+    }
+    let mut endpoint = InlineTable::new();
+    endpoint.insert("address", address.into());
+    set_fields(&mut endpoint, fields);
+    match table.get_mut("endpoints") {
+        Some(Item::ArrayOfTables(tables)) => {
+            let mut as_table = Table::new();
+            for (key, value) in endpoint.iter() {
+                as_table.insert(key, Item::Value(value.clone()));
+            }
+            tables.push(as_table);
+        }
+        Some(Item::Value(Value::Array(array))) => array.push(endpoint),
+        _ => {
+            let mut array = Array::new();
+            array.push(endpoint);
+            table.insert("endpoints", Item::Value(Value::Array(array)));
+        }
+    }
+    Ok(())
+}
+
+/// Changes the fields given in `fields` of pool `pool`'s endpoint `address`.
+pub fn update_endpoint(
+    document: &mut DocumentMut,
+    pool: &str,
+    address: &str,
+    fields: &EndpointFields,
+) -> Result<(), EditRefused> {
+    let table = pool_table(document, pool)?;
+    let endpoint = find_endpoint(table, address).ok_or_else(|| EditRefused::NoSuchEndpoint {
+        pool: pool.into(),
+        address: address.into(),
+    })?;
+    set_fields(endpoint, fields);
+    Ok(())
+}
+
+/// Removes pool `pool`'s endpoint `address`.
+pub fn remove_endpoint(
+    document: &mut DocumentMut,
+    pool: &str,
+    address: &str,
+) -> Result<(), EditRefused> {
+    let table = pool_table(document, pool)?;
+    let missing = || EditRefused::NoSuchEndpoint {
+        pool: pool.into(),
+        address: address.into(),
+    };
+    match table.get_mut("endpoints") {
+        Some(Item::ArrayOfTables(tables)) => {
+            let index = (0..tables.len())
+                .find(|&i| tables.get(i).is_some_and(|t| has_address(t, address)))
+                .ok_or_else(missing)?;
+            tables.remove(index);
+        }
+        Some(Item::Value(Value::Array(array))) => {
+            let index = array
+                .iter()
+                .position(|v| v.as_inline_table().is_some_and(|t| has_address(t, address)))
+                .ok_or_else(missing)?;
+            array.remove(index);
+        }
+        _ => return Err(missing()),
+    }
+    Ok(())
+}
+
+fn has_address(table: &dyn TableLike, address: &str) -> bool {
+    table
+        .get("address")
+        .and_then(|a| a.as_str())
+        .is_some_and(|a| a == address)
+}
+
+/// The table of pool `name`, however the pools are written.
+fn pool_table<'a>(
+    document: &'a mut DocumentMut,
+    name: &str,
+) -> Result<&'a mut dyn TableLike, EditRefused> {
+    let missing = || EditRefused::NoSuchPool(name.into());
+    let has_name = |table: &dyn TableLike| {
+        table
+            .get("name")
+            .and_then(|n| n.as_str())
+            .is_some_and(|n| n == name)
+    };
+    match document.get_mut("pools") {
+        Some(Item::ArrayOfTables(tables)) => tables
+            .iter_mut()
+            .find(|t| has_name(*t))
+            .map(|t| t as &mut dyn TableLike)
+            .ok_or_else(missing),
+        Some(Item::Value(Value::Array(array))) => array
+            .iter_mut()
+            .filter_map(|v| v.as_inline_table_mut())
+            .find(|t| has_name(*t))
+            .map(|t| t as &mut dyn TableLike)
+            .ok_or_else(missing),
+        _ => Err(missing()),
+    }
+}
+
+/// The endpoint `address` of a pool's table, however the endpoints are
+/// written.
+fn find_endpoint<'a>(pool: &'a mut dyn TableLike, address: &str) -> Option<&'a mut dyn TableLike> {
+    match pool.get_mut("endpoints")? {
+        Item::ArrayOfTables(tables) => tables
+            .iter_mut()
+            .find(|t| has_address(*t, address))
+            .map(|t| t as &mut dyn TableLike),
+        Item::Value(Value::Array(array)) => array
+            .iter_mut()
+            .filter_map(|v| v.as_inline_table_mut())
+            .find(|t| has_address(*t, address))
+            .map(|t| t as &mut dyn TableLike),
+        _ => None,
+    }
+}
+
+fn set_fields(endpoint: &mut dyn TableLike, fields: &EndpointFields) {
+    let mut set = |key: &str, value: Value| {
+        endpoint.insert(key, Item::Value(value));
+    };
+    if let Some(weight) = fields.weight {
+        set("weight", i64::from(weight).into());
+    }
+    if let Some(capacity) = fields.capacity {
+        set("capacity", i64::from(capacity).into());
+    }
+    if let Some(tier) = fields.tier {
+        set("tier", i64::from(tier).into());
+    }
+    if let Some(zone) = &fields.zone {
+        set("zone", zone.as_str().into());
+    }
+    if let Some(labels) = &fields.labels {
+        let mut table = InlineTable::new();
+        for (key, value) in labels {
+            table.insert(key, value.as_str().into());
+        }
+        set("labels", Value::InlineTable(table));
+    }
+    if let Some(state) = fields.state {
+        if state == super::EndpointState::Active {
+            endpoint.remove("state");
+        } else {
+            set("state", state.as_str().into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"# The web pool.
+[[pools]]
+name = "web" # front
+endpoints = [
+  { address = "10.0.0.1:80" },   # first
+]
+
+[[pools]]
+name = "api"
+
+[[pools.endpoints]]
+address = "10.0.1.1:80"
+weight = 2
+
+[[routes]]
+pool = "web"
+"#;
+
+    #[test]
+    fn endpoints_are_edited_in_place_keeping_comments_and_layout() {
+        let mut document: DocumentMut = FILE.parse().unwrap();
+        let fields = EndpointFields {
+            weight: Some(3),
+            ..EndpointFields::default()
+        };
+        add_endpoint(&mut document, "web", "10.0.0.2:80", &fields).unwrap();
+        add_endpoint(&mut document, "api", "10.0.1.2:80", &fields).unwrap();
+        update_endpoint(
+            &mut document,
+            "api",
+            "10.0.1.1:80",
+            &EndpointFields {
+                state: Some(crate::config::EndpointState::Draining),
+                ..EndpointFields::default()
+            },
+        )
+        .unwrap();
+        remove_endpoint(&mut document, "web", "10.0.0.1:80").unwrap();
+        let text = document.to_string();
+        assert!(
+            text.starts_with("# The web pool.\n[[pools]]\nname = \"web\" # front\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("address = \"10.0.0.2:80\", weight = 3"),
+            "{text}"
+        );
+        assert!(!text.contains("10.0.0.1:80"), "{text}");
+        assert!(
+            text.contains("[[pools.endpoints]]\naddress = \"10.0.1.2:80\"\nweight = 3"),
+            "{text}"
+        );
+        assert!(text.contains("weight = 2\nstate = \"draining\""), "{text}");
+        let config = crate::config::Config::parse(&text, "edited").unwrap();
+        assert_eq!(config.pools[1].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn missing_pools_and_endpoints_and_duplicates_are_refused() {
+        let mut document: DocumentMut = FILE.parse().unwrap();
+        let none = EndpointFields::default();
+        assert_eq!(
+            add_endpoint(&mut document, "nope", "1.2.3.4:80", &none),
+            Err(EditRefused::NoSuchPool("nope".into()))
+        );
+        assert!(matches!(
+            add_endpoint(&mut document, "web", "10.0.0.1:80", &none),
+            Err(EditRefused::EndpointExists { .. })
+        ));
+        assert!(matches!(
+            remove_endpoint(&mut document, "api", "9.9.9.9:80"),
+            Err(EditRefused::NoSuchEndpoint { .. })
+        ));
+        assert_eq!(document.to_string(), FILE, "a refused edit changes nothing");
+    }
+}

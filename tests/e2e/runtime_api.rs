@@ -1,0 +1,232 @@
+//! Endpoints changed through the API: each change is in the config file
+//! (comments kept) before it is acknowledged, serves at once, and a stale
+//! `If-Match`, a bad body, an invalid result or a read-only file changes
+//! nothing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::*;
+
+/// One request with these headers and body; the reply read whole.
+async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+fn etag(reply: &Reply) -> String {
+    reply.headers["etag"].to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_added_drained_and_removed_through_the_file() {
+    let plugins = tempfile::tempdir().unwrap();
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let body = format!(
+        "# The web pool: keep this comment.\n[[pools]]\nname = \"web\"\nendpoints = [\n  {}, # the first\n]\n",
+        a.endpoint(1)
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    let endpoints = proxy.control_url("/v1/pools/web/endpoints");
+
+    let config = send("GET", &proxy.control_url("/v1/config"), &[], "").await;
+    assert_eq!(config.status, 200);
+    let first_version = etag(&config);
+    assert_eq!(
+        format!("\"{}\"", json(&config)["version"].as_str().unwrap()),
+        first_version
+    );
+
+    // Added: in the file, serving, with a new version.
+    let new = format!("{{\"address\": \"{}\", \"weight\": 2}}", b.addr);
+    let added = send(
+        "POST",
+        &endpoints,
+        &[JSON, ("if-match", &first_version)],
+        &new,
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let second_version = etag(&added);
+    assert_ne!(second_version, first_version);
+    let file = std::fs::read_to_string(&proxy.config).unwrap();
+    assert!(
+        file.contains("# The web pool: keep this comment."),
+        "{file}"
+    );
+    assert!(file.contains("# the first"), "{file}");
+    assert!(
+        file.contains(&format!("address = \"{}\", weight = 2", b.addr)),
+        "{file}"
+    );
+    let (seen, failures) = client.spread(&proxy.url("/"), 30, 3).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    // The native round robin takes turns, whatever the weights.
+    assert_eq!(seen.get("b"), Some(&15), "{seen:?}");
+
+    // Refused, each with its code, and nothing changes.
+    let refusals = [
+        (
+            "POST",
+            endpoints.clone(),
+            vec![JSON, ("if-match", first_version.as_str())],
+            new.clone(),
+            412,
+            "stale_version",
+            Some("If-Match"),
+        ),
+        (
+            "POST",
+            endpoints.clone(),
+            vec![JSON],
+            new.clone(),
+            409,
+            "endpoint_exists",
+            Some("address"),
+        ),
+        (
+            "POST",
+            proxy.control_url("/v1/pools/nope/endpoints"),
+            vec![JSON],
+            new.clone(),
+            404,
+            "no_such_pool",
+            Some("pool"),
+        ),
+        (
+            "POST",
+            endpoints.clone(),
+            vec![JSON],
+            "{\"address\": \"no-port\"}".into(),
+            422,
+            "invalid_config",
+            Some("pools[0].endpoints[2].address"),
+        ),
+        (
+            "POST",
+            endpoints.clone(),
+            vec![JSON],
+            "{\"adress\": \"x:1\"}".into(),
+            400,
+            "invalid_body",
+            None,
+        ),
+        (
+            "POST",
+            endpoints.clone(),
+            vec![],
+            new.clone(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            "PATCH",
+            format!("{endpoints}/{}", b.addr),
+            vec![JSON],
+            "{\"weight\": 0}".into(),
+            422,
+            "invalid_config",
+            Some("pools[0].endpoints[1].weight"),
+        ),
+        (
+            "DELETE",
+            format!("{endpoints}/10.9.9.9:80"),
+            vec![],
+            String::new(),
+            404,
+            "no_such_endpoint",
+            Some("address"),
+        ),
+    ];
+    for (method, url, headers, body, status, code, field) in refusals {
+        let reply = send(method, &url, &headers, &body).await;
+        let answer = json(&reply);
+        assert_eq!(reply.status, status, "{method} {url} {body}: {answer:#}");
+        assert_eq!(answer["error"]["code"], code, "{answer:#}");
+        assert_eq!(answer["error"]["field"].as_str(), field, "{answer:#}");
+    }
+    let config = send("GET", &proxy.control_url("/v1/config"), &[], "").await;
+    assert_eq!(
+        etag(&config),
+        second_version,
+        "a refused change left the file as it was"
+    );
+
+    // Drained: no new request reaches it, and it says so.
+    let drained = send(
+        "PATCH",
+        &format!("{endpoints}/{}", b.addr),
+        &[JSON],
+        "{\"state\": \"draining\"}",
+    )
+    .await;
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    let pools: serde_json::Value =
+        serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
+    let endpoint = &pools["pools"][0]["endpoints"][1];
+    assert_eq!(endpoint["state"], "drained", "{endpoint:#}");
+    assert_eq!(endpoint["eligible"], false, "{endpoint:#}");
+    let (seen, _) = client.spread(&proxy.url("/"), 20, 2).await;
+    assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
+    assert!(std::fs::read_to_string(&proxy.config)
+        .unwrap()
+        .contains("state = \"draining\""));
+
+    // Removed.
+    let removed = send("DELETE", &format!("{endpoints}/{}", b.addr), &[], "").await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(!std::fs::read_to_string(&proxy.config)
+        .unwrap()
+        .contains(&b.addr.to_string()));
+    let pools: serde_json::Value =
+        serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
+    assert_eq!(pools["pools"][0]["endpoints"].as_array().unwrap().len(), 1);
+
+    // The host's own writes are not applied a second time by the file
+    // watch: three changes, three applications.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = proxy.stderr.lock().unwrap().clone();
+    assert_eq!(log.matches("config applied").count(), 3, "{log}");
+
+    // A read-only file: the API refuses to change it.
+    let mut permissions = std::fs::metadata(&proxy.config).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&proxy.config, permissions).unwrap();
+    let refused = send("POST", &endpoints, &[JSON], &new).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(json(&refused)["error"]["code"], "read_only");
+    let pools: serde_json::Value =
+        serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
+    assert_eq!(pools["pools"][0]["endpoints"].as_array().unwrap().len(), 1);
+}
