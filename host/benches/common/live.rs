@@ -63,6 +63,8 @@ pub struct Proxy {
     child: Child,
     pub proxy: SocketAddr,
     pub control: SocketAddr,
+    /// The config file it runs from.
+    pub config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -112,6 +114,7 @@ pub fn start_proxy(upstreams: &[Upstream], plugins: &Path, pool_keys: &str) -> P
         proxy: field("proxy="),
         control: field("control="),
         child,
+        config: path,
         _dir: dir,
     }
 }
