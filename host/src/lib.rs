@@ -81,6 +81,7 @@ impl Server {
         let proxy_config = config.proxy.clone();
         let control_listen = config.control.listen;
         let watch_config = config.control.watch_config;
+        let tokens = control::Tokens::new(&config.control.tokens);
         let reloader = Reloader::start(config, runtime.clone(), &load_errors, Arc::clone(&alerts))?;
         for error in &load_errors {
             tracing::warn!("{error}");
@@ -103,6 +104,7 @@ impl Server {
             alerts,
             metrics,
             started: Instant::now(),
+            tokens,
         });
         Ok(Server {
             proxy_config,

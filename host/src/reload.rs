@@ -434,6 +434,9 @@ fn restart_needed(current: &Config, next: &Config) -> Option<String> {
     if current.proxy != next.proxy {
         return Some("[proxy] changed (its timeouts and fast_path are read at start)".into());
     }
+    if current.control != next.control {
+        return Some("[control] changed (its tokens and watch_config are read at start)".into());
+    }
     if current.plugins != next.plugins {
         return Some("[plugins] changed (the plugin runtime is set up at start)".into());
     }

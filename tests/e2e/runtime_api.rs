@@ -230,3 +230,65 @@ async fn endpoints_are_added_drained_and_removed_through_the_file() {
         serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap();
     assert_eq!(pools["pools"][0]["endpoints"].as_array().unwrap().len(), 1);
 }
+
+fn token_entry(name: &str, role: &str, token: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "[[control.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{:x}\"\n",
+        sha2::Sha256::digest(token.as_bytes())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_reads_and_who_changes() {
+    let plugins = tempfile::tempdir().unwrap();
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let tokens = format!(
+        "{}{}",
+        token_entry("dashboard", "viewer", "view-secret"),
+        token_entry("deploy-bot", "operator", "op-secret")
+    );
+    let proxy = Switchyard::try_start_full(
+        plugins.path(),
+        "",
+        &tokens,
+        "",
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
+            a.endpoint(1)
+        ),
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let pools = proxy.control_url("/v1/pools");
+    let viewer = ("authorization", "Bearer view-secret");
+    let operator = ("authorization", "Bearer op-secret");
+
+    let anonymous = send("GET", &pools, &[], "").await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert_eq!(json(&anonymous)["error"]["code"], "unauthorized");
+    assert!(anonymous.headers.contains_key("www-authenticate"));
+    let wrong = send("GET", &pools, &[("authorization", "Bearer guess")], "").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(send("GET", &pools, &[viewer], "").await.status, 200);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let reply = send("GET", &proxy.control_url(open), &[], "").await;
+        assert_eq!(reply.status, 200, "{open} must stay open");
+    }
+
+    let new = format!("{{\"address\": \"{}\"}}", b.addr);
+    let endpoints = proxy.control_url("/v1/pools/web/endpoints");
+    let refused = send("POST", &endpoints, &[JSON, viewer], &new).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let message = json(&refused)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("token `dashboard` is a viewer") && message.contains("needs operator"),
+        "{message}"
+    );
+    let reload = send("POST", &proxy.control_url("/v1/reload"), &[viewer], "").await;
+    assert_eq!(reload.status, 403);
+    let added = send("POST", &endpoints, &[JSON, operator], &new).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+}

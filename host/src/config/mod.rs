@@ -150,6 +150,36 @@ pub struct ControlConfig {
     /// is not applied again.
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// `[[control.tokens]]`: who may use the API. With none, the API is
+    /// open, which is allowed only on a loopback `listen`.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One `[[control.tokens]]` entry: a bearer token, by its hash.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `name = "deploy-bot"`: who holds it, for logs and the audit trail.
+    pub name: String,
+    /// `role = "operator"`: `viewer` (reads), `operator` (endpoints,
+    /// drains, reloads) or `admin` (everything).
+    pub role: Role,
+    /// `sha256 = "9f86d0…"`: the SHA-256 of the token, in hex (`printf %s
+    /// TOKEN | sha256sum`), so the file holds no secret.
+    pub sha256: String,
+}
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Reads, endpoint changes, drains, reloads.
+    Operator,
+    /// Everything.
+    Admin,
 }
 
 impl Default for ControlConfig {
@@ -157,6 +187,7 @@ impl Default for ControlConfig {
         ControlConfig {
             listen: default_control_listen(),
             watch_config: true,
+            tokens: Vec::new(),
         }
     }
 }
@@ -649,6 +680,32 @@ impl Config {
         };
         if self.proxy.workers == 0 {
             report("proxy.workers".into(), "must be at least 1".into());
+        }
+        if self.control.tokens.is_empty() && !self.control.listen.ip().is_loopback() {
+            report(
+                "control.listen".into(),
+                format!(
+                    "{} is not a loopback address, and no [[control.tokens]] are set: anyone who reaches it could change the config; add tokens, or listen on 127.0.0.1",
+                    self.control.listen
+                ),
+            );
+        }
+        let mut token_names = HashSet::new();
+        for (index, token) in self.control.tokens.iter().enumerate() {
+            let key = format!("control.tokens[{index}]");
+            if token.name.is_empty() || !token_names.insert(token.name.as_str()) {
+                report(
+                    format!("{key}.name"),
+                    format!("`{}` is empty or used by another token", token.name),
+                );
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                report(
+                    format!("{key}.sha256"),
+                    "must be the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)"
+                        .into(),
+                );
+            }
         }
         if self.proxy.listen == self.control.listen && self.proxy.listen.port() != 0 {
             report(

@@ -5,6 +5,7 @@
 //! the routes served.
 
 mod alerts;
+mod auth;
 mod endpoints;
 mod error;
 mod plugins;
@@ -22,6 +23,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use auth::{Caller, Tokens};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::engine::{Alerts, SharedTopology};
@@ -44,6 +46,8 @@ pub struct ControlState {
     pub metrics: Arc<Metrics>,
     /// When the process started serving.
     pub started: Instant,
+    /// Who may use the API (`[[control.tokens]]`).
+    pub tokens: Tokens,
 }
 
 /// The shared state as handlers extract it.
@@ -52,6 +56,8 @@ type State = axum::extract::State<Arc<ControlState>>;
 /// The OpenAPI document's fixed parts; the paths come from the router.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerTokens),
+    security(("bearer" = [])),
     info(
         title = "Switchyard control API",
         description = "Pools, endpoints, plugins, alerts and config reloads of one Switchyard process."
@@ -65,6 +71,30 @@ type State = axum::extract::State<Arc<ControlState>>;
     )
 )]
 struct ApiDoc;
+
+/// Declares the bearer tokens of `[[control.tokens]]`: reads need a
+/// `viewer` token, changes an `operator` one; `/healthz`, `/readyz` and
+/// `/metrics` need none.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token of [[control.tokens]]: viewer for reads, operator for changes. \
+                         Not needed when no tokens are configured (loopback only).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The control API's router and its OpenAPI document, built from the same
 /// handler list.
@@ -96,7 +126,11 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
             }),
         )
         .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed);
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authorize,
+        ));
     (router, api)
 }
 

@@ -1,0 +1,156 @@
+//! Who may do what: bearer tokens, known by their SHA-256, each with a role.
+//! Reads need `viewer`, changes `operator`; `/healthz`, `/readyz` and
+//! `/metrics` stay open for probes and scrapers. With no tokens configured
+//! the API is open, which the config allows only on a loopback listener.
+
+use axum::extract::{Request, State as Extract};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::Digest as _;
+
+use super::{ApiError, State};
+use crate::config::{Role, TokenConfig};
+
+/// Paths anyone may read.
+const OPEN: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The configured tokens, by hash.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    entries: Vec<(String, Role, [u8; 32])>,
+}
+
+/// The token holder a request came from, for handlers and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name.
+    pub name: String,
+}
+
+impl Tokens {
+    /// The tokens of `[[control.tokens]]` (validated: 64 hex digits each).
+    pub fn new(tokens: &[TokenConfig]) -> Self {
+        let entries = tokens
+            .iter()
+            .filter_map(|token| {
+                let mut hash = [0u8; 32];
+                for (i, byte) in hash.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(token.sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some((token.name.clone(), token.role, hash))
+            })
+            .collect();
+        Tokens { entries }
+    }
+
+    /// Whether any token is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The name and role of `presented`. Every entry is compared, each in
+    /// time independent of where the bytes differ, so the answer's timing
+    /// says nothing about the configured hashes.
+    fn find(&self, presented: &str) -> Option<(&str, Role)> {
+        let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for (name, role, expected) in &self.entries {
+            let difference = expected
+                .iter()
+                .zip(&hash)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if difference == 0 {
+                found = Some((name.as_str(), *role));
+            }
+        }
+        found
+    }
+}
+
+/// The role a request needs: reads need `viewer`, anything else `operator`.
+fn needed(method: &Method) -> Role {
+    if method == Method::GET || method == Method::HEAD {
+        Role::Viewer
+    } else {
+        Role::Operator
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Operator => "operator",
+        Role::Admin => "admin",
+    }
+}
+
+/// Lets a request through when its token's role allows it: 401 without a
+/// known token, 403 when the role is too low.
+pub(super) async fn authorize(Extract(state): State, mut request: Request, next: Next) -> Response {
+    let tokens = &state.tokens;
+    if tokens.is_empty() || OPEN.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some((name, role)) = presented.and_then(|token| tokens.find(token)) else {
+        let message = if presented.is_some() {
+            "the bearer token is not one of [[control.tokens]]"
+        } else {
+            "send a token: `Authorization: Bearer TOKEN`"
+        };
+        let mut response =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"switchyard\""),
+        );
+        return response;
+    };
+    let needed = needed(request.method());
+    if role < needed {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{name}` is a {}; {} {} needs {}",
+                role_name(role),
+                request.method(),
+                request.uri().path(),
+                role_name(needed)
+            ),
+        )
+        .into_response();
+    }
+    let caller = Caller {
+        name: name.to_string(),
+    };
+    tracing::debug!(token = %caller.name, method = %request.method(), path = request.uri().path(), "control request");
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_known_by_its_hash_only() {
+        // printf %s s3cret | sha256sum
+        let tokens = Tokens::new(&[TokenConfig {
+            name: "ops".into(),
+            role: Role::Operator,
+            sha256: format!("{:x}", sha2::Sha256::digest(b"s3cret")),
+        }]);
+        assert_eq!(tokens.find("s3cret"), Some(("ops", Role::Operator)));
+        assert_eq!(tokens.find("s3cre"), None);
+        assert_eq!(tokens.find(""), None);
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+}
