@@ -42,6 +42,8 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("get", "/v1/pools"),
         ("get", "/v1/status"),
         ("patch", "/v1/pools/{pool}/endpoints/{address}"),
+        ("post", "/v1/plugins/{name}/reload"),
+        ("post", "/v1/plugins/{name}/unquarantine"),
         ("post", "/v1/pools/{pool}/endpoints"),
         ("post", "/v1/reload"),
     ];

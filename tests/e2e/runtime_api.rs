@@ -292,3 +292,90 @@ async fn tokens_decide_who_reads_and_who_changes() {
     let added = send("POST", &endpoints, &[JSON, operator], &new).await;
     assert_eq!(added.status, 201, "{}", added.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lifts_a_quarantine_and_reloads_a_plugin() {
+    let plugins = plugin_dir(&[("policy", "panicking-balancer")]);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"policy\" }}\nendpoints = [{}, {}]\n",
+        a.endpoint(1),
+        b.endpoint(1)
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    for _ in 0..15 {
+        assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+    }
+    proxy
+        .wait_for_plugin(&client, "policy", "quarantined", |p| {
+            p["state"] == "quarantined"
+        })
+        .await;
+
+    let lifted = send(
+        "POST",
+        &proxy.control_url("/v1/plugins/policy/unquarantine"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(lifted.status, 200, "{}", lifted.body);
+    assert_eq!(json(&lifted)["state"], "active");
+    let missing = send(
+        "POST",
+        &proxy.control_url("/v1/plugins/nope/reload"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(json(&missing)["error"]["code"], "no_such_plugin");
+
+    // A bad file: refused with its reason, the serving version stays.
+    let serving = proxy.plugins(&client).await["policy"]["hash"].clone();
+    replace_plugin(plugins.path(), "policy", b"not a component");
+    let refused = send(
+        "POST",
+        &proxy.control_url("/v1/plugins/policy/reload"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let message = json(&refused)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("plugin `policy`") && message.contains("format"),
+        "{message}"
+    );
+    assert_eq!(proxy.plugins(&client).await["policy"]["hash"], serving);
+
+    // A good one serves.
+    replace_plugin(plugins.path(), "policy", &plugin_bytes("round-robin"));
+    let reloaded = send(
+        "POST",
+        &proxy.control_url("/v1/plugins/policy/reload"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    let answer = json(&reloaded);
+    assert_ne!(answer["plugin"]["hash"], serving, "{answer:#}");
+    assert_eq!(answer["plugin"]["state"], "active");
+    let faults = answer["plugin"]["faults"].as_u64().unwrap();
+    let (seen, failures) = client.spread(&proxy.url("/"), 20, 2).await;
+    assert!(
+        failures.is_empty() && seen.len() == 2,
+        "{seen:?} {failures:?}"
+    );
+    assert_eq!(
+        proxy.plugins(&client).await["policy"]["faults"]
+            .as_u64()
+            .unwrap(),
+        faults
+    );
+}

@@ -109,6 +109,8 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(endpoints::update, endpoints::remove))
         .routes(routes!(endpoints::config))
         .routes(routes!(plugins::list))
+        .routes(routes!(plugins::reload))
+        .routes(routes!(plugins::unquarantine))
         .routes(routes!(alerts::list))
         .routes(routes!(reload::reload))
         .with_state(Arc::clone(&state))

@@ -3,13 +3,14 @@
 
 use std::time::UNIX_EPOCH;
 
-use axum::extract::State as Extract;
+use axum::extract::{Path, State as Extract};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::State;
-use crate::plugins::{Note, PluginSlot, World};
+use super::{ApiError, ErrorBody, State};
+use crate::plugins::{LoadOutcome, Note, PluginSlot, World};
 
 /// Every plugin the runtime knows, by name.
 #[derive(Debug, Serialize, ToSchema)]
@@ -161,4 +162,103 @@ fn view(slot: &PluginSlot) -> PluginView {
         last_rejected: note(&history.last_rejected),
         fallback: note(&history.fallback),
     }
+}
+
+/// What a reload of a plugin's file did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PluginReloaded {
+    /// `loaded` (a new version serves) or `unchanged` (the content serving;
+    /// a quarantine, if any, was lifted).
+    outcome: String,
+    /// The plugin as it stands now.
+    plugin: PluginView,
+}
+
+/// Loads a plugin's file again, as when it is written: compiled, checked
+/// against every pool that uses it, and swapped in; a file that fails
+/// leaves the serving version and says why.
+#[utoipa::path(post, path = "/v1/plugins/{name}/reload", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name, the stem of NAME.wasm")),
+    responses(
+        (status = 200, description = "Loaded, or unchanged", body = PluginReloaded),
+        (status = 404, description = "No such plugin and no such file (`no_such_plugin`)", body = ErrorBody),
+        (status = 422, description = "The file was refused (`plugin_rejected`): the serving version stays", body = ErrorBody),
+    ))]
+pub(super) async fn reload(
+    Extract(state): State,
+    Path(name): Path<String>,
+) -> Result<Json<PluginReloaded>, ApiError> {
+    let known = state.runtime.find_slot(&name).is_some()
+        || crate::config::is_valid_name(&name)
+            && state.runtime.dir().join(format!("{name}.wasm")).is_file();
+    if !known {
+        return Err(no_such_plugin(&name));
+    }
+    let runtime = state.runtime.clone();
+    let loaded = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || runtime.reload(&name))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+    };
+    let outcome = match loaded {
+        Ok(LoadOutcome::Loaded(_)) => "loaded",
+        Ok(LoadOutcome::Unchanged { .. } | LoadOutcome::AlreadyRejected) => "unchanged",
+        Err(error) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_rejected",
+                error.to_string(),
+            ))
+        }
+    };
+    let slot = state.runtime.slot(&name);
+    Ok(Json(PluginReloaded {
+        outcome: outcome.into(),
+        plugin: view(&slot),
+    }))
+}
+
+/// Lifts a plugin's quarantine: the serving version answers picks again
+/// (its fault streak starts over).
+#[utoipa::path(post, path = "/v1/plugins/{name}/unquarantine", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The plugin as it stands now", body = PluginView),
+        (status = 404, description = "No such plugin (`no_such_plugin`)", body = ErrorBody),
+        (status = 409, description = "No version is loaded (`not_loaded`)", body = ErrorBody),
+    ))]
+pub(super) async fn unquarantine(
+    Extract(state): State,
+    Path(name): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
+    let slot = state
+        .runtime
+        .find_slot(&name)
+        .ok_or_else(|| no_such_plugin(&name))?;
+    if slot.current().is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_loaded",
+            format!("plugin `{name}` has no version loaded: there is nothing to lift"),
+        ));
+    }
+    if slot.lift_quarantine() {
+        tracing::info!(plugin = %name, "quarantine lifted through the API");
+    }
+    Ok(Json(view(&slot)))
+}
+
+fn no_such_plugin(name: &str) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_plugin",
+        format!(
+            "no plugin is named `{name}`, and there is no file {name}.wasm in the plugin folder"
+        ),
+    );
+    error.detail.field = Some("name".into());
+    error
 }

@@ -262,6 +262,20 @@ impl PluginRuntime {
         Ok(())
     }
 
+    /// The slot of plugin `name`, if the runtime knows it (a file was seen
+    /// or a pool names it).
+    pub fn find_slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.shared.slots.read().unwrap().get(name).cloned()
+    }
+
+    /// Loads plugin `name`'s file again because an operator asked: judged
+    /// afresh even if the same content was refused before.
+    pub fn reload(&self, name: &str) -> Result<LoadOutcome, LoadError> {
+        let slot = self.slot(name);
+        slot.history.lock().unwrap().last_rejected_hash = None;
+        self.load(&slot.path)
+    }
+
     /// Forgets the pools that no longer exist (dropped by a reload, once the
     /// requests that held them have finished), so new versions are no
     /// longer checked against them.
