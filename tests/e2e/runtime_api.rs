@@ -379,3 +379,81 @@ async fn an_operator_lifts_a_quarantine_and_reloads_a_plugin() {
         faults
     );
 }
+
+/// A burst of API changes, a crash (SIGKILL) in the middle of it, a restart:
+/// every change that was answered 2xx is there, and the file loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_no_acknowledged_change() {
+    let plugins = tempfile::tempdir().unwrap();
+    let a = Upstream::start("a").await;
+    let mut proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
+            a.endpoint(1)
+        ),
+    );
+    let endpoints = proxy.control_url("/v1/pools/web/endpoints");
+    let (progress, mut answered) = tokio::sync::watch::channel(0usize);
+    let changes = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for n in 0..200u16 {
+            let address = format!("127.0.0.1:{}", 30_000 + n);
+            let body = format!("{{\"address\": \"{address}\"}}");
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let request = http::Request::post(&endpoints)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            match client.request(request).await {
+                Ok(response) if response.status() == 201 => {
+                    acknowledged.push(address);
+                    let _ = progress.send(acknowledged.len());
+                }
+                // The process died: this change may or may not be in.
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    // Somewhere in the burst, while the next change is on its way.
+    let crash_after = 10 + (std::process::id() % 140) as usize;
+    answered
+        .wait_for(|count| *count >= crash_after)
+        .await
+        .expect("the burst ended early");
+    proxy.crash();
+    let acknowledged = changes.await.unwrap();
+    assert!(acknowledged.len() >= crash_after);
+    assert!(acknowledged.len() < 200, "the crash came after the burst");
+
+    let file = std::fs::read_to_string(&proxy.config).unwrap();
+    for address in &acknowledged {
+        assert!(
+            file.contains(address),
+            "{address} was acknowledged but is not in the file"
+        );
+    }
+    proxy
+        .crash_and_restart()
+        .unwrap_or_else(|log| panic!("the file does not load:\n{log}"));
+    let pools: serde_json::Value = serde_json::from_str(
+        &HttpClient::default()
+            .get(&proxy.control_url("/v1/pools"))
+            .await
+            .body,
+    )
+    .unwrap();
+    let serving: Vec<&str> = pools["pools"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
+    for address in &acknowledged {
+        assert!(
+            serving.contains(&address.as_str()),
+            "{address} is not serving after the restart"
+        );
+    }
+}

@@ -330,53 +330,34 @@ impl Switchyard {
             plugins.display()
         );
         std::fs::write(&config, format!("{config_head}{body}\n")).unwrap();
-        let mut child = Command::new(BINARY)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("RUST_BACKTRACE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchyard");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            let pipe = child.stderr.take().unwrap();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut all = stderr.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let read = stdout.read_line(&mut line).unwrap_or(0);
-        if read == 0 {
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(100));
-            return Err(stderr.lock().unwrap().clone());
-        }
-        // Keep draining stdout so the child never blocks on it.
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        let field = |key: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|part| part.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in `{line}`"))
-                .parse()
-                .unwrap()
-        };
+        let (child, proxy, control, stderr) = spawn(&config)?;
         Ok(Switchyard {
-            proxy: field("proxy="),
-            control: field("control="),
+            proxy,
+            control,
             child,
             _config_dir: config_dir,
             config,
             config_head,
             stderr,
         })
+    }
+
+    /// Kills the process with SIGKILL, as a crash does, and starts it again
+    /// from the same config file.
+    pub fn crash_and_restart(&mut self) -> Result<(), String> {
+        self.crash();
+        let (child, proxy, control, stderr) = spawn(&self.config)?;
+        self.child = child;
+        self.proxy = proxy;
+        self.control = control;
+        self.stderr = stderr;
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL, as a crash does.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -474,6 +455,51 @@ impl Drop for Switchyard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `switchyard run` on `config`; its process, its addresses and
+/// its log, or the log if it did not start.
+#[allow(clippy::type_complexity)]
+fn spawn(config: &Path) -> Result<(Child, SocketAddr, SocketAddr, Arc<Mutex<String>>), String> {
+    let mut child = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    {
+        let stderr = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = stderr.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let read = stdout.read_line(&mut line).unwrap_or(0);
+    if read == 0 {
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        return Err(stderr.lock().unwrap().clone());
+    }
+    // Keep draining stdout so the child never blocks on it.
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let field = |key: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in `{line}`"))
+            .parse()
+            .unwrap()
+    };
+    Ok((child, field("proxy="), field("control="), stderr))
 }
 
 /// A response, read whole.
