@@ -82,6 +82,14 @@ impl Server {
         let control_listen = config.control.listen;
         let watch_config = config.control.watch_config;
         let tokens = control::Tokens::new(&config.control.tokens);
+        let audit_path = config.control.audit_log.clone();
+        let audit = control::AuditLog::open(audit_path.clone(), config.control.audit_max_bytes)
+            .with_context(|| {
+                format!(
+                    "control.audit_log = {}: cannot open it",
+                    audit_path.unwrap_or_default().display()
+                )
+            })?;
         let reloader = Reloader::start(config, runtime.clone(), &load_errors, Arc::clone(&alerts))?;
         for error in &load_errors {
             tracing::warn!("{error}");
@@ -105,6 +113,7 @@ impl Server {
             metrics,
             started: Instant::now(),
             tokens,
+            audit,
         });
         Ok(Server {
             proxy_config,

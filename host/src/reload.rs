@@ -170,6 +170,11 @@ impl Reloader {
         }
     }
 
+    /// The config file's version last applied or written, if known.
+    pub async fn version(&self) -> Option<String> {
+        self.applied.lock().await.file_hash.clone()
+    }
+
     /// The topology the proxy and the control endpoint read.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology

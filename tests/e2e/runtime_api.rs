@@ -243,8 +243,11 @@ fn token_entry(name: &str, role: &str, token: &str) -> String {
 async fn tokens_decide_who_reads_and_who_changes() {
     let plugins = tempfile::tempdir().unwrap();
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let audit = tempfile::tempdir().unwrap();
+    let audit_file = audit.path().join("audit.jsonl");
     let tokens = format!(
-        "{}{}",
+        "audit_log = \"{}\"\n{}{}",
+        audit_file.display(),
         token_entry("dashboard", "viewer", "view-secret"),
         token_entry("deploy-bot", "operator", "op-secret")
     );
@@ -291,6 +294,59 @@ async fn tokens_decide_who_reads_and_who_changes() {
     assert_eq!(reload.status, 403);
     let added = send("POST", &endpoints, &[JSON, operator], &new).await;
     assert_eq!(added.status, 201, "{}", added.body);
+
+    // Every write is in the audit trail, refused or accepted, with who,
+    // from where, what was asked and the versions around it; reads are not.
+    let trail = send("GET", &proxy.control_url("/v1/audit"), &[viewer], "").await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    let entries = json(&trail)["entries"].as_array().unwrap().clone();
+    let summary: Vec<(String, u64, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["token"].as_str().unwrap_or("-").to_string(),
+                e["status"].as_u64().unwrap(),
+                e["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "dashboard".to_string(),
+                403,
+                "/v1/pools/web/endpoints".to_string()
+            ),
+            ("dashboard".to_string(), 403, "/v1/reload".to_string()),
+            (
+                "deploy-bot".to_string(),
+                201,
+                "/v1/pools/web/endpoints".to_string()
+            ),
+        ],
+        "{entries:#?}"
+    );
+    assert_eq!(entries[0]["error"], "forbidden");
+    assert_eq!(entries[2]["outcome"], "accepted");
+    assert_eq!(entries[2]["request"]["address"], b.addr.to_string());
+    assert!(entries[2]["from"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert_ne!(entries[2]["version_before"], entries[2]["version_after"]);
+    assert_eq!(
+        format!("\"{}\"", entries[2]["version_after"].as_str().unwrap()),
+        added.headers["etag"].to_str().unwrap()
+    );
+    // The file holds the same, one JSON line each, synced before each answer.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["token"], "deploy-bot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

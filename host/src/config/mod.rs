@@ -64,6 +64,8 @@ pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
 /// `pools[].recovery.budget_window_ms` unless set: Linkerd's `ttl`.
 pub const DEFAULT_BUDGET_WINDOW_MS: u64 = 10_000;
+/// `control.audit_max_bytes` unless set: 10 MiB.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// `pools[].connect_failure_hold_ms` unless set.
 pub const DEFAULT_CONNECT_FAILURE_HOLD_MS: u64 = 1_000;
 /// Passing checks that bring an endpoint back.
@@ -154,6 +156,16 @@ pub struct ControlConfig {
     /// open, which is allowed only on a loopback `listen`.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// `audit_log = "/var/log/switchyard/audit.jsonl"`: every API write,
+    /// accepted or refused, appended as a JSON line and synced before the
+    /// answer; none: kept in memory only (`GET /v1/audit` shows the last
+    /// 1,000 either way).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// `audit_max_bytes = 10485760`: past this size the audit log is
+    /// renamed to `FILE.1` (replacing the one before) and a new one begun.
+    #[serde(default = "default_audit_max_bytes")]
+    pub audit_max_bytes: u64,
 }
 
 /// One `[[control.tokens]]` entry: a bearer token, by its hash.
@@ -188,6 +200,8 @@ impl Default for ControlConfig {
             listen: default_control_listen(),
             watch_config: true,
             tokens: Vec::new(),
+            audit_log: None,
+            audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
         }
     }
 }
@@ -557,6 +571,9 @@ fn default_retry_budget_percent() -> u32 {
 }
 fn default_min_retries_per_second() -> u32 {
     DEFAULT_MIN_RETRIES_PER_SECOND
+}
+fn default_audit_max_bytes() -> u64 {
+    DEFAULT_AUDIT_MAX_BYTES
 }
 fn default_budget_window_ms() -> u64 {
     DEFAULT_BUDGET_WINDOW_MS

@@ -115,7 +115,7 @@ pub(super) async fn authorize(Extract(state): State, mut request: Request, next:
     };
     let needed = needed(request.method());
     if role < needed {
-        return ApiError::new(
+        let mut response = ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
@@ -127,13 +127,20 @@ pub(super) async fn authorize(Extract(state): State, mut request: Request, next:
             ),
         )
         .into_response();
+        response.extensions_mut().insert(Caller {
+            name: name.to_string(),
+        });
+        return response;
     }
     let caller = Caller {
         name: name.to_string(),
     };
     tracing::debug!(token = %caller.name, method = %request.method(), path = request.uri().path(), "control request");
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    // For the audit trail, which wraps this.
+    response.extensions_mut().insert(caller);
+    response
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! the routes served.
 
 mod alerts;
+mod audit;
 mod auth;
 mod endpoints;
 mod error;
@@ -23,6 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use audit::{AuditEntry, AuditLog};
 pub use auth::{Caller, Tokens};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
@@ -48,6 +50,8 @@ pub struct ControlState {
     pub started: Instant,
     /// Who may use the API (`[[control.tokens]]`).
     pub tokens: Tokens,
+    /// Every API write.
+    pub audit: AuditLog,
 }
 
 /// The shared state as handlers extract it.
@@ -113,6 +117,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::unquarantine))
         .routes(routes!(alerts::list))
         .routes(routes!(reload::reload))
+        .routes(routes!(audit::list))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     api.paths
@@ -132,6 +137,11 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::authorize,
+        ))
+        // Outside the access check, so refusals are recorded too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            audit::record,
         ));
     (router, api)
 }
@@ -160,7 +170,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (router, _) = router(state);
-    if let Err(error) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

@@ -23,6 +23,7 @@ pub use checker::{
 pub use endpoint::{
     Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
 };
+pub(crate) use health::unix_ms;
 pub use health::{
     eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, OutlierPolicy, Severity,
