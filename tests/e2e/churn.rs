@@ -9,43 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-async fn pools_now(proxy: &Switchyard, client: &HttpClient) -> serde_json::Value {
-    serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap()
-}
-
-/// Waits (up to 30 s) until `/v1/pools` satisfies `check`.
-async fn wait_for_pools(
-    proxy: &Switchyard,
-    client: &HttpClient,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pools = pools_now(proxy, client).await;
-        if check(&pools) {
-            return pools;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never reached: {what}; last: {pools:#}\n{}",
-            proxy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The value of the metric line `name` (without labels).
-async fn metric(proxy: &Switchyard, name: &str) -> u64 {
-    let text = HttpClient::default()
-        .get(&proxy.control_url("/metrics"))
-        .await
-        .body;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
-}
-
 fn endpoint(pools: &serde_json::Value, id: usize) -> &serde_json::Value {
     &pools["pools"][0]["endpoints"][id]
 }

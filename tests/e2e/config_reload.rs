@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-async fn pools_now(proxy: &Switchyard, client: &HttpClient) -> serde_json::Value {
-    serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap()
-}
-
 async fn reload(proxy: &Switchyard, client: &HttpClient) -> (u16, serde_json::Value) {
     let reply = client
         .post(&proxy.control_url("/v1/reload"), Vec::new())

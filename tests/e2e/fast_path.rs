@@ -396,17 +396,6 @@ impl Conn {
     }
 }
 
-/// The value of the metric line `name` (without labels).
-async fn metric(proxy: &Switchyard, name: &str) -> u64 {
-    let text = HttpClient::default()
-        .get(&proxy.control_url("/metrics"))
-        .await
-        .body;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
-}
-
 fn native_pool(upstream: &Upstream) -> String {
     format!(
         "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",

@@ -1,40 +1,14 @@
 //! Keeping traffic flowing when endpoints fail: passive ejection and
 //! readmission, tier failover and return, alerts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
-
-async fn pools_now(proxy: &Switchyard, client: &HttpClient) -> serde_json::Value {
-    serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap()
-}
 
 async fn alerts(proxy: &Switchyard, client: &HttpClient) -> Vec<serde_json::Value> {
     let body: serde_json::Value =
         serde_json::from_str(&client.get(&proxy.control_url("/v1/alerts")).await.body).unwrap();
     body["alerts"].as_array().unwrap().clone()
-}
-
-/// Waits (up to 30 s) until `/v1/pools` satisfies `check`.
-async fn wait_for_pools(
-    proxy: &Switchyard,
-    client: &HttpClient,
-    what: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pools = pools_now(proxy, client).await;
-        if check(&pools) {
-            return pools;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never reached: {what}; last: {pools:#}\n{}",
-            proxy.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

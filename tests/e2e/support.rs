@@ -690,3 +690,67 @@ impl RawClient {
         self.buffer.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// `GET /v1/pools`.
+pub async fn pools_now(proxy: &Switchyard, client: &HttpClient) -> serde_json::Value {
+    serde_json::from_str(&client.get(&proxy.control_url("/v1/pools")).await.body).unwrap()
+}
+
+/// Waits (up to 30 s, for a loaded machine) until `/v1/pools` satisfies
+/// `check`.
+pub async fn wait_for_pools(
+    proxy: &Switchyard,
+    client: &HttpClient,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pools = pools_now(proxy, client).await;
+        if check(&pools) {
+            return pools;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached: {what}; last: {pools:#}\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of the metric line `name` (without labels).
+pub async fn metric(proxy: &Switchyard, name: &str) -> u64 {
+    let text = HttpClient::default()
+        .get(&proxy.control_url("/metrics"))
+        .await
+        .body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+}
+
+/// One request with these headers and body; the reply read whole.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
