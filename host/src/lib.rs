@@ -65,7 +65,8 @@ impl Server {
     /// listeners. Every error names the config key or plugin file at fault.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let folder_ready = ensure_plugin_folder(&config)?;
-        let runtime = PluginRuntime::new(&config.plugins)?;
+        let events = Arc::new(engine::Events::default());
+        let runtime = PluginRuntime::with_events(&config.plugins, Arc::clone(&events))?;
         // Watch before the first load, so no change between the two is missed;
         // a file loaded twice is recognised by its hash.
         let watcher = if config.plugins.watch && folder_ready {
@@ -77,7 +78,7 @@ impl Server {
             None
         };
         let load_errors = runtime.load_dir();
-        let alerts = Arc::new(Alerts::default());
+        let alerts = Arc::new(Alerts::with_events(events));
         let proxy_config = config.proxy.clone();
         let control_listen = config.control.listen;
         let watch_config = config.control.watch_config;
@@ -114,6 +115,7 @@ impl Server {
             started: Instant::now(),
             tokens,
             audit,
+            stopping: tokio::sync::watch::channel(false).0,
         });
         Ok(Server {
             proxy_config,

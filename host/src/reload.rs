@@ -343,6 +343,9 @@ impl Reloader {
         }
         applied.config = next;
         self.runtime.forget_dropped_pools();
+        self.alerts
+            .events()
+            .publish("config", serde_json::to_value(&report).unwrap_or_default());
         tracing::info!(
             added = ?report.added,
             changed = ?report.changed,

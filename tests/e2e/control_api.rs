@@ -38,6 +38,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("get", "/v1/alerts"),
         ("get", "/v1/audit"),
         ("get", "/v1/config"),
+        ("get", "/v1/events"),
         ("get", "/v1/openapi.json"),
         ("get", "/v1/plugins"),
         ("get", "/v1/pools"),
@@ -57,7 +58,8 @@ async fn every_documented_route_is_served_and_nothing_else() {
     // Each that reads, or takes no input, is served with the content its
     // document names (the endpoint changes have tests of their own).
     for (method, path) in &documented {
-        if path.contains('{') {
+        // The event stream never ends: it has a test of its own.
+        if path.contains('{') || path == "/v1/events" {
             continue;
         }
         let url = proxy.control_url(path);

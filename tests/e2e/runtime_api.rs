@@ -488,3 +488,135 @@ async fn a_crash_loses_no_acknowledged_change() {
         );
     }
 }
+
+/// A server-sent event stream read as a client does.
+struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(proxy: &Switchyard, last_event_id: Option<u64>) -> EventStream {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = http::Request::get(proxy.control_url("/v1/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = client
+            .request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event: (id, kind, data).
+    async fn next(&mut self) -> (u64, String, serde_json::Value) {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(str::trim))
+                        .map(str::to_string)
+                };
+                // Keep-alive comments carry no event.
+                let (Some(id), Some(kind), Some(data)) =
+                    (field("id:"), field("event:"), field("data:"))
+                else {
+                    continue;
+                };
+                return (
+                    id.parse().unwrap(),
+                    kind,
+                    serde_json::from_str(&data).unwrap(),
+                );
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event of `kind` whose data satisfies `check`.
+    async fn wait_for(
+        &mut self,
+        kind: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> (u64, serde_json::Value) {
+        loop {
+            let (id, got, data) = self.next().await;
+            if got == kind && check(&data["data"]) {
+                return (id, data);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_health_and_plugin_swaps_arrive_as_events_and_resume() {
+    let plugins = plugin_dir(&[("rr", "round-robin")]);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"rr\" }}\n\
+             health = {{ interval_ms = 100, timeout_ms = 100, fall = 1 }}\nendpoints = [{}]\n",
+            a.endpoint(1)
+        ),
+    );
+    let mut events = EventStream::open(&proxy, None).await;
+    // What happened before the client came: the plugin's first load.
+    events
+        .wait_for("plugin", |d| d["plugin"] == "rr" && d["event"] == "loaded")
+        .await;
+
+    let new = format!("{{\"address\": \"{}\"}}", b.addr);
+    let added = send(
+        "POST",
+        &proxy.control_url("/v1/pools/web/endpoints"),
+        &[JSON],
+        &new,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+    let (config_id, _) = events
+        .wait_for("config", |d| d["changed"] == serde_json::json!(["web"]))
+        .await;
+
+    replace_plugin(plugins.path(), "rr", &plugin_bytes("pin-first"));
+    let (swap_id, _) = events
+        .wait_for("plugin", |d| d["plugin"] == "rr" && d["event"] == "loaded")
+        .await;
+    b.kill();
+    let (_, alert) = events
+        .wait_for("alert", |d| {
+            d["severity"] == "P2" && d["endpoint"] == b.addr.to_string()
+        })
+        .await;
+    assert!(alert["at_unix_ms"].as_u64().unwrap() > 0);
+
+    // A client that lost its connection after the config change resumes:
+    // the swap comes first, from the kept events.
+    drop(events);
+    let mut resumed = EventStream::open(&proxy, Some(config_id)).await;
+    let (first, _, _) = resumed.next().await;
+    assert_eq!(first, config_id + 1, "the first missed event comes first");
+    let mut id = first;
+    while id < swap_id {
+        id = resumed.next().await.0;
+    }
+    assert_eq!(id, swap_id, "every missed event, in order");
+}

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod endpoints;
 mod error;
+mod events;
 mod plugins;
 mod pools;
 mod reload;
@@ -52,6 +53,8 @@ pub struct ControlState {
     pub tokens: Tokens,
     /// Every API write.
     pub audit: AuditLog,
+    /// Turns `true` when the endpoint shuts down, ending event streams.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The shared state as handlers extract it.
@@ -116,6 +119,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::reload))
         .routes(routes!(plugins::unquarantine))
         .routes(routes!(alerts::list))
+        .routes(routes!(events::stream))
         .routes(routes!(reload::reload))
         .routes(routes!(audit::list))
         .with_state(Arc::clone(&state))
@@ -169,7 +173,13 @@ pub async fn serve(
     state: Arc<ControlState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let (router, _) = router(state);
+    let (router, _) = router(Arc::clone(&state));
+    // Event streams never end by themselves: they end when shutdown begins,
+    // so the graceful shutdown does not wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = state.stopping.send(true);
+    };
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

@@ -115,13 +115,28 @@ pub struct Alert {
     pub message: String,
 }
 
-/// The bounded alert history, shared by every pool.
+/// The bounded alert history, shared by every pool; each alert is also an
+/// event on the live stream.
 #[derive(Debug, Default)]
 pub struct Alerts {
     history: Mutex<VecDeque<Alert>>,
+    events: std::sync::Arc<super::events::Events>,
 }
 
 impl Alerts {
+    /// Alerts published on `events` too.
+    pub fn with_events(events: std::sync::Arc<super::events::Events>) -> Self {
+        Alerts {
+            history: Mutex::default(),
+            events,
+        }
+    }
+
+    /// The live event stream alerts are published on.
+    pub fn events(&self) -> &std::sync::Arc<super::events::Events> {
+        &self.events
+    }
+
     /// Records an alert and logs it.
     pub fn raise(&self, severity: Severity, pool: &str, endpoint: Option<&str>, message: String) {
         match severity {
@@ -138,6 +153,8 @@ impl Alerts {
             endpoint: endpoint.map(str::to_string),
             message,
         };
+        self.events
+            .publish("alert", serde_json::to_value(&alert).unwrap_or_default());
         let mut history = self.history.lock().unwrap();
         if history.len() == ALERT_HISTORY {
             history.pop_front();

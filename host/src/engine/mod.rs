@@ -8,6 +8,7 @@
 mod balancer;
 mod checker;
 mod endpoint;
+mod events;
 mod health;
 mod pool;
 mod recovery;
@@ -23,6 +24,7 @@ pub use checker::{
 pub use endpoint::{
     Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
 };
+pub use events::{Event, Events};
 pub(crate) use health::unix_ms;
 pub use health::{
     eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,

@@ -89,6 +89,7 @@ pub(crate) struct Shared {
     dir: PathBuf,
     cache: ArtifactCache,
     last_good: last_good::LastGood,
+    events: Arc<crate::engine::Events>,
     slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     next_version: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
@@ -120,6 +121,15 @@ impl PluginRuntime {
     /// the pooling allocator, epoch interruption, the memory cap, and a
     /// linker offering the host imports and a locked-down WASI.
     pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
+        PluginRuntime::with_events(config, Arc::default())
+    }
+
+    /// The same, publishing loads, rejections, faults and quarantines on
+    /// `events`.
+    pub fn with_events(
+        config: &PluginsConfig,
+        events: Arc<crate::engine::Events>,
+    ) -> anyhow::Result<Self> {
         let memory_limit = config.memory_limit_mib as usize * 1024 * 1024;
         let mut pooling = PoolingAllocationConfig::default();
         pooling
@@ -165,6 +175,7 @@ impl PluginRuntime {
                 dir: config.dir.clone(),
                 cache: ArtifactCache::new(config.cache_dir()),
                 last_good: last_good::LastGood::new(config.cache_dir().join("last-good")),
+                events,
                 slots: RwLock::new(BTreeMap::new()),
                 next_version: AtomicU64::new(1),
                 stop_ticker,
@@ -187,6 +198,7 @@ impl PluginRuntime {
             Arc::new(PluginSlot::new(
                 name,
                 self.shared.dir.join(format!("{name}.wasm")),
+                Arc::clone(&self.shared.events),
             ))
         }))
     }

@@ -220,11 +220,14 @@ pub struct PluginSlot {
     pub history: Mutex<SlotHistory>,
     /// Pools using this plugin.
     pub users: Mutex<Vec<PoolUse>>,
+    /// Where loads, rejections, faults and quarantines are published.
+    events: Arc<crate::engine::Events>,
 }
 
 impl PluginSlot {
-    pub(crate) fn new(name: &str, path: PathBuf) -> Self {
+    pub(crate) fn new(name: &str, path: PathBuf, events: Arc<crate::engine::Events>) -> Self {
         PluginSlot {
+            events,
             name: name.into(),
             path,
             current: ArcSwapOption::empty(),
@@ -246,6 +249,10 @@ impl PluginSlot {
     }
 
     pub(crate) fn install(&self, version: Arc<PluginVersion>) {
+        self.events.publish(
+            "plugin",
+            serde_json::json!({ "plugin": &*self.name, "event": "loaded", "hash": version.hash }),
+        );
         let previous = self.current.swap(Some(version));
         let mut history = self.history.lock().unwrap();
         history.file_present = true;
@@ -256,6 +263,10 @@ impl PluginSlot {
     }
 
     pub(crate) fn reject(&self, reason: String, hash: Option<String>) {
+        self.events.publish(
+            "plugin",
+            serde_json::json!({ "plugin": &*self.name, "event": "rejected", "reason": reason }),
+        );
         let note = Note::now(reason);
         let mut history = self.history.lock().unwrap();
         history.last_rejected_hash = hash;
@@ -297,6 +308,10 @@ impl PluginSlot {
         } else {
             tracing::debug!(plugin = &*self.name, "plugin fault: {message}");
         }
+        self.events.publish(
+            "plugin",
+            serde_json::json!({ "plugin": &*self.name, "event": "fault", "reason": message }),
+        );
         let note = Note::now(message);
         {
             let mut history = self.history.lock().unwrap();
@@ -304,6 +319,10 @@ impl PluginSlot {
             history.last_error = Some(note);
         }
         if streak >= quarantine_after && !version.quarantined.swap(true, Ordering::Relaxed) {
+            self.events.publish(
+                "plugin",
+                serde_json::json!({ "plugin": &*self.name, "event": "quarantined", "faults": streak }),
+            );
             tracing::warn!(
                 plugin = &*self.name,
                 hash = %version.hash,
