@@ -269,6 +269,19 @@ async fn tokens_decide_who_reads_and_who_changes() {
     assert_eq!(reload.status, 403);
     let added = send("POST", &endpoints, &[JSON, operator], &new).await;
     assert_eq!(added.status, 201, "{}", added.body);
+    // Pools and routes are an admin's.
+    let pool = send(
+        "POST",
+        &proxy.control_url("/v1/pools"),
+        &[JSON, operator],
+        "{}",
+    )
+    .await;
+    assert_eq!(pool.status, 403, "{}", pool.body);
+    assert!(json(&pool)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs admin"));
 
     // Every write is in the audit trail, refused or accepted, with who,
     // from where, what was asked and the versions around it; reads are not.
@@ -299,6 +312,7 @@ async fn tokens_decide_who_reads_and_who_changes() {
                 201,
                 "/v1/pools/web/endpoints".to_string()
             ),
+            ("deploy-bot".to_string(), 403, "/v1/pools".to_string()),
         ],
         "{entries:#?}"
     );
@@ -320,8 +334,9 @@ async fn tokens_decide_who_reads_and_who_changes() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     assert_eq!(lines[2]["token"], "deploy-bot");
+    assert_eq!(lines[3]["error"], "forbidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,4 +634,78 @@ async fn changes_health_and_plugin_swaps_arrive_as_events_and_resume() {
         id = resumed.next().await.0;
     }
     assert_eq!(id, swap_id, "every missed event, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_and_routes_are_added_changed_and_removed_through_the_file() {
+    let plugins = tempfile::tempdir().unwrap();
+    let (a, c) = (Upstream::start("a").await, Upstream::start("c").await);
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n\n[[routes]]\npool = \"web\"\n",
+            a.endpoint(1)
+        ),
+    );
+    let client = HttpClient::default();
+    let pools = proxy.control_url("/v1/pools");
+    let routes = proxy.control_url("/v1/routes");
+
+    let api = format!(
+        "{{\"name\": \"api\", \"endpoints\": [{{\"address\": \"{}\"}}], \"outlier\": {{\"consecutive_failures\": 3}}}}",
+        c.addr
+    );
+    let added = send("POST", &pools, &[JSON], &api).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(json(&added)["applied"]["added"], serde_json::json!(["api"]));
+    let again = send("POST", &pools, &[JSON], &api).await;
+    assert_eq!(json(&again)["error"]["code"], "pool_exists");
+    let table = "[{\"path_prefix\": \"/api\", \"pool\": \"api\"}, {\"pool\": \"web\"}]";
+    let replaced = send("PUT", &routes, &[JSON], table).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    assert_eq!(client.get(&proxy.url("/api/x")).await.upstream(), "c");
+    assert_eq!(client.get(&proxy.url("/x")).await.upstream(), "a");
+    let listed = json(&send("GET", &routes, &[], "").await);
+    assert_eq!(listed["routes"][0]["pool"], "api", "{listed:#}");
+
+    // A route to no pool is invalid: nothing changes.
+    let bad = send("PUT", &routes, &[JSON], "[{\"pool\": \"nope\"}]").await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(json(&bad)["error"]["field"], "routes[0].pool");
+
+    let patched = send(
+        "PATCH",
+        &format!("{pools}/api"),
+        &[JSON],
+        "{\"panic_threshold\": 0.2}",
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        json(&patched)["applied"]["changed"],
+        serde_json::json!(["api"])
+    );
+    let renamed = send(
+        "PATCH",
+        &format!("{pools}/api"),
+        &[JSON],
+        "{\"name\": \"x\"}",
+    )
+    .await;
+    assert_eq!(renamed.status, 400);
+
+    let in_use = send("DELETE", &format!("{pools}/api"), &[], "").await;
+    assert_eq!(in_use.status, 409);
+    assert_eq!(json(&in_use)["error"]["code"], "pool_in_use");
+    let one_route = send("PUT", &routes, &[JSON], "[{\"pool\": \"web\"}]").await;
+    assert_eq!(one_route.status, 200, "{}", one_route.body);
+    let removed = send("DELETE", &format!("{pools}/api"), &[], "").await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(
+        json(&removed)["applied"]["removed"],
+        serde_json::json!(["api"])
+    );
+    assert_eq!(client.get(&proxy.url("/api/x")).await.upstream(), "a");
+    let file = std::fs::read_to_string(&proxy.config).unwrap();
+    assert!(!file.contains("\"api\""), "{file}");
 }

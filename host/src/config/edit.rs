@@ -297,3 +297,163 @@ pool = "web"
         assert_eq!(document.to_string(), FILE, "a refused edit changes nothing");
     }
 }
+
+/// Why a pool or route edit was refused before validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolEditRefused {
+    /// As for endpoints.
+    #[error(transparent)]
+    Endpoint(#[from] EditRefused),
+    /// A pool has this name already.
+    #[error("a pool is named `{0}` already")]
+    PoolExists(String),
+    /// Routes lead to the pool.
+    #[error("routes lead to pool `{0}`: change them first (PUT /v1/routes)")]
+    PoolInUse(String),
+    /// The body is not a table of config keys.
+    #[error("{0}")]
+    NotATable(String),
+}
+
+/// `value` (from JSON) as a TOML item: tables inline, so a pool's keys
+/// stay on its lines.
+fn item(value: &serde_json::Value) -> Result<Item, PoolEditRefused> {
+    use serde::Deserialize as _;
+    let toml = toml::Value::deserialize(value.clone())
+        .map_err(|e| PoolEditRefused::NotATable(format!("not a config value: {e}")))?;
+    let text = toml::to_string(&toml::toml! { x = toml })
+        .map_err(|e| PoolEditRefused::NotATable(format!("not a config value: {e}")))?;
+    let mut document: DocumentMut = text
+        .parse()
+        .map_err(|e| PoolEditRefused::NotATable(format!("not a config value: {e}")))?;
+    let item = document.remove("x").unwrap_or(Item::None);
+    Ok(match item {
+        Item::Table(table) => Item::Value(Value::InlineTable(table.into_inline_table())),
+        Item::ArrayOfTables(tables) => {
+            let mut array = Array::new();
+            for table in tables {
+                array.push(table.into_inline_table());
+            }
+            Item::Value(Value::Array(array))
+        }
+        other => other,
+    })
+}
+
+/// Adds the pool `pool` (a JSON object of its keys, `name` among them).
+pub fn add_pool(
+    document: &mut DocumentMut,
+    pool: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), PoolEditRefused> {
+    let name = pool
+        .get("name")
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| PoolEditRefused::NotATable("a pool needs a `name`".into()))?;
+    if pool_table(document, name).is_ok() {
+        return Err(PoolEditRefused::PoolExists(name.into()));
+    }
+    let mut table = Table::new();
+    for (key, value) in pool {
+        table.insert(key, item(value)?);
+    }
+    match document.get_mut("pools") {
+        Some(Item::ArrayOfTables(tables)) => tables.push(table),
+        Some(Item::Value(Value::Array(array))) => array.push(table.into_inline_table()),
+        _ => {
+            let mut tables = toml_edit::ArrayOfTables::new();
+            tables.push(table);
+            document.insert("pools", Item::ArrayOfTables(tables));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the keys of pool `name` given in `changes` (`null` removes one);
+/// its name and endpoints are not changed here.
+pub fn update_pool(
+    document: &mut DocumentMut,
+    name: &str,
+    changes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), PoolEditRefused> {
+    if let Some(key) = changes.keys().find(|k| *k == "name" || *k == "endpoints") {
+        return Err(PoolEditRefused::NotATable(format!(
+            "`{key}` is not changed here: endpoints have their own routes, and a pool keeps its name"
+        )));
+    }
+    let mut items = Vec::new();
+    for (key, value) in changes {
+        items.push((key, (!value.is_null()).then(|| item(value)).transpose()?));
+    }
+    let table = pool_table(document, name)?;
+    for (key, item) in items {
+        match item {
+            Some(item) => {
+                table.insert(key, item);
+            }
+            None => {
+                table.remove(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes pool `name`, unless a route leads to it.
+pub fn remove_pool(document: &mut DocumentMut, name: &str) -> Result<(), PoolEditRefused> {
+    let routed = match document.get("routes") {
+        Some(Item::ArrayOfTables(routes)) => routes
+            .iter()
+            .any(|r| r.get("pool").and_then(|p| p.as_str()) == Some(name)),
+        Some(Item::Value(Value::Array(routes))) => routes.iter().any(|r| {
+            r.as_inline_table()
+                .and_then(|t| t.get("pool"))
+                .and_then(|p| p.as_str())
+                == Some(name)
+        }),
+        _ => false,
+    };
+    if routed {
+        return Err(PoolEditRefused::PoolInUse(name.into()));
+    }
+    pool_table(document, name)?;
+    let is_named = |table: &dyn TableLike| table.get("name").and_then(|n| n.as_str()) == Some(name);
+    match document.get_mut("pools") {
+        Some(Item::ArrayOfTables(tables)) => {
+            if let Some(index) =
+                (0..tables.len()).find(|&i| tables.get(i).is_some_and(|t| is_named(t)))
+            {
+                tables.remove(index);
+            }
+        }
+        Some(Item::Value(Value::Array(array))) => {
+            let index = array
+                .iter()
+                .position(|v| v.as_inline_table().is_some_and(|t| is_named(t)));
+            if let Some(index) = index {
+                array.remove(index);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Replaces the route table with `routes` (JSON objects of route keys).
+pub fn replace_routes(
+    document: &mut DocumentMut,
+    routes: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<(), PoolEditRefused> {
+    let mut tables = toml_edit::ArrayOfTables::new();
+    for route in routes {
+        let mut table = Table::new();
+        for (key, value) in route {
+            table.insert(key, item(value)?);
+        }
+        tables.push(table);
+    }
+    document.remove("routes");
+    if !tables.is_empty() {
+        document.insert("routes", Item::ArrayOfTables(tables));
+    }
+    Ok(())
+}

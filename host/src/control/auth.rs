@@ -69,10 +69,16 @@ impl Tokens {
     }
 }
 
-/// The role a request needs: reads need `viewer`, anything else `operator`.
-fn needed(method: &Method) -> Role {
+/// The role a request needs: reads need `viewer`; changes to pools and
+/// routes `admin`; other changes (endpoints, reloads, plugins) `operator`.
+fn needed(method: &Method, path: &str) -> Role {
+    let pools_or_routes = path == "/v1/pools"
+        || path == "/v1/routes"
+        || (path.starts_with("/v1/pools/") && !path.contains("/endpoints"));
     if method == Method::GET || method == Method::HEAD {
         Role::Viewer
+    } else if pools_or_routes {
+        Role::Admin
     } else {
         Role::Operator
     }
@@ -113,7 +119,7 @@ pub(super) async fn authorize(Extract(state): State, mut request: Request, next:
         );
         return response;
     };
-    let needed = needed(request.method());
+    let needed = needed(request.method(), request.uri().path());
     if role < needed {
         let mut response = ApiError::new(
             StatusCode::FORBIDDEN,

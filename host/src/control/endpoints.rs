@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiError, ErrorBody, State};
-use crate::config::edit::{self, EditRefused, EndpointFields};
+use crate::config::edit::{self, EditRefused, EndpointFields, PoolEditRefused};
 use crate::config::store::StoreError;
 use crate::config::{ConfigError, EndpointState};
 use crate::reload::{EditError, ReloadError, ReloadReport};
@@ -52,6 +52,12 @@ pub(super) struct Changed {
     version: String,
     /// The pools the change rebuilt.
     applied: ReloadReport,
+}
+
+impl Changed {
+    pub(super) fn new(version: String, applied: ReloadReport) -> Self {
+        Changed { version, applied }
+    }
 }
 
 /// The config file as it stands.
@@ -115,6 +121,7 @@ pub(super) async fn add(
         .reloader
         .edit(if_match(&headers)?, |document| {
             edit::add_endpoint(document, &pool, &new.address, &fields)
+                .map_err(PoolEditRefused::from)
         })
         .await
         .map_err(edit_error)?;
@@ -155,7 +162,7 @@ pub(super) async fn update(
     let (applied, version) = state
         .reloader
         .edit(if_match(&headers)?, |document| {
-            edit::update_endpoint(document, &pool, &address, &fields)
+            edit::update_endpoint(document, &pool, &address, &fields).map_err(PoolEditRefused::from)
         })
         .await
         .map_err(edit_error)?;
@@ -190,7 +197,7 @@ pub(super) async fn remove(
     let (applied, version) = state
         .reloader
         .edit(if_match(&headers)?, |document| {
-            edit::remove_endpoint(document, &pool, &address)
+            edit::remove_endpoint(document, &pool, &address).map_err(PoolEditRefused::from)
         })
         .await
         .map_err(edit_error)?;
@@ -205,7 +212,7 @@ pub(super) async fn remove(
 }
 
 /// A JSON answer with the config version as `ETag`.
-fn with_version(status: StatusCode, version: &str, body: impl Serialize) -> Response {
+pub(super) fn with_version(status: StatusCode, version: &str, body: impl Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(ETAG, value);
@@ -213,7 +220,7 @@ fn with_version(status: StatusCode, version: &str, body: impl Serialize) -> Resp
     response
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     match headers.get(IF_MATCH) {
         None => Ok(None),
         Some(value) => value.to_str().map(Some).map_err(|_| {
@@ -234,7 +241,7 @@ fn field(mut error: ApiError, name: &str) -> ApiError {
     error
 }
 
-fn body_error(rejection: JsonRejection) -> ApiError {
+pub(super) fn body_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -249,17 +256,22 @@ fn body_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
-fn edit_error(error: EditError<EditRefused>) -> ApiError {
+pub(super) fn edit_error(error: EditError<PoolEditRefused>) -> ApiError {
     match error {
         EditError::Edit(refused) => {
             let (status, code, name) = match &refused {
-                EditRefused::NoSuchPool(_) => (StatusCode::NOT_FOUND, "no_such_pool", "pool"),
-                EditRefused::NoSuchEndpoint { .. } => {
+                PoolEditRefused::Endpoint(EditRefused::NoSuchPool(_)) => {
+                    (StatusCode::NOT_FOUND, "no_such_pool", "pool")
+                }
+                PoolEditRefused::Endpoint(EditRefused::NoSuchEndpoint { .. }) => {
                     (StatusCode::NOT_FOUND, "no_such_endpoint", "address")
                 }
-                EditRefused::EndpointExists { .. } => {
+                PoolEditRefused::Endpoint(EditRefused::EndpointExists { .. }) => {
                     (StatusCode::CONFLICT, "endpoint_exists", "address")
                 }
+                PoolEditRefused::PoolExists(_) => (StatusCode::CONFLICT, "pool_exists", "name"),
+                PoolEditRefused::PoolInUse(_) => (StatusCode::CONFLICT, "pool_in_use", "pool"),
+                PoolEditRefused::NotATable(_) => (StatusCode::BAD_REQUEST, "invalid_body", "body"),
             };
             field(ApiError::new(status, code, refused.to_string()), name)
         }
@@ -298,7 +310,7 @@ fn edit_error(error: EditError<EditRefused>) -> ApiError {
 }
 
 /// The same mapping for reading the file.
-fn read_error(error: EditError<std::convert::Infallible>) -> ApiError {
+pub(super) fn read_error(error: EditError<std::convert::Infallible>) -> ApiError {
     match error {
         EditError::Edit(never) => match never {},
         EditError::Stale { current } => edit_error(EditError::Stale { current }),

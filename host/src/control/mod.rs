@@ -11,6 +11,7 @@ mod endpoints;
 mod error;
 mod events;
 mod plugins;
+mod pool_changes;
 mod pools;
 mod reload;
 mod status;
@@ -111,7 +112,9 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status::readyz))
         .routes(routes!(status::metrics))
         .routes(routes!(status::status))
-        .routes(routes!(pools::list))
+        .routes(routes!(pools::list, pool_changes::add))
+        .routes(routes!(pool_changes::update, pool_changes::remove))
+        .routes(routes!(pool_changes::routes, pool_changes::replace_routes))
         .routes(routes!(endpoints::add))
         .routes(routes!(endpoints::update, endpoints::remove))
         .routes(routes!(endpoints::config))
