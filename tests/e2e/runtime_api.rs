@@ -432,13 +432,19 @@ async fn an_operator_lifts_a_quarantine_and_reloads_a_plugin() {
 async fn a_crash_loses_no_acknowledged_change() {
     let plugins = tempfile::tempdir().unwrap();
     let a = Upstream::start("a").await;
-    let mut proxy = Switchyard::start(
+    let audit = tempfile::tempdir().unwrap();
+    let audit_file = audit.path().join("audit.jsonl");
+    let mut proxy = Switchyard::try_start_full(
         plugins.path(),
+        "",
+        &format!("audit_log = \"{}\"", audit_file.display()),
+        "",
         &format!(
             "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
             a.endpoint(1)
         ),
-    );
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
     let endpoints = proxy.control_url("/v1/pools/web/endpoints");
     let (progress, mut answered) = tokio::sync::watch::channel(0usize);
     let changes = tokio::spawn(async move {
@@ -478,6 +484,21 @@ async fn a_crash_loses_no_acknowledged_change() {
         assert!(
             file.contains(address),
             "{address} was acknowledged but is not in the file"
+        );
+    }
+    // And each has its audit entry, synced before it was answered (the
+    // last line may be cut by the crash: it is of no acknowledged change).
+    let audited: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    for address in &acknowledged {
+        assert!(
+            audited
+                .iter()
+                .any(|e| e["status"] == 201 && e["request"]["address"] == address.as_str()),
+            "{address} was acknowledged but has no audit entry"
         );
     }
     proxy
