@@ -119,6 +119,45 @@ pub struct Reloader {
     topology: SharedTopology,
     file: std::sync::Mutex<Option<PathBuf>>,
     applied: tokio::sync::Mutex<Applied>,
+    /// The lines the last API edit removed and added, by the version it
+    /// made, for the audit trail.
+    last_edit: std::sync::Mutex<Option<(String, LineChanges)>>,
+}
+
+/// What an edit changed in the config file, line by line.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct LineChanges {
+    /// Lines of the file before that are gone.
+    pub removed: Vec<String>,
+    /// Lines of the file after that are new.
+    pub added: Vec<String>,
+}
+
+impl LineChanges {
+    /// The lines of `after` not in `before` and of `before` not in `after`,
+    /// each counted as often as it stands, in file order.
+    pub fn between(before: &str, after: &str) -> Self {
+        fn only_in(one: &str, other: &str) -> Vec<String> {
+            let mut left: HashMap<&str, usize> = HashMap::new();
+            for line in other.lines() {
+                *left.entry(line).or_default() += 1;
+            }
+            one.lines()
+                .filter(|line| match left.get_mut(line) {
+                    Some(count) if *count > 0 => {
+                        *count -= 1;
+                        false
+                    }
+                    _ => true,
+                })
+                .map(str::to_string)
+                .collect()
+        }
+        LineChanges {
+            removed: only_in(before, after),
+            added: only_in(after, before),
+        }
+    }
 }
 
 impl Reloader {
@@ -152,6 +191,7 @@ impl Reloader {
             alerts,
             topology,
             file: std::sync::Mutex::new(None),
+            last_edit: std::sync::Mutex::new(None),
             applied: tokio::sync::Mutex::new(Applied {
                 config,
                 file_hash: None,
@@ -167,6 +207,14 @@ impl Reloader {
         // Set up before anything else can hold the lock.
         if let Ok(mut applied) = self.applied.try_lock() {
             applied.file_hash = Some(version);
+        }
+    }
+
+    /// The lines the edit that made `version` removed and added.
+    pub fn edit_changes(&self, version: &str) -> Option<LineChanges> {
+        match &*self.last_edit.lock().unwrap() {
+            Some((made, changes)) if made == version => Some(changes.clone()),
+            _ => None,
         }
     }
 
@@ -375,6 +423,7 @@ impl Reloader {
             .ok_or(EditError::Reload(ReloadError::NoFile))?;
         let store = ConfigFile::new(file.clone());
         let (text, version) = store.read().map_err(EditError::Store)?;
+        let before = text.clone();
         if let Some(expected) = if_match {
             if expected.trim_matches('"') != version {
                 return Err(EditError::Stale { current: version });
@@ -392,6 +441,8 @@ impl Reloader {
         store.write(&text).map_err(EditError::Store)?;
         let report = self.commit(&mut applied, next, plan);
         let version = content_hash(&text);
+        *self.last_edit.lock().unwrap() =
+            Some((version.clone(), LineChanges::between(&before, &text)));
         applied.file_hash = Some(version.clone());
         Ok((report, version))
     }
@@ -719,5 +770,21 @@ impl Builder<'_> {
             ),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_changes_name_what_went_and_what_came() {
+        let before = "[[pools]]\nname = \"web\"\nendpoints = [\n  { address = \"a:1\" },\n]\n";
+        let after =
+            "[[pools]]\nname = \"web\"\nendpoints = [\n  { address = \"a:1\", weight = 2 },\n]\n";
+        let changes = LineChanges::between(before, after);
+        assert_eq!(changes.removed, ["  { address = \"a:1\" },"]);
+        assert_eq!(changes.added, ["  { address = \"a:1\", weight = 2 },"]);
+        assert_eq!(LineChanges::between(before, before), LineChanges::default());
     }
 }

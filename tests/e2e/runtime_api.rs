@@ -324,6 +324,16 @@ async fn tokens_decide_who_reads_and_who_changes() {
         .unwrap()
         .starts_with("127.0.0.1:"));
     assert_ne!(entries[2]["version_before"], entries[2]["version_after"]);
+    // What changed in the file, line by line.
+    let changes = &entries[2]["config_changes"];
+    assert!(
+        changes["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line.as_str().unwrap().contains(&b.addr.to_string())),
+        "{changes:#}"
+    );
     assert_eq!(
         format!("\"{}\"", entries[2]["version_after"].as_str().unwrap()),
         added.headers["etag"].to_str().unwrap()
@@ -729,4 +739,72 @@ async fn pools_and_routes_are_added_changed_and_removed_through_the_file() {
     assert_eq!(client.get(&proxy.url("/api/x")).await.upstream(), "a");
     let file = std::fs::read_to_string(&proxy.config).unwrap();
     assert!(!file.contains("\"api\""), "{file}");
+}
+
+/// Draining under load: a request in flight when the drain begins finishes;
+/// no new request reaches the endpoint; it reports `draining`, then
+/// `drained` once nothing is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_the_request_in_flight_finish_and_takes_no_new_one() {
+    let plugins = tempfile::tempdir().unwrap();
+    let fast = Upstream::start("fast").await;
+    let slow = Upstream::with(
+        "slow",
+        Behaviour {
+            status: 200,
+            delay: Duration::from_millis(1_500),
+        },
+    )
+    .await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}, {}]\n",
+            fast.endpoint(1),
+            slow.endpoint(1)
+        ),
+    );
+    let client = HttpClient::default();
+    // Round robin: of two requests at once, one is on the slow endpoint.
+    let url = proxy.url("/");
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while slow.hits() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request reached the slow endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = send(
+        "PATCH",
+        &proxy.control_url(&format!("/v1/pools/web/endpoints/{}", slow.addr)),
+        &[JSON],
+        "{\"state\": \"draining\"}",
+    )
+    .await;
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    let state = |pools: &serde_json::Value| pools["pools"][0]["endpoints"][1]["state"].clone();
+    assert_eq!(state(&pools_now(&proxy, &client).await), "draining");
+    for _ in 0..20 {
+        assert_eq!(client.get(&url).await.upstream(), "fast");
+    }
+    assert_eq!(
+        slow.hits(),
+        1,
+        "a new request reached the draining endpoint"
+    );
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap().status,
+            200,
+            "a request in flight failed"
+        );
+    }
+    wait_for_pools(&proxy, &client, "drained", |p| state(p) == "drained").await;
 }

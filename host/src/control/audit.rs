@@ -48,6 +48,8 @@ pub struct AuditEntry {
     version_before: Option<String>,
     /// The config version after, when the write changed it.
     version_after: Option<String>,
+    /// The lines of the config file the write removed and added.
+    config_changes: Option<crate::reload::LineChanges>,
     /// The status answered.
     status: u16,
     /// `accepted` (2xx) or `refused`.
@@ -183,6 +185,10 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
         .map(|v| v.trim_matches('"').to_string());
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
+    let config_changes = version_after
+        .as_deref()
+        .filter(|_| status.is_success())
+        .and_then(|version| state.reloader.edit_changes(version));
     let error = (!status.is_success())
         .then(|| {
             as_json(&bytes)["error"]["code"]
@@ -199,6 +205,7 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
         request: asked,
         version_before,
         version_after,
+        config_changes,
         status: status.as_u16(),
         outcome: if status.is_success() {
             "accepted"
@@ -247,6 +254,7 @@ mod tests {
             request: serde_json::Value::Null,
             version_before: None,
             version_after: None,
+            config_changes: None,
             status: 200,
             outcome: "accepted",
             error: None,
