@@ -647,6 +647,15 @@ async fn changes_health_and_plugin_swaps_arrive_as_events_and_resume() {
         .wait_for("plugin", |d| d["plugin"] == "rr" && d["event"] == "loaded")
         .await;
     b.kill();
+    let (_, transition) = events
+        .wait_for("health", |d| {
+            d["endpoint"] == b.addr.to_string() && d["to"] == "unhealthy"
+        })
+        .await;
+    assert!(transition["data"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("TCP connect"));
     let (_, alert) = events
         .wait_for("alert", |d| {
             d["severity"] == "P2" && d["endpoint"] == b.addr.to_string()

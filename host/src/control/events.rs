@@ -26,9 +26,10 @@ fn to_sse(event: &Event) -> Result<SseEvent, Infallible> {
         .data(data.to_string()))
 }
 
-/// The live events: `alert` (health transitions, ejections, holds,
-/// failovers, P0 to P4), `plugin` (loaded, rejected, fault, quarantined)
-/// and `config` (what a reload or an API change rebuilt), each with an id.
+/// The live events: `health` (every active-check transition), `alert`
+/// (endpoints down, up, ejected, held out; failovers; panic; P0 to P4),
+/// `plugin` (loaded, rejected, fault, quarantined) and `config` (what a
+/// reload or an API change rebuilt), each with an id.
 #[utoipa::path(get, path = "/v1/events", tag = "status",
     params(("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event: the kept ones since are sent first")),
     responses((status = 200, description = "Server-sent events", body = String, content_type = "text/event-stream")))]

@@ -25,7 +25,7 @@ pub struct Event {
     pub id: u64,
     /// When, in ms since the Unix epoch.
     pub at_unix_ms: u64,
-    /// `alert`, `plugin` or `config`.
+    /// `health`, `alert`, `plugin` or `config`.
     pub kind: &'static str,
     /// What happened.
     pub data: serde_json::Value,

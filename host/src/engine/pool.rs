@@ -326,6 +326,18 @@ impl Pool {
             endpoint.set_health(next);
             health.reason = reason.to_string();
             health.changed_at_unix_ms = unix_ms();
+            // Every transition is an event; the ones that need attention
+            // are alerts too.
+            self.alerts.events().publish(
+                "health",
+                serde_json::json!({
+                    "pool": self.name,
+                    "endpoint": address,
+                    "from": was,
+                    "to": next,
+                    "reason": reason,
+                }),
+            );
             match (was, next) {
                 (_, Health::Unhealthy) => self.alerts.raise(
                     Severity::P2,
