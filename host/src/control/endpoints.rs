@@ -17,7 +17,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiError, ErrorBody, State};
+use super::{ApiError, ControlState, ErrorBody, State};
 use crate::config::edit::{self, EditRefused, EndpointFields, PoolEditRefused};
 use crate::config::store::StoreError;
 use crate::config::{ConfigError, EndpointState};
@@ -52,12 +52,6 @@ pub(super) struct Changed {
     version: String,
     /// The pools the change rebuilt.
     applied: ReloadReport,
-}
-
-impl Changed {
-    pub(super) fn new(version: String, applied: ReloadReport) -> Self {
-        Changed { version, applied }
-    }
 }
 
 /// The config file as it stands.
@@ -117,22 +111,10 @@ pub(super) async fn add(
         labels: new.labels,
         state: new.state,
     };
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::add_endpoint(document, &pool, &new.address, &fields)
-                .map_err(PoolEditRefused::from)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::CREATED,
-        &version,
-        Changed {
-            version: version.clone(),
-            applied,
-        },
-    ))
+    change(&state, &headers, StatusCode::CREATED, |document| {
+        edit::add_endpoint(document, &pool, &new.address, &fields).map_err(PoolEditRefused::from)
+    })
+    .await
 }
 
 /// Changes an endpoint: any of weight, capacity, tier, zone, labels, and
@@ -159,21 +141,10 @@ pub(super) async fn update(
     body: Result<Json<EndpointFields>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(fields) = body.map_err(body_error)?;
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::update_endpoint(document, &pool, &address, &fields).map_err(PoolEditRefused::from)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::OK,
-        &version,
-        Changed {
-            version: version.clone(),
-            applied,
-        },
-    ))
+    change(&state, &headers, StatusCode::OK, |document| {
+        edit::update_endpoint(document, &pool, &address, &fields).map_err(PoolEditRefused::from)
+    })
+    .await
 }
 
 /// Removes an endpoint: it takes no new request at once, and those in
@@ -194,21 +165,31 @@ pub(super) async fn remove(
     Path((pool, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    change(&state, &headers, StatusCode::OK, |document| {
+        edit::remove_endpoint(document, &pool, &address).map_err(PoolEditRefused::from)
+    })
+    .await
+}
+
+/// Applies `edit` to the config file (only if it is still at the
+/// `If-Match` version, when one is sent) and answers `status` with what
+/// changed and the new version: every change of the API goes through here.
+pub(super) async fn change(
+    state: &ControlState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), PoolEditRefused>,
+) -> Result<Response, ApiError> {
     let (applied, version) = state
         .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::remove_endpoint(document, &pool, &address).map_err(PoolEditRefused::from)
-        })
+        .edit(if_match(headers)?, edit)
         .await
         .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::OK,
-        &version,
-        Changed {
-            version: version.clone(),
-            applied,
-        },
-    ))
+    let body = Changed {
+        version: version.clone(),
+        applied,
+    };
+    Ok(with_version(status, &version, body))
 }
 
 /// A JSON answer with the config version as `ETag`.
@@ -220,7 +201,7 @@ pub(super) fn with_version(status: StatusCode, version: &str, body: impl Seriali
     response
 }
 
-pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+fn if_match(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     match headers.get(IF_MATCH) {
         None => Ok(None),
         Some(value) => value.to_str().map(Some).map_err(|_| {
@@ -256,7 +237,7 @@ pub(super) fn body_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
-pub(super) fn edit_error(error: EditError<PoolEditRefused>) -> ApiError {
+fn edit_error(error: EditError<PoolEditRefused>) -> ApiError {
     match error {
         EditError::Edit(refused) => {
             let (status, code, name) = match &refused {

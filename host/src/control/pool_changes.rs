@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::endpoints::{body_error, edit_error, if_match, read_error, with_version, Changed};
+use super::endpoints::{body_error, change, read_error, with_version, Changed};
 use super::{ApiError, ErrorBody, State};
 use crate::config::edit;
 
@@ -34,18 +34,10 @@ pub(super) async fn add(
     body: Result<Json<Object>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(pool) = body.map_err(body_error)?;
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::add_pool(document, &pool)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::CREATED,
-        &version,
-        Changed::new(version.clone(), applied),
-    ))
+    change(&state, &headers, StatusCode::CREATED, |document| {
+        edit::add_pool(document, &pool)
+    })
+    .await
 }
 
 /// Changes a pool's keys (`null` removes one): balancer, health, recovery,
@@ -68,18 +60,10 @@ pub(super) async fn update(
     body: Result<Json<Object>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(changes) = body.map_err(body_error)?;
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::update_pool(document, &pool, &changes)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::OK,
-        &version,
-        Changed::new(version.clone(), applied),
-    ))
+    change(&state, &headers, StatusCode::OK, |document| {
+        edit::update_pool(document, &pool, &changes)
+    })
+    .await
 }
 
 /// Removes a pool no route leads to; requests in flight finish on it.
@@ -97,18 +81,10 @@ pub(super) async fn remove(
     Path(pool): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::remove_pool(document, &pool)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::OK,
-        &version,
-        Changed::new(version.clone(), applied),
-    ))
+    change(&state, &headers, StatusCode::OK, |document| {
+        edit::remove_pool(document, &pool)
+    })
+    .await
 }
 
 /// The route table.
@@ -167,16 +143,8 @@ pub(super) async fn replace_routes(
     body: Result<Json<Vec<Object>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(routes) = body.map_err(body_error)?;
-    let (applied, version) = state
-        .reloader
-        .edit(if_match(&headers)?, |document| {
-            edit::replace_routes(document, &routes)
-        })
-        .await
-        .map_err(edit_error)?;
-    Ok(with_version(
-        StatusCode::OK,
-        &version,
-        Changed::new(version.clone(), applied),
-    ))
+    change(&state, &headers, StatusCode::OK, |document| {
+        edit::replace_routes(document, &routes)
+    })
+    .await
 }
