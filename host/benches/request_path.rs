@@ -131,6 +131,7 @@ fn bench_route_find(criterion: &mut Criterion) {
                     host: Some(format!("svc{i}.example.com")),
                     path_prefix: "/".into(),
                     pool: Arc::clone(&pool),
+                    max_body_bytes: 0,
                 })
                 .collect(),
         );
@@ -189,6 +190,7 @@ impl Typical {
             host: None,
             path_prefix: "/".into(),
             pool: pool(TYPICAL_POOL),
+            max_body_bytes: 0,
         }]);
         // Shared once, like hyper's read buffer: later slices only count
         // references.

@@ -178,6 +178,9 @@ impl Server {
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
         let (done_sender, mut done) = tokio::sync::mpsc::channel::<()>(1);
         let mut workers = Vec::with_capacity(self.proxy_config.workers);
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            self.proxy_config.max_connections,
+        ));
         for worker in 0..self.proxy_config.workers {
             let listener = self
                 .proxy_listener
@@ -191,6 +194,7 @@ impl Server {
             ));
             let stop = wait_for(proxy_stop_receiver.clone());
             let done = done_sender.clone();
+            let connections = Arc::clone(&connections);
             let thread = std::thread::Builder::new()
                 .name(format!("switchyard-proxy-{worker}"))
                 .spawn(move || {
@@ -201,7 +205,7 @@ impl Server {
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)
                             .context("cannot register the proxy listener")?;
-                        proxy::serve(listener, proxy, stop, grace).await;
+                        proxy::serve(listener, proxy, connections, stop, grace).await;
                         drop(done);
                         anyhow::Ok(())
                     })

@@ -521,6 +521,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                     host: None,
                     path_prefix: "/".into(),
                     pool: Arc::clone(pool),
+                    max_body_bytes: config.proxy.max_body_bytes,
                 })
                 .collect(),
         );
@@ -537,6 +538,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                     .find(|p| p.name == route.pool)
                     .cloned()
                     .expect("validated: routes name existing pools"),
+                max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
             })
             .collect(),
     )

@@ -8,6 +8,8 @@ mod control_api;
 mod demo;
 mod fast_path;
 mod health;
+mod hostile;
+mod protocols;
 mod proxying;
 mod recovery;
 mod reload;

@@ -68,6 +68,29 @@ pub const DEFAULT_BUDGET_WINDOW_MS: u64 = 10_000;
 pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// `pools[].connect_failure_hold_ms` unless set.
 pub const DEFAULT_CONNECT_FAILURE_HOLD_MS: u64 = 1_000;
+/// `proxy.max_header_bytes` unless set: a request head larger than this
+/// is answered 431 (NGINX allows 4 × 8 KiB lines, HAProxy 16 KiB in all).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// `proxy.max_header_fields` unless set: more fields are answered 431
+/// (HAProxy's `tune.http.maxhdr` and hyper's default).
+pub const DEFAULT_MAX_HEADER_FIELDS: usize = 100;
+/// `proxy.header_read_timeout_ms` unless set: a request head begun but not
+/// finished by then is answered 408 and the connection closed (HAProxy's
+/// usual `timeout http-request`).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// `proxy.keepalive_timeout_ms` unless set: an idle client connection is
+/// closed after this (NGINX's `keepalive_timeout`).
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 75_000;
+/// `proxy.max_connections` unless set: client connections open at once;
+/// more wait in the listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `proxy.upstream_read_timeout_ms` unless set: an endpoint that sends no
+/// byte of a response body for this long has the exchange cut (NGINX's
+/// `proxy_read_timeout`).
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT_MS: u64 = 60_000;
+/// `proxy.client_write_timeout_ms` unless set: a client that takes no byte
+/// of its response for this long is closed (NGINX's `send_timeout`).
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
 /// Passing checks that bring an endpoint back.
 pub const DEFAULT_RISE: u32 = 2;
 /// Failing checks that take an endpoint down.
@@ -124,6 +147,41 @@ pub struct ProxyConfig {
     /// through hyper.
     #[serde(default = "default_true")]
     pub fast_path: bool,
+    /// `max_header_bytes = 32768`: a request head (request line and
+    /// fields) larger than this is answered 431 and not forwarded.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// `max_header_fields = 100`: a request with more header fields is
+    /// answered 431 and not forwarded.
+    #[serde(default = "default_max_header_fields")]
+    pub max_header_fields: usize,
+    /// `header_read_timeout_ms = 10000`: a client that has begun a request
+    /// head and not finished it by then is answered 408 and closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// `keepalive_timeout_ms = 75000`: a client connection idle between
+    /// requests this long is closed.
+    #[serde(default = "default_keepalive_timeout_ms")]
+    pub keepalive_timeout_ms: u64,
+    /// `max_body_bytes = 0`: a request body larger than this is answered
+    /// 413; 0 allows any size. A route's `max_body_bytes` overrides it.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+    /// `max_connections = 10000`: client connections open at once, over
+    /// every listener; further ones wait in the listen backlog until one
+    /// closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `upstream_read_timeout_ms = 60000`: an endpoint that sends nothing of
+    /// a response body for this long has the exchange cut, and the client
+    /// connection closed.
+    #[serde(default = "default_upstream_read_timeout_ms")]
+    pub upstream_read_timeout_ms: u64,
+    /// `client_write_timeout_ms = 60000`: a client that takes nothing of
+    /// its response for this long is closed, and the endpoint's connection
+    /// with it.
+    #[serde(default = "default_client_write_timeout_ms")]
+    pub client_write_timeout_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +194,14 @@ impl Default for ProxyConfig {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             fast_path: true,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_header_fields: DEFAULT_MAX_HEADER_FIELDS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT_MS,
+            max_body_bytes: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            upstream_read_timeout_ms: DEFAULT_UPSTREAM_READ_TIMEOUT_MS,
+            client_write_timeout_ms: DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
         }
     }
 }
@@ -501,6 +567,10 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// `pool = "web"`: where matching requests go.
     pub pool: String,
+    /// `max_body_bytes = 1048576`: a request body larger than this is
+    /// answered 413; 0 allows any size. Default: `proxy.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 fn default_proxy_listen() -> SocketAddr {
@@ -523,6 +593,27 @@ fn default_idle_timeout_ms() -> u64 {
 }
 fn default_shutdown_grace_ms() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_MS
+}
+fn default_max_header_bytes() -> usize {
+    DEFAULT_MAX_HEADER_BYTES
+}
+fn default_max_header_fields() -> usize {
+    DEFAULT_MAX_HEADER_FIELDS
+}
+fn default_header_read_timeout_ms() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+fn default_keepalive_timeout_ms() -> u64 {
+    DEFAULT_KEEPALIVE_TIMEOUT_MS
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_upstream_read_timeout_ms() -> u64 {
+    DEFAULT_UPSTREAM_READ_TIMEOUT_MS
+}
+fn default_client_write_timeout_ms() -> u64 {
+    DEFAULT_CLIENT_WRITE_TIMEOUT_MS
 }
 fn default_plugin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_PLUGIN_DIR)
@@ -736,11 +827,46 @@ impl Config {
         for (key, value) in [
             ("proxy.connect_timeout_ms", self.proxy.connect_timeout_ms),
             ("proxy.request_timeout_ms", self.proxy.request_timeout_ms),
+            (
+                "proxy.header_read_timeout_ms",
+                self.proxy.header_read_timeout_ms,
+            ),
+            (
+                "proxy.keepalive_timeout_ms",
+                self.proxy.keepalive_timeout_ms,
+            ),
+            (
+                "proxy.upstream_read_timeout_ms",
+                self.proxy.upstream_read_timeout_ms,
+            ),
+            (
+                "proxy.client_write_timeout_ms",
+                self.proxy.client_write_timeout_ms,
+            ),
+            ("proxy.max_connections", self.proxy.max_connections as u64),
             ("plugins.call_timeout_ms", self.plugins.call_timeout_ms),
         ] {
             if value == 0 {
                 report(key.into(), "must be at least 1".into());
             }
+        }
+        if !(1024..=1024 * 1024).contains(&self.proxy.max_header_bytes) {
+            report(
+                "proxy.max_header_bytes".into(),
+                format!(
+                    "must be from 1024 to 1048576, got {}",
+                    self.proxy.max_header_bytes
+                ),
+            );
+        }
+        if !(8..=1000).contains(&self.proxy.max_header_fields) {
+            report(
+                "proxy.max_header_fields".into(),
+                format!(
+                    "must be from 8 to 1000, got {}",
+                    self.proxy.max_header_fields
+                ),
+            );
         }
         if self.plugins.memory_limit_mib < 2 {
             report(

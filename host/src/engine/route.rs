@@ -14,6 +14,8 @@ pub struct Route {
     pub path_prefix: String,
     /// Where matching requests go.
     pub pool: Arc<Pool>,
+    /// A request body larger than this is refused with 413; 0: any size.
+    pub max_body_bytes: u64,
 }
 
 impl Route {
@@ -42,9 +44,11 @@ impl Routes {
 
     /// The pool of the first route matching `host` (without port) and `path`.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Pool>> {
-        self.routes
-            .iter()
-            .find(|route| route.matches(host, path))
-            .map(|route| &route.pool)
+        self.find_route(host, path).map(|route| &route.pool)
+    }
+
+    /// The first route matching `host` (without port) and `path`.
+    pub fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.matches(host, path))
     }
 }

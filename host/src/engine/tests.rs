@@ -69,16 +69,19 @@ fn first_matching_route_wins() {
             host: Some("api.test".into()),
             path_prefix: "/".into(),
             pool: api.clone(),
+            max_body_bytes: 0,
         },
         Route {
             host: None,
             path_prefix: "/static".into(),
             pool: api,
+            max_body_bytes: 0,
         },
         Route {
             host: None,
             path_prefix: "/".into(),
             pool: web,
+            max_body_bytes: 0,
         },
     ]);
     assert_eq!(routes.find(Some("API.test"), "/x").unwrap().name, "api");

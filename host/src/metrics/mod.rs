@@ -64,6 +64,104 @@ impl ProxyError {
     }
 }
 
+/// A limit a client or endpoint ran into, for `switchyard_limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A request head over `proxy.max_header_bytes` (431).
+    HeaderBytes,
+    /// More header fields than `proxy.max_header_fields` (431).
+    HeaderFields,
+    /// A request head not finished within `proxy.header_read_timeout_ms` (408).
+    HeaderTimeout,
+    /// A connection idle past `proxy.keepalive_timeout_ms`, closed.
+    KeepaliveTimeout,
+    /// A request body over the route's `max_body_bytes` (413).
+    BodyBytes,
+    /// A connection that waited because `proxy.max_connections` were open.
+    Connections,
+    /// An endpoint that sent nothing of a body for `proxy.upstream_read_timeout_ms`.
+    UpstreamStall,
+    /// A client that took nothing for `proxy.client_write_timeout_ms`.
+    ClientStall,
+}
+
+impl Limit {
+    const ALL: [Limit; 8] = [
+        Limit::HeaderBytes,
+        Limit::HeaderFields,
+        Limit::HeaderTimeout,
+        Limit::KeepaliveTimeout,
+        Limit::BodyBytes,
+        Limit::Connections,
+        Limit::UpstreamStall,
+        Limit::ClientStall,
+    ];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::HeaderBytes => "header_bytes",
+            Limit::HeaderFields => "header_fields",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::KeepaliveTimeout => "keepalive_timeout",
+            Limit::BodyBytes => "body_bytes",
+            Limit::Connections => "connections",
+            Limit::UpstreamStall => "upstream_stall",
+            Limit::ClientStall => "client_stall",
+        }
+    }
+}
+
+/// Why a request was refused as malformed (400) before anything of it was
+/// forwarded, for `switchyard_malformed_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// The head does not parse: bad method token, bare CR, NUL, obs-fold…
+    Head,
+    /// An HTTP/1.1 request without `Host`.
+    HostMissing,
+    /// More than one `Host`.
+    HostRepeated,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    LengthAndChunked,
+    /// A `Content-Length` that is not one number.
+    BadLength,
+    /// A `Transfer-Encoding` whose last coding is not `chunked`, or one on HTTP/1.0.
+    BadTransferCoding,
+    /// A chunked body whose first chunk-size line is malformed.
+    BadChunk,
+    /// A body that broke off or turned malformed after its head was
+    /// forwarded (the endpoint's exchange is abandoned).
+    BrokenBody,
+}
+
+impl Malformed {
+    const ALL: [Malformed; 8] = [
+        Malformed::Head,
+        Malformed::HostMissing,
+        Malformed::HostRepeated,
+        Malformed::LengthAndChunked,
+        Malformed::BadLength,
+        Malformed::BadTransferCoding,
+        Malformed::BadChunk,
+        Malformed::BrokenBody,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Malformed::Head => "malformed_head",
+            Malformed::HostMissing => "host_missing",
+            Malformed::HostRepeated => "host_repeated",
+            Malformed::LengthAndChunked => "length_and_chunked",
+            Malformed::BadLength => "bad_content_length",
+            Malformed::BadTransferCoding => "bad_transfer_coding",
+            Malformed::BadChunk => "bad_chunk",
+            Malformed::BrokenBody => "broken_body",
+        }
+    }
+}
+
 /// Counters of the proxy as a whole, kept per proxy worker so that workers
 /// never write to a shared cache line; readers sum the shards.
 #[derive(Debug)]
@@ -82,6 +180,8 @@ pub struct WorkerCounters {
     cuts: AtomicU64,
     status_classes: [AtomicU64; 6],
     errors: [AtomicU64; 6],
+    limits: [AtomicU64; 8],
+    malformed: [AtomicU64; 8],
 }
 
 impl WorkerCounters {
@@ -109,6 +209,21 @@ impl WorkerCounters {
     pub fn count_status(&self, status: StatusCode) {
         let class = (status.as_u16() / 100).min(5) as usize;
         self.status_classes[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a limit reached.
+    pub fn count_limit(&self, limit: Limit) {
+        let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.limits[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused as malformed.
+    pub fn count_malformed(&self, reason: Malformed) {
+        let index = Malformed::ALL
+            .iter()
+            .position(|m| *m == reason)
+            .unwrap_or(0);
+        self.malformed[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a response the proxy made itself.
@@ -166,6 +281,21 @@ impl Metrics {
 
     fn errors(&self, index: usize) -> u64 {
         self.sum(|shard| &shard.errors[index])
+    }
+
+    /// Times `limit` was reached since start.
+    pub fn limit_hits(&self, limit: Limit) -> u64 {
+        let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.sum(|shard| &shard.limits[index])
+    }
+
+    /// Requests refused as malformed for `reason` since start.
+    pub fn malformed(&self, reason: Malformed) -> u64 {
+        let index = Malformed::ALL
+            .iter()
+            .position(|m| *m == reason)
+            .unwrap_or(0);
+        self.sum(|shard| &shard.malformed[index])
     }
 }
 
@@ -238,6 +368,36 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
             "switchyard_proxy_errors_total{{cause=\"{}\"}} {}",
             kind.code(),
             metrics.errors(index)
+        );
+    }
+
+    family(
+        &mut out,
+        "switchyard_limit_hits_total",
+        "counter",
+        "Times a client or endpoint ran into one of the proxy's limits.",
+    );
+    for limit in Limit::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_limit_hits_total{{limit=\"{}\"}} {}",
+            limit.label(),
+            metrics.limit_hits(limit)
+        );
+    }
+
+    family(
+        &mut out,
+        "switchyard_malformed_requests_total",
+        "counter",
+        "Requests refused with 400, by reason (all but broken_body before anything of them was forwarded).",
+    );
+    for reason in Malformed::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_malformed_requests_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            metrics.malformed(reason)
         );
     }
 

@@ -34,77 +34,121 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::framing::{check_request_head, content_length, Refusal, RequestBodyFraming};
 use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
 use crate::engine::{Endpoint, Failure, FailureKind, Pool, RequestHeaders, RequestInfo};
-use crate::metrics::ProxyError;
+use crate::metrics::{Limit, ProxyError};
 
-/// Header fields per head at most, as hyper allows; a request with more goes
-/// to hyper (which refuses it), a response with more is a bad response.
+/// Header fields per head that the fast path parses; with a larger
+/// `proxy.max_header_fields`, a request with more goes to hyper.
 const MAX_HEADERS: usize = 100;
-/// A request head longer than this goes to hyper, which takes heads up to
-/// its own limit.
-const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// A response head longer than this is a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
-/// A client has this long to send a whole request head, and an idle
-/// keep-alive connection is closed after it (hyper's default, kept for both
-/// paths).
-pub(super) const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pooled connections tried per request before a new one is opened.
 const STALE_TRIES: usize = 4;
 
+/// A client connection: plain TCP, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for S {}
+
 /// Serves one client connection: on the fast path for as long as its
 /// requests allow, then through hyper.
-pub(super) async fn serve_connection(
+pub(super) async fn serve_connection<S: ClientStream>(
     proxy: Arc<Proxy>,
-    mut client: TcpStream,
+    mut client: S,
     info: Arc<ClientInfo>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = proxy.limits;
     let mut inbound = BytesMut::with_capacity(READ_SIZE);
     let mut scratch = Scratch::default();
+    // When the head begun in `inbound` must be whole.
+    let mut head_deadline: Option<Instant> = None;
+    // Until the first bytes show it is not HTTP/2's preface (h2c with prior
+    // knowledge), which goes to hyper's HTTP/2 server.
+    let mut may_be_h2 = true;
     loop {
         if *shutdown.borrow() && inbound.is_empty() {
             return;
         }
-        let keep_open = match parse_request(&proxy, &info, &inbound, &mut scratch) {
-            Parsed::Partial if inbound.len() < MAX_REQUEST_HEAD => {
-                inbound.reserve(READ_SIZE);
+        let parsed = match may_be_h2.then(|| super::is_h2_preface(&inbound)) {
+            _ if inbound.is_empty() => Parsed::Partial,
+            Some(None) => Parsed::Partial,
+            Some(Some(true)) => {
+                let replay = inbound.split().freeze();
+                super::serve_h2(proxy, Rewind::new(replay, client), info, shutdown).await;
+                return;
+            }
+            Some(Some(false)) | None => {
+                may_be_h2 = false;
+                parse_request(&proxy, &info, &inbound, &mut scratch)
+            }
+        };
+        let keep_open = match parsed {
+            Parsed::Partial if inbound.len() <= limits.max_header_bytes => {
                 let idle = inbound.is_empty();
+                let deadline = if idle {
+                    Instant::now() + limits.keepalive_timeout
+                } else {
+                    *head_deadline
+                        .get_or_insert_with(|| Instant::now() + limits.header_read_timeout)
+                };
+                inbound.reserve(READ_SIZE);
                 let read = tokio::select! {
-                    read = tokio::time::timeout(HEAD_READ_TIMEOUT, client.read_buf(&mut inbound)) => read,
+                    read = tokio::time::timeout_at(deadline.into(), client.read_buf(&mut inbound)) => read,
                     // Between requests, shutting down closes the connection.
                     () = super::stopped(&mut shutdown), if idle => return,
                 };
                 match read {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => continue,
+                    Err(_elapsed) if idle => {
+                        proxy.counters().count_limit(Limit::KeepaliveTimeout);
+                        let _ = client.shutdown().await;
+                        return;
+                    }
                     Err(_elapsed) => {
-                        tracing::debug!(
-                            "client {} sent no whole request head within {} s",
-                            info.address,
-                            HEAD_READ_TIMEOUT.as_secs()
+                        let refusal = Refusal::limit(
+                            Limit::HeaderTimeout,
+                            format!(
+                                "no whole request head within {} ms (proxy.header_read_timeout_ms)",
+                                limits.header_read_timeout.as_millis()
+                            ),
                         );
+                        refuse(&proxy, &mut client, &refusal).await;
                         return;
                     }
                 }
             }
-            // Too long a head, or not the fast path's request.
-            Parsed::Partial | Parsed::Fallback => {
+            Parsed::Partial => {
+                refuse(&proxy, &mut client, &Refusal::head_too_large(&limits)).await;
+                return;
+            }
+            Parsed::Refused(refusal) => {
+                refuse(&proxy, &mut client, &refusal).await;
+                return;
+            }
+            // Not the fast path's request.
+            Parsed::Fallback => {
                 let replay = inbound.split().freeze();
-                super::serve_with_hyper(proxy, Rewind::new(replay, client), info, shutdown).await;
+                super::serve_h1_with_hyper(proxy, Rewind::new(replay, client), info, shutdown)
+                    .await;
                 return;
             }
             Parsed::Local(answer) => {
+                head_deadline = None;
                 inbound.advance(answer.head_len);
-                let written = client.write_all(&scratch.out).await.is_ok();
+                let written = write_client(&proxy, &mut client, &scratch.out)
+                    .await
+                    .is_ok();
                 written && !answer.close
             }
             Parsed::Forward(plan) => {
+                head_deadline = None;
                 inbound.advance(plan.head_len);
                 let forwarded = forward(&proxy, &mut client, &mut inbound, plan, &mut scratch);
                 match forwarded.await {
@@ -123,6 +167,62 @@ pub(super) async fn serve_connection(
     }
 }
 
+/// Answers a request the proxy refuses, and closes the connection: nothing
+/// after it on the connection is served.
+async fn refuse<S: ClientStream>(proxy: &Proxy, client: &mut S, refusal: &Refusal) {
+    let answer = refusal.answer(proxy.counters());
+    if write_client(proxy, client, &answer).await.is_ok() {
+        let _ = client.shutdown().await;
+        linger(client).await;
+    }
+}
+
+/// How long, and how many bytes, a refused client's further bytes are read
+/// and dropped after the answer.
+pub(super) const LINGER: Duration = Duration::from_secs(1);
+pub(super) const LINGER_BYTES: usize = 1 << 20;
+
+/// Reads and drops what the client still sends, for a short while: closing
+/// with unread bytes would reset the connection, and a reset can reach the
+/// client before it has read the answer (NGINX's lingering close).
+async fn linger<S: ClientStream>(client: &mut S) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut sink = [0u8; READ_SIZE];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {
+            Ok(Ok(read)) if read > 0 => drained += read,
+            _ => return,
+        }
+    }
+}
+
+/// Writes to the client, giving up (and counting it) when the client takes
+/// nothing for `proxy.client_write_timeout_ms`.
+async fn write_client<S: ClientStream>(
+    proxy: &Proxy,
+    client: &mut S,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let timeout = proxy.limits.client_write_timeout;
+    let mut written = 0;
+    while written < bytes.len() {
+        match tokio::time::timeout(timeout, client.write(&bytes[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(count)) => written += count,
+            Ok(Err(error)) => return Err(error),
+            Err(_elapsed) => {
+                proxy.counters().count_limit(Limit::ClientStall);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took nothing of its response within proxy.client_write_timeout_ms",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What parsing the buffered bytes decided.
 enum Parsed {
     /// No whole head yet.
@@ -131,6 +231,8 @@ enum Parsed {
     Fallback,
     /// Answered locally; the answer is in `Scratch::out`.
     Local(LocalAnswer),
+    /// Refused: answered and the connection closed.
+    Refused(Refusal),
     /// To be forwarded; its head for the endpoint is in `Scratch::out`.
     Forward(Plan),
 }
@@ -183,27 +285,49 @@ fn parse_request(
     if inbound.is_empty() {
         return Parsed::Partial;
     }
+    let limits = &proxy.limits;
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let parsed_fields = limits.max_header_fields.min(MAX_HEADERS);
     let mut request = httparse::Request::new(&mut []);
-    let head_len = match request.parse_with_uninit_headers(inbound, &mut fields) {
+    let head_len = match request.parse_with_uninit_headers(inbound, &mut fields[..parsed_fields]) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // Malformed or too many fields: hyper gives the right error answer.
-        Err(_) => return Parsed::Fallback,
+        Err(httparse::Error::TooManyHeaders) if limits.max_header_fields > MAX_HEADERS => {
+            return Parsed::Fallback
+        }
+        Err(error) => return Parsed::Refused(Refusal::unparsable(error, limits)),
     };
-    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    if head_len > limits.max_header_bytes {
+        return Parsed::Refused(Refusal::head_too_large(limits));
+    }
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
     else {
         return Parsed::Fallback;
     };
-    if method == "CONNECT" || !target.starts_with('/') {
+    let framing = match check_request_head(version, request.headers) {
+        Ok(framing) => framing,
+        Err(refusal) => return Parsed::Refused(refusal),
+    };
+    if version != 1 || method == "CONNECT" || !target.starts_with('/') {
         return Parsed::Fallback;
     }
+    let RequestBodyFraming::Length(body_len) = framing else {
+        // Chunked: hyper's path, behind the screen that checks its chunks.
+        return Parsed::Fallback;
+    };
     let Some(facts) = RequestFacts::of(request.headers) else {
         return Parsed::Fallback;
     };
     let path = target.split(['?', '#']).next().unwrap_or(target);
     let topology = proxy.topology.load();
-    let route = topology.routes.find(facts.host, path);
+    let route = topology.routes.find_route(facts.host, path);
+    if let Some(route) = route {
+        if route.max_body_bytes > 0 && body_len > route.max_body_bytes {
+            return Parsed::Refused(Refusal::body_too_large(route.max_body_bytes));
+        }
+    }
+    let route = route.map(|route| &route.pool);
     let idempotent = matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
@@ -316,16 +440,6 @@ impl<'a> RequestFacts<'a> {
         }
         (hosts == 1 && lengths <= 1).then_some(facts)
     }
-}
-
-/// A `Content-Length` value: digits only (RFC 9110 §8.6), around optional
-/// whitespace.
-fn content_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The header names a `Connection` field lists (besides `close` and
@@ -486,9 +600,9 @@ struct ResponseHead {
 /// of a replayable request as the pool's recovery policy and the host's
 /// limits allow. `Ok(keep_open)` says whether the client connection can
 /// take another request.
-async fn forward(
+async fn forward<S: ClientStream>(
     proxy: &Proxy,
-    client: &mut TcpStream,
+    client: &mut S,
     inbound: &mut BytesMut,
     mut plan: Plan,
     scratch: &mut Scratch,
@@ -585,7 +699,7 @@ async fn forward(
             (NextStep::GiveUp(None), Ok((conn, head))) => break (conn, head, guard),
             (NextStep::GiveUp(None), Err((kind, reason))) => {
                 local_error(proxy, kind, &reason, close, &mut scratch.out);
-                body.client.write_all(&scratch.out).await?;
+                write_client(proxy, body.client, &scratch.out).await?;
                 return Ok(!close);
             }
             (NextStep::GiveUp(Some(status)), _) => {
@@ -593,7 +707,7 @@ async fn forward(
                     http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
                 let reason = "the recovery policy gave up";
                 local_answer(proxy, status, "recovery", reason, close, &mut scratch.out);
-                body.client.write_all(&scratch.out).await?;
+                write_client(proxy, body.client, &scratch.out).await?;
                 return Ok(!close);
             }
             (NextStep::Retry(retry), answer) => {
@@ -609,7 +723,7 @@ async fn forward(
                         Some(next) => plan.endpoint = next,
                         None => {
                             no_endpoint(proxy, pool, close, &mut scratch.out);
-                            body.client.write_all(&scratch.out).await?;
+                            write_client(proxy, body.client, &scratch.out).await?;
                             return Ok(!close);
                         }
                     }
@@ -630,12 +744,23 @@ async fn forward(
     from_endpoint.advance(head.head_len);
     let mut tracker = BodyTracker::new(head.framing);
     let mut complete = tracker.take(from_endpoint, out)?;
-    client.write_all(out).await?;
+    write_client(proxy, client, out).await?;
     let mut clean = from_endpoint.is_empty();
     while !complete {
         from_endpoint.clear();
         from_endpoint.reserve(READ_SIZE);
-        let read = match endpoint_conn.read_buf(from_endpoint).await {
+        let stall = proxy.limits.upstream_read_timeout;
+        let read = match tokio::time::timeout(stall, endpoint_conn.read_buf(from_endpoint)).await {
+            Err(_elapsed) => {
+                proxy.counters().count_limit(Limit::UpstreamStall);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the endpoint sent nothing of the body within proxy.upstream_read_timeout_ms",
+                ))
+            }
+            Ok(read) => read,
+        };
+        let read = match read {
             Ok(0) if head.framing == Framing::UntilClose => break,
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -660,7 +785,7 @@ async fn forward(
             }
         };
         clean = from_endpoint.is_empty();
-        client.write_all(out).await?;
+        write_client(proxy, client, out).await?;
     }
     drop(guard);
     if head.reusable && clean && head.framing != Framing::UntilClose {
@@ -701,8 +826,8 @@ fn repick(
 }
 
 /// The client's side of a request body on its way through.
-struct RequestBody<'a> {
-    client: &'a mut TcpStream,
+struct RequestBody<'a, S> {
+    client: &'a mut S,
     /// Bytes read from the client and not yet used: the body's start, and
     /// perhaps the requests pipelined behind it.
     inbound: &'a mut BytesMut,
@@ -710,7 +835,7 @@ struct RequestBody<'a> {
     left: u64,
 }
 
-impl RequestBody<'_> {
+impl<S: ClientStream> RequestBody<'_, S> {
     /// Moves the body bytes already read onto `request`.
     fn take_buffered(&mut self, request: &mut Vec<u8>) {
         let take = (self.inbound.len() as u64).min(self.left) as usize;
@@ -747,11 +872,11 @@ enum ExchangeError {
 /// closed before any of the response arrived is set aside and the request
 /// sent again, when it may be sent twice and the whole of it is still in
 /// hand.
-async fn exchange_head(
+async fn exchange_head<S: ClientStream>(
     proxy: &Proxy,
     plan: &Plan,
     scratch: &mut Scratch,
-    body: &mut RequestBody<'_>,
+    body: &mut RequestBody<'_, S>,
 ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
     let resendable = plan.idempotent && body.left == 0;
     let address = plan.endpoint.address.as_str();
@@ -794,11 +919,11 @@ enum HeadError {
     Client(io::Error),
 }
 
-async fn send_and_read_head(
+async fn send_and_read_head<S: ClientStream>(
     conn: &mut TcpStream,
     plan: &Plan,
     scratch: &mut Scratch,
-    body: &mut RequestBody<'_>,
+    body: &mut RequestBody<'_, S>,
 ) -> Result<ResponseHead, HeadError> {
     if let Err(error) = conn.write_all(&scratch.request).await {
         return Err(HeadError::Closed(error));
@@ -1044,7 +1169,7 @@ impl BodyTracker {
 /// Finds the end of a chunked body (RFC 9112 §7.1) in the bytes as they
 /// pass, without copying them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkedTracker {
+pub(crate) enum ChunkedTracker {
     /// In a chunk-size line; its digits so far.
     #[default]
     SizeStart,
@@ -1064,7 +1189,7 @@ enum ChunkedTracker {
 
 impl ChunkedTracker {
     /// Feeds the next bytes; `Some(n)` when the body ends after `n` of them.
-    fn feed(&mut self, bytes: &[u8]) -> io::Result<Option<usize>> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> io::Result<Option<usize>> {
         use ChunkedTracker::*;
         let invalid = || io::Error::new(io::ErrorKind::InvalidData, "invalid chunked body");
         let mut at = 0;
@@ -1115,18 +1240,18 @@ fn hex(digit: u8) -> u64 {
 /// A client connection handed to hyper: the bytes already read are read
 /// again first.
 #[derive(Debug)]
-pub(super) struct Rewind {
+pub(super) struct Rewind<S> {
     replay: Bytes,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl Rewind {
-    pub(super) fn new(replay: Bytes, stream: TcpStream) -> Self {
+impl<S> Rewind<S> {
+    pub(super) fn new(replay: Bytes, stream: S) -> Self {
         Rewind { replay, stream }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1142,7 +1267,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -3,26 +3,28 @@
 //! pools, and streams the answer back.
 
 mod body;
+mod framing;
 mod h1;
 pub mod headers;
+mod screen;
 mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
-pub use body::{CutReport, ProxyBody, UpstreamBody};
+pub use body::{ClientBody, ClientFault, CutReport, ProxyBody, UpstreamBody};
 pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
@@ -30,7 +32,10 @@ use crate::engine::{
     Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, Recovery, RequestInfo,
     Retry, SharedTopology,
 };
-use crate::metrics::{Metrics, ProxyError, WorkerCounters};
+use crate::metrics::{Limit, Metrics, ProxyError, WorkerCounters};
+use framing::{ClientLimits, Refusal};
+use h1::ClientStream;
+use screen::ClientIo;
 
 /// The forwarding half of the proxy, shared by every connection.
 #[derive(Debug)]
@@ -39,6 +44,7 @@ pub struct Proxy {
     upstreams: Arc<Upstreams>,
     request_timeout: Duration,
     fast_path: bool,
+    limits: ClientLimits,
     metrics: Arc<Metrics>,
     worker: usize,
 }
@@ -63,6 +69,7 @@ impl Proxy {
             upstreams,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             fast_path: config.fast_path,
+            limits: ClientLimits::of(config),
             metrics,
             worker,
         }
@@ -83,7 +90,7 @@ impl Proxy {
         // Held for the whole exchange, as the pool is: a reload meanwhile
         // does not change where this request goes.
         let topology = self.topology.load_full();
-        let Some(pool) = topology.routes.find(host, request.uri().path()) else {
+        let Some(route) = topology.routes.find_route(host, request.uri().path()) else {
             return self.error(
                 ProxyError::NoRoute,
                 format!(
@@ -93,7 +100,19 @@ impl Proxy {
                 ),
             );
         };
+        let pool = &route.pool;
         let (mut parts, body) = request.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if route.max_body_bytes > 0 && declared.is_some_and(|length| length > route.max_body_bytes)
+        {
+            return self.refused(&Refusal::body_too_large(route.max_body_bytes));
+        }
+        let body = ClientBody::new(body, route.max_body_bytes);
+        let client_fault = body.fault();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_forwarded(
             &mut parts.headers,
@@ -106,10 +125,13 @@ impl Proxy {
         }
         let mut body = match recovery {
             Some(recovery) if is_idempotent(&parts.method) => {
-                replayable_body(body, &parts.headers, recovery.max_replay_body).await
+                replayable_body(body, declared, recovery.max_replay_body).await
             }
             _ => Ok(Either::Left(body)),
         };
+        if let Some(refusal) = client_fault.refusal(route.max_body_bytes) {
+            return self.refused(&refusal);
+        }
         let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
             hash: Some(client.hash),
@@ -141,22 +163,34 @@ impl Proxy {
                 streaming => match std::mem::replace(streaming, Err(())) {
                     Ok(body) => body,
                     Err(()) => {
-                        return self.error(ProxyError::BadRequest, "request body unreadable".into())
+                        let refusal = client_fault
+                            .refusal(route.max_body_bytes)
+                            .unwrap_or_else(ClientFault::broken_body);
+                        return self.refused(&refusal);
                     }
                 },
             };
             let mut upstream = Request::new(attempt_body);
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
-            *upstream.version_mut() = parts.version;
+            // Endpoints are spoken to in HTTP/1.1 whatever the client spoke.
+            *upstream.version_mut() = match parts.version {
+                http::Version::HTTP_10 => http::Version::HTTP_10,
+                _ => http::Version::HTTP_11,
+            };
             *upstream.headers_mut() = if replayable {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
             };
             if !upstream.headers().contains_key(http::header::HOST) {
-                // HTTP/1.1 requires it; an HTTP/1.0 client may not send it.
-                if let Ok(host) = http::HeaderValue::from_str(endpoint.authority.as_str()) {
+                // HTTP/1.1 requires it: an HTTP/2 client's `:authority`, or
+                // for an HTTP/1.0 client that sent none, the endpoint's.
+                let authority = parts
+                    .uri
+                    .authority()
+                    .map_or(endpoint.authority.as_str(), |a| a.as_str());
+                if let Ok(host) = http::HeaderValue::from_str(authority) {
                     upstream.headers_mut().insert(http::header::HOST, host);
                 }
             }
@@ -182,8 +216,9 @@ impl Proxy {
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
                         let cut = self.cut_report(pool, &endpoint);
+                        let stall = self.limits.upstream_read_timeout;
                         return response.map(|body| {
-                            ProxyBody::upstream(body, Some(guard), connection, Some(cut))
+                            ProxyBody::upstream(body, Some(guard), connection, Some(cut), stall)
                         });
                     }
                     (
@@ -193,6 +228,11 @@ impl Proxy {
                     )
                 }
                 Ok(Err(error)) => {
+                    // The client's body broke off or ran over its limit:
+                    // not the endpoint's doing.
+                    if let Some(refusal) = client_fault.refusal(route.max_body_bytes) {
+                        return self.refused(&refusal);
+                    }
                     pool.record_outcome(&endpoint, elapsed, false);
                     if error.is_connect() {
                         pool.record_connect_failure(&endpoint, &error.to_string());
@@ -233,7 +273,10 @@ impl Proxy {
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
                         let cut = self.cut_report(pool, &endpoint);
-                        response.map(|body| ProxyBody::upstream(body, None, connection, Some(cut)))
+                        let stall = self.limits.upstream_read_timeout;
+                        response.map(|body| {
+                            ProxyBody::upstream(body, None, connection, Some(cut), stall)
+                        })
                     }
                     (None, None) => {
                         let (kind, reason) =
@@ -341,6 +384,20 @@ impl Proxy {
             .expect("valid local response")
     }
 
+    /// The answer to a request the proxy refuses; the connection closes
+    /// after it (an HTTP/2 stream just ends).
+    fn refused(&self, refusal: &Refusal) -> Response<ProxyBody> {
+        let counters = self.counters();
+        let body = refusal.answer_body(counters);
+        Response::builder()
+            .status(refusal.status)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-switchyard-error", refusal.code)
+            .header(http::header::CONNECTION, "close")
+            .body(ProxyBody::text(body))
+            .expect("valid local response")
+    }
+
     fn error(&self, kind: ProxyError, reason: String) -> Response<ProxyBody> {
         self.counters().count_error(kind);
         let status = kind.status();
@@ -404,8 +461,8 @@ fn is_idempotent(method: &Method) -> bool {
 /// Buffers a small body so the request can be sent again; a large or
 /// unsized one stays streamed.
 async fn replayable_body(
-    body: Incoming,
-    headers: &HeaderMap,
+    body: ClientBody,
+    declared: Option<u64>,
     limit: u64,
 ) -> Result<UpstreamBody, ()> {
     use http_body::Body as _;
@@ -415,10 +472,6 @@ async fn replayable_body(
             http_body_util::Full::new(bytes::Bytes::new()),
         ));
     }
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length <= limit => match body.collect().await {
             Ok(collected) => Ok(Either::Right(http_body_util::Full::new(
@@ -547,9 +600,12 @@ async fn prune_idle(upstreams: Arc<Upstreams>) {
 
 /// Accepts connections on `listener` until `shutdown` completes, then stops
 /// accepting and waits up to `grace` for in-flight requests to finish.
+/// `connections` holds a permit per open client connection, over every
+/// worker: with none free, the next connection waits in the listen backlog.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    connections: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -559,6 +615,19 @@ pub async fn serve(
     let (stopping, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                proxy.counters().count_limit(Limit::Connections);
+                tokio::select! {
+                    permit = Arc::clone(&connections).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_closed) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, client) = match accepted {
@@ -574,11 +643,10 @@ pub async fn serve(
                 let proxy = Arc::clone(&proxy);
                 let client = Arc::new(ClientInfo::new(client));
                 let stop = stopping.subscribe();
-                if proxy.fast_path {
-                    tokio::spawn(h1::serve_connection(proxy, stream, client, stop));
-                } else {
-                    tokio::spawn(serve_with_hyper(proxy, stream, client, stop));
-                }
+                tokio::spawn(async move {
+                    serve_client(proxy, stream, client, stop).await;
+                    drop(permit);
+                });
             }
             () = &mut shutdown => break,
         }
@@ -597,44 +665,162 @@ pub async fn serve(
     }
 }
 
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `bytes`, the first of a connection, are HTTP/2's preface:
+/// `None` while too few have come to tell.
+fn is_h2_preface(bytes: &[u8]) -> Option<bool> {
+    let seen = bytes.len().min(H2_PREFACE.len());
+    if bytes[..seen] != H2_PREFACE[..seen] {
+        Some(false)
+    } else if seen == H2_PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Serves a client connection in whichever protocol it speaks: HTTP/2 when
+/// it opens with the HTTP/2 preface (prior knowledge, h2c), HTTP/1 on the
+/// fast path, or through hyper when the fast path is off.
+async fn serve_client<S: ClientStream>(
+    proxy: Arc<Proxy>,
+    mut stream: S,
+    client: Arc<ClientInfo>,
+    stop: watch::Receiver<bool>,
+) {
+    if proxy.fast_path {
+        return h1::serve_connection(proxy, stream, client, stop).await;
+    }
+    let mut first = bytes::BytesMut::with_capacity(H2_PREFACE.len());
+    let keepalive = proxy.limits.keepalive_timeout;
+    let is_h2 = loop {
+        use tokio::io::AsyncReadExt as _;
+        match tokio::time::timeout(keepalive, stream.read_buf(&mut first)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_elapsed) => {
+                proxy.counters().count_limit(Limit::KeepaliveTimeout);
+                return;
+            }
+        }
+        if let Some(is_h2) = is_h2_preface(&first) {
+            break is_h2;
+        }
+    };
+    let stream = h1::Rewind::new(first.freeze(), stream);
+    if is_h2 {
+        serve_h2(proxy, stream, client, stop).await;
+    } else {
+        serve_h1_with_hyper(proxy, stream, client, stop).await;
+    }
+}
+
 /// Waits until the server asks connections to close (or is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Serves a client connection through hyper until it closes, or until
-/// `stop` turns `true` and the request in hand is answered.
-async fn serve_with_hyper<I>(
-    proxy: Arc<Proxy>,
-    io: I,
-    client: Arc<ClientInfo>,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Drives a hyper connection to its end; when `stop` turns `true`, asks it
+/// to finish the exchanges in hand and close (`graceful`).
+async fn until_stopped<C, E>(
+    connection: C,
+    stop: &mut watch::Receiver<bool>,
+    graceful: fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Responses are written whole from one buffer: for the small heads and
-    // bodies of most exchanges, one copy costs less than a vectored write.
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .writev(false)
-        .header_read_timeout(h1::HEAD_READ_TIMEOUT);
-    let service = service_fn(move |request| {
+    tokio::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopped(stop) => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// The service hyper calls for each request of a connection.
+fn proxy_service(
+    proxy: Arc<Proxy>,
+    client: Arc<ClientInfo>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |request| {
         let proxy = Arc::clone(&proxy);
         let client = Arc::clone(&client);
         async move { Ok::<_, Infallible>(proxy.handle(request, &client).await) }
-    });
+    })
+}
+
+/// Serves an HTTP/1 client connection through hyper, behind the screen
+/// that holds its requests to the proxy's rules, until it closes, or until
+/// `stop` turns `true` and the request in hand is answered.
+async fn serve_h1_with_hyper<S: ClientStream>(
+    proxy: Arc<Proxy>,
+    io: S,
+    client: Arc<ClientInfo>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = proxy.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Responses are written whole from one buffer: for the small heads and
+    // bodies of most exchanges, one copy costs less than a vectored write.
+    // hyper's head timer runs from the end of one exchange to the next
+    // head: it is the keep-alive timeout (the screen times heads begun).
+    // Half-close: the end of the stream the screen gives after a refused
+    // request (or a client that shuts its side) lets hyper finish the
+    // responses it owes before it closes.
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(true)
+        .writev(false)
+        .max_buf_size((2 * limits.max_header_bytes).max(8192))
+        .max_headers(limits.max_header_fields)
+        .header_read_timeout(limits.keepalive_timeout);
+    let service = proxy_service(Arc::clone(&proxy), client);
+    let io = ClientIo::screened(io, Arc::clone(&proxy));
     let connection = http.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
+    let ended = until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await;
     if let Err(error) = ended {
+        if error.is_timeout() {
+            proxy.counters().count_limit(Limit::KeepaliveTimeout);
+        }
         tracing::debug!("client connection ended: {error}");
+    }
+}
+
+/// Streams a client may open at once on one HTTP/2 connection (NGINX's
+/// `http2_max_concurrent_streams` is 128; hyper's default 200).
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Serves an HTTP/2 client connection through hyper until it closes, or
+/// until `stop` turns `true` and the streams in hand are answered.
+async fn serve_h2<S: ClientStream>(
+    proxy: Arc<Proxy>,
+    io: S,
+    client: Arc<ClientInfo>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = proxy.limits;
+    let mut http = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(limits.keepalive_timeout / 2))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let service = proxy_service(Arc::clone(&proxy), client);
+    let io = ClientIo::unscreened(io, Arc::clone(&proxy));
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    let ended = until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await;
+    if let Err(error) = ended {
+        tracing::debug!("client HTTP/2 connection ended: {error}");
     }
 }
 

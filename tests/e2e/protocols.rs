@@ -1,0 +1,89 @@
+//! The protocols clients speak to the proxy: HTTP/2 with prior knowledge
+//! (h2c) on a plain listener, checked with curl as a user would.
+
+use std::process::Command;
+
+use crate::support::*;
+
+/// Runs curl with `args`; its standard output (`-w` formats included).
+fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn h2c_prior_knowledge_is_served(fast_path: bool) {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start_with(
+        plugins.path(),
+        &format!("fast_path = {fast_path}"),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
+            upstream.endpoint(1)
+        ),
+    );
+    let url = proxy.url("/h2");
+    // One URL per curl: Debian's curl 7.88 fails to reuse an HTTP/2
+    // connection for a second URL with any server.
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_version} %{response_code}",
+        &url,
+    ]);
+    assert_eq!(out, "a 2 200");
+    // The endpoint heard HTTP/1.1 with the client's authority as its host.
+    let headers = upstream.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        headers.get("host").unwrap().to_str().unwrap(),
+        proxy.proxy.to_string()
+    );
+    assert_eq!(upstream.hits(), 1);
+
+    // Many streams at once on one connection.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let requests = (0..20).map(|i| {
+        let client = client.clone();
+        let url: http::Uri = proxy.url(&format!("/stream/{i}")).parse().unwrap();
+        async move {
+            let response = client.get(url).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            response.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert_eq!(statuses, vec![200; 20]);
+    assert_eq!(upstream.hits(), 21);
+    // A POST body goes through too.
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        "0123456789",
+        &proxy.url("/upload"),
+    ]);
+    assert_eq!(out, "received 10");
+    // And HTTP/1.1 still works beside it.
+    let out = curl(&["--http1.1", "-w", " %{http_version}", &url]);
+    assert_eq!(out, "a 1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_with_prior_knowledge_is_served_beside_the_fast_path() {
+    h2c_prior_knowledge_is_served(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_with_prior_knowledge_is_served_without_the_fast_path() {
+    h2c_prior_knowledge_is_served(false).await;
+}
