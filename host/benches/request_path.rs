@@ -279,6 +279,7 @@ fn host_work(
         &mut parts.headers,
         typical.client.address.ip(),
         typical.client.forwarded_for.as_ref(),
+        typical.client.proto,
     );
     let info = RequestInfo {
         hash: Some(typical.client.hash),

@@ -54,7 +54,12 @@ pub struct Server {
     watch_config: bool,
     config_watch: Option<notify::RecommendedWatcher>,
     _watcher: Option<plugins::Watcher>,
-    proxy_listener: std::net::TcpListener,
+    _certificate_watch: Option<notify::RecommendedWatcher>,
+    /// `proxy.listen`, then each of `[[listeners]]`, with its TLS terminator.
+    proxy_listeners: Vec<(
+        std::net::TcpListener,
+        Option<Arc<proxy::tls::TlsTerminator>>,
+    )>,
     control_listener: TcpListener,
     reloader: Arc<Reloader>,
     control: Arc<ControlState>,
@@ -80,6 +85,7 @@ impl Server {
         let load_errors = runtime.load_dir();
         let alerts = Arc::new(Alerts::with_events(events));
         let proxy_config = config.proxy.clone();
+        let listeners = config.listeners.clone();
         let control_listen = config.control.listen;
         let watch_config = config.control.watch_config;
         let tokens = control::Tokens::new(&config.control.tokens);
@@ -100,8 +106,29 @@ impl Server {
         runtime.keep_serving_as_good();
 
         let metrics = Arc::new(Metrics::new(proxy_config.workers));
-        let proxy_listener = bind_proxy_listener(proxy_config.listen)
-            .with_context(|| format!("cannot listen on proxy.listen = {}", proxy_config.listen))?;
+        let mut proxy_listeners = vec![(
+            bind_proxy_listener(proxy_config.listen).with_context(|| {
+                format!("cannot listen on proxy.listen = {}", proxy_config.listen)
+            })?,
+            None,
+        )];
+        let mut terminators = Vec::new();
+        for (index, listener) in listeners.iter().enumerate() {
+            let key = format!("listeners[{index}]");
+            let terminator = match &listener.tls {
+                Some(tls) => {
+                    let terminator =
+                        Arc::new(proxy::tls::TlsTerminator::new(tls, format!("{key}.tls"))?);
+                    terminators.push(Arc::clone(&terminator));
+                    Some(terminator)
+                }
+                None => None,
+            };
+            let tcp = bind_proxy_listener(listener.listen)
+                .with_context(|| format!("cannot listen on {key}.listen = {}", listener.listen))?;
+            proxy_listeners.push((tcp, terminator));
+        }
+        let certificate_watch = proxy::tls::watch(terminators, Arc::clone(&alerts))?;
         let control_listener = TcpListener::bind(control_listen)
             .await
             .with_context(|| format!("cannot listen on control.listen = {control_listen}"))?;
@@ -122,7 +149,8 @@ impl Server {
             watch_config,
             config_watch: None,
             _watcher: watcher,
-            proxy_listener,
+            _certificate_watch: certificate_watch,
+            proxy_listeners,
             control_listener,
             reloader,
             control,
@@ -143,9 +171,21 @@ impl Server {
         Ok(self)
     }
 
-    /// The proxy's bound address.
+    /// The proxy's bound address (`proxy.listen`).
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy_listener.local_addr().expect("bound listener")
+        self.proxy_listeners[0]
+            .0
+            .local_addr()
+            .expect("bound listener")
+    }
+
+    /// The bound addresses of `[[listeners]]`, in config order, each with
+    /// whether it terminates TLS.
+    pub fn listener_addrs(&self) -> Vec<(SocketAddr, bool)> {
+        self.proxy_listeners[1..]
+            .iter()
+            .map(|(tcp, tls)| (tcp.local_addr().expect("bound listener"), tls.is_some()))
+            .collect()
     }
 
     /// The control endpoint's bound address.
@@ -182,10 +222,13 @@ impl Server {
             self.proxy_config.max_connections,
         ));
         for worker in 0..self.proxy_config.workers {
-            let listener = self
-                .proxy_listener
-                .try_clone()
-                .context("cannot share the proxy listener with a worker")?;
+            let mut listeners = Vec::with_capacity(self.proxy_listeners.len());
+            for (tcp, tls) in &self.proxy_listeners {
+                let tcp = tcp
+                    .try_clone()
+                    .context("cannot share a proxy listener with a worker")?;
+                listeners.push((tcp, tls.as_ref().map(|t| t.acceptor())));
+            }
             let proxy = Arc::new(Proxy::new(
                 &self.proxy_config,
                 Arc::clone(self.reloader.topology()),
@@ -203,9 +246,13 @@ impl Server {
                         .build()
                         .context("cannot start a proxy worker's runtime")?;
                     runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)
-                            .context("cannot register the proxy listener")?;
-                        proxy::serve(listener, proxy, connections, stop, grace).await;
+                        let mut registered = Vec::with_capacity(listeners.len());
+                        for (tcp, tls) in listeners {
+                            let tcp = TcpListener::from_std(tcp)
+                                .context("cannot register a proxy listener")?;
+                            registered.push(proxy::Listener { tcp, tls });
+                        }
+                        proxy::serve(registered, proxy, connections, stop, grace).await;
                         drop(done);
                         anyhow::Ok(())
                     })
@@ -214,7 +261,7 @@ impl Server {
             workers.push(thread);
         }
         drop(done_sender);
-        drop(self.proxy_listener);
+        drop(self.proxy_listeners);
         tokio::select! {
             () = shutdown => {}
             // Every worker stopped on its own (none could start its runtime).

@@ -182,10 +182,17 @@ async fn serve(
         .await?
         .reload_from(path, version)?;
     // One machine-readable line, so scripts and tests can find the ports.
-    println!(
+    let mut line = format!(
         "switchyard listening proxy={} control={}",
         server.proxy_addr(),
         server.control_addr()
     );
+    for (address, tls) in server.listener_addrs() {
+        line.push_str(&format!(
+            " {}={address}",
+            if tls { "https" } else { "http" }
+        ));
+    }
+    println!("{line}");
     server.run(switchyard::shutdown_signal()).await
 }

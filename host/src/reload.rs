@@ -490,6 +490,11 @@ fn restart_needed(current: &Config, next: &Config) -> Option<String> {
             current.proxy.workers, next.proxy.workers
         ));
     }
+    if current.listeners != next.listeners {
+        return Some(
+            "[[listeners]] changed (listeners are bound at start; their certificate files are read again whenever they change)".into(),
+        );
+    }
     if current.proxy != next.proxy {
         return Some("[proxy] changed (its timeouts and fast_path are read at start)".into());
     }

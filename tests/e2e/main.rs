@@ -17,3 +17,4 @@ mod restart;
 mod runtime_api;
 mod sandbox;
 mod support;
+mod tls;

@@ -277,6 +277,8 @@ impl Drop for Upstream {
 pub struct Switchyard {
     pub proxy: SocketAddr,
     pub control: SocketAddr,
+    /// The addresses of `[[listeners]]`, in config order.
+    pub listeners: Vec<SocketAddr>,
     child: Child,
     _config_dir: tempfile::TempDir,
     /// The config file the process runs from.
@@ -330,10 +332,17 @@ impl Switchyard {
             plugins.display()
         );
         std::fs::write(&config, format!("{config_head}{body}\n")).unwrap();
-        let (child, proxy, control, stderr) = spawn(&config)?;
+        let Spawned {
+            child,
+            proxy,
+            control,
+            listeners,
+            stderr,
+        } = spawn(&config)?;
         Ok(Switchyard {
             proxy,
             control,
+            listeners,
             child,
             _config_dir: config_dir,
             config,
@@ -346,11 +355,12 @@ impl Switchyard {
     /// from the same config file.
     pub fn crash_and_restart(&mut self) -> Result<(), String> {
         self.crash();
-        let (child, proxy, control, stderr) = spawn(&self.config)?;
-        self.child = child;
-        self.proxy = proxy;
-        self.control = control;
-        self.stderr = stderr;
+        let spawned = spawn(&self.config)?;
+        self.child = spawned.child;
+        self.proxy = spawned.proxy;
+        self.control = spawned.control;
+        self.listeners = spawned.listeners;
+        self.stderr = spawned.stderr;
         Ok(())
     }
 
@@ -460,7 +470,7 @@ impl Drop for Switchyard {
 /// Starts `switchyard run` on `config`; its process, its addresses and
 /// its log, or the log if it did not start.
 #[allow(clippy::type_complexity)]
-fn spawn(config: &Path) -> Result<(Child, SocketAddr, SocketAddr, Arc<Mutex<String>>), String> {
+fn spawn(config: &Path) -> Result<Spawned, String> {
     let mut child = Command::new(BINARY)
         .args(["run", "--config"])
         .arg(config)
@@ -499,7 +509,31 @@ fn spawn(config: &Path) -> Result<(Child, SocketAddr, SocketAddr, Arc<Mutex<Stri
             .parse()
             .unwrap()
     };
-    Ok((child, field("proxy="), field("control="), stderr))
+    // `[[listeners]]`, in config order: ` http=ADDR` or ` https=ADDR`.
+    let listeners = line
+        .split_whitespace()
+        .filter_map(|part| {
+            part.strip_prefix("https=")
+                .or_else(|| part.strip_prefix("http="))
+        })
+        .map(|address| address.parse().unwrap())
+        .collect();
+    Ok(Spawned {
+        child,
+        proxy: field("proxy="),
+        control: field("control="),
+        listeners,
+        stderr,
+    })
+}
+
+/// A started process and what it printed of itself.
+struct Spawned {
+    child: Child,
+    proxy: SocketAddr,
+    control: SocketAddr,
+    listeners: Vec<SocketAddr>,
+    stderr: Arc<Mutex<String>>,
 }
 
 /// A response, read whole.

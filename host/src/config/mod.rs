@@ -116,6 +116,41 @@ pub struct Config {
     /// the only pool.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[[listeners]]`: more addresses to accept traffic on, each plain or
+    /// with TLS, beside `proxy.listen`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `listen = "0.0.0.0:443"`: address and port.
+    pub listen: SocketAddr,
+    /// `tls = { certificates = [...] }`: terminate TLS here; none: plain.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `certificates = [{ cert = "a.pem", key = "a.key" }]`: each served to
+    /// the names it holds (SNI, wildcards included); the first also to
+    /// clients that name none or a name no certificate holds.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One certificate of a TLS listener: PEM files, read again when they change.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// `cert = "/etc/switchyard/a.pem"`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `key = "/etc/switchyard/a.key"`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `[proxy]`
@@ -813,6 +848,28 @@ impl Config {
                     "must be the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)"
                         .into(),
                 );
+            }
+        }
+        let mut addresses = vec![("proxy.listen".to_string(), self.proxy.listen)];
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let key = format!("listeners[{index}]");
+            if let Some((other, _)) = addresses
+                .iter()
+                .find(|(_, seen)| *seen == listener.listen && seen.port() != 0)
+            {
+                report(
+                    format!("{key}.listen"),
+                    format!("{} is already {other}", listener.listen),
+                );
+            }
+            addresses.push((format!("{key}.listen"), listener.listen));
+            if let Some(tls) = &listener.tls {
+                if tls.certificates.is_empty() {
+                    report(
+                        format!("{key}.tls.certificates"),
+                        "needs at least one { cert, key }".into(),
+                    );
+                }
             }
         }
         if self.proxy.listen == self.control.listen && self.proxy.listen.port() != 0 {

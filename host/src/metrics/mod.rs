@@ -182,6 +182,31 @@ pub struct WorkerCounters {
     errors: [AtomicU64; 6],
     limits: [AtomicU64; 8],
     malformed: [AtomicU64; 8],
+    /// Full, resumed and failed TLS handshakes.
+    tls_handshakes: [AtomicU64; 3],
+}
+
+/// How a TLS handshake ended, for `switchyard_tls_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// A new session.
+    Full,
+    /// A session resumed from the cache or a ticket.
+    Resumed,
+    /// Failed or timed out.
+    Failed,
+}
+
+impl Handshake {
+    const ALL: [Handshake; 3] = [Handshake::Full, Handshake::Resumed, Handshake::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Handshake::Full => "full",
+            Handshake::Resumed => "resumed",
+            Handshake::Failed => "failed",
+        }
+    }
 }
 
 impl WorkerCounters {
@@ -215,6 +240,11 @@ impl WorkerCounters {
     pub fn count_limit(&self, limit: Limit) {
         let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
         self.limits[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a TLS handshake.
+    pub fn count_handshake(&self, handshake: Handshake) {
+        self.tls_handshakes[handshake as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused as malformed.
@@ -287,6 +317,11 @@ impl Metrics {
     pub fn limit_hits(&self, limit: Limit) -> u64 {
         let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
         self.sum(|shard| &shard.limits[index])
+    }
+
+    /// TLS handshakes that ended as `handshake` since start.
+    pub fn handshakes(&self, handshake: Handshake) -> u64 {
+        self.sum(|shard| &shard.tls_handshakes[handshake as usize])
     }
 
     /// Requests refused as malformed for `reason` since start.
@@ -398,6 +433,21 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
             "switchyard_malformed_requests_total{{reason=\"{}\"}} {}",
             reason.label(),
             metrics.malformed(reason)
+        );
+    }
+
+    family(
+        &mut out,
+        "switchyard_tls_handshakes_total",
+        "counter",
+        "TLS handshakes on the proxy's listeners: full, resumed (session cache or ticket), failed.",
+    );
+    for handshake in Handshake::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_tls_handshakes_total{{result=\"{}\"}} {}",
+            handshake.label(),
+            metrics.handshakes(handshake)
         );
     }
 

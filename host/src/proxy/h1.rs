@@ -522,7 +522,7 @@ fn write_request_head(
         }
     }
     if !facts.forwarded_proto {
-        push_field(out, b"x-forwarded-proto", b"http");
+        push_field(out, b"x-forwarded-proto", info.proto.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -81,7 +81,12 @@ pub fn forwarded_for(client: IpAddr) -> Option<HeaderValue> {
 /// Appends the client's address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto` when absent. `client_value` is [`forwarded_for`] of
 /// `client`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, client_value: Option<&HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    client_value: Option<&HeaderValue>,
+    proto: &'static str,
+) {
     // Every value received, in order, then the client: one field.
     let mut existing = headers
         .get_all(&X_FORWARDED_FOR)
@@ -102,7 +107,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, client_value: Opti
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
 }
 
@@ -140,12 +145,12 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
         let client = "127.0.0.9".parse().unwrap();
         let value = forwarded_for(client);
-        add_forwarded(&mut headers, client, value.as_ref());
+        add_forwarded(&mut headers, client, value.as_ref(), "http");
         assert_eq!(headers["x-forwarded-for"], "10.1.1.1, 127.0.0.9");
         assert_eq!(headers["x-forwarded-proto"], "http");
 
         let mut headers = HeaderMap::new();
-        add_forwarded(&mut headers, client, value.as_ref());
+        add_forwarded(&mut headers, client, value.as_ref(), "http");
         assert_eq!(headers["x-forwarded-for"], "127.0.0.9");
     }
 }

@@ -7,6 +7,7 @@ mod framing;
 mod h1;
 pub mod headers;
 mod screen;
+pub mod tls;
 mod upstream;
 
 use std::convert::Infallible;
@@ -118,6 +119,7 @@ impl Proxy {
             &mut parts.headers,
             client.address.ip(),
             client.forwarded_for.as_ref(),
+            client.proto,
         );
         let recovery = pool.recovery();
         if let Some(recovery) = recovery {
@@ -422,6 +424,8 @@ pub struct ClientInfo {
     pub forwarded_for: Option<http::HeaderValue>,
     /// Its address as a balancing hash key.
     pub hash: u64,
+    /// The scheme it spoke to the proxy, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
 }
 
 impl ClientInfo {
@@ -431,6 +435,15 @@ impl ClientInfo {
             address,
             forwarded_for: headers::forwarded_for(address.ip()),
             hash: hash_client(address.ip()),
+            proto: "http",
+        }
+    }
+
+    /// The same, for a connection that came over TLS.
+    pub fn over_tls(self) -> Self {
+        ClientInfo {
+            proto: "https",
+            ..self
         }
     }
 }
@@ -598,12 +611,21 @@ async fn prune_idle(upstreams: Arc<Upstreams>) {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` completes, then stops
-/// accepting and waits up to `grace` for in-flight requests to finish.
-/// `connections` holds a permit per open client connection, over every
-/// worker: with none free, the next connection waits in the listen backlog.
+/// A socket the proxy accepts on, plain or terminating TLS.
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// The TLS terminator, on a TLS listener.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts connections on every one of `listeners` until `shutdown`
+/// completes, then stops accepting and waits up to `grace` for in-flight
+/// requests to finish. `connections` holds a permit per open client
+/// connection, over every listener and worker: with none free, the next
+/// connection waits in the listen backlog.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     proxy: Arc<Proxy>,
     connections: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
@@ -612,46 +634,26 @@ pub async fn serve(
     let pruning = tokio::spawn(prune_idle(Arc::clone(&proxy.upstreams)));
     // Every connection holds a receiver: `true` asks it to finish the request
     // in hand and close, and the sender's `closed()` is all of them gone.
-    let (stopping, _) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = match Arc::clone(&connections).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                proxy.counters().count_limit(Limit::Connections);
-                tokio::select! {
-                    permit = Arc::clone(&connections).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_closed) => break,
-                    },
-                    () = &mut shutdown => break,
-                }
-            }
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, client) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        tracing::warn!("accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let proxy = Arc::clone(&proxy);
-                let client = Arc::new(ClientInfo::new(client));
-                let stop = stopping.subscribe();
-                tokio::spawn(async move {
-                    serve_client(proxy, stream, client, stop).await;
-                    drop(permit);
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let (stopping, stop) = watch::channel(false);
+    let (closing, closed) = watch::channel(false);
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(accept(
+                listener,
+                Arc::clone(&proxy),
+                Arc::clone(&connections),
+                stop.clone(),
+                wait_until(closed.clone()),
+            ))
+        })
+        .collect();
+    drop(stop);
+    shutdown.await;
+    let _ = closing.send(true);
+    for task in accepting {
+        let _ = task.await;
     }
-    drop(listener);
     pruning.abort();
     let _ = stopping.send(true);
     if tokio::time::timeout(grace, stopping.closed())
@@ -662,6 +664,113 @@ pub async fn serve(
             "shutdown grace of {} ms ran out with requests in flight",
             grace.as_millis()
         );
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tcp", &self.tcp)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+async fn wait_until(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|done| *done).await;
+}
+
+/// Accepts connections on `listener` until `closed` completes; each
+/// connection gets a clone of `stop`.
+async fn accept(
+    listener: Listener,
+    proxy: Arc<Proxy>,
+    connections: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    closed: impl Future<Output = ()>,
+) {
+    tokio::pin!(closed);
+    loop {
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                proxy.counters().count_limit(Limit::Connections);
+                tokio::select! {
+                    permit = Arc::clone(&connections).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_closed) => return,
+                    },
+                    () = &mut closed => return,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.tcp.accept() => accepted,
+            () = &mut closed => return,
+        };
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let stop = stop.clone();
+        let tls = listener.tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_client(proxy, stream, Arc::new(ClientInfo::new(address)), stop).await,
+                Some(acceptor) => serve_tls(proxy, acceptor, stream, address, stop).await,
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Completes a TLS handshake (within `proxy.header_read_timeout_ms`) and
+/// serves the connection in the protocol ALPN chose: HTTP/2 for `h2`,
+/// HTTP/1 otherwise, on the fast path when it is on.
+async fn serve_tls(
+    proxy: Arc<Proxy>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    address: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    use crate::metrics::Handshake;
+    let handshake = tokio::time::timeout(proxy.limits.header_read_timeout, acceptor.accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            proxy.counters().count_handshake(Handshake::Failed);
+            tracing::debug!("TLS handshake with {address} failed: {error}");
+            return;
+        }
+        Err(_elapsed) => {
+            proxy.counters().count_handshake(Handshake::Failed);
+            tracing::debug!("TLS handshake with {address} timed out");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    proxy.counters().count_handshake(if resumed {
+        Handshake::Resumed
+    } else {
+        Handshake::Full
+    });
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let client = Arc::new(ClientInfo::new(address).over_tls());
+    if h2 {
+        serve_h2(proxy, stream, client, stop).await;
+    } else if proxy.fast_path {
+        h1::serve_connection(proxy, stream, client, stop).await;
+    } else {
+        serve_h1_with_hyper(proxy, stream, client, stop).await;
     }
 }
 
