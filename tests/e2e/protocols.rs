@@ -87,3 +87,83 @@ async fn h2c_with_prior_knowledge_is_served_beside_the_fast_path() {
 async fn h2c_with_prior_knowledge_is_served_without_the_fast_path() {
     h2c_prior_knowledge_is_served(false).await;
 }
+
+/// A WebSocket server that echoes every message.
+async fn websocket_echo() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                    if socket.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn websocket_is_tunnelled(fast_path: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let plugins = tempfile::tempdir().unwrap();
+    let (echo, _server) = websocket_echo().await;
+    let proxy = Switchyard::start_with(
+        plugins.path(),
+        &format!("fast_path = {fast_path}"),
+        &format!("[[pools]]\nname = \"ws\"\nendpoints = [{{ address = \"{echo}\" }}]\n"),
+    );
+    let client = HttpClient::default();
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.proxy))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    for text in ["one", "two", &"x".repeat(100_000)] {
+        socket.send(Message::text(text)).await.unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    socket
+        .send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().into_data().as_ref(),
+        &[0u8, 1, 2, 255]
+    );
+    // The tunnel counts as a request in flight at the endpoint while open.
+    let in_flight =
+        |pools: &serde_json::Value| pools["pools"][0]["endpoints"][0]["load"]["in_flight"].as_u64();
+    let pools = pools_now(&proxy, &client).await;
+    assert_eq!(in_flight(&pools), Some(1), "{pools:#}");
+    assert_eq!(metric(&proxy, "switchyard_tunnels_total").await, 1);
+    // The client closes, the endpoint answers the close and hangs up.
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    drop(socket);
+    wait_for_pools(&proxy, &client, "the tunnel's end", |pools| {
+        in_flight(pools) == Some(0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_tunnelled_both_ways_from_the_fast_path() {
+    websocket_is_tunnelled(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_tunnelled_both_ways_without_the_fast_path() {
+    websocket_is_tunnelled(false).await;
+}

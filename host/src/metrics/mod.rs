@@ -184,6 +184,8 @@ pub struct WorkerCounters {
     malformed: [AtomicU64; 8],
     /// Full, resumed and failed TLS handshakes.
     tls_handshakes: [AtomicU64; 3],
+    /// Upgrades the endpoint accepted (WebSocket and the like).
+    tunnels: AtomicU64,
 }
 
 /// How a TLS handshake ended, for `switchyard_tls_handshakes_total`.
@@ -240,6 +242,11 @@ impl WorkerCounters {
     pub fn count_limit(&self, limit: Limit) {
         let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
         self.limits[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an upgraded connection tunnelled to an endpoint.
+    pub fn count_tunnel(&self) {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a TLS handshake.
@@ -317,6 +324,11 @@ impl Metrics {
     pub fn limit_hits(&self, limit: Limit) -> u64 {
         let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
         self.sum(|shard| &shard.limits[index])
+    }
+
+    /// Upgraded connections tunnelled since start.
+    pub fn tunnels(&self) -> u64 {
+        self.sum(|shard| &shard.tunnels)
     }
 
     /// TLS handshakes that ended as `handshake` since start.
@@ -435,6 +447,14 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
             metrics.malformed(reason)
         );
     }
+
+    family(
+        &mut out,
+        "switchyard_tunnels_total",
+        "counter",
+        "Upgraded connections (WebSocket and the like) tunnelled to an endpoint after its 101.",
+    );
+    let _ = writeln!(out, "switchyard_tunnels_total {}", metrics.tunnels());
 
     family(
         &mut out,

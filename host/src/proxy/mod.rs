@@ -81,7 +81,7 @@ impl Proxy {
     /// the request's deadline. Errors become short local responses.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
@@ -102,6 +102,10 @@ impl Proxy {
             );
         };
         let pool = &route.pool;
+        // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
+        // is passed on, and on a 101 both connections become one tunnel.
+        let upgrade = headers::upgrade_asked(&request);
+        let mut client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let declared = parts
             .headers
@@ -115,6 +119,15 @@ impl Proxy {
         let body = ClientBody::new(body, route.max_body_bytes);
         let client_fault = body.fault();
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            parts
+                .headers
+                .insert(http::header::UPGRADE, protocol.clone());
+            parts.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+        }
         headers::add_forwarded(
             &mut parts.headers,
             client.address.ip(),
@@ -213,6 +226,13 @@ impl Proxy {
                 Ok(Ok((mut response, connection))) => {
                     let status = response.status();
                     pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade.take() {
+                            // The endpoint's connection is the tunnel's now.
+                            drop(connection);
+                            return self.tunnel(client_side, response, guard);
+                        }
+                    }
                     let connection = (connection, Arc::clone(&self.upstreams));
                     if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
                         self.counters().count_status(status);
@@ -313,6 +333,47 @@ impl Proxy {
                 avoid = Some(endpoint.id);
             }
         }
+    }
+
+    /// Answers an upgrade the endpoint accepted with its 101, and joins the
+    /// two upgraded connections into one tunnel, both ways, until either
+    /// side closes. The request stays in flight at the endpoint for the
+    /// life of the tunnel.
+    fn tunnel(
+        &self,
+        client_side: hyper::upgrade::OnUpgrade,
+        mut response: Response<Incoming>,
+        guard: crate::engine::InFlightGuard,
+    ) -> Response<ProxyBody> {
+        self.counters().count_status(response.status());
+        self.counters().count_tunnel();
+        let endpoint_side = hyper::upgrade::on(&mut response);
+        let (mut head, _) = response.into_parts();
+        let protocol = head.headers.get(http::header::UPGRADE).cloned();
+        headers::remove_hop_by_hop(&mut head.headers);
+        if let Some(protocol) = protocol {
+            head.headers.insert(http::header::UPGRADE, protocol);
+        }
+        head.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        tokio::spawn(async move {
+            let (client, endpoint) = match tokio::try_join!(client_side, endpoint_side) {
+                Ok(both) => both,
+                Err(error) => {
+                    tracing::debug!("an upgrade did not complete: {error}");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut endpoint = TokioIo::new(endpoint);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut endpoint).await {
+                tracing::debug!("a tunnel ended: {error}");
+            }
+            drop(guard);
+        });
+        Response::from_parts(head, ProxyBody::text(""))
     }
 
     /// Asks the pool's recovery policy about a failed attempt, and holds its
@@ -895,7 +956,9 @@ async fn serve_h1_with_hyper<S: ClientStream>(
         .header_read_timeout(limits.keepalive_timeout);
     let service = proxy_service(Arc::clone(&proxy), client);
     let io = ClientIo::screened(io, Arc::clone(&proxy));
-    let connection = http.serve_connection(TokioIo::new(io), service);
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     let ended = until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await;
     if let Err(error) = ended {
         if error.is_timeout() {

@@ -240,7 +240,8 @@ impl Upstreams {
         // that use it.
         let address = address.to_owned();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // With upgrades: a 101 hands the connection to a tunnel.
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!("endpoint {address} connection ended: {error}");
             }
         });
