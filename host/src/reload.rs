@@ -661,6 +661,7 @@ impl Builder<'_> {
                 max_replay_body: recovery.max_replay_body_bytes,
             });
         }
+        pool = pool.with_upstream(crate::proxy::tls::upstream_protocol(pool_config, &key)?);
         if let Some(previous) = previous {
             pool.inherit_health(previous);
         }

@@ -7,6 +7,7 @@ mod config_reload;
 mod control_api;
 mod demo;
 mod fast_path;
+mod grpc;
 mod health;
 mod hostile;
 mod protocols;

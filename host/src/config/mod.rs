@@ -405,6 +405,48 @@ pub struct PoolConfig {
     /// `observe layer4` with `on-error mark-down`); 0 disables the hold.
     #[serde(default = "default_connect_failure_hold_ms")]
     pub connect_failure_hold_ms: u64,
+    /// `protocol = "http1"`: how the proxy speaks to the endpoints:
+    /// `http1`; `h2`, HTTP/2 over TLS (ALPN `h2`; `tls` defaults apply when
+    /// the table is absent); `h2c`, HTTP/2 in clear text with prior
+    /// knowledge. One multiplexed connection per endpoint and worker for
+    /// HTTP/2.
+    #[serde(default)]
+    pub protocol: UpstreamProtocolConfig,
+    /// `tls = { server_name = "api.internal", ca = "ca.pem", verify = true }`:
+    /// connect to the endpoints over TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// A pool's `protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocolConfig {
+    /// HTTP/1.1, over TLS when the pool has a `tls` table.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/2 without TLS, with prior knowledge.
+    H2c,
+}
+
+/// A pool's `tls` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// `server_name = "api.internal"`: the name sent (SNI) and verified;
+    /// default: each endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `ca = "/etc/ssl/internal-ca.pem"`: the authorities trusted; default:
+    /// the system's (`/etc/ssl/certs`).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `verify = true`: check the endpoint's certificate and name; `false`
+    /// accepts any certificate (a test bed only).
+    #[serde(default = "default_true")]
+    pub verify: bool,
 }
 
 /// A pool's `health` table: active checks.
@@ -1074,6 +1116,20 @@ impl Config {
                             "must be from 100 to 600000 (ten minutes), got {}",
                             recovery.budget_window_ms
                         ),
+                    );
+                }
+            }
+            if pool.protocol == UpstreamProtocolConfig::H2c && pool.tls.is_some() {
+                report(
+                    format!("{key}.protocol"),
+                    "`h2c` is HTTP/2 without TLS, but the pool has a `tls` table; use `h2`".into(),
+                );
+            }
+            if let Some(name) = pool.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+                if rustls_pki_types::ServerName::try_from(name).is_err() {
+                    report(
+                        format!("{key}.tls.server_name"),
+                        format!("`{name}` is not a DNS name or IP address"),
                     );
                 }
             }

@@ -31,6 +31,35 @@ pub struct Pool {
     health: Mutex<HealthState>,
     alerts: Arc<Alerts>,
     recovery: Option<Recovery>,
+    upstream: UpstreamProtocol,
+}
+
+/// How the proxy speaks to a pool's endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProtocol {
+    /// HTTP/2 rather than HTTP/1.1.
+    pub http2: bool,
+    /// TLS to the endpoints, when set.
+    pub tls: Option<UpstreamTls>,
+    /// Keeps these connections apart from others to the same address in
+    /// the proxy's connection pools; empty for plain HTTP/1.1.
+    pub key: String,
+}
+
+impl UpstreamProtocol {
+    /// Plain HTTP/1.1: what the fast path speaks.
+    pub fn is_plain_http1(&self) -> bool {
+        !self.http2 && self.tls.is_none()
+    }
+}
+
+/// TLS to a pool's endpoints.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The roots, verifier and ALPN.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name sent and verified; `None`: each endpoint's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 /// What a pool does after a failed attempt.
@@ -123,6 +152,7 @@ impl Pool {
             policy,
             alerts,
             recovery: None,
+            upstream: UpstreamProtocol::default(),
         }
     }
 
@@ -130,6 +160,17 @@ impl Pool {
     pub fn with_recovery(mut self, recovery: Recovery) -> Self {
         self.recovery = Some(recovery);
         self
+    }
+
+    /// The same pool, speaking `upstream` to its endpoints.
+    pub fn with_upstream(mut self, upstream: UpstreamProtocol) -> Self {
+        self.upstream = upstream;
+        self
+    }
+
+    /// How the proxy speaks to the endpoints.
+    pub fn upstream(&self) -> &UpstreamProtocol {
+        &self.upstream
     }
 
     /// How the pool recovers failed attempts; `None`: it does not retry.

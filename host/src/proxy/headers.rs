@@ -69,6 +69,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request's `TE` lists `trailers` (gRPC clients send it).
+pub fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// The protocol an HTTP/1.1 request asks to upgrade to: its `Upgrade`
 /// value, when `Connection` lists `upgrade` (RFC 9110 §7.8).
 pub fn upgrade_asked<B>(request: &http::Request<B>) -> Option<HeaderValue> {

@@ -4,6 +4,7 @@
 
 mod body;
 mod framing;
+mod grpc;
 mod h1;
 pub mod headers;
 mod screen;
@@ -81,12 +82,34 @@ impl Proxy {
     /// the request's deadline. Errors become short local responses.
     pub async fn handle(
         &self,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<ProxyBody> {
+        let grpc = grpc::is_grpc(request.headers());
+        let mut deadline = Instant::now() + self.request_timeout;
+        if grpc {
+            // The client's own deadline bounds the request too.
+            if let Some(timeout) = grpc::timeout(request.headers()) {
+                deadline = deadline.min(Instant::now() + timeout);
+            }
+        }
+        let response = self.forward(request, client, deadline).await;
+        if grpc {
+            grpc::local_answer_as_status(response)
+        } else {
+            response
+        }
+    }
+
+    /// Serves one request to its end or to `deadline`.
+    async fn forward(
+        &self,
         mut request: Request<Incoming>,
         client: &ClientInfo,
+        deadline: Instant,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
         let started = Instant::now();
-        let deadline = started + self.request_timeout;
         let host = request_host(&request);
         // Held for the whole exchange, as the pool is: a reload meanwhile
         // does not change where this request goes.
@@ -118,11 +141,13 @@ impl Proxy {
         }
         let body = ClientBody::new(body, route.max_body_bytes);
         let client_fault = body.fault();
+        let protocol = pool.upstream();
+        // gRPC's `te: trailers` is hop-by-hop, and passed on to an HTTP/2
+        // endpoint, which may ask for it.
+        let wants_trailers = protocol.http2 && headers::asks_for_trailers(&parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = &upgrade {
-            parts
-                .headers
-                .insert(http::header::UPGRADE, protocol.clone());
+        if let (Some(upgrade), false) = (&upgrade, protocol.http2) {
+            parts.headers.insert(http::header::UPGRADE, upgrade.clone());
             parts.headers.insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("upgrade"),
@@ -172,7 +197,6 @@ impl Proxy {
                     }
                 },
             };
-            let uri = upstream_uri(&parts.uri);
             let attempt_body = match &mut body {
                 Ok(Either::Right(full)) => Either::Right(full.clone()),
                 streaming => match std::mem::replace(streaming, Err(())) {
@@ -185,36 +209,26 @@ impl Proxy {
                     }
                 },
             };
-            let mut upstream = Request::new(attempt_body);
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            // Endpoints are spoken to in HTTP/1.1 whatever the client spoke.
-            *upstream.version_mut() = match parts.version {
-                http::Version::HTTP_10 => http::Version::HTTP_10,
-                _ => http::Version::HTTP_11,
-            };
-            *upstream.headers_mut() = if replayable {
+            let headers = if replayable {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            if !upstream.headers().contains_key(http::header::HOST) {
-                // HTTP/1.1 requires it: an HTTP/2 client's `:authority`, or
-                // for an HTTP/1.0 client that sent none, the endpoint's.
-                let authority = parts
-                    .uri
-                    .authority()
-                    .map_or(endpoint.authority.as_str(), |a| a.as_str());
-                if let Ok(host) = http::HeaderValue::from_str(authority) {
-                    upstream.headers_mut().insert(http::header::HOST, host);
-                }
-            }
-
+            let upstream = upstream_request(
+                &parts,
+                headers,
+                attempt_body,
+                &endpoint,
+                protocol,
+                wants_trailers,
+            );
             let guard = endpoint.start();
             let sent = Instant::now();
-            let outcome =
-                tokio::time::timeout_at(deadline.into(), self.upstreams.send(&endpoint, upstream))
-                    .await;
+            let outcome = tokio::time::timeout_at(
+                deadline.into(),
+                self.upstreams.send(&endpoint, upstream, protocol),
+            )
+            .await;
             let elapsed = sent.elapsed().as_nanos() as u64;
             // The local answer for a failed attempt is made only if it is
             // sent: a retried attempt is not an error the client saw.
@@ -277,9 +291,9 @@ impl Proxy {
                         Some((
                             ProxyError::Timeout,
                             format!(
-                                "endpoint {} sent no response within {} ms",
+                                "endpoint {} sent no response within the request's {} ms",
                                 endpoint.address,
-                                self.request_timeout.as_millis()
+                                deadline.saturating_duration_since(started).as_millis()
                             ),
                         )),
                     )
@@ -509,6 +523,58 @@ impl ClientInfo {
     }
 }
 
+/// The request for an endpoint from the client's: in origin form with
+/// `Host` for HTTP/1.1 (an HTTP/2 client's `:authority`, or the endpoint's
+/// for an HTTP/1.0 client that sent none), or in absolute form without
+/// `Host` for an HTTP/2 endpoint.
+fn upstream_request(
+    parts: &http::request::Parts,
+    mut headers: http::HeaderMap,
+    body: UpstreamBody,
+    endpoint: &Endpoint,
+    protocol: &crate::engine::UpstreamProtocol,
+    wants_trailers: bool,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    let authority = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| endpoint.authority.to_string());
+    if protocol.http2 {
+        *request.version_mut() = http::Version::HTTP_2;
+        headers.remove(http::header::HOST);
+        if wants_trailers {
+            headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
+        let scheme = if protocol.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = format!("{scheme}://{authority}{path}")
+            .parse()
+            .unwrap_or_else(|_| upstream_uri(&parts.uri));
+    } else {
+        // Endpoints are spoken to in HTTP/1.1 whatever the client spoke.
+        *request.version_mut() = match parts.version {
+            http::Version::HTTP_10 => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        };
+        *request.uri_mut() = upstream_uri(&parts.uri);
+        if !headers.contains_key(http::header::HOST) {
+            if let Ok(host) = http::HeaderValue::from_str(&authority) {
+                headers.insert(http::header::HOST, host);
+            }
+        }
+    }
+    *request.headers_mut() = headers;
+    request
+}
+
 /// What the proxy does after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NextStep {
@@ -609,6 +675,11 @@ fn classify(error: &UpstreamError) -> (FailureKind, ProxyError, &'static str) {
             ProxyError::Upstream,
             "bad response from",
         ),
+        UpstreamError::Tls(_) => (
+            FailureKind::ConnectTimeout,
+            ProxyError::Connect,
+            "cannot connect to",
+        ),
     }
 }
 
@@ -624,7 +695,7 @@ pub fn request_host<B>(request: &Request<B>) -> Option<&str> {
 }
 
 /// A host value without its port; an IPv6 literal without its brackets.
-fn host_without_port(raw: &str) -> &str {
+pub(crate) fn host_without_port(raw: &str) -> &str {
     match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),

@@ -21,8 +21,10 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{CertificateConfig, TlsConfig};
-use crate::engine::{Alerts, Severity};
+use crate::config::{
+    CertificateConfig, PoolConfig, TlsConfig, UpstreamProtocolConfig, UpstreamTlsConfig,
+};
+use crate::engine::{Alerts, Severity, UpstreamProtocol, UpstreamTls};
 
 /// Sessions kept for resumption by session id (TLS 1.2), per listener.
 const SESSION_CACHE: usize = 20_480;
@@ -300,4 +302,161 @@ fn names_of(leaf: &CertificateDer<'_>) -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(names)
+}
+
+/// How the proxy speaks to the endpoints of `pool` (at config key `key`):
+/// its protocol, and the TLS client config, built once per pool, with the
+/// roots read from `tls.ca` or the system's.
+pub fn upstream_protocol(pool: &PoolConfig, key: &str) -> anyhow::Result<UpstreamProtocol> {
+    let http2 = pool.protocol != UpstreamProtocolConfig::Http1;
+    let tls = match (&pool.tls, pool.protocol) {
+        (Some(tls), _) => Some(tls.clone()),
+        // HTTP/2 over TLS with the defaults.
+        (None, UpstreamProtocolConfig::H2) => Some(UpstreamTlsConfig {
+            verify: true,
+            ..UpstreamTlsConfig::default()
+        }),
+        (None, _) => None,
+    };
+    let Some(tls) = tls else {
+        let key = if http2 {
+            format!("h2c|{}", pool.name)
+        } else {
+            String::new()
+        };
+        return Ok(UpstreamProtocol {
+            http2,
+            tls: None,
+            key,
+        });
+    };
+    let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
+    let config = client_config(&tls, alpn, key)?;
+    let server_name = match &tls.server_name {
+        Some(name) => Some(
+            rustls_pki_types::ServerName::try_from(name.clone())
+                .map_err(|error| anyhow::anyhow!("{key}.tls.server_name = `{name}`: {error}"))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamProtocol {
+        http2,
+        tls: Some(UpstreamTls {
+            config,
+            server_name,
+        }),
+        key: format!("{}|{}", if http2 { "h2" } else { "h1s" }, pool.name),
+    })
+}
+
+/// The system's trusted roots, read once.
+fn system_roots() -> anyhow::Result<Arc<rustls::RootCertStore>> {
+    static ROOTS: std::sync::OnceLock<Result<Arc<rustls::RootCertStore>, String>> =
+        std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(format!(
+                    "no trusted roots found in the system's store ({:?})",
+                    found.errors
+                ));
+            }
+            Ok(Arc::new(roots))
+        })
+        .clone()
+        .map_err(|error| anyhow::anyhow!(error))
+}
+
+fn client_config(
+    tls: &UpstreamTlsConfig,
+    alpn: &[u8],
+    key: &str,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("the TLS provider lacks TLS 1.2 or 1.3")?;
+    let mut config = if !tls.verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let roots = match &tls.ca {
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect())
+                    .map_err(|error| {
+                        anyhow::anyhow!("{key}.tls.ca = {}: {error}", path.display())
+                    })?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    anyhow::bail!(
+                        "{key}.tls.ca = {}: holds no usable certificate",
+                        path.display()
+                    );
+                }
+                Arc::new(roots)
+            }
+            None => system_roots().with_context(|| format!("{key}.tls: no `ca` is set"))?,
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `verify = false`: any certificate is taken, though the handshake's
+/// signatures are still checked (the peer holds the key of the certificate
+/// it sent).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

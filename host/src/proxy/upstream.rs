@@ -9,17 +9,20 @@
 //! of its response.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::UpstreamBody;
-use crate::engine::Endpoint;
+use crate::engine::{Endpoint, UpstreamProtocol, UpstreamTls};
 
 /// Idle connections kept per endpoint and worker at most; more are closed.
 const MAX_IDLE_PER_ENDPOINT: usize = 512;
@@ -27,8 +30,12 @@ const MAX_IDLE_PER_ENDPOINT: usize = 512;
 /// One worker's connections to every endpoint.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// hyper's connections.
+    /// hyper's HTTP/1 connections, by address (plain) or by the pool's
+    /// protocol key and address (TLS).
     idle: IdleLists<SendRequest<UpstreamBody>>,
+    /// HTTP/2 connections, one per pool protocol key and address: each
+    /// carries every concurrent request to its endpoint.
+    multiplexed: Mutex<HashMap<String, http2::SendRequest<UpstreamBody>>>,
     /// The HTTP/1 fast path's plain sockets.
     raw_idle: IdleLists<TcpStream>,
     connect_timeout: Duration,
@@ -88,8 +95,11 @@ impl<C> IdleLists<C> {
 /// once the response has been read to its end.
 #[derive(Debug)]
 pub struct Lent {
-    sender: SendRequest<UpstreamBody>,
+    /// `None` for HTTP/2, whose connection is shared rather than lent.
+    sender: Option<SendRequest<UpstreamBody>>,
     endpoint: Arc<Endpoint>,
+    /// The pool key when it is not the endpoint's address.
+    key: Option<String>,
 }
 
 /// A lent connection and the pool to give it back to.
@@ -117,6 +127,9 @@ pub enum UpstreamError {
     /// The endpoint's response is not valid HTTP/1.1.
     #[error("invalid response: {0}")]
     BadResponse(&'static str),
+    /// The TLS handshake failed, or did not agree on the protocol.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl UpstreamError {
@@ -128,6 +141,7 @@ impl UpstreamError {
             UpstreamError::ConnectRefused(_)
                 | UpstreamError::Connect(_)
                 | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::Tls(_)
         )
     }
 }
@@ -138,26 +152,43 @@ impl Upstreams {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Upstreams {
             idle: IdleLists::new(),
+            multiplexed: Mutex::new(HashMap::new()),
             raw_idle: IdleLists::new(),
             connect_timeout,
             idle_timeout,
         }
     }
 
-    /// Sends `request` to `endpoint` over an idle connection,
-    /// or a new one when none is ready. A pooled connection that turns out
-    /// closed before it took the request hands it back, and the next is
-    /// tried, so a request is never lost to a stale connection.
+    /// Sends `request` to `endpoint` in the pool's `protocol`: over an idle
+    /// HTTP/1 connection, or a new one when none is ready (a pooled
+    /// connection that turns out closed before it took the request hands it
+    /// back, and the next is tried, so a request is never lost to a stale
+    /// connection); or over the endpoint's HTTP/2 connection.
     pub async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut request: Request<UpstreamBody>,
+        protocol: &UpstreamProtocol,
     ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
-        while let Some(mut sender) = self.checkout(&endpoint.address) {
+        if protocol.http2 {
+            return self.send_multiplexed(endpoint, request, protocol).await;
+        }
+        let key =
+            (!protocol.key.is_empty()).then(|| format!("{}|{}", protocol.key, endpoint.address));
+        let pooled_as = key.as_deref().unwrap_or(&endpoint.address);
+        while let Some(mut sender) = self.checkout(pooled_as) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let endpoint = Arc::clone(endpoint);
-                    return Ok((response, Lent { sender, endpoint }));
+                    let sender = Some(sender);
+                    return Ok((
+                        response,
+                        Lent {
+                            sender,
+                            endpoint,
+                            key,
+                        },
+                    ));
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) => request = unsent,
@@ -165,19 +196,67 @@ impl Upstreams {
                 },
             }
         }
-        let mut sender = self.connect(&endpoint.address).await?;
+        let mut sender = self.connect(endpoint, protocol.tls.as_ref()).await?;
         let response = sender
             .send_request(request)
             .await
             .map_err(UpstreamError::Exchange)?;
         let endpoint = Arc::clone(endpoint);
-        Ok((response, Lent { sender, endpoint }))
+        let sender = Some(sender);
+        Ok((
+            response,
+            Lent {
+                sender,
+                endpoint,
+                key,
+            },
+        ))
+    }
+
+    /// Sends over the endpoint's HTTP/2 connection, opening it first when
+    /// there is none or it has closed.
+    async fn send_multiplexed(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        request: Request<UpstreamBody>,
+        protocol: &UpstreamProtocol,
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+        let key = format!("{}|{}", protocol.key, endpoint.address);
+        let open = {
+            let connections = self.multiplexed.lock().unwrap_or_else(|e| e.into_inner());
+            connections.get(&key).filter(|s| !s.is_closed()).cloned()
+        };
+        let mut sender = match open {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect_h2(endpoint, protocol.tls.as_ref()).await?;
+                self.multiplexed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, sender.clone());
+                sender
+            }
+        };
+        // Waits while the endpoint's limit of concurrent streams is reached.
+        sender.ready().await.map_err(UpstreamError::Exchange)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        let lent = Lent {
+            sender: None,
+            endpoint: Arc::clone(endpoint),
+            key: None,
+        };
+        Ok((response, lent))
     }
 
     /// Puts a connection whose exchange ended cleanly back in the pool.
     pub fn give_back(&self, lent: Lent) {
-        if !lent.sender.is_closed() {
-            self.idle.put(&lent.endpoint.address, lent.sender);
+        let Some(sender) = lent.sender else { return };
+        if !sender.is_closed() {
+            let key = lent.key.as_deref().unwrap_or(&lent.endpoint.address);
+            self.idle.put(key, sender);
         }
     }
 
@@ -187,6 +266,10 @@ impl Upstreams {
         let fresh = |since: Instant| now.duration_since(since) < self.idle_timeout;
         self.idle
             .retain(|sender, since| !sender.is_closed() && fresh(since));
+        self.multiplexed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, sender| !sender.is_closed());
         self.raw_idle
             .retain(|stream, since| fresh(since) && is_open(stream));
     }
@@ -228,26 +311,110 @@ impl Upstreams {
         })
     }
 
-    async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let stream = self.connect_raw(address).await?;
+    /// A new HTTP/1 connection to `endpoint`, over TLS when `tls` is set.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let stream = self.open(endpoint, tls, b"http/1.1").await?;
         // One buffer per write, as on the client side (see `serve`).
         let (sender, connection) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Exchange)?;
-        // The connection is driven on this worker, beside the requests
-        // that use it.
-        let address = address.to_owned();
-        tokio::spawn(async move {
-            // With upgrades: a 101 hands the connection to a tunnel.
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!("endpoint {address} connection ended: {error}");
-            }
-        });
+        // With upgrades: a 101 hands the connection to a tunnel.
+        drive(endpoint, connection.with_upgrades());
         Ok(sender)
     }
+
+    /// A new HTTP/2 connection to `endpoint`: with prior knowledge, or over
+    /// TLS with ALPN `h2`.
+    async fn connect_h2(
+        &self,
+        endpoint: &Endpoint,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
+        let stream = self.open(endpoint, tls, b"h2").await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        drive(endpoint, connection);
+        Ok(sender)
+    }
+
+    /// A connection to `endpoint`, over TLS (agreeing on `alpn`) when `tls`
+    /// is set.
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+        tls: Option<&UpstreamTls>,
+        alpn: &[u8],
+    ) -> Result<EndpointStream, UpstreamError> {
+        let stream = self.connect_raw(&endpoint.address).await?;
+        Ok(match tls {
+            None => Either::Left(stream),
+            Some(tls) => Either::Right(self.handshake(endpoint, stream, tls, alpn).await?),
+        })
+    }
+
+    /// The TLS handshake with `endpoint`, within the connect timeout, which
+    /// must agree on `alpn`.
+    async fn handshake(
+        &self,
+        endpoint: &Endpoint,
+        stream: TcpStream,
+        tls: &UpstreamTls,
+        alpn: &[u8],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        let name = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = super::host_without_port(endpoint.authority.as_str()).to_string();
+                rustls_pki_types::ServerName::try_from(host)
+                    .map_err(|e| UpstreamError::Tls(format!("the endpoint's host: {e}")))?
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+        let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        if stream.get_ref().1.alpn_protocol() != Some(alpn) {
+            return Err(UpstreamError::Tls(format!(
+                "the endpoint did not agree to {} (ALPN)",
+                String::from_utf8_lossy(alpn)
+            )));
+        }
+        Ok(stream)
+    }
 }
+
+/// A connection to an endpoint: plain, or TLS.
+type EndpointStream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Drives a connection to `endpoint` on this worker, beside the requests
+/// that use it.
+fn drive(
+    endpoint: &Endpoint,
+    connection: impl Future<Output = hyper::Result<()>> + Send + 'static,
+) {
+    let address = endpoint.address.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!("endpoint {address} connection ended: {error}");
+        }
+    });
+}
+
+/// How often an idle HTTP/2 connection to an endpoint is pinged, so a dead
+/// one is found before a request is sent on it.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Whether an idle connection is still open: it has neither been closed by
 /// the endpoint nor sent bytes nobody asked for. The read does not wait.
