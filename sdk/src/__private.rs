@@ -39,8 +39,8 @@ mod wasm {
             export_macro_name: "export_balancer_world",
             default_bindings_module: "switchyard_sdk::__private::balancer_world",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -55,8 +55,8 @@ mod wasm {
             export_macro_name: "export_health_world",
             default_bindings_module: "switchyard_sdk::__private::health_world",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -71,8 +71,8 @@ mod wasm {
             export_macro_name: "export_recovery_world",
             default_bindings_module: "switchyard_sdk::__private::recovery_world",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -269,6 +269,7 @@ mod wasm {
                 raw::FailureKind::Reset => crate::FailureKind::Reset,
                 raw::FailureKind::ResponseTimeout => crate::FailureKind::ResponseTimeout,
                 raw::FailureKind::Status(status) => crate::FailureKind::Status(status),
+                raw::FailureKind::GrpcStatus(code) => crate::FailureKind::GrpcStatus(code),
             },
             request: request_from_wit(failure.request),
             method: failure.method,

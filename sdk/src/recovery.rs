@@ -2,13 +2,15 @@
 
 use crate::{EndpointId, RequestInfo};
 
-/// How an attempt failed.
+/// How an attempt failed. More kinds may come: match with a `_` arm.
 ///
 /// ```
 /// use switchyard_sdk::FailureKind;
 /// assert!(FailureKind::Status(503).is_status());
+/// assert!(FailureKind::GrpcStatus(14).is_status());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The endpoint refused the connection.
     ConnectRefused,
@@ -20,16 +22,27 @@ pub enum FailureKind {
     ResponseTimeout,
     /// The endpoint answered with this status (one the route counts as failed).
     Status(u16),
+    /// A gRPC endpoint answered the call with this status in a
+    /// trailers-only response: 2 unknown, 4 deadline exceeded, 8 resource
+    /// exhausted, 13 internal, 14 unavailable, 15 data loss.
+    ///
+    /// ```
+    /// use switchyard_sdk::FailureKind;
+    /// const UNAVAILABLE: u32 = 14;
+    /// let kind = FailureKind::GrpcStatus(UNAVAILABLE);
+    /// assert!(matches!(kind, FailureKind::GrpcStatus(14)));
+    /// ```
+    GrpcStatus(u32),
 }
 
 impl FailureKind {
-    /// Whether the endpoint answered at all.
+    /// Whether the endpoint answered at all (with an HTTP or a gRPC status).
     ///
     /// ```
     /// assert!(!switchyard_sdk::FailureKind::Reset.is_status());
     /// ```
     pub fn is_status(self) -> bool {
-        matches!(self, FailureKind::Status(_))
+        matches!(self, FailureKind::Status(_) | FailureKind::GrpcStatus(_))
     }
 }
 

@@ -44,6 +44,9 @@ impl tonic::server::UnaryService<Note> for Echo {
         let name = self.0;
         Box::pin(async move {
             let note = request.into_inner();
+            if name == "down" {
+                return Err(Status::unavailable("this server is down"));
+            }
             match note.text.as_str() {
                 "fail" => Err(Status::unavailable("asked to fail")),
                 "slow" => {
@@ -397,4 +400,57 @@ async fn http1_endpoints_over_tls_are_verified_or_not_as_configured() {
     let reply = client.get(&proxy.url("/other")).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(reply.body.contains("TLS"), "{}", reply.body);
+}
+
+/// A pool of a server that answers every call UNAVAILABLE and one that
+/// works, with `recovery`: the policy is told the gRPC status (or, built
+/// against contract 0.1.0, the 503 paired with it) and ejects the server.
+async fn unavailable_endpoint_is_ejected_by(recovery_plugin: &str) {
+    let plugins = plugin_dir(&[("policy", recovery_plugin)]);
+    let (down, _, _down_task) = grpc_server("down", None).await;
+    let (up, _, _up_task) = grpc_server("up", None).await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"grpc\"\nprotocol = \"h2c\"\nrecovery = {{ plugin = \"policy\" }}\n\
+             outlier = {{ enabled = false }}\n\
+             endpoints = [{{ address = \"{down}\" }}, {{ address = \"{up}\" }}]\n"
+        ),
+    );
+    let mut grpc = client(&proxy).await;
+    let mut unavailable = 0;
+    for _ in 0..20 {
+        match echo(&mut grpc, "hello", None).await {
+            Ok(note) => assert_eq!(note.text, "hello from up"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable);
+                assert_eq!(status.message(), "this server is down");
+                unavailable += 1;
+            }
+        }
+    }
+    assert_eq!(
+        unavailable, 1,
+        "one call reached the down server, then it was ejected"
+    );
+    let pools = pools_now(&proxy, &HttpClient::default()).await;
+    let down_health = &pools["pools"][0]["endpoints"][0]["health"];
+    assert!(
+        down_health["ejected_for_ms"].as_u64().is_some(),
+        "{pools:#}"
+    );
+    assert_eq!(
+        pools["pools"][0]["endpoints"][0]["load"]["failures"], 1,
+        "{pools:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_policy_is_told_the_grpc_status_and_ejects_on_unavailable() {
+    unavailable_endpoint_is_ejected_by("eject-on-grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_policy_built_against_contract_0_1_0_still_loads_and_sees_503() {
+    unavailable_endpoint_is_ejected_by("eject-0-1-0").await;
 }

@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 20] = [
+const PLUGIN_CRATES: [&str; 22] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -47,6 +47,8 @@ const PLUGIN_CRATES: [&str; 20] = [
     "tests/plugins/always-healthy",
     "tests/plugins/wasi-sandbox",
     "tests/plugins/hostile-health",
+    "tests/plugins/eject-on-grpc",
+    "tests/plugins/eject-0-1-0",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];

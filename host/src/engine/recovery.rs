@@ -21,6 +21,26 @@ pub enum FailureKind {
     ResponseTimeout,
     /// The endpoint answered with this status (5xx or 429).
     Status(u16),
+    /// A gRPC endpoint answered with this status in a trailers-only
+    /// response (unknown, deadline exceeded, resource exhausted, internal,
+    /// unavailable or data loss).
+    GrpcStatus(u32),
+}
+
+impl FailureKind {
+    /// The HTTP status of a failure the endpoint answered: its own, or for
+    /// a gRPC status the one the gRPC spec pairs with it (for policies
+    /// that know only HTTP statuses).
+    pub fn http_status(self) -> Option<u16> {
+        match self {
+            FailureKind::Status(status) => Some(status),
+            FailureKind::GrpcStatus(4) => Some(504),
+            FailureKind::GrpcStatus(8) => Some(429),
+            FailureKind::GrpcStatus(14) => Some(503),
+            FailureKind::GrpcStatus(_) => Some(500),
+            _ => None,
+        }
+    }
 }
 
 /// One failed attempt.

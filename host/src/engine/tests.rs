@@ -398,3 +398,14 @@ fn a_cut_response_is_a_failure_of_its_endpoint() {
         "three failures in a row eject"
     );
 }
+
+#[test]
+fn grpc_failures_pair_with_the_http_statuses_of_the_grpc_spec() {
+    use crate::engine::FailureKind;
+    assert_eq!(FailureKind::GrpcStatus(14).http_status(), Some(503));
+    assert_eq!(FailureKind::GrpcStatus(4).http_status(), Some(504));
+    assert_eq!(FailureKind::GrpcStatus(8).http_status(), Some(429));
+    assert_eq!(FailureKind::GrpcStatus(13).http_status(), Some(500));
+    assert_eq!(FailureKind::Status(502).http_status(), Some(502));
+    assert_eq!(FailureKind::Reset.http_status(), None);
+}

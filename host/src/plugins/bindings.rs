@@ -44,5 +44,20 @@ pub mod recovery {
     });
 }
 
+/// The recovery world of contract 0.1.0 (before `grpc-status`), so
+/// recovery policies built against it keep loading: the only world whose
+/// types changed in 0.1.1. Its shared imports are the current ones (the
+/// linker matches 0.1.0 imports to 0.1.1 by semver).
+pub mod recovery_0_1_0 {
+    wasmtime::component::bindgen!({
+        path: "../wit-compat/0.1.0",
+        world: "recovery-plugin",
+        with: {
+            "switchyard:plugin/types": crate::plugins::bindings::common::switchyard::plugin::types,
+            "switchyard:plugin/host": crate::plugins::bindings::common::switchyard::plugin::host,
+        },
+    });
+}
+
 pub use common::switchyard::plugin::{host, types};
 pub use health::switchyard::plugin::probe;

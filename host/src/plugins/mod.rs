@@ -574,6 +574,12 @@ impl PluginRuntime {
             World::HealthCheck => {
                 Prepared::HealthCheck(bindings::health::HealthPluginPre::new(pre).map_err(typed)?)
             }
+            // Built against contract 0.1.0: served through its types.
+            World::Recovery if exports_version(&self.shared.engine, component, "0.1.0") => {
+                Prepared::Recovery0_1_0(
+                    bindings::recovery_0_1_0::RecoveryPluginPre::new(pre).map_err(typed)?,
+                )
+            }
             World::Recovery => {
                 Prepared::Recovery(bindings::recovery::RecoveryPluginPre::new(pre).map_err(typed)?)
             }
@@ -660,6 +666,15 @@ fn imports_request_header(bytes: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Whether the component's contract export is of this version (the
+/// `@VERSION` of `switchyard:plugin/...`).
+fn exports_version(engine: &Engine, component: &Component, version: &str) -> bool {
+    component.component_type().exports(engine).any(|(name, _)| {
+        name.starts_with("switchyard:plugin/")
+            && name.rsplit_once('@').is_some_and(|(_, v)| v == version)
+    })
 }
 
 /// Which of the three contracts the component exports.

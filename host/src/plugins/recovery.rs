@@ -9,6 +9,8 @@ use wasmtime::Store;
 
 use super::bindings::recovery::exports::switchyard::plugin::recovery as wit;
 use super::bindings::recovery::RecoveryPlugin;
+use super::bindings::recovery_0_1_0::exports::switchyard::plugin::recovery as wit_0_1_0;
+use super::bindings::recovery_0_1_0::RecoveryPlugin as RecoveryPlugin0_1_0;
 use super::bindings::types;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
@@ -28,7 +30,14 @@ thread_local! {
 pub(crate) struct RecoveryInstance {
     version_id: u64,
     store: Store<StoreState>,
-    plugin: RecoveryPlugin,
+    plugin: Exports,
+}
+
+/// A recovery plugin's exports, by the contract it was built against.
+enum Exports {
+    Current(RecoveryPlugin),
+    /// Contract 0.1.0: no `grpc-status` failure kind.
+    V0_1_0(RecoveryPlugin0_1_0),
 }
 
 impl RecoveryInstance {
@@ -39,22 +48,40 @@ impl RecoveryInstance {
         version: &PluginVersion,
         config_json: &str,
     ) -> Result<RecoveryInstance, String> {
-        let Prepared::Recovery(pre) = &version.prepared else {
-            return Err(format!(
-                "the file is {}, not a recovery policy",
-                version.world.describe()
-            ));
+        let (store, plugin) = match &version.prepared {
+            Prepared::Recovery(pre) => {
+                let (store, plugin) = set_up(
+                    shared,
+                    slot,
+                    |store| pre.instantiate(store),
+                    |plugin, store| {
+                        plugin
+                            .switchyard_plugin_recovery()
+                            .call_configure(store, config_json)
+                    },
+                )?;
+                (store, Exports::Current(plugin))
+            }
+            Prepared::Recovery0_1_0(pre) => {
+                let (store, plugin) = set_up(
+                    shared,
+                    slot,
+                    |store| pre.instantiate(store),
+                    |plugin, store| {
+                        plugin
+                            .switchyard_plugin_recovery()
+                            .call_configure(store, config_json)
+                    },
+                )?;
+                (store, Exports::V0_1_0(plugin))
+            }
+            _ => {
+                return Err(format!(
+                    "the file is {}, not a recovery policy",
+                    version.world.describe()
+                ))
+            }
         };
-        let (store, plugin) = set_up(
-            shared,
-            slot,
-            |store| pre.instantiate(store),
-            |plugin, store| {
-                plugin
-                    .switchyard_plugin_recovery()
-                    .call_configure(store, config_json)
-            },
-        )?;
         Ok(RecoveryInstance {
             version_id: version.id,
             store,
@@ -133,27 +160,58 @@ impl WasmRecovery {
             attempt: failure.request.attempt,
             hash: failure.request.hash,
         };
-        let wit_failure = wit::Failure {
-            endpoint: failure.endpoint,
-            kind: match failure.kind {
-                FailureKind::ConnectRefused => wit::FailureKind::ConnectRefused,
-                FailureKind::ConnectTimeout => wit::FailureKind::ConnectTimeout,
-                FailureKind::Reset => wit::FailureKind::Reset,
-                FailureKind::ResponseTimeout => wit::FailureKind::ResponseTimeout,
-                FailureKind::Status(status) => wit::FailureKind::Status(status),
-            },
-            request,
-            method: failure.method.clone(),
-            replayable: failure.replayable,
-            elapsed_ms: failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32,
-        };
+        let elapsed_ms = failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32;
         begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
-        let decision = live
-            .plugin
-            .switchyard_plugin_recovery()
-            .call_on_failure(&mut live.store, &wit_failure);
+        let decision = match &live.plugin {
+            Exports::Current(plugin) => {
+                let kind = match failure.kind {
+                    FailureKind::ConnectRefused => wit::FailureKind::ConnectRefused,
+                    FailureKind::ConnectTimeout => wit::FailureKind::ConnectTimeout,
+                    FailureKind::Reset => wit::FailureKind::Reset,
+                    FailureKind::ResponseTimeout => wit::FailureKind::ResponseTimeout,
+                    FailureKind::Status(status) => wit::FailureKind::Status(status),
+                    FailureKind::GrpcStatus(code) => wit::FailureKind::GrpcStatus(code),
+                };
+                let wit_failure = wit::Failure {
+                    endpoint: failure.endpoint,
+                    kind,
+                    request,
+                    method: failure.method.clone(),
+                    replayable: failure.replayable,
+                    elapsed_ms,
+                };
+                plugin
+                    .switchyard_plugin_recovery()
+                    .call_on_failure(&mut live.store, &wit_failure)
+                    .map(|decision| from_wit!(wit, decision))
+            }
+            Exports::V0_1_0(plugin) => {
+                // A gRPC status reaches it as the HTTP status paired with it.
+                let kind = match failure.kind {
+                    FailureKind::ConnectRefused => wit_0_1_0::FailureKind::ConnectRefused,
+                    FailureKind::ConnectTimeout => wit_0_1_0::FailureKind::ConnectTimeout,
+                    FailureKind::Reset => wit_0_1_0::FailureKind::Reset,
+                    FailureKind::ResponseTimeout => wit_0_1_0::FailureKind::ResponseTimeout,
+                    kind @ (FailureKind::Status(_) | FailureKind::GrpcStatus(_)) => {
+                        wit_0_1_0::FailureKind::Status(kind.http_status().unwrap_or(500))
+                    }
+                };
+                let wit_failure = wit_0_1_0::Failure {
+                    endpoint: failure.endpoint,
+                    kind,
+                    request,
+                    method: failure.method.clone(),
+                    replayable: failure.replayable,
+                    elapsed_ms,
+                };
+                plugin
+                    .switchyard_plugin_recovery()
+                    .call_on_failure(&mut live.store, &wit_failure)
+                    .map(|decision| from_wit!(wit_0_1_0, decision))
+            }
+        };
         match decision {
-            Ok(decision) => Ok(from_wit(decision)),
+            Ok(decision) => Ok(decision),
             Err(error) => {
                 let reason = describe_failure(&live.store, &error, "on-failure");
                 *entry = None;
@@ -163,20 +221,25 @@ impl WasmRecovery {
     }
 }
 
-fn from_wit(decision: wit::Decision) -> Decision {
-    let retry = |retry: wit::Retry| Retry {
-        delay: Duration::from_millis(u64::from(retry.delay_ms)),
-        same_endpoint: retry.same_endpoint,
-    };
-    match decision {
-        wit::Decision::Retry(r) => Decision::Retry(retry(r)),
-        wit::Decision::Eject(ejection) => Decision::Eject {
-            duration: Duration::from_millis(u64::from(ejection.duration_ms)),
-            retry: ejection.retry.map(retry),
-        },
-        wit::Decision::GiveUp(status) => Decision::GiveUp(status),
-    }
+/// The engine's decision from a plugin's, in either contract's types (the
+/// same shape).
+macro_rules! from_wit {
+    ($wit:ident, $decision:expr) => {{
+        let retry = |retry: $wit::Retry| Retry {
+            delay: Duration::from_millis(u64::from(retry.delay_ms)),
+            same_endpoint: retry.same_endpoint,
+        };
+        match $decision {
+            $wit::Decision::Retry(r) => Decision::Retry(retry(r)),
+            $wit::Decision::Eject(ejection) => Decision::Eject {
+                duration: Duration::from_millis(u64::from(ejection.duration_ms)),
+                retry: ejection.retry.map(retry),
+            },
+            $wit::Decision::GiveUp(status) => Decision::GiveUp(status),
+        }
+    }};
 }
+use from_wit;
 
 impl RecoveryPolicy for WasmRecovery {
     fn on_failure(&self, failure: &Failure) -> Decision {

@@ -76,6 +76,8 @@ pub enum Prepared {
     HealthCheck(bindings::health::HealthPluginPre<StoreState>),
     /// A recovery policy.
     Recovery(bindings::recovery::RecoveryPluginPre<StoreState>),
+    /// A recovery policy built against contract 0.1.0.
+    Recovery0_1_0(bindings::recovery_0_1_0::RecoveryPluginPre<StoreState>),
 }
 
 impl std::fmt::Debug for Prepared {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Prepared {
             Prepared::Balancer(_) => "Prepared::Balancer",
             Prepared::HealthCheck(_) => "Prepared::HealthCheck",
             Prepared::Recovery(_) => "Prepared::Recovery",
+            Prepared::Recovery0_1_0(_) => "Prepared::Recovery0_1_0",
         })
     }
 }

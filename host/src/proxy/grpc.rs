@@ -36,6 +36,18 @@ pub(super) fn timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// gRPC statuses that say the endpoint failed the call (rather than the
+/// call being wrong): unknown, deadline exceeded, resource exhausted,
+/// internal, unavailable, data loss. They count against the endpoint, and
+/// recovery policies see them as `grpc-status`.
+pub(crate) const FAILING_STATUSES: [u32; 6] = [2, 4, 8, 13, 14, 15];
+
+/// The failing status of a trailers-only gRPC response, if it is one.
+pub(super) fn failing_status(headers: &HeaderMap) -> Option<u32> {
+    let code: u32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    FAILING_STATUSES.contains(&code).then_some(code)
+}
+
 /// A local answer of the proxy (one with `x-switchyard-error`) made a
 /// trailers-only gRPC response: HTTP 200, `grpc-status` by the HTTP status
 /// as the gRPC spec maps them, `grpc-message` with the cause. The

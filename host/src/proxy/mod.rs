@@ -93,7 +93,7 @@ impl Proxy {
                 deadline = deadline.min(Instant::now() + timeout);
             }
         }
-        let response = self.forward(request, client, deadline).await;
+        let response = self.forward(request, client, deadline, grpc).await;
         if grpc {
             grpc::local_answer_as_status(response)
         } else {
@@ -107,6 +107,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         client: &ClientInfo,
         deadline: Instant,
+        grpc: bool,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
         let started = Instant::now();
@@ -239,7 +240,13 @@ impl Proxy {
             ) = match outcome {
                 Ok(Ok((mut response, connection))) => {
                     let status = response.status();
-                    pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
+                    // A gRPC call that failed before any message says so in
+                    // a trailers-only response.
+                    let grpc_failure = grpc
+                        .then(|| grpc::failing_status(response.headers()))
+                        .flatten();
+                    let failed = status.is_server_error() || grpc_failure.is_some();
+                    pool.record_outcome(&endpoint, elapsed, !failed);
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade.take() {
                             // The endpoint's connection is the tunnel's now.
@@ -248,7 +255,7 @@ impl Proxy {
                         }
                     }
                     let connection = (connection, Arc::clone(&self.upstreams));
-                    if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
+                    if !failed && status != StatusCode::TOO_MANY_REQUESTS {
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
                         let cut = self.cut_report(pool, &endpoint);
@@ -257,11 +264,11 @@ impl Proxy {
                             ProxyBody::upstream(body, Some(guard), connection, Some(cut), stall)
                         });
                     }
-                    (
-                        FailureKind::Status(status.as_u16()),
-                        Some((response, connection)),
-                        None,
-                    )
+                    let kind = match grpc_failure {
+                        Some(code) => FailureKind::GrpcStatus(code),
+                        None => FailureKind::Status(status.as_u16()),
+                    };
+                    (kind, Some((response, connection)), None)
                 }
                 Ok(Err(error)) => {
                     // The client's body broke off or ran over its limit:
