@@ -48,31 +48,28 @@ impl RecoveryInstance {
         version: &PluginVersion,
         config_json: &str,
     ) -> Result<RecoveryInstance, String> {
-        let (store, plugin) = match &version.prepared {
-            Prepared::Recovery(pre) => {
-                let (store, plugin) = set_up(
+        // The same steps for either contract's bindings.
+        macro_rules! instantiate {
+            ($pre:expr) => {
+                set_up(
                     shared,
                     slot,
-                    |store| pre.instantiate(store),
+                    |store| $pre.instantiate(store),
                     |plugin, store| {
                         plugin
                             .switchyard_plugin_recovery()
                             .call_configure(store, config_json)
                     },
-                )?;
+                )?
+            };
+        }
+        let (store, plugin) = match &version.prepared {
+            Prepared::Recovery(pre) => {
+                let (store, plugin) = instantiate!(pre);
                 (store, Exports::Current(plugin))
             }
             Prepared::Recovery0_1_0(pre) => {
-                let (store, plugin) = set_up(
-                    shared,
-                    slot,
-                    |store| pre.instantiate(store),
-                    |plugin, store| {
-                        plugin
-                            .switchyard_plugin_recovery()
-                            .call_configure(store, config_json)
-                    },
-                )?;
+                let (store, plugin) = instantiate!(pre);
                 (store, Exports::V0_1_0(plugin))
             }
             _ => {
