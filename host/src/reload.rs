@@ -700,7 +700,8 @@ impl Builder<'_> {
                             &config_json,
                             &format!("{key}.health"),
                         )?;
-                        self.runtime.health_check(plugin, name, &config_json)
+                        self.runtime
+                            .health_check(plugin, name, &config_json, pool.upstream())
                     }
                     None => Arc::new(TcpCheck),
                 };

@@ -350,7 +350,7 @@ async fn grpc_reaches_an_endpoint_over_tls_with_alpn_h2_and_a_wrong_ca_is_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_endpoints_over_tls_are_verified_or_not_as_configured() {
-    let plugins = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(&[("http-health", "http-health")]);
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca) = certificate(dir.path());
     // An HTTPS/1.1 endpoint: the test's hyper server behind rustls.
@@ -382,8 +382,10 @@ async fn http1_endpoints_over_tls_are_verified_or_not_as_configured() {
             });
         }
     });
+    // The verified pool's health checks probe over TLS too.
     let body = format!(
-        "[[pools]]\nname = \"verified\"\ntls = {{ ca = \"{ca}\", server_name = \"localhost\" }}\nendpoints = [{{ address = \"{addr}\" }}]\n\n\
+        "[[pools]]\nname = \"verified\"\ntls = {{ ca = \"{ca}\", server_name = \"localhost\" }}\nendpoints = [{{ address = \"{addr}\" }}]\n\
+         health = {{ plugin = \"http-health\", interval_ms = 100, timeout_ms = 100, rise = 1, config = {{ path = \"/healthz\" }} }}\n\n\
          [[pools]]\nname = \"unverified\"\ntls = {{ verify = false }}\nendpoints = [{{ address = \"{addr}\" }}]\n\n\
          [[pools]]\nname = \"system-roots\"\ntls = {{ server_name = \"localhost\" }}\nendpoints = [{{ address = \"{addr}\" }}]\n\n\
          [[routes]]\npath_prefix = \"/verified\"\npool = \"verified\"\n\n\
@@ -392,6 +394,10 @@ async fn http1_endpoints_over_tls_are_verified_or_not_as_configured() {
     );
     let proxy = Switchyard::start(plugins.path(), &body);
     let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "a passing check over TLS", |pools| {
+        pools["pools"][0]["endpoints"][0]["health"]["active"] == "healthy"
+    })
+    .await;
     let reply = client.get(&proxy.url("/verified")).await;
     assert_eq!((reply.status, reply.body.as_str()), (200, "secure http"));
     let reply = client.get(&proxy.url("/unverified")).await;
@@ -453,4 +459,20 @@ async fn a_recovery_policy_is_told_the_grpc_status_and_ejects_on_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovery_policy_built_against_contract_0_1_0_still_loads_and_sees_503() {
     unavailable_endpoint_is_ejected_by("eject-0-1-0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_speak_http2_to_an_h2c_pool() {
+    let plugins = plugin_dir(&[("http-health", "http-health")]);
+    let (server, connections, _task) = grpc_server("h2c", None).await;
+    let keys = "protocol = \"h2c\"\nhealth = { plugin = \"http-health\", interval_ms = 100, timeout_ms = 100, rise = 1 }";
+    let proxy = Switchyard::start(plugins.path(), &pool(server, keys));
+    wait_for_pools(
+        &proxy,
+        &HttpClient::default(),
+        "a passing HTTP/2 check",
+        |pools| pools["pools"][0]["endpoints"][0]["health"]["active"] == "healthy",
+    )
+    .await;
+    assert!(connections.load(Ordering::Relaxed) >= 1);
 }

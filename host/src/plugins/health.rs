@@ -12,7 +12,7 @@ use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::state::{begin_call, ProbeClient, ProbeTarget, StoreState};
 use super::{describe_failure, set_up, Shared, EPOCH_TICK};
-use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker};
+use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker, UpstreamProtocol};
 
 /// How long an idle probe connection is kept (longer than any sensible
 /// check interval).
@@ -87,19 +87,13 @@ impl WasmHealthCheck {
         slot: Arc<PluginSlot>,
         pool_name: &str,
         config_json: &str,
+        protocol: &UpstreamProtocol,
     ) -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        // One kept-alive connection per endpoint, as Envoy's HTTP checker
-        // reuses by default: a fresh TCP handshake per check cost more than
-        // the check. A dead endpoint still fails: the kept connection errors
-        // and the retry on a new one is refused.
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(1)
-                .pool_idle_timeout(PROBE_IDLE_TIMEOUT)
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(connector);
+        let client = if protocol.is_plain_http1() {
+            ProbeClient::Pooled(Box::new(pooled_client()))
+        } else {
+            ProbeClient::Dialed(protocol.clone())
+        };
         WasmHealthCheck {
             inner: Arc::new(Inner {
                 shared,
@@ -110,6 +104,26 @@ impl WasmHealthCheck {
                 client,
             }),
         }
+    }
+}
+
+/// The probe client of a plain HTTP/1.1 pool.
+fn pooled_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+> {
+    {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        // One kept-alive connection per endpoint, as Envoy's HTTP checker
+        // reuses by default: a fresh TCP handshake per check cost more than
+        // the check. A dead endpoint still fails: the kept connection errors
+        // and the retry on a new one is refused.
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(PROBE_IDLE_TIMEOUT)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector)
     }
 }
 

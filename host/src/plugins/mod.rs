@@ -231,12 +231,14 @@ impl PluginRuntime {
         name: &str,
         pool_name: &str,
         config_json: &str,
+        protocol: &crate::engine::UpstreamProtocol,
     ) -> Arc<WasmHealthCheck> {
         Arc::new(WasmHealthCheck::new(
             Arc::clone(&self.shared),
             self.slot(name),
             pool_name,
             config_json,
+            protocol,
         ))
     }
 

@@ -85,15 +85,26 @@ pub struct ProbeTarget {
     /// The runtime that performs the probes' I/O (the check itself runs on
     /// a blocking thread).
     pub runtime: tokio::runtime::Handle,
-    /// The pool's probe client: one kept-alive connection per endpoint.
+    /// How probes reach the endpoint: as the pool speaks to it.
     pub client: ProbeClient,
 }
 
 /// The HTTP client probes use.
-pub type ProbeClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<bytes::Bytes>,
->;
+#[derive(Debug, Clone)]
+pub enum ProbeClient {
+    /// Plain HTTP/1.1: one kept-alive connection per endpoint.
+    Pooled(
+        Box<
+            hyper_util::client::legacy::Client<
+                hyper_util::client::legacy::connect::HttpConnector,
+                http_body_util::Empty<bytes::Bytes>,
+            >,
+        >,
+    ),
+    /// TLS or HTTP/2, as the pool speaks to its endpoints: a new connection
+    /// per probe (as HAProxy's checks open one).
+    Dialed(crate::engine::UpstreamProtocol),
+}
 
 /// The data of one plugin store.
 pub struct StoreState {

@@ -349,6 +349,37 @@ pub fn upstream_protocol(pool: &PoolConfig, key: &str) -> anyhow::Result<Upstrea
     })
 }
 
+/// The TLS handshake with the endpoint at `authority` (`host:port`) over
+/// `stream`, which must agree on `alpn`. The name sent and verified is the
+/// pool's `server_name`, or the endpoint's host.
+pub async fn connect(
+    stream: tokio::net::TcpStream,
+    tls: &UpstreamTls,
+    authority: &str,
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let name = match &tls.server_name {
+        Some(name) => name.clone(),
+        None => {
+            let host = super::host_without_port(authority).to_string();
+            rustls_pki_types::ServerName::try_from(host)
+                .map_err(|e| format!("the endpoint's host: {e}"))?
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    if stream.get_ref().1.alpn_protocol() != Some(alpn) {
+        return Err(format!(
+            "the endpoint did not agree to {} (ALPN)",
+            String::from_utf8_lossy(alpn)
+        ));
+    }
+    Ok(stream)
+}
+
 /// The system's trusted roots, read once.
 fn system_roots() -> anyhow::Result<Arc<rustls::RootCertStore>> {
     static ROOTS: std::sync::OnceLock<Result<Arc<rustls::RootCertStore>, String>> =

@@ -372,26 +372,11 @@ impl Upstreams {
         tls: &UpstreamTls,
         alpn: &[u8],
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-        let name = match &tls.server_name {
-            Some(name) => name.clone(),
-            None => {
-                let host = super::host_without_port(endpoint.authority.as_str()).to_string();
-                rustls_pki_types::ServerName::try_from(host)
-                    .map_err(|e| UpstreamError::Tls(format!("the endpoint's host: {e}")))?
-            }
-        };
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
-        let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
+        let handshake = super::tls::connect(stream, tls, endpoint.authority.as_str(), alpn);
+        tokio::time::timeout(self.connect_timeout, handshake)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
-            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-        if stream.get_ref().1.alpn_protocol() != Some(alpn) {
-            return Err(UpstreamError::Tls(format!(
-                "the endpoint did not agree to {} (ALPN)",
-                String::from_utf8_lossy(alpn)
-            )));
-        }
-        Ok(stream)
+            .map_err(UpstreamError::Tls)
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
+use crate::engine::UpstreamProtocol;
 use crate::plugins::bindings::probe::{Host, HttpRequest, HttpResponse, ProbeError};
-use crate::plugins::state::{ProbeTarget, StoreState};
+use crate::plugins::state::{ProbeClient, ProbeTarget, StoreState};
 
 /// Probe response bodies are cut here.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -90,6 +91,66 @@ fn build_request(
         .map_err(|e| ProbeError::NotAllowed(e.to_string()))
 }
 
+/// Sends a probe over a new connection, as the pool speaks to the
+/// endpoint at `address`: over TLS, in HTTP/2, or both.
+async fn dial(
+    address: &str,
+    protocol: &UpstreamProtocol,
+    mut request: http::Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, ProbeError> {
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| classify(&e))?;
+    let _ = stream.set_nodelay(true);
+    let alpn: &[u8] = if protocol.http2 { b"h2" } else { b"http/1.1" };
+    let stream = match &protocol.tls {
+        None => tokio_util::either::Either::Left(stream),
+        Some(tls) => tokio_util::either::Either::Right(
+            crate::proxy::tls::connect(stream, tls, address, alpn)
+                .await
+                .map_err(|e| ProbeError::InvalidResponse(format!("TLS: {e}")))?,
+        ),
+    };
+    let exchange = |e: hyper::Error| classify(&e);
+    if protocol.http2 {
+        let scheme = if protocol.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = format!("{scheme}://{address}{path}")
+            .parse()
+            .map_err(|e| ProbeError::NotAllowed(format!("{e}")))?;
+        *request.version_mut() = http::Version::HTTP_2;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .map_err(exchange)?;
+        tokio::spawn(connection);
+        sender.send_request(request).await.map_err(exchange)
+    } else {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = path
+            .parse()
+            .map_err(|e| ProbeError::NotAllowed(format!("{e}")))?;
+        if let Ok(host) = http::HeaderValue::from_str(address) {
+            request
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(host);
+        }
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(exchange)?;
+        tokio::spawn(connection);
+        sender.send_request(request).await.map_err(exchange)
+    }
+}
+
 impl Host for StoreState {
     fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, ProbeError> {
         let target = target(self)?;
@@ -97,9 +158,15 @@ impl Host for StoreState {
         let request = build_request(&target, &request)?;
         let started = Instant::now();
         let client = target.client.clone();
+        let address = target.address.clone();
         target.runtime.block_on(async move {
             let exchange = async {
-                let response = client.request(request).await.map_err(|e| classify(&e))?;
+                let response = match &client {
+                    ProbeClient::Pooled(client) => {
+                        client.request(request).await.map_err(|e| classify(&e))?
+                    }
+                    ProbeClient::Dialed(protocol) => dial(&address, protocol, request).await?,
+                };
                 let status = response.status().as_u16();
                 let headers = response
                     .headers()
