@@ -72,11 +72,18 @@ enum PluginCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::new(&directives);
+    // rustls warns about what a peer sent, once per connection (an IP
+    // address as SNI, as wrk sends): any client could grow the log at will.
+    // Its warnings show only when RUST_LOG names it.
+    if !directives.contains("rustls") {
+        if let Ok(quiet) = "rustls=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

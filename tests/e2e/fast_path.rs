@@ -1264,3 +1264,26 @@ async fn a_client_gone_in_the_middle_of_a_body_leaves_the_proxy_serving() {
     );
     assert_eq!(metric(&proxy, FAST).await, 4);
 }
+
+/// An HTTP/1.0 client's requests reach the endpoint as HTTP/1.1, so they
+/// share the kept-alive connections rather than opening one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_clients_share_kept_alive_endpoint_connections() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(plugins.path(), &native_pool(&upstream));
+    for i in 0..10 {
+        let mut conn = Conn::open(proxy.proxy).await;
+        conn.send(format!("GET /old/{i} HTTP/1.0\r\nhost: raw.test\r\n\r\n").as_bytes())
+            .await;
+        let reply = conn.response("GET").await;
+        assert_eq!((reply.status(), reply.text().as_str()), (200, "a"));
+    }
+    assert_eq!(upstream.hits(), 10);
+    // One connection per proxy worker at most.
+    assert!(
+        upstream.accepted.load(Ordering::Relaxed) <= 2,
+        "{} endpoint connections for 10 requests",
+        upstream.accepted.load(Ordering::Relaxed)
+    );
+}

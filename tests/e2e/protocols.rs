@@ -167,3 +167,47 @@ async fn a_websocket_is_tunnelled_both_ways_from_the_fast_path() {
 async fn a_websocket_is_tunnelled_both_ways_without_the_fast_path() {
     websocket_is_tunnelled(false).await;
 }
+
+/// A WebSocket opened over HTTP/2 with extended CONNECT (RFC 8441) reaches
+/// an HTTP/1.1 WebSocket endpoint as its usual upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_extended_connect_reaches_an_http1_endpoint() {
+    use futures_util::{SinkExt, StreamExt};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    let plugins = tempfile::tempdir().unwrap();
+    let (echo, _server) = websocket_echo().await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!("[[pools]]\nname = \"ws\"\nendpoints = [{{ address = \"{echo}\" }}]\n"),
+    );
+    let stream = tokio::net::TcpStream::connect(proxy.proxy).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{}/chat", proxy.proxy))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    socket.send(Message::text("over h2")).await.unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "over h2");
+    assert_eq!(metric(&proxy, "switchyard_tunnels_total").await, 1);
+}

@@ -69,6 +69,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Turns an HTTP/2 WebSocket CONNECT (RFC 8441) into the HTTP/1.1
+/// upgrade request of RFC 6455: `GET` with `Upgrade: websocket` and a new
+/// `Sec-WebSocket-Key`; the client's `Sec-WebSocket-Version`, `-Protocol`
+/// and `-Extensions` pass as they are.
+pub fn websocket_over_http1(parts: &mut http::request::Parts) {
+    use base64::Engine as _;
+    parts.method = http::Method::GET;
+    parts.version = http::Version::HTTP_11;
+    let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    parts
+        .headers
+        .entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(HeaderValue::from_static("13"));
+}
+
 /// Whether the request's `TE` lists `trailers` (gRPC clients send it).
 pub fn asks_for_trailers(headers: &HeaderMap) -> bool {
     headers

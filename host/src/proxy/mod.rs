@@ -128,9 +128,32 @@ impl Proxy {
         let pool = &route.pool;
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
         // is passed on, and on a 101 both connections become one tunnel.
-        let upgrade = headers::upgrade_asked(&request);
+        // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) becomes the
+        // HTTP/1.1 upgrade the endpoint knows.
+        let extended_connect = request.method() == Method::CONNECT
+            && request
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        let upgrade = if extended_connect {
+            Some(http::HeaderValue::from_static("websocket"))
+        } else {
+            headers::upgrade_asked(&request)
+        };
         let mut client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        if extended_connect {
+            if pool.upstream().http2 {
+                return self.error(
+                    ProxyError::BadRequest,
+                    format!(
+                        "pool `{}` speaks HTTP/2 to its endpoints: a WebSocket is tunnelled only to HTTP/1.1 endpoints",
+                        pool.name
+                    ),
+                );
+            }
+            headers::websocket_over_http1(&mut parts);
+        }
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -172,6 +195,12 @@ impl Proxy {
         };
         if let Some(refusal) = client_fault.refusal(route.max_body_bytes) {
             return self.refused(&refusal);
+        }
+        if extended_connect {
+            // Its stream is the tunnel's: the upgrade request has no body.
+            body = Ok(Either::Right(
+                http_body_util::Full::new(bytes::Bytes::new()),
+            ));
         }
         let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
@@ -251,7 +280,7 @@ impl Proxy {
                         if let Some(client_side) = client_upgrade.take() {
                             // The endpoint's connection is the tunnel's now.
                             drop(connection);
-                            return self.tunnel(client_side, response, guard);
+                            return self.tunnel(client_side, response, guard, extended_connect);
                         }
                     }
                     let connection = (connection, Arc::clone(&self.upstreams));
@@ -365,20 +394,27 @@ impl Proxy {
         client_side: hyper::upgrade::OnUpgrade,
         mut response: Response<Incoming>,
         guard: crate::engine::InFlightGuard,
+        extended_connect: bool,
     ) -> Response<ProxyBody> {
-        self.counters().count_status(response.status());
         self.counters().count_tunnel();
         let endpoint_side = hyper::upgrade::on(&mut response);
         let (mut head, _) = response.into_parts();
         let protocol = head.headers.get(http::header::UPGRADE).cloned();
         headers::remove_hop_by_hop(&mut head.headers);
-        if let Some(protocol) = protocol {
-            head.headers.insert(http::header::UPGRADE, protocol);
+        if extended_connect {
+            // An HTTP/2 client's CONNECT succeeds with a 200 (RFC 8441 §5).
+            head.status = StatusCode::OK;
+            head.headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            if let Some(protocol) = protocol {
+                head.headers.insert(http::header::UPGRADE, protocol);
+            }
+            head.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
         }
-        head.headers.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
+        self.counters().count_status(head.status);
         tokio::spawn(async move {
             let (client, endpoint) = match tokio::try_join!(client_side, endpoint_side) {
                 Ok(both) => both,
@@ -566,11 +602,9 @@ fn upstream_request(
             .parse()
             .unwrap_or_else(|_| upstream_uri(&parts.uri));
     } else {
-        // Endpoints are spoken to in HTTP/1.1 whatever the client spoke.
-        *request.version_mut() = match parts.version {
-            http::Version::HTTP_10 => http::Version::HTTP_10,
-            _ => http::Version::HTTP_11,
-        };
+        // Endpoints are spoken to in HTTP/1.1 whatever the client spoke, so
+        // an HTTP/1.0 client's requests share kept-alive connections too.
+        *request.version_mut() = http::Version::HTTP_11;
         *request.uri_mut() = upstream_uri(&parts.uri);
         if !headers.contains_key(http::header::HOST) {
             if let Ok(host) = http::HeaderValue::from_str(&authority) {
@@ -1060,7 +1094,9 @@ async fn serve_h2<S: ClientStream>(
 ) {
     let limits = proxy.limits;
     let mut http = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Extended CONNECT (RFC 8441): WebSockets over HTTP/2.
     http.timer(TokioTimer::new())
+        .enable_connect_protocol()
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(limits.max_header_bytes as u32)
         .keep_alive_interval(Some(limits.keepalive_timeout / 2))
