@@ -25,8 +25,9 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a config file without running it: every problem is listed
-    /// with its key and line, and a plugin file a pool names must be in the
-    /// plugin folder. Exits with 1 on any problem.
+    /// with its key and line, a plugin file a pool names must be in the
+    /// plugin folder, and the TLS certificates, keys and CA files must load.
+    /// Exits with 1 on any problem.
     Check {
         /// The TOML config file.
         #[arg(long, short)]
@@ -130,8 +131,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `switchyard check`: the config's problems and missing plugin files, or
-/// a one-line summary.
+/// `switchyard check`: the config's problems, missing plugin files and TLS
+/// files that do not load, or a one-line summary.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = match switchyard::config::Config::load(path) {
         Ok(config) => config,
@@ -150,6 +151,22 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                     file.display()
                 ));
             }
+        }
+    }
+    // The files TLS reads: each listener's certificates and keys, each
+    // pool's CA.
+    for (index, listener) in config.listeners.iter().enumerate() {
+        if let Some(tls) = &listener.tls {
+            let key = format!("listeners[{index}].tls");
+            if let Err(error) = switchyard::proxy::tls::TlsTerminator::new(tls, key) {
+                missing.push(format!("{error:#}"));
+            }
+        }
+    }
+    for (index, pool) in config.pools.iter().enumerate() {
+        let key = format!("pools[{index}] (`{}`)", pool.name);
+        if let Err(error) = switchyard::proxy::tls::upstream_protocol(pool, &key) {
+            missing.push(format!("{error:#}"));
         }
     }
     if !missing.is_empty() {

@@ -163,4 +163,19 @@ fn check_validates_a_config_without_running_it() {
         text.contains("`pools[0].balancer.plugin` = \"p2c\": no file"),
         "{text}"
     );
+
+    // The files TLS would read at start: a listener's certificate, a
+    // pool's CA.
+    let tls = format!(
+        "{pool}tls = {{ ca = \"/nonexistent/ca.pem\" }}\n\n\
+         [[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{{ cert = \"/nonexistent/a.pem\", key = \"/nonexistent/a.key\" }}] }}\n"
+    );
+    let (ok, text) = check(&tls, plugins.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("listeners[0].tls.certificates[0].cert = /nonexistent/a.pem")
+            && text.contains("pools[0] (`web`).tls.ca = /nonexistent/ca.pem"),
+        "{text}"
+    );
 }
