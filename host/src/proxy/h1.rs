@@ -80,7 +80,15 @@ pub(super) async fn serve_connection<S: ClientStream>(
             Some(None) => Parsed::Partial,
             Some(Some(true)) => {
                 let replay = inbound.split().freeze();
-                super::serve_h2(proxy, Rewind::new(replay, client), info, shutdown).await;
+                // Boxed, as hyper's paths are: the connection's future
+                // stays the fast path's size.
+                Box::pin(super::serve_h2(
+                    proxy,
+                    Rewind::new(replay, client),
+                    info,
+                    shutdown,
+                ))
+                .await;
                 return;
             }
             Some(Some(false)) | None => {
@@ -135,8 +143,8 @@ pub(super) async fn serve_connection<S: ClientStream>(
             // Not the fast path's request.
             Parsed::Fallback => {
                 let replay = inbound.split().freeze();
-                super::serve_h1_with_hyper(proxy, Rewind::new(replay, client), info, shutdown)
-                    .await;
+                let rewound = Rewind::new(replay, client);
+                Box::pin(super::serve_h1_with_hyper(proxy, rewound, info, shutdown)).await;
                 return;
             }
             Parsed::Local(answer) => {
@@ -187,7 +195,9 @@ pub(super) const LINGER_BYTES: usize = 1 << 20;
 /// client before it has read the answer (NGINX's lingering close).
 async fn linger<S: ClientStream>(client: &mut S) {
     let deadline = tokio::time::Instant::now() + LINGER;
-    let mut sink = [0u8; READ_SIZE];
+    // On the heap: kept in the connection's future, it would weigh on
+    // every connection, not only the refused ones.
+    let mut sink = vec![0u8; READ_SIZE];
     let mut drained = 0;
     while drained < LINGER_BYTES {
         match tokio::time::timeout_at(deadline, client.read(&mut sink)).await {

@@ -897,7 +897,8 @@ async fn accept(
         tokio::spawn(async move {
             match tls {
                 None => serve_client(proxy, stream, Arc::new(ClientInfo::new(address)), stop).await,
-                Some(acceptor) => serve_tls(proxy, acceptor, stream, address, stop).await,
+                // Boxed: a plain connection's task stays small.
+                Some(acceptor) => Box::pin(serve_tls(proxy, acceptor, stream, address, stop)).await,
             }
             drop(permit);
         });
@@ -939,11 +940,11 @@ async fn serve_tls(
     let h2 = session.alpn_protocol() == Some(b"h2");
     let client = Arc::new(ClientInfo::new(address).over_tls());
     if h2 {
-        serve_h2(proxy, stream, client, stop).await;
+        Box::pin(serve_h2(proxy, stream, client, stop)).await;
     } else if proxy.fast_path {
         h1::serve_connection(proxy, stream, client, stop).await;
     } else {
-        serve_h1_with_hyper(proxy, stream, client, stop).await;
+        Box::pin(serve_h1_with_hyper(proxy, stream, client, stop)).await;
     }
 }
 
@@ -993,9 +994,9 @@ async fn serve_client<S: ClientStream>(
     };
     let stream = h1::Rewind::new(first.freeze(), stream);
     if is_h2 {
-        serve_h2(proxy, stream, client, stop).await;
+        Box::pin(serve_h2(proxy, stream, client, stop)).await;
     } else {
-        serve_h1_with_hyper(proxy, stream, client, stop).await;
+        Box::pin(serve_h1_with_hyper(proxy, stream, client, stop)).await;
     }
 }
 
