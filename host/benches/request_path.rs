@@ -67,7 +67,7 @@ use switchyard::proxy::headers::{add_forwarded, remove_hop_by_hop};
 use switchyard::proxy::{request_host, upstream_uri, ClientInfo};
 
 /// Route table sizes measured.
-const ROUTE_COUNTS: [usize; 3] = [1, 10, 100];
+const ROUTE_COUNTS: [usize; 4] = [1, 10, 1_000, 10_000];
 
 /// Pool sizes measured.
 const POOL_SIZES: [u32; 3] = [10, 1_000, 10_000];
@@ -135,15 +135,18 @@ fn bench_route_find(criterion: &mut Criterion) {
                 })
                 .collect(),
         );
-        // Only the last route matches: every route before it is tried.
-        let host = format!("svc{}.example.com", count - 1);
-        group.bench_function(BenchmarkId::from_parameter(count), |b| {
-            b.iter(|| {
-                routes
-                    .find(black_box(Some(host.as_str())), black_box("/"))
-                    .is_some()
+        // The first route and the last: a scan would try every route
+        // before the last.
+        for (which, index) in [("first", 0), ("last", count - 1)] {
+            let host = format!("svc{index}.example.com");
+            group.bench_function(BenchmarkId::new(which, count), |b| {
+                b.iter(|| {
+                    routes
+                        .find(black_box(Some(host.as_str())), black_box("/"))
+                        .is_some()
+                });
             });
-        });
+        }
     }
     group.finish();
 }
