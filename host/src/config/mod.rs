@@ -1149,6 +1149,18 @@ impl Config {
                 }
             }
         }
+        let needed = self.plugin_instances_needed();
+        if needed > u64::from(self.plugins.max_instances) {
+            report(
+                "plugins.max_instances".into(),
+                format!(
+                    "{} is too few for this config, which can use up to {needed} plugin instances \
+                     (one per worker for each pool's balancer and recovery plugin, one per pool's \
+                     health plugin, one to check a new file); raise it to at least {needed}",
+                    self.plugins.max_instances
+                ),
+            );
+        }
         if self.routes.is_empty() && self.pools.len() > 1 {
             report(
                 "routes".into(),
@@ -1176,6 +1188,31 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+impl Config {
+    /// The plugin instances this config can have live at once: one per
+    /// proxy worker for each pool's balancer and recovery plugin (each
+    /// worker holds its own), one for each pool's health plugin, and one
+    /// to check a new file against a pool.
+    pub fn plugin_instances_needed(&self) -> u64 {
+        let workers = self.proxy.workers as u64;
+        let per_pool: u64 = self
+            .pools
+            .iter()
+            .map(|pool| {
+                let on_path = u64::from(pool.balancer.is_some())
+                    + u64::from(pool.recovery.as_ref().is_some_and(|r| r.plugin.is_some()));
+                let checks = u64::from(pool.health.as_ref().is_some_and(|h| h.plugin.is_some()));
+                on_path * workers + checks
+            })
+            .sum();
+        if per_pool == 0 {
+            0
+        } else {
+            per_pool + 1
+        }
     }
 }
 

@@ -73,6 +73,10 @@ pub enum PickFault {
     /// The plugin could not be asked (quarantined, not loaded, no instance).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The host had no room for the plugin's instance: not the plugin's
+    /// fault, never counted against it.
+    #[error("{0}")]
+    HostCapacity(String),
 }
 
 /// A balancing strategy as the engine sees it: native or a WASM plugin,

@@ -12,7 +12,7 @@ use super::bindings::types as wit;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
-use super::{describe_failure, set_up, Shared};
+use super::{describe_failure, set_up, SetUpError, Shared};
 use crate::engine::{
     Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority, RequestHeaders,
 };
@@ -60,12 +60,12 @@ impl LiveInstance {
         version: &PluginVersion,
         config_json: &str,
         set: &Arc<EndpointSet>,
-    ) -> Result<LiveInstance, String> {
+    ) -> Result<LiveInstance, SetUpError> {
         let Prepared::Balancer(pre) = &version.prepared else {
-            return Err(format!(
+            return Err(SetUpError::Plugin(format!(
                 "the file is {}, not a balancer",
                 version.world.describe()
-            ));
+            )));
         };
         let (mut store, plugin) = set_up(
             shared,
@@ -84,7 +84,8 @@ impl LiveInstance {
             store,
             plugin,
         };
-        live.sync_endpoints(shared, set)?;
+        live.sync_endpoints(shared, set)
+            .map_err(SetUpError::Plugin)?;
         Ok(live)
     }
 
@@ -168,7 +169,10 @@ impl WasmBalancer {
             *slot_entry = None;
             let live =
                 LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
-                    .map_err(PickFault::Unavailable)?;
+                    .map_err(|error| match error {
+                        SetUpError::Capacity(reason) => PickFault::HostCapacity(reason),
+                        SetUpError::Plugin(reason) => PickFault::Unavailable(reason),
+                    })?;
             *slot_entry = Some(live);
         }
         let live = slot_entry.as_mut().expect("instance created above");
@@ -281,6 +285,11 @@ impl Balancer for WasmBalancer {
             }
             Ok(Some(id)) => Err(self.fault(version, PickFault::OutOfSet(id))),
             Ok(None) => Err(self.fault(version, PickFault::Declined)),
+            Err(PickFault::HostCapacity(reason)) => {
+                self.shared
+                    .capacity_exhausted(&self.slot.name, &self.pool_name, &reason);
+                Err(PickFault::HostCapacity(reason))
+            }
             Err(fault) => Err(self.fault(version, fault)),
         }
     }

@@ -80,6 +80,7 @@ pub(crate) struct Limits {
     pub setup_deadline_ticks: u64,
     pub memory_limit: usize,
     pub quarantine_after: u32,
+    pub max_instances: u32,
 }
 
 pub(crate) struct Shared {
@@ -93,6 +94,37 @@ pub(crate) struct Shared {
     slots: RwLock<BTreeMap<String, Arc<PluginSlot>>>,
     next_version: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
+    /// When the last "no instance slot free" was said, in ms since
+    /// `started`: said at most every `CAPACITY_NOTICE_EVERY`.
+    capacity_noticed: AtomicU64,
+    started: Instant,
+}
+
+/// How often running out of instance slots is logged and published.
+const CAPACITY_NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// The host had no instance slot for `plugin` in `pool`: the request
+    /// was served by the fallback, nothing is held against the plugin, and
+    /// the operator is told what to raise (at most every ten seconds).
+    pub(crate) fn capacity_exhausted(&self, plugin: &str, pool: &str, reason: &str) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.capacity_noticed.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= CAPACITY_NOTICE_EVERY.as_millis() as u64;
+        if !due
+            || self
+                .capacity_noticed
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        tracing::error!(plugin, pool, "{reason}; the fallback serves meanwhile");
+        self.events.publish(
+            "plugin-capacity",
+            serde_json::json!({ "plugin": plugin, "pool": pool, "reason": reason }),
+        );
+    }
 }
 
 /// The plugin runtime. Cheap to clone; the epoch ticker stops when the last
@@ -164,6 +196,7 @@ impl PluginRuntime {
             setup_deadline_ticks: ticks(SETUP_TIMEOUT),
             memory_limit,
             quarantine_after: config.quarantine_after,
+            max_instances: config.max_instances,
         };
         let stop_ticker = Arc::new(AtomicBool::new(false));
         start_epoch_ticker(engine.clone(), Arc::clone(&stop_ticker))?;
@@ -179,6 +212,8 @@ impl PluginRuntime {
                 slots: RwLock::new(BTreeMap::new()),
                 next_version: AtomicU64::new(1),
                 stop_ticker,
+                capacity_noticed: AtomicU64::new(0),
+                started: Instant::now(),
             }),
         })
     }
@@ -547,6 +582,7 @@ impl PluginRuntime {
                     &set,
                 )
                 .map(drop)
+                .map_err(String::from)
             }
             Role::HealthCheck => {
                 health::HealthInstance::create(&self.shared, slot, version, &usage.config_json)
@@ -555,6 +591,7 @@ impl PluginRuntime {
             Role::Recovery => {
                 recovery::RecoveryInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
+                    .map_err(String::from)
             }
         };
         checked.map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
@@ -734,17 +771,47 @@ pub(crate) fn set_up<P>(
     slot: &PluginSlot,
     instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<P>,
     configure: impl FnOnce(&P, &mut Store<StoreState>) -> wasmtime::Result<Result<(), String>>,
-) -> Result<(Store<StoreState>, P), String> {
+) -> Result<(Store<StoreState>, P), SetUpError> {
     let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
     let mut store = state::new_store(&shared.engine, state);
     state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
-    let plugin =
-        instantiate(&mut store).map_err(|e| describe_failure(&store, &e, "instantiate"))?;
+    let plugin = instantiate(&mut store).map_err(|e| {
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            SetUpError::Capacity(format!(
+                "the host's plugin instances are all in use (plugins.max_instances = {}); raise it",
+                shared.limits.max_instances
+            ))
+        } else {
+            SetUpError::Plugin(describe_failure(&store, &e, "instantiate"))
+        }
+    })?;
     state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
     configure(&plugin, &mut store)
-        .map_err(|e| describe_failure(&store, &e, "configure"))?
-        .map_err(|message| format!("configure refused the config: {message}"))?;
+        .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "configure")))?
+        .map_err(|message| {
+            SetUpError::Plugin(format!("configure refused the config: {message}"))
+        })?;
     Ok((store, plugin))
+}
+
+/// Why an instance could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetUpError {
+    /// The plugin's doing: it trapped, timed out or refused its config.
+    Plugin(String),
+    /// The host's: no instance slot was free. Never counted against the
+    /// plugin.
+    Capacity(String),
+}
+
+impl From<SetUpError> for String {
+    fn from(error: SetUpError) -> String {
+        match error {
+            SetUpError::Plugin(reason) | SetUpError::Capacity(reason) => reason,
+        }
+    }
 }
 
 /// An error with its causes on one line.

@@ -15,7 +15,7 @@ use super::bindings::types;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
-use super::{describe_failure, set_up, Shared};
+use super::{describe_failure, set_up, SetUpError, Shared};
 use crate::engine::{Decision, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce};
 
 /// Keys of the per-thread instance tables.
@@ -47,7 +47,7 @@ impl RecoveryInstance {
         slot: &PluginSlot,
         version: &PluginVersion,
         config_json: &str,
-    ) -> Result<RecoveryInstance, String> {
+    ) -> Result<RecoveryInstance, SetUpError> {
         // The same steps for either contract's bindings.
         macro_rules! instantiate {
             ($pre:expr) => {
@@ -73,10 +73,10 @@ impl RecoveryInstance {
                 (store, Exports::V0_1_0(plugin))
             }
             _ => {
-                return Err(format!(
+                return Err(SetUpError::Plugin(format!(
                     "the file is {}, not a recovery policy",
                     version.world.describe()
-                ))
+                )))
             }
         };
         Ok(RecoveryInstance {
@@ -132,7 +132,7 @@ impl WasmRecovery {
         entry: &mut Option<RecoveryInstance>,
         version: &PluginVersion,
         failure: &Failure,
-    ) -> Result<Decision, String> {
+    ) -> Result<Decision, SetUpError> {
         if entry
             .as_ref()
             .is_none_or(|live| live.version_id != version.id)
@@ -212,7 +212,7 @@ impl WasmRecovery {
             Err(error) => {
                 let reason = describe_failure(&live.store, &error, "on-failure");
                 *entry = None;
-                Err(reason)
+                Err(SetUpError::Plugin(reason))
             }
         }
     }
@@ -255,7 +255,12 @@ impl RecoveryPolicy for WasmRecovery {
                 self.slot.count_success(&version);
                 decision
             }
-            Err(reason) => {
+            Err(SetUpError::Capacity(reason)) => {
+                self.shared
+                    .capacity_exhausted(&self.slot.name, &self.pool_name, &reason);
+                RetryOnce.on_failure(failure)
+            }
+            Err(SetUpError::Plugin(reason)) => {
                 self.slot.count_fault(
                     &version,
                     format!("pool `{}`: {reason}", self.pool_name),

@@ -206,3 +206,51 @@ fn a_header_reading_balancer_sees_raw_headers_as_it_sees_a_map() {
     assert_eq!(pick(9, RequestHeaders::Raw(&raw)), expected);
     assert_eq!(balancer.slot().faults(), 0);
 }
+
+/// Running out of instance slots is the host's limit, not the plugin's
+/// fault: the pick fails as `HostCapacity` (the pool's fallback serves), no
+/// fault is counted, and the plugin is never quarantined.
+#[test]
+fn running_out_of_instance_slots_is_never_counted_against_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        call_timeout_ms: 1_000,
+        max_instances: 4,
+        quarantine_after: 2,
+        ..Default::default()
+    };
+    let runtime = PluginRuntime::new(&config).unwrap();
+    load(&runtime, "rr", &built_plugin("plugins/round-robin"));
+    let endpoints = (0..2)
+        .map(|id| Arc::new(Endpoint::new(id, &format!("127.0.0.1:{}", 9000 + id), 1, 0).unwrap()))
+        .collect();
+    let set = Arc::new(EndpointSet::all_eligible(1, endpoints));
+    // One instance per pool on this thread: eight pools want eight.
+    let pools: Vec<_> = (0..8)
+        .map(|i| runtime.balancer("rr", &format!("pool-{i}"), "{}"))
+        .collect();
+    let mut served = 0;
+    let mut out_of_room = 0;
+    for _ in 0..3 {
+        for balancer in &pools {
+            let mut request = PickRequest {
+                info: RequestInfo::default(),
+                headers: RequestHeaders::Raw(&[]),
+            };
+            match balancer.pick(&set, &mut request) {
+                Ok(_) => served += 1,
+                Err(crate::engine::PickFault::HostCapacity(reason)) => {
+                    assert!(reason.contains("plugins.max_instances = 4"), "{reason}");
+                    out_of_room += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
+    assert!(served >= 3 * 3, "the pools that got an instance kept it");
+    assert!(out_of_room > 0, "some pools found no slot");
+    let slot = runtime.slot("rr");
+    assert_eq!(slot.faults(), 0);
+    assert!(!slot.current().unwrap().is_quarantined());
+}
