@@ -89,6 +89,7 @@ impl Server {
         let control_listen = config.control.listen;
         let watch_config = config.control.watch_config;
         let tokens = control::Tokens::new(&config.control.tokens);
+        let per_endpoint_metrics = config.control.per_endpoint_metrics;
         let audit_path = config.control.audit_log.clone();
         let audit = control::AuditLog::open(audit_path.clone(), config.control.audit_max_bytes)
             .with_context(|| {
@@ -143,6 +144,7 @@ impl Server {
             tokens,
             audit,
             stopping: tokio::sync::watch::channel(false).0,
+            per_endpoint_metrics,
         });
         Ok(Server {
             proxy_config,

@@ -101,3 +101,31 @@ async fn every_documented_route_is_served_and_nothing_else() {
     let body: serde_json::Value = serde_json::from_str(&wrong.body).unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body:#}");
 }
+
+/// With `per_endpoint_metrics = false`, `/metrics` leaves out the six
+/// series per endpoint and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_endpoint_series_can_be_left_out_of_the_metrics() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nendpoints = [{}]\n",
+        upstream.endpoint(1)
+    );
+    let client = HttpClient::default();
+    for (keys, has_endpoints) in [("", true), ("per_endpoint_metrics = false", false)] {
+        let proxy = Switchyard::try_start_full(plugins.path(), "", keys, "", &body).unwrap();
+        assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+        let text = client.get(&proxy.control_url("/metrics")).await.body;
+        assert!(text.contains("switchyard_requests_total 1"), "{text}");
+        assert!(
+            text.contains("switchyard_pool_fallback_picks_total{pool=\"web\"}"),
+            "{text}"
+        );
+        assert_eq!(
+            text.contains("switchyard_endpoint_requests_total{"),
+            has_endpoints,
+            "{keys}: {text}"
+        );
+    }
+}

@@ -263,6 +263,13 @@ pub struct ControlConfig {
     /// 1,000 either way).
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// `per_endpoint_metrics = true`: `/metrics` has six series per
+    /// endpoint (requests, failures, cuts, in flight, latency, success
+    /// ratio); `false` leaves them out, for configs with so many endpoints
+    /// that the series would swamp the scraper (100,000 endpoints: 600,000
+    /// series). The pool, plugin and proxy series stay.
+    #[serde(default = "default_true")]
+    pub per_endpoint_metrics: bool,
     /// `audit_max_bytes = 10485760`: past this size the audit log is
     /// renamed to `FILE.1` (replacing the one before) and a new one begun.
     #[serde(default = "default_audit_max_bytes")]
@@ -302,6 +309,7 @@ impl Default for ControlConfig {
             watch_config: true,
             tokens: Vec::new(),
             audit_log: None,
+            per_endpoint_metrics: true,
             audit_max_bytes: DEFAULT_AUDIT_MAX_BYTES,
         }
     }

@@ -56,6 +56,8 @@ pub struct ControlState {
     pub audit: AuditLog,
     /// Turns `true` when the endpoint shuts down, ending event streams.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// `/metrics` has the per-endpoint series (`control.per_endpoint_metrics`).
+    pub per_endpoint_metrics: bool,
 }
 
 /// The shared state as handlers extract it.

@@ -32,7 +32,12 @@ pub(super) async fn readyz() -> &'static str {
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String,
                content_type = "text/plain; version=0.0.4")))]
 pub(super) async fn metrics(Extract(state): State) -> impl IntoResponse {
-    let text = metrics::render(&state.metrics, &state.topology.load().pools, &state.runtime);
+    let text = metrics::render(
+        &state.metrics,
+        &state.topology.load().pools,
+        &state.runtime,
+        state.per_endpoint_metrics,
+    );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -347,7 +347,15 @@ impl Metrics {
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -> String {
+///
+/// Cardinality: about 40 proxy-wide series, one per pool, five per plugin,
+/// and six per endpoint when `per_endpoint` (`control.per_endpoint_metrics`).
+pub fn render(
+    metrics: &Metrics,
+    pools: &[Arc<Pool>],
+    runtime: &PluginRuntime,
+    per_endpoint: bool,
+) -> String {
     let mut out = String::with_capacity(4096);
     family(
         &mut out,
@@ -518,6 +526,11 @@ pub fn render(metrics: &Metrics, pools: &[Arc<Pool>], runtime: &PluginRuntime) -
             "Recent share of successful responses.",
         ),
     ];
+    let endpoint_families: &[(&str, &str, &str)] = if per_endpoint {
+        &endpoint_families
+    } else {
+        &[]
+    };
     for (index, (name, kind, help)) in endpoint_families.iter().enumerate() {
         family(&mut out, name, kind, help);
         for pool in pools {
