@@ -129,3 +129,76 @@ async fn per_endpoint_series_can_be_left_out_of_the_metrics() {
         );
     }
 }
+
+/// With thousands of pools, `/v1/pools` is read in pages and filtered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_listed_in_pages_and_by_name_prefix() {
+    let plugins = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start("a").await;
+    let names = ["api-a", "api-b", "web-a", "api-c", "web-b"];
+    let mut body = String::new();
+    for name in names {
+        body.push_str(&format!(
+            "[[pools]]\nname = \"{name}\"\nendpoints = [{}]\n\n",
+            upstream.endpoint(1)
+        ));
+    }
+    body.push_str("[[routes]]\npool = \"api-a\"\n");
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    let get = |query: &str| {
+        let url = proxy.control_url(&format!("/v1/pools{query}"));
+        let client = &client;
+        async move {
+            let reply = client.get(&url).await;
+            (
+                reply.status,
+                serde_json::from_str::<serde_json::Value>(&reply.body).unwrap(),
+            )
+        }
+    };
+    let names_of = |page: &serde_json::Value| -> Vec<String> {
+        page["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, all) = get("").await;
+    assert_eq!(status, 200);
+    assert_eq!(names_of(&all), names);
+    assert!(all.get("next").is_none());
+
+    // Pages of two, following `next`, give every pool once, in order.
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_string();
+    loop {
+        let (status, page) = get(&query).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(names_of(&page));
+        match page["next"].as_str() {
+            Some(next) => query = format!("?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, names);
+
+    let (_, api) = get("?name_prefix=api-&limit=2").await;
+    assert_eq!(names_of(&api), ["api-a", "api-b"]);
+    assert_eq!(api["next"], "api-b");
+    let (_, rest) = get("?name_prefix=api-&after=api-b").await;
+    assert_eq!(names_of(&rest), ["api-c"]);
+
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=x", "limit"),
+        ("?page=2", "page"),
+        ("?after=gone", "after"),
+    ] {
+        let (status, error) = get(query).await;
+        assert_eq!(status, 400, "{query}");
+        assert_eq!(error["error"]["code"], "invalid_query", "{query}");
+        assert_eq!(error["error"]["field"], field, "{query}");
+    }
+}

@@ -4,19 +4,27 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use axum::extract::State as Extract;
+use axum::extract::{RawQuery, State as Extract};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::error::ApiError;
 use super::State;
 use crate::engine::{Admin, Health, LoadSnapshot, Pool};
 
-/// Every pool, in config order.
+/// The pools asked for, in config order.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct PoolsView {
     pools: Vec<PoolView>,
+    /// When `limit` cut the list short: the `after` that asks for the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
+
+/// Most pools one page may hold.
+const MAX_PAGE: usize = 10_000;
 
 /// One pool.
 #[derive(Debug, Serialize, ToSchema)]
@@ -158,15 +166,107 @@ impl From<LoadSnapshot> for LoadView {
     }
 }
 
-/// Every pool, with its serving tier, panic mode and each endpoint's health
-/// and live load.
+/// Every pool (or those asked for), with its serving tier, panic mode and
+/// each endpoint's health and live load. With thousands of pools, ask for
+/// pages: `limit`, then `after` = the `next` of the page before.
 #[utoipa::path(get, path = "/v1/pools", tag = "pools",
-    responses((status = 200, description = "Every pool, in config order", body = PoolsView)))]
-pub(super) async fn list(Extract(state): State) -> Json<PoolsView> {
+    params(
+        ("name_prefix" = Option<String>, Query, description = "Only pools whose name starts with this"),
+        ("after" = Option<String>, Query, description = "Only pools after the one of this name, in config order (the `next` of the page before)"),
+        ("limit" = Option<usize>, Query, description = "At most this many pools (1 to 10000); `next` says where the rest begins"),
+    ),
+    responses(
+        (status = 200, description = "The pools asked for, in config order", body = PoolsView),
+        (status = 400, description = "A query parameter is unknown or invalid, or `after` names no pool (`invalid_query`, with `field`)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn list(
+    Extract(state): State,
+    RawQuery(query): RawQuery,
+) -> Result<Json<PoolsView>, ApiError> {
+    let query = PoolQuery::parse(query.as_deref().unwrap_or(""))?;
     let topology = state.topology.load();
-    Json(PoolsView {
-        pools: topology.pools.iter().map(|pool| view(pool)).collect(),
-    })
+    let mut pools = topology.pools.iter().peekable();
+    if let Some(after) = &query.after {
+        if !topology.pools.iter().any(|pool| &pool.name == after) {
+            let mut error = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("no pool is named `{after}` (removed since the page before? start again without `after`)"),
+            );
+            error.detail.field = Some("after".into());
+            return Err(error);
+        }
+        for pool in pools.by_ref() {
+            if &pool.name == after {
+                break;
+            }
+        }
+    }
+    let matching = pools.filter(|pool| {
+        query
+            .name_prefix
+            .as_deref()
+            .is_none_or(|prefix| pool.name.starts_with(prefix))
+    });
+    let mut page = Vec::new();
+    let mut next = None;
+    for pool in matching {
+        if page.len() == query.limit {
+            next = page.last().map(|last: &PoolView| last.name.clone());
+            break;
+        }
+        page.push(view(pool));
+    }
+    Ok(Json(PoolsView { pools: page, next }))
+}
+
+/// The query of `GET /v1/pools`.
+struct PoolQuery {
+    name_prefix: Option<String>,
+    after: Option<String>,
+    limit: usize,
+}
+
+impl PoolQuery {
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let invalid = |field: &str, message: String| {
+            let mut error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+            error.detail.field = Some(field.into());
+            error
+        };
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|e| invalid("query", format!("the query does not parse: {e}")))?;
+        let mut query = PoolQuery {
+            name_prefix: None,
+            after: None,
+            limit: usize::MAX,
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "name_prefix" => query.name_prefix = Some(value),
+                "after" => query.after = Some(value),
+                "limit" => {
+                    query.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                        .ok_or_else(|| {
+                            invalid(
+                                "limit",
+                                format!("`{value}` is not a number from 1 to {MAX_PAGE}"),
+                            )
+                        })?;
+                }
+                other => {
+                    return Err(invalid(
+                        other,
+                        format!("unknown query parameter `{other}` (name_prefix, after, limit)"),
+                    ))
+                }
+            }
+        }
+        Ok(query)
+    }
 }
 
 fn view(pool: &Pool) -> PoolView {
