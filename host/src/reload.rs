@@ -5,7 +5,7 @@
 //! whole. A config that is invalid, or changes what only a restart can,
 //! changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -333,13 +333,19 @@ impl Reloader {
             fall_back: false,
         };
         let mut plan = Plan::default();
+        // By name, once: a change to one of 10,000 pools must not compare
+        // every pool with every other.
+        let before_by_name: HashMap<&str, &PoolConfig> = applied
+            .config
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p))
+            .collect();
+        let previous_by_name: HashMap<&str, &Arc<Pool>> =
+            current.pools.iter().map(|p| (p.name.as_str(), p)).collect();
         for (index, pool_config) in next.pools.iter().enumerate() {
-            let before = applied
-                .config
-                .pools
-                .iter()
-                .find(|p| p.name == pool_config.name);
-            let previous = current.pool(&pool_config.name);
+            let before = before_by_name.get(pool_config.name.as_str()).copied();
+            let previous = previous_by_name.get(pool_config.name.as_str()).copied();
             match (before, previous) {
                 (Some(before), Some(previous)) if before == pool_config => {
                     plan.report.unchanged.push(pool_config.name.clone());
@@ -359,8 +365,9 @@ impl Reloader {
                 }
             }
         }
+        let next_names: HashSet<&str> = next.pools.iter().map(|p| p.name.as_str()).collect();
         for pool in &current.pools {
-            if next.pools.iter().all(|p| p.name != pool.name) {
+            if !next_names.contains(pool.name.as_str()) {
                 plan.report.removed.push(pool.name.clone());
             }
         }
@@ -531,6 +538,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                 .collect(),
         );
     }
+    let by_name: HashMap<&str, &Arc<Pool>> = pools.iter().map(|p| (p.name.as_str(), p)).collect();
     Routes::new(
         config
             .routes
@@ -538,11 +546,11 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
             .map(|route| Route {
                 host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
-                pool: pools
-                    .iter()
-                    .find(|p| p.name == route.pool)
-                    .cloned()
-                    .expect("validated: routes name existing pools"),
+                pool: Arc::clone(
+                    by_name
+                        .get(route.pool.as_str())
+                        .expect("validated: routes name existing pools"),
+                ),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
             })
             .collect(),

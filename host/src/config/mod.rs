@@ -1180,7 +1180,7 @@ impl Config {
         }
         for (index, route) in self.routes.iter().enumerate() {
             let key = format!("routes[{index}]");
-            if !self.pools.iter().any(|pool| pool.name == route.pool) {
+            if !names.contains(route.pool.as_str()) {
                 report(
                     format!("{key}.pool"),
                     format!("no pool is named `{}`", route.pool),
