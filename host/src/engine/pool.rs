@@ -1,7 +1,7 @@
 //! A pool: its endpoints, their health, its balancer, and the fallback that
 //! stands in for the balancer when it fails.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,11 @@ pub struct Pool {
     alerts: Arc<Alerts>,
     recovery: Option<Recovery>,
     upstream: UpstreamProtocol,
+    /// Some endpoint has an ejection or a timed hold that will run out:
+    /// the readmission ticker looks at this pool. Set under the health
+    /// lock; with thousands of pools, the ticker skips the others with one
+    /// load each.
+    expiries_pending: AtomicBool,
 }
 
 /// How the proxy speaks to a pool's endpoints.
@@ -153,6 +158,7 @@ impl Pool {
             alerts,
             recovery: None,
             upstream: UpstreamProtocol::default(),
+            expiries_pending: AtomicBool::new(false),
         }
     }
 
@@ -250,6 +256,7 @@ impl Pool {
         }
         let was_available = health.is_available(now);
         health.held_since = Some(now);
+        self.expiries_pending.store(true, Ordering::Relaxed);
         endpoint.set_held(true);
         let until = if self.policy.active_checks {
             "until an active check passes".to_string()
@@ -309,6 +316,7 @@ impl Pool {
         let address = self.endpoints.load().all[id as usize].address.clone();
         let health = &mut state.endpoints[id as usize];
         health.ejected_until = Some(now + duration);
+        self.expiries_pending.store(true, Ordering::Relaxed);
         health.ejected_by_recovery = by_recovery;
         health.ejections = ejections;
         health.reason = format!("ejected for {} ms: {reason}", duration.as_millis());
@@ -491,9 +499,13 @@ impl Pool {
     /// Readmits endpoints whose ejection, or hold after a connect failure
     /// in a pool without active checks, has run out. Called periodically.
     pub fn readmit_expired(&self, now: Instant) {
+        if !self.expiries_pending.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.health.lock().unwrap();
         let set = self.endpoints.load_full();
         let mut readmitted = false;
+        let mut still_pending = false;
         let hold = self.policy.connect_failure_hold;
         for (id, health) in state.endpoints.iter_mut().enumerate() {
             let hold_over = !self.policy.active_checks
@@ -525,7 +537,12 @@ impl Pool {
                 );
                 readmitted = true;
             }
+            // A hold ends by a check when there are checks, not by time.
+            still_pending |= health.ejected_until.is_some()
+                || (!self.policy.active_checks && health.held_since.is_some());
         }
+        self.expiries_pending
+            .store(still_pending, Ordering::Relaxed);
         if readmitted {
             self.rebuild(&mut state, now);
         }
@@ -635,6 +652,8 @@ impl Pool {
     /// same address: active verdicts, ejections, holds and slow starts carry
     /// over, and the eligible set follows.
     pub fn inherit_health(&self, previous: &Pool) {
+        // What it inherits may include ejections and holds.
+        self.expiries_pending.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let old_set = previous.endpoints.load_full();
         let old_health = previous.health.lock().unwrap().endpoints.clone();
