@@ -159,53 +159,39 @@ impl WasmRecovery {
         };
         let elapsed_ms = failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32;
         begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        // The same call in either contract's types; only what a gRPC
+        // status becomes differs.
+        macro_rules! ask {
+            ($wit:ident, $plugin:expr, $grpc:expr) => {{
+                let kind = match failure.kind {
+                    FailureKind::ConnectRefused => $wit::FailureKind::ConnectRefused,
+                    FailureKind::ConnectTimeout => $wit::FailureKind::ConnectTimeout,
+                    FailureKind::Reset => $wit::FailureKind::Reset,
+                    FailureKind::ResponseTimeout => $wit::FailureKind::ResponseTimeout,
+                    FailureKind::Status(status) => $wit::FailureKind::Status(status),
+                    FailureKind::GrpcStatus(code) => ($grpc)(code),
+                };
+                let wit_failure = $wit::Failure {
+                    endpoint: failure.endpoint,
+                    kind,
+                    request,
+                    method: failure.method.clone(),
+                    replayable: failure.replayable,
+                    elapsed_ms,
+                };
+                $plugin
+                    .switchyard_plugin_recovery()
+                    .call_on_failure(&mut live.store, &wit_failure)
+                    .map(|decision| from_wit!($wit, decision))
+            }};
+        }
         let decision = match &live.plugin {
-            Exports::Current(plugin) => {
-                let kind = match failure.kind {
-                    FailureKind::ConnectRefused => wit::FailureKind::ConnectRefused,
-                    FailureKind::ConnectTimeout => wit::FailureKind::ConnectTimeout,
-                    FailureKind::Reset => wit::FailureKind::Reset,
-                    FailureKind::ResponseTimeout => wit::FailureKind::ResponseTimeout,
-                    FailureKind::Status(status) => wit::FailureKind::Status(status),
-                    FailureKind::GrpcStatus(code) => wit::FailureKind::GrpcStatus(code),
-                };
-                let wit_failure = wit::Failure {
-                    endpoint: failure.endpoint,
-                    kind,
-                    request,
-                    method: failure.method.clone(),
-                    replayable: failure.replayable,
-                    elapsed_ms,
-                };
-                plugin
-                    .switchyard_plugin_recovery()
-                    .call_on_failure(&mut live.store, &wit_failure)
-                    .map(|decision| from_wit!(wit, decision))
-            }
-            Exports::V0_1_0(plugin) => {
-                // A gRPC status reaches it as the HTTP status paired with it.
-                let kind = match failure.kind {
-                    FailureKind::ConnectRefused => wit_0_1_0::FailureKind::ConnectRefused,
-                    FailureKind::ConnectTimeout => wit_0_1_0::FailureKind::ConnectTimeout,
-                    FailureKind::Reset => wit_0_1_0::FailureKind::Reset,
-                    FailureKind::ResponseTimeout => wit_0_1_0::FailureKind::ResponseTimeout,
-                    kind @ (FailureKind::Status(_) | FailureKind::GrpcStatus(_)) => {
-                        wit_0_1_0::FailureKind::Status(kind.http_status().unwrap_or(500))
-                    }
-                };
-                let wit_failure = wit_0_1_0::Failure {
-                    endpoint: failure.endpoint,
-                    kind,
-                    request,
-                    method: failure.method.clone(),
-                    replayable: failure.replayable,
-                    elapsed_ms,
-                };
-                plugin
-                    .switchyard_plugin_recovery()
-                    .call_on_failure(&mut live.store, &wit_failure)
-                    .map(|decision| from_wit!(wit_0_1_0, decision))
-            }
+            Exports::Current(plugin) => ask!(wit, plugin, wit::FailureKind::GrpcStatus),
+            // A gRPC status reaches it as the HTTP status paired with it.
+            Exports::V0_1_0(plugin) => ask!(wit_0_1_0, plugin, |code| {
+                let paired = FailureKind::GrpcStatus(code).http_status().unwrap_or(500);
+                wit_0_1_0::FailureKind::Status(paired)
+            }),
         };
         match decision {
             Ok(decision) => Ok(decision),

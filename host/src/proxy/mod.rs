@@ -85,15 +85,16 @@ impl Proxy {
         request: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<ProxyBody> {
+        let started = Instant::now();
         let grpc = grpc::is_grpc(request.headers());
-        let mut deadline = Instant::now() + self.request_timeout;
+        let mut deadline = started + self.request_timeout;
         if grpc {
             // The client's own deadline bounds the request too.
             if let Some(timeout) = grpc::timeout(request.headers()) {
-                deadline = deadline.min(Instant::now() + timeout);
+                deadline = deadline.min(started + timeout);
             }
         }
-        let response = self.forward(request, client, deadline, grpc).await;
+        let response = self.forward(request, client, started, deadline, grpc).await;
         if grpc {
             grpc::local_answer_as_status(response)
         } else {
@@ -106,11 +107,11 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         client: &ClientInfo,
+        started: Instant,
         deadline: Instant,
         grpc: bool,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
-        let started = Instant::now();
         let host = request_host(&request);
         // Held for the whole exchange, as the pool is: a reload meanwhile
         // does not change where this request goes.
@@ -580,15 +581,15 @@ fn upstream_request(
 ) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    let authority = headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| endpoint.authority.to_string());
     if protocol.http2 {
         *request.version_mut() = http::Version::HTTP_2;
-        headers.remove(http::header::HOST);
+        // `Host` becomes the authority; `remove` hands its value over.
+        let host = headers.remove(http::header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(endpoint.authority.as_str());
         if wants_trailers {
             headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
         }
@@ -606,8 +607,14 @@ fn upstream_request(
         // an HTTP/1.0 client's requests share kept-alive connections too.
         *request.version_mut() = http::Version::HTTP_11;
         *request.uri_mut() = upstream_uri(&parts.uri);
+        // Only a request without `Host` needs one made: an HTTP/2 client's
+        // `:authority`, or for an HTTP/1.0 client, the endpoint's.
         if !headers.contains_key(http::header::HOST) {
-            if let Ok(host) = http::HeaderValue::from_str(&authority) {
+            let authority = parts
+                .uri
+                .authority()
+                .map_or(endpoint.authority.as_str(), |a| a.as_str());
+            if let Ok(host) = http::HeaderValue::from_str(authority) {
                 headers.insert(http::header::HOST, host);
             }
         }
