@@ -176,6 +176,8 @@ impl Reloader {
             alerts: &alerts,
             fall_back: true,
         };
+        runtime.set_workers(config.proxy.workers as u32);
+        runtime.check_capacity(&config).map_err(anyhow::Error::msg)?;
         let mut pools = Vec::new();
         let mut checks = HashMap::new();
         for (index, pool_config) in config.pools.iter().enumerate() {
@@ -325,6 +327,9 @@ impl Reloader {
         if let Some(what) = restart_needed(&applied.config, next) {
             return Err(ReloadError::RestartNeeded(what));
         }
+        self.runtime
+            .check_capacity(next)
+            .map_err(ReloadError::Build)?;
         let current = self.topology.load_full();
         let builder = Builder {
             runtime: &self.runtime,

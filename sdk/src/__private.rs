@@ -6,10 +6,9 @@ pub use wasm::*;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
-    #![allow(missing_docs)]
+    #![allow(missing_docs, missing_debug_implementations)]
 
     use std::cell::RefCell;
-    use std::thread::LocalKey;
 
     pub use wit_bindgen;
 
@@ -39,8 +38,8 @@ mod wasm {
             export_macro_name: "export_balancer_world",
             default_bindings_module: "switchyard_sdk::__private::balancer_world",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -55,8 +54,8 @@ mod wasm {
             export_macro_name: "export_health_world",
             default_bindings_module: "switchyard_sdk::__private::health_world",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -71,24 +70,27 @@ mod wasm {
             export_macro_name: "export_recovery_world",
             default_bindings_module: "switchyard_sdk::__private::recovery_world",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
 
     use common::switchyard::plugin::{host as raw_host, types as wit};
 
-    type Slot<P> = LocalKey<RefCell<Option<P>>>;
+    /// One pool's plugin value inside the resource the host holds for the
+    /// pool. The host never calls into a resource while another call runs
+    /// (an instance serves one call at a time), so the borrow never fails.
+    pub struct PoolState<P>(RefCell<P>);
 
-    pub fn configure<P>(
-        slot: &'static Slot<P>,
-        config: &str,
-        build: fn(&str) -> Result<P, String>,
-    ) -> Result<(), String> {
-        let plugin = build(config)?;
-        slot.with(|cell| *cell.borrow_mut() = Some(plugin));
-        Ok(())
+    impl<P> PoolState<P> {
+        pub fn create(config: &str, build: fn(&str) -> Result<P, String>) -> Result<Self, String> {
+            build(config).map(|plugin| PoolState(RefCell::new(plugin)))
+        }
+
+        pub fn with<R>(&self, call: impl FnOnce(&mut P) -> R) -> R {
+            call(&mut self.0.borrow_mut())
+        }
     }
 
     fn health_from_wit(health: wit::Health) -> crate::Health {
@@ -175,39 +177,29 @@ mod wasm {
 
     #[cfg(feature = "balancer")]
     pub fn balancer_set_endpoints<P: crate::Balancer>(
-        slot: &'static Slot<P>,
+        state: &PoolState<P>,
         endpoints: Vec<wit::Endpoint>,
     ) {
         let endpoints = endpoints.into_iter().map(endpoint_from_wit).collect();
-        slot.with(|cell| {
-            if let Some(plugin) = cell.borrow_mut().as_mut() {
-                plugin.set_endpoints(endpoints);
-            }
-        });
+        state.with(|plugin| plugin.set_endpoints(endpoints));
     }
 
     #[cfg(feature = "balancer")]
     pub fn balancer_pick<P: crate::Balancer>(
-        slot: &'static Slot<P>,
+        state: &PoolState<P>,
         request: wit::RequestInfo,
     ) -> Option<u32> {
         let request = request_from_wit(request);
-        slot.with(|cell| cell.borrow_mut().as_mut()?.pick(&request))
+        state.with(|plugin| plugin.pick(&request))
     }
 
     #[cfg(feature = "health-check")]
     pub fn health_check<P: crate::HealthCheck>(
-        slot: &'static Slot<P>,
+        state: &PoolState<P>,
         target: wit::Endpoint,
     ) -> health_world::exports::switchyard::plugin::health_check::Verdict {
         let target = endpoint_from_wit(target);
-        let verdict = slot.with(|cell| match cell.borrow_mut().as_mut() {
-            Some(plugin) => plugin.check(&target),
-            None => crate::Verdict {
-                health: crate::Health::Unknown,
-                reason: "not configured".into(),
-            },
-        });
+        let verdict = state.with(|plugin| plugin.check(&target));
         health_world::exports::switchyard::plugin::health_check::Verdict {
             health: health_to_wit(verdict.health),
             reason: verdict.reason,
@@ -257,7 +249,7 @@ mod wasm {
 
     #[cfg(feature = "recovery")]
     pub fn recovery_on_failure<P: crate::Recovery>(
-        slot: &'static Slot<P>,
+        state: &PoolState<P>,
         failure: recovery_world::exports::switchyard::plugin::recovery::Failure,
     ) -> recovery_world::exports::switchyard::plugin::recovery::Decision {
         use recovery_world::exports::switchyard::plugin::recovery as raw;
@@ -276,10 +268,7 @@ mod wasm {
             replayable: failure.replayable,
             elapsed_ms: failure.elapsed_ms,
         };
-        let decision = slot.with(|cell| match cell.borrow_mut().as_mut() {
-            Some(plugin) => plugin.on_failure(&failure),
-            None => crate::Decision::GiveUp(None),
-        });
+        let decision = state.with(|plugin| plugin.on_failure(&failure));
         let retry = |retry: crate::Retry| raw::Retry {
             delay_ms: retry.delay_ms,
             same_endpoint: retry.same_endpoint,

@@ -4,17 +4,22 @@ use crate::{Endpoint, EndpointId, RequestInfo};
 
 /// A load-balancing strategy for one pool.
 ///
-/// The host creates one instance per pool and worker thread, calls
-/// [`configure`](Balancer::configure) with the pool's `balancer.config` as
-/// JSON, pushes the eligible endpoints with
+/// For each pool that uses the plugin, on each worker thread, the host
+/// makes one value of your type with [`configure`](Balancer::configure)
+/// (given the pool's `balancer.config` as JSON), pushes the eligible endpoints with
 /// [`set_endpoints`](Balancer::set_endpoints) whenever they change, and calls
 /// [`pick`](Balancer::pick) for every request. `pick` is the hot path: keep it
 /// O(1) in the pool's size and ask [`crate::host::load`] only for the few
 /// endpoints you sample.
 ///
+/// One instance of the plugin holds the values of every pool on its
+/// thread, so keep what belongs to a pool in `self`, not in statics.
+///
 /// An answer outside the pushed set, a panic, or a call that runs past its
 /// time budget never reaches the client: the host counts a fault and serves
-/// the request with its native round robin.
+/// the request with its native round robin. A panic ends the instance, with
+/// every pool's value in it; each is made again by `configure` at its
+/// pool's next request.
 ///
 /// ```
 /// use switchyard_sdk::{export_balancer, host, Balancer, Endpoint, EndpointId, RequestInfo};
@@ -116,22 +121,23 @@ macro_rules! export_balancer {
             use $crate::__private::balancer_world::exports::switchyard::plugin::balancer as wit;
             use $crate::__private::common::switchyard::plugin::types as wit_types;
 
-            ::std::thread_local! {
-                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
-
             struct Export;
+            struct Pool($crate::__private::PoolState<$plugin>);
 
             impl wit::Guest for Export {
-                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::configure(&PLUGIN, &config, <$plugin as $crate::Balancer>::configure)
+                type PoolBalancer = Pool;
+            }
+
+            impl wit::GuestPoolBalancer for Pool {
+                fn create(config: ::std::string::String) -> ::std::result::Result<wit::PoolBalancer, ::std::string::String> {
+                    $crate::__private::PoolState::create(&config, <$plugin as $crate::Balancer>::configure)
+                        .map(|state| wit::PoolBalancer::new(Pool(state)))
                 }
-                fn set_endpoints(endpoints: ::std::vec::Vec<wit_types::Endpoint>) {
-                    $crate::__private::balancer_set_endpoints::<$plugin>(&PLUGIN, endpoints)
+                fn set_endpoints(&self, endpoints: ::std::vec::Vec<wit_types::Endpoint>) {
+                    $crate::__private::balancer_set_endpoints::<$plugin>(&self.0, endpoints)
                 }
-                fn pick(request: wit_types::RequestInfo) -> ::std::option::Option<u32> {
-                    $crate::__private::balancer_pick::<$plugin>(&PLUGIN, request)
+                fn pick(&self, request: wit_types::RequestInfo) -> ::std::option::Option<u32> {
+                    $crate::__private::balancer_pick::<$plugin>(&self.0, request)
                 }
             }
 

@@ -64,6 +64,11 @@ impl Verdict {
 /// [`crate::probe`] functions reach only that endpoint. A check that panics
 /// or overruns its budget counts against the plugin, not the endpoint.
 ///
+/// The host makes one value of your type per pool with
+/// [`configure`](HealthCheck::configure); a few instances of the plugin,
+/// shared by every pool that uses it, hold those values, so keep what
+/// belongs to a pool in `self`.
+///
 /// ```
 /// use switchyard_sdk::{export_health_check, probe, Endpoint, HealthCheck, Verdict};
 ///
@@ -138,19 +143,20 @@ macro_rules! export_health_check {
             use $crate::__private::health_world::exports::switchyard::plugin::health_check as wit;
             use $crate::__private::common::switchyard::plugin::types as wit_types;
 
-            ::std::thread_local! {
-                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
-
             struct Export;
+            struct Pool($crate::__private::PoolState<$plugin>);
 
             impl wit::Guest for Export {
-                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::configure(&PLUGIN, &config, <$plugin as $crate::HealthCheck>::configure)
+                type PoolCheck = Pool;
+            }
+
+            impl wit::GuestPoolCheck for Pool {
+                fn create(config: ::std::string::String) -> ::std::result::Result<wit::PoolCheck, ::std::string::String> {
+                    $crate::__private::PoolState::create(&config, <$plugin as $crate::HealthCheck>::configure)
+                        .map(|state| wit::PoolCheck::new(Pool(state)))
                 }
-                fn check(target: wit_types::Endpoint) -> wit::Verdict {
-                    $crate::__private::health_check::<$plugin>(&PLUGIN, target)
+                fn check(&self, target: wit_types::Endpoint) -> wit::Verdict {
+                    $crate::__private::health_check::<$plugin>(&self.0, target)
                 }
             }
 

@@ -125,6 +125,12 @@ pub enum Decision {
 
 /// A recovery policy for one pool.
 ///
+/// For each pool that uses the plugin, on each worker thread, the host
+/// makes one value of your type with [`configure`](Recovery::configure)
+/// and asks it about every failed attempt in that pool. One instance of the
+/// plugin holds the values of every pool on its thread, so keep what
+/// belongs to a pool in `self`.
+///
 /// ```
 /// use switchyard_sdk::{export_recovery, Decision, Failure, Recovery, Retry};
 ///
@@ -196,19 +202,20 @@ macro_rules! export_recovery {
         const _: () = {
             use $crate::__private::recovery_world::exports::switchyard::plugin::recovery as wit;
 
-            ::std::thread_local! {
-                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
-
             struct Export;
+            struct Pool($crate::__private::PoolState<$plugin>);
 
             impl wit::Guest for Export {
-                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::configure(&PLUGIN, &config, <$plugin as $crate::Recovery>::configure)
+                type PoolRecovery = Pool;
+            }
+
+            impl wit::GuestPoolRecovery for Pool {
+                fn create(config: ::std::string::String) -> ::std::result::Result<wit::PoolRecovery, ::std::string::String> {
+                    $crate::__private::PoolState::create(&config, <$plugin as $crate::Recovery>::configure)
+                        .map(|state| wit::PoolRecovery::new(Pool(state)))
                 }
-                fn on_failure(failure: wit::Failure) -> wit::Decision {
-                    $crate::__private::recovery_on_failure::<$plugin>(&PLUGIN, failure)
+                fn on_failure(&self, failure: wit::Failure) -> wit::Decision {
+                    $crate::__private::recovery_on_failure::<$plugin>(&self.0, failure)
                 }
             }
 

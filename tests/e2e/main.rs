@@ -17,5 +17,6 @@ mod reload;
 mod restart;
 mod runtime_api;
 mod sandbox;
+mod scale;
 mod support;
 mod tls;

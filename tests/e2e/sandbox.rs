@@ -133,37 +133,3 @@ async fn wasi_components_load_but_reach_no_environment_files_or_network() {
         "only the proxied requests reached the upstream"
     );
 }
-
-/// A config that would need more plugin instances than the host allows is
-/// refused at start, naming the setting to raise, rather than failing
-/// pools one by one while it serves.
-#[tokio::test]
-async fn too_few_plugin_instances_for_the_config_is_refused_at_load_naming_the_setting() {
-    let plugins = plugin_dir(&[("rr", "round-robin")]);
-    let upstream = Upstream::start("a").await;
-    let pools: String = (0..3)
-        .map(|i| {
-            format!(
-                "[[pools]]\nname = \"p{i}\"\nbalancer = {{ plugin = \"rr\" }}\nendpoints = [{}]\n\n",
-                upstream.endpoint(1)
-            )
-        })
-        .collect();
-    let routes: String = (0..3)
-        .map(|i| format!("[[routes]]\npath_prefix = \"/p{i}\"\npool = \"p{i}\"\n\n"))
-        .collect();
-    let error = Switchyard::try_start_full(
-        plugins.path(),
-        "",
-        "",
-        "max_instances = 4",
-        &format!("{pools}{routes}"),
-    )
-    .err()
-    .expect("refused");
-    assert!(
-        error.contains("`plugins.max_instances`: 4 is too few for this config")
-            && error.contains("raise it to at least 7"),
-        "{error}"
-    );
-}

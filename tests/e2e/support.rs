@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 22] = [
+const PLUGIN_CRATES: [&str; 23] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -49,6 +49,7 @@ const PLUGIN_CRATES: [&str; 22] = [
     "tests/plugins/hostile-health",
     "tests/plugins/eject-on-grpc",
     "tests/plugins/eject-0-1-0",
+    "tests/plugins/turns-0-1-1",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];
@@ -327,8 +328,14 @@ impl Switchyard {
     ) -> Result<Switchyard, String> {
         let config_dir = tempfile::tempdir().unwrap();
         let config = config_dir.path().join("switchyard.toml");
+        // Two workers unless the test says how many.
+        let workers = if proxy_keys.contains("workers =") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         let config_head = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nrequest_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n{workers}request_timeout_ms = 2000\nshutdown_grace_ms = 5000\n{proxy_keys}\n\n\
              [control]\nlisten = \"127.0.0.1:0\"\n{control_keys}\n\n\
              [plugins]\ndir = \"{}\"\n{plugin_keys}\n\n",
             plugins.display()

@@ -1157,16 +1157,11 @@ impl Config {
                 }
             }
         }
-        let needed = self.plugin_instances_needed();
+        let needed = self.plugin_instances_needed(|_| false);
         if needed > u64::from(self.plugins.max_instances) {
             report(
                 "plugins.max_instances".into(),
-                format!(
-                    "{} is too few for this config, which can use up to {needed} plugin instances \
-                     (one per worker for each pool's balancer and recovery plugin, one per pool's \
-                     health plugin, one to check a new file); raise it to at least {needed}",
-                    self.plugins.max_instances
-                ),
+                too_few_instances(self.plugins.max_instances, needed, &[]),
             );
         }
         if self.routes.is_empty() && self.pools.len() > 1 {
@@ -1199,29 +1194,78 @@ impl Config {
     }
 }
 
+/// Instances a health plugin built against contract 0.2 has at most,
+/// shared by every pool that uses it: as many of its checks run at once.
+pub const HEALTH_PLUGIN_INSTANCES: u32 = 8;
+
 impl Config {
-    /// The plugin instances this config can have live at once: one per
-    /// proxy worker for each pool's balancer and recovery plugin (each
-    /// worker holds its own), one for each pool's health plugin, and one
-    /// to check a new file against a pool.
-    pub fn plugin_instances_needed(&self) -> u64 {
-        let workers = self.proxy.workers as u64;
-        let per_pool: u64 = self
-            .pools
-            .iter()
-            .map(|pool| {
-                let on_path = u64::from(pool.balancer.is_some())
-                    + u64::from(pool.recovery.as_ref().is_some_and(|r| r.plugin.is_some()));
-                let checks = u64::from(pool.health.as_ref().is_some_and(|h| h.plugin.is_some()));
-                on_path * workers + checks
-            })
-            .sum();
-        if per_pool == 0 {
-            0
-        } else {
-            per_pool + 1
+    /// The plugin instances this config can have live at once. A plugin
+    /// built against contract 0.2 serves many pools from one instance: one
+    /// per proxy worker for a balancer or recovery plugin,
+    /// `HEALTH_PLUGIN_INSTANCES` for a health plugin, and one more to check
+    /// new files and pools against. A plugin for which `per_pool` says so
+    /// (contract 0.1) has one instance per pool instead: per worker for a
+    /// balancer or recovery plugin.
+    pub fn plugin_instances_needed(&self, per_pool: impl Fn(&str) -> bool) -> u64 {
+        let mut uses: BTreeMap<(&str, bool), u64> = BTreeMap::new();
+        for pool in &self.pools {
+            if let Some(balancer) = &pool.balancer {
+                *uses.entry((&balancer.plugin, false)).or_default() += 1;
+            }
+            if let Some(plugin) = pool.recovery.as_ref().and_then(|r| r.plugin.as_deref()) {
+                *uses.entry((plugin, false)).or_default() += 1;
+            }
+            if let Some(plugin) = pool.health.as_ref().and_then(|h| h.plugin.as_deref()) {
+                *uses.entry((plugin, true)).or_default() += 1;
+            }
         }
+        instances_needed(
+            self.proxy.workers as u32,
+            uses.into_iter()
+                .map(|((name, checks), pools)| (name, checks, pools)),
+            per_pool,
+        )
     }
+}
+
+/// The plugin instances needed by `uses`: each a plugin name, whether it is
+/// a health check, and how many pools use it so (see
+/// [`Config::plugin_instances_needed`]).
+pub fn instances_needed<'a>(
+    workers: u32,
+    uses: impl IntoIterator<Item = (&'a str, bool, u64)>,
+    per_pool: impl Fn(&str) -> bool,
+) -> u64 {
+    let workers = u64::from(workers);
+    uses.into_iter()
+        .map(|(name, checks, pools)| match (checks, per_pool(name)) {
+            (false, true) => pools * workers + 1,
+            (false, false) => workers + 1,
+            (true, true) => pools + 1,
+            (true, false) => u64::from(HEALTH_PLUGIN_INSTANCES) + 1,
+        })
+        .sum()
+}
+
+/// Why `max_instances` is too few for a config that needs `needed`
+/// instances; `per_pool` names the plugins that take one per pool.
+pub fn too_few_instances(max_instances: u32, needed: u64, per_pool: &[String]) -> String {
+    let mut message = format!(
+        "{max_instances} is too few for this config, which can use up to {needed} plugin \
+         instances (one per worker for each balancer and recovery plugin, \
+         {HEALTH_PLUGIN_INSTANCES} for each health plugin, one per plugin to check new files \
+         and pools"
+    );
+    if !per_pool.is_empty() {
+        message.push_str(&format!(
+            "; {} built against contract 0.1, which takes one instance per pool \
+             (per worker for a balancer or recovery plugin): rebuilding with \
+             `switchyard plugin build` makes one instance serve every pool",
+            per_pool.join(", ")
+        ));
+    }
+    message.push_str(&format!("); raise it to at least {needed}"));
+    message
 }
 
 /// The plugins a pool names, each with the config key that names it.

@@ -31,6 +31,11 @@ pub(super) struct PluginView {
     state: PluginState,
     /// The contract the serving version implements.
     world: Option<WorldView>,
+    /// The contract version the serving version was built against.
+    contract: Option<String>,
+    /// `shared`: one instance serves every pool using it (contract 0.2);
+    /// `per-pool`: one instance per pool (0.1).
+    instances: Option<&'static str>,
     /// The serving version's SHA-256.
     hash: Option<String>,
     /// When it was swapped in, in ms since the Unix epoch.
@@ -143,6 +148,14 @@ fn view(slot: &PluginSlot) -> PluginView {
             World::Balancer => WorldView::Balancer,
             World::HealthCheck => WorldView::HealthCheck,
             World::Recovery => WorldView::Recovery,
+        }),
+        contract: version.as_ref().map(|v| v.contract.clone()),
+        instances: version.as_ref().map(|v| {
+            if v.prepared.serves_many_pools() {
+                "shared"
+            } else {
+                "per-pool"
+            }
         }),
         hash: version.as_ref().map(|v| v.hash.clone()),
         loaded_at_unix_ms: version.as_ref().map(|v| {

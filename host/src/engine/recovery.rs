@@ -3,10 +3,11 @@
 //! policy says.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::balancer::RequestInfo;
-use super::endpoint::EndpointId;
+use super::endpoint::{EndpointId, EndpointSet};
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +88,10 @@ pub enum Decision {
 
 /// A recovery policy as the engine sees it: native or a plugin.
 pub trait RecoveryPolicy: Send + Sync + std::fmt::Debug {
-    /// Decides about one failed attempt. Must not block.
-    fn on_failure(&self, failure: &Failure) -> Decision;
+    /// Decides about one failed attempt in the pool whose eligible
+    /// endpoints are `endpoints` (what a plugin's `endpoint-load` reads).
+    /// Must not block.
+    fn on_failure(&self, failure: &Failure, endpoints: &Arc<EndpointSet>) -> Decision;
 }
 
 /// The native policy, and the fallback for a faulting plugin: retry a
@@ -97,7 +100,7 @@ pub trait RecoveryPolicy: Send + Sync + std::fmt::Debug {
 pub struct RetryOnce;
 
 impl RecoveryPolicy for RetryOnce {
-    fn on_failure(&self, failure: &Failure) -> Decision {
+    fn on_failure(&self, failure: &Failure, _endpoints: &Arc<EndpointSet>) -> Decision {
         if failure.replayable && failure.request.attempt == 0 {
             Decision::Retry(Retry {
                 delay: Duration::ZERO,
@@ -258,15 +261,24 @@ mod tests {
     #[test]
     fn retry_once_retries_only_the_first_replayable_attempt() {
         assert!(matches!(
-            RetryOnce.on_failure(&failure(0, true)),
+            RetryOnce.on_failure(
+                &failure(0, true),
+                &Arc::new(EndpointSet::all_eligible(0, Vec::new()))
+            ),
             Decision::Retry(_)
         ));
         assert_eq!(
-            RetryOnce.on_failure(&failure(1, true)),
+            RetryOnce.on_failure(
+                &failure(1, true),
+                &Arc::new(EndpointSet::all_eligible(0, Vec::new()))
+            ),
             Decision::GiveUp(None)
         );
         assert_eq!(
-            RetryOnce.on_failure(&failure(0, false)),
+            RetryOnce.on_failure(
+                &failure(0, false),
+                &Arc::new(EndpointSet::all_eligible(0, Vec::new()))
+            ),
             Decision::GiveUp(None)
         );
     }

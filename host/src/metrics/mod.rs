@@ -594,6 +594,17 @@ pub fn render(
             let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {value}", slot.name);
         }
     }
+    family(
+        &mut out,
+        "switchyard_plugin_instances",
+        "gauge",
+        "Plugin instances alive, of every plugin (at most plugins.max_instances).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_plugin_instances {}",
+        runtime.live_instances()
+    );
     out
 }
 

@@ -1,5 +1,8 @@
-//! A WASM balancer as the engine sees it: one instance per pool per worker
-//! thread, kept in a thread-local table (no locks on the hot path), re-synced
+//! A WASM balancer as the engine sees it. A plugin built against contract
+//! 0.2 has one instance per worker thread serving every pool that uses it,
+//! each pool through its own `pool-balancer` resource (`pooled.rs`); one
+//! built against 0.1 has one instance per pool per worker. Either way the
+//! instances are thread-local (no locks on the hot path) and re-synced
 //! lazily when the plugin version or the pool's endpoint set moves.
 
 use std::sync::Arc;
@@ -8,21 +11,25 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::{Store, Trap};
 
 use super::bindings::balancer::BalancerPlugin;
-use super::bindings::types as wit;
+use super::bindings::v0_1::balancer::BalancerPlugin as BalancerPlugin0_1;
+use super::pooled::{PerThread, PoolError, SharedInstance};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
-use super::{describe_failure, set_up, SetUpError, Shared};
+use super::{describe_failure, instantiate, set_up, SetUpError, Shared};
 use crate::engine::{
     Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority, RequestHeaders,
 };
 
-/// Keys of the per-thread instance tables.
+/// Keys of the pools' balancers: an index of the per-pool instance tables
+/// (contract 0.1) and of the pools' resources in shared instances (0.2).
 static KEYS: Keys = Keys::new();
 
 thread_local! {
-    /// This thread's instances, by `WasmBalancer::key`.
-    static INSTANCES: Table<LiveInstance> = const { Table::new() };
+    /// Contract 0.1: this thread's instance of each pool, by `WasmBalancer::key`.
+    static PER_POOL: Table<OwnInstance> = const { Table::new() };
+    /// Contract 0.2: this thread's instance of each plugin, by slot index.
+    static PER_PLUGIN: PerThread<BalancerPlugin> = const { PerThread::new() };
 }
 
 /// A pool's balancer backed by a plugin.
@@ -43,15 +50,148 @@ impl std::fmt::Debug for WasmBalancer {
     }
 }
 
-/// One instantiated version, configured for one pool.
-pub(crate) struct LiveInstance {
+/// The eligible endpoints of `set` in a contract's `Endpoint` type (0.2 and
+/// 0.1 have the same shape in different generated types).
+macro_rules! wit_endpoints {
+    ($types:path, $set:expr) => {{
+        use $types as types;
+        let set: &EndpointSet = $set;
+        set.eligible
+            .iter()
+            .filter_map(|&id| set.get(id))
+            .map(|endpoint| types::Endpoint {
+                id: endpoint.id,
+                address: endpoint.address.clone(),
+                weight: set.weights[endpoint.id as usize],
+                zone: endpoint.zone.clone(),
+                labels: endpoint
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .collect::<Vec<types::Endpoint>>()
+    }};
+}
+
+/// The request in a contract's `RequestInfo` type.
+macro_rules! wit_request {
+    ($types:path, $info:expr) => {{
+        use $types as types;
+        let info: &crate::engine::RequestInfo = $info;
+        types::RequestInfo {
+            priority: match info.priority {
+                Priority::P0 => types::Priority::P0,
+                Priority::P1 => types::Priority::P1,
+                Priority::P2 => types::Priority::P2,
+                Priority::P3 => types::Priority::P3,
+                Priority::P4 => types::Priority::P4,
+            },
+            attempt: info.attempt,
+            hash: info.hash,
+        }
+    }};
+}
+
+/// A failed `pick` call, as a fault: a timeout or a trap.
+fn call_fault(store: &Store<StoreState>, error: &wasmtime::Error) -> PickFault {
+    let timed_out =
+        store.data().clock.interrupted || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
+    let reason = describe_failure(store, error, "pick");
+    if timed_out {
+        PickFault::Timeout(reason)
+    } else {
+        PickFault::Trap(reason)
+    }
+}
+
+fn set_up_fault(error: SetUpError) -> PickFault {
+    match error {
+        SetUpError::Capacity(reason) => PickFault::HostCapacity(reason),
+        SetUpError::Plugin(reason) => PickFault::Unavailable(reason),
+    }
+}
+
+/// Points a shared instance's store at the pool being served, for
+/// `endpoint-load` (a pointer compare when it already is).
+fn serve_set(store: &mut Store<StoreState>, set: &Arc<EndpointSet>) {
+    let state = store.data_mut();
+    if !state
+        .endpoints
+        .as_ref()
+        .is_some_and(|current| Arc::ptr_eq(current, set))
+    {
+        state.endpoints = Some(Arc::clone(set));
+    }
+}
+
+/// Makes a pool's `pool-balancer` from its config.
+fn create(
+    config: &str,
+) -> impl FnOnce(
+    &BalancerPlugin,
+    &mut Store<StoreState>,
+) -> wasmtime::Result<Result<wasmtime::component::ResourceAny, String>>
+       + '_ {
+    move |exports, store| {
+        exports
+            .switchyard_plugin_balancer()
+            .pool_balancer()
+            .call_create(store, config)
+    }
+}
+
+/// Checks that `version` (contract 0.2) serves a pool with `config_json`
+/// and the endpoints of `set`, in the slot's scratch instance: `create` and
+/// `set-endpoints` on a resource that is dropped afterwards.
+pub(crate) fn check_shared(
+    shared: &Shared,
+    slot: &PluginSlot,
+    version: &PluginVersion,
+    config_json: &str,
+    set: &Arc<EndpointSet>,
+) -> Result<(), SetUpError> {
+    let Prepared::Balancer(pre) = &version.prepared else {
+        return Err(SetUpError::Plugin(format!(
+            "the file is {}, not a balancer",
+            version.world.describe()
+        )));
+    };
+    super::pooled::check_in_scratch(
+        shared,
+        slot,
+        version.id,
+        &KEYS,
+        |store| pre.instantiate(store),
+        |instance, key| {
+            serve_set(&mut instance.store, set);
+            let handle = instance
+                .pool(shared, key, create(config_json))
+                .map_err(SetUpError::from)?
+                .handle;
+            let endpoints = wit_endpoints!(super::bindings::types, set);
+            begin_call(&mut instance.store, shared.limits.setup_deadline_ticks);
+            instance
+                .exports
+                .switchyard_plugin_balancer()
+                .pool_balancer()
+                .call_set_endpoints(&mut instance.store, handle, &endpoints)
+                .map_err(|e| {
+                    SetUpError::Plugin(describe_failure(&instance.store, &e, "set-endpoints"))
+                })
+        },
+    )
+}
+
+/// A pool's own instance of a contract 0.1 plugin.
+pub(crate) struct OwnInstance {
     version_id: u64,
     generation: u64,
     store: Store<StoreState>,
-    plugin: BalancerPlugin,
+    plugin: BalancerPlugin0_1,
 }
 
-impl LiveInstance {
+impl OwnInstance {
     /// Instantiates `version`, configures it with `config_json` and pushes
     /// the eligible endpoints of `set`.
     pub(crate) fn create(
@@ -60,8 +200,8 @@ impl LiveInstance {
         version: &PluginVersion,
         config_json: &str,
         set: &Arc<EndpointSet>,
-    ) -> Result<LiveInstance, SetUpError> {
-        let Prepared::Balancer(pre) = &version.prepared else {
+    ) -> Result<OwnInstance, SetUpError> {
+        let Prepared::BalancerPerPool(pre) = &version.prepared else {
             return Err(SetUpError::Plugin(format!(
                 "the file is {}, not a balancer",
                 version.world.describe()
@@ -78,7 +218,7 @@ impl LiveInstance {
             },
         )?;
         store.data_mut().endpoints = Some(Arc::clone(set));
-        let mut live = LiveInstance {
+        let mut live = OwnInstance {
             version_id: version.id,
             generation: 0,
             store,
@@ -90,22 +230,10 @@ impl LiveInstance {
     }
 
     fn sync_endpoints(&mut self, shared: &Shared, set: &Arc<EndpointSet>) -> Result<(), String> {
-        let endpoints: Vec<wit::Endpoint> = set
-            .eligible
-            .iter()
-            .filter_map(|&id| set.get(id))
-            .map(|endpoint| wit::Endpoint {
-                id: endpoint.id,
-                address: endpoint.address.clone(),
-                weight: set.weights[endpoint.id as usize],
-                zone: endpoint.zone.clone(),
-                labels: endpoint
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            })
-            .collect();
+        let endpoints = wit_endpoints!(
+            super::bindings::v0_1::common::switchyard::plugin::types,
+            set
+        );
         self.store.data_mut().endpoints = Some(Arc::clone(set));
         begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
         self.plugin
@@ -153,10 +281,92 @@ impl WasmBalancer {
         fault
     }
 
-    /// The pick on this thread's instance, creating or re-syncing it first.
-    fn pick_on(
+    /// The pick on this thread's instance of the plugin (contract 0.2),
+    /// creating it, or this pool's resource in it, or re-syncing the
+    /// pool's endpoints first. A trap drops the instance, with every
+    /// pool's resource in it: each is made again at its pool's next pick.
+    fn pick_shared(
         &self,
-        slot_entry: &mut Option<LiveInstance>,
+        entry: &mut Option<SharedInstance<BalancerPlugin>>,
+        version: &PluginVersion,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+    ) -> Result<Option<EndpointId>, PickFault> {
+        let Prepared::Balancer(pre) = &version.prepared else {
+            return Err(PickFault::Unavailable("not a balancer".into()));
+        };
+        if entry
+            .as_ref()
+            .is_none_or(|instance| instance.version_id != version.id)
+        {
+            *entry = None;
+            let (store, exports) =
+                instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))
+                    .map_err(set_up_fault)?;
+            *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
+        }
+        let instance = entry.as_mut().expect("instance created above");
+        let answer = self.pick_in(instance, set, request, version.reads_headers);
+        if matches!(answer, Err(PickFault::Trap(_) | PickFault::Timeout(_))) {
+            // A trapped component instance cannot be entered again.
+            *entry = None;
+        }
+        answer
+    }
+
+    fn pick_in(
+        &self,
+        instance: &mut SharedInstance<BalancerPlugin>,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+        reads_headers: bool,
+    ) -> Result<Option<EndpointId>, PickFault> {
+        instance
+            .sweep(&self.shared, &KEYS)
+            .map_err(PickFault::Trap)?;
+        serve_set(&mut instance.store, set);
+        let config = &*self.config_json;
+        let resource = instance
+            .pool(&self.shared, self.key, create(config))
+            .map_err(|error| match error {
+                PoolError::Refused(reason) => PickFault::Unavailable(reason),
+                PoolError::Trapped(reason) => PickFault::Trap(reason),
+            })?;
+        let (handle, synced) = (resource.handle, resource.generation == set.generation);
+        if !synced {
+            let endpoints = wit_endpoints!(super::bindings::types, set);
+            begin_call(&mut instance.store, self.shared.limits.setup_deadline_ticks);
+            instance
+                .exports
+                .switchyard_plugin_balancer()
+                .pool_balancer()
+                .call_set_endpoints(&mut instance.store, handle, &endpoints)
+                .map_err(|e| {
+                    PickFault::Trap(describe_failure(&instance.store, &e, "set-endpoints"))
+                })?;
+            instance.mark_synced(self.key, set.generation);
+        }
+        let info = wit_request!(super::bindings::types, &request.info);
+        lend_headers(
+            &mut instance.store.data_mut().headers,
+            &mut request.headers,
+            reads_headers,
+        );
+        begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+        let result = instance
+            .exports
+            .switchyard_plugin_balancer()
+            .pool_balancer()
+            .call_pick(&mut instance.store, handle, info);
+        return_headers(&mut instance.store.data_mut().headers, &mut request.headers);
+        result.map_err(|error| call_fault(&instance.store, &error))
+    }
+
+    /// The pick on this pool's own instance (contract 0.1), creating or
+    /// re-syncing it first.
+    fn pick_own(
+        &self,
+        slot_entry: &mut Option<OwnInstance>,
         version: &PluginVersion,
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
@@ -165,14 +375,11 @@ impl WasmBalancer {
             .as_ref()
             .is_none_or(|live| live.version_id != version.id)
         {
-            // Drop the old instance first: its pooling slot is freed for the new one.
+            // Drop the old instance first: its slot is freed for the new one.
             *slot_entry = None;
             let live =
-                LiveInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
-                    .map_err(|error| match error {
-                        SetUpError::Capacity(reason) => PickFault::HostCapacity(reason),
-                        SetUpError::Plugin(reason) => PickFault::Unavailable(reason),
-                    })?;
+                OwnInstance::create(&self.shared, &self.slot, version, &self.config_json, set)
+                    .map_err(set_up_fault)?;
             *slot_entry = Some(live);
         }
         let live = slot_entry.as_mut().expect("instance created above");
@@ -183,17 +390,10 @@ impl WasmBalancer {
             }
         }
         let live = slot_entry.as_mut().expect("instance kept above");
-        let info = wit::RequestInfo {
-            priority: match request.info.priority {
-                Priority::P0 => wit::Priority::P0,
-                Priority::P1 => wit::Priority::P1,
-                Priority::P2 => wit::Priority::P2,
-                Priority::P3 => wit::Priority::P3,
-                Priority::P4 => wit::Priority::P4,
-            },
-            attempt: request.info.attempt,
-            hash: request.info.hash,
-        };
+        let info = wit_request!(
+            super::bindings::v0_1::common::switchyard::plugin::types,
+            &request.info
+        );
         lend_headers(
             &mut live.store.data_mut().headers,
             &mut request.headers,
@@ -208,16 +408,10 @@ impl WasmBalancer {
         match result {
             Ok(answer) => Ok(answer),
             Err(error) => {
-                let timed_out = live.store.data().clock.interrupted
-                    || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
-                let reason = describe_failure(&live.store, &error, "pick");
+                let fault = call_fault(&live.store, &error);
                 // A trapped component instance cannot be entered again.
                 *slot_entry = None;
-                Err(if timed_out {
-                    PickFault::Timeout(reason)
-                } else {
-                    PickFault::Trap(reason)
-                })
+                Err(fault)
             }
         }
     }
@@ -275,9 +469,17 @@ impl Balancer for WasmBalancer {
             return Err(PickFault::Unavailable("quarantined".into()));
         }
         self.slot.count_call();
-        let answer = KEYS.with_instance(&INSTANCES, self.key, |entry| {
-            self.pick_on(entry, version, set, request)
-        });
+        let answer = if version.prepared.serves_many_pools() {
+            PER_PLUGIN.with(|table| {
+                table.with(self.slot.index, |entry| {
+                    self.pick_shared(entry, version, set, request)
+                })
+            })
+        } else {
+            KEYS.with_instance(&PER_POOL, self.key, |entry| {
+                self.pick_own(entry, version, set, request)
+            })
+        };
         match answer {
             Ok(Some(id)) if set.is_eligible(id) => {
                 self.slot.count_success(version);

@@ -1,6 +1,9 @@
 //! A health-check plugin as the engine sees it. The plugin's `check` runs
-//! on a blocking thread (its probes wait on the network), from a small set
-//! of instances per pool that are reused between checks.
+//! on a blocking thread (its probes wait on the network). A plugin built
+//! against contract 0.2 checks every pool that uses it from one small set
+//! of instances (`HEALTH_INSTANCES` at most, each pool a `pool-check`
+//! resource in them); one built against 0.1 from a set per pool. Instances
+//! are reused between checks.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,9 +12,78 @@ use wasmtime::Store;
 
 use super::bindings::health::HealthPlugin;
 use super::bindings::types as wit;
+use super::bindings::v0_1::health::HealthPlugin as HealthPlugin0_1;
+use super::pooled::{PoolError, SharedInstance};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
+use super::retire::Keys;
 use super::state::{begin_call, ProbeClient, ProbeTarget, StoreState};
-use super::{describe_failure, set_up, Shared, EPOCH_TICK};
+use super::{describe_failure, instantiate, set_up, SetUpError, Shared, EPOCH_TICK};
+
+/// Instances of a contract 0.2 health plugin at most, shared by every pool
+/// using it: as many checks of it run at once; the others wait for one
+/// (without holding a thread).
+pub const HEALTH_INSTANCES: usize = crate::config::HEALTH_PLUGIN_INSTANCES as usize;
+
+/// Keys of the pools' health checks (see `balancer.rs`).
+static KEYS: Keys = Keys::new();
+
+/// The shared instances of one contract 0.2 health plugin: the idle ones,
+/// and the permits that bound how many exist.
+pub(crate) struct SharedChecks {
+    idle: Mutex<Vec<SharedInstance<HealthPlugin>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for SharedChecks {
+    fn default() -> Self {
+        SharedChecks {
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(HEALTH_INSTANCES)),
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedChecks")
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `version` (contract 0.2) accepts a pool's `config_json`, in
+/// the slot's scratch instance.
+pub(crate) fn check_shared(
+    shared: &Shared,
+    slot: &PluginSlot,
+    version: &PluginVersion,
+    config_json: &str,
+) -> Result<(), SetUpError> {
+    let Prepared::HealthCheck(pre) = &version.prepared else {
+        return Err(SetUpError::Plugin(format!(
+            "the file is {}, not a health check",
+            version.world.describe()
+        )));
+    };
+    super::pooled::check_in_scratch(
+        shared,
+        slot,
+        version.id,
+        &KEYS,
+        |store| pre.instantiate(store),
+        |instance, key| {
+            instance
+                .pool(shared, key, |exports, store| {
+                    exports
+                        .switchyard_plugin_health_check()
+                        .pool_check()
+                        .call_create(store, config_json)
+                })
+                .map(drop)
+                .map_err(SetUpError::from)
+        },
+    )
+}
 use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker, UpstreamProtocol};
 
 /// How long an idle probe connection is kept (longer than any sensible
@@ -25,11 +97,12 @@ pub struct WasmHealthCheck {
 }
 
 struct Inner {
+    key: usize,
     shared: Arc<Shared>,
     slot: Arc<PluginSlot>,
     pool_name: String,
     config_json: Arc<str>,
-    idle: Mutex<Vec<HealthInstance>>,
+    idle: Mutex<Vec<OwnInstance>>,
     client: ProbeClient,
 }
 
@@ -42,26 +115,32 @@ impl std::fmt::Debug for WasmHealthCheck {
     }
 }
 
-/// One configured instance of a health plugin.
-pub(crate) struct HealthInstance {
-    version_id: u64,
-    store: Store<StoreState>,
-    plugin: HealthPlugin,
+impl Drop for Inner {
+    fn drop(&mut self) {
+        KEYS.retire(self.key);
+    }
 }
 
-impl HealthInstance {
+/// A pool's own instance of a contract 0.1 health plugin.
+pub(crate) struct OwnInstance {
+    version_id: u64,
+    store: Store<StoreState>,
+    plugin: HealthPlugin0_1,
+}
+
+impl OwnInstance {
     /// Instantiates `version` and configures it with `config_json`.
     pub(crate) fn create(
         shared: &Shared,
         slot: &PluginSlot,
         version: &PluginVersion,
         config_json: &str,
-    ) -> Result<HealthInstance, String> {
-        let Prepared::HealthCheck(pre) = &version.prepared else {
-            return Err(format!(
+    ) -> Result<OwnInstance, SetUpError> {
+        let Prepared::HealthCheckPerPool(pre) = &version.prepared else {
+            return Err(SetUpError::Plugin(format!(
                 "the file is {}, not a health check",
                 version.world.describe()
-            ));
+            )));
         };
         let (store, plugin) = set_up(
             shared,
@@ -73,7 +152,7 @@ impl HealthInstance {
                     .call_configure(store, config_json)
             },
         )?;
-        Ok(HealthInstance {
+        Ok(OwnInstance {
             version_id: version.id,
             store,
             plugin,
@@ -96,6 +175,7 @@ impl WasmHealthCheck {
         };
         WasmHealthCheck {
             inner: Arc::new(Inner {
+                key: KEYS.allocate(),
                 shared,
                 slot,
                 pool_name: pool_name.to_string(),
@@ -105,6 +185,25 @@ impl WasmHealthCheck {
             }),
         }
     }
+}
+
+/// An endpoint in a contract's `Endpoint` type.
+macro_rules! wit_target {
+    ($types:path, $endpoint:expr) => {{
+        use $types as types;
+        let endpoint: &Endpoint = $endpoint;
+        types::Endpoint {
+            id: endpoint.id,
+            address: endpoint.address.clone(),
+            weight: endpoint.weight,
+            zone: endpoint.zone.clone(),
+            labels: endpoint
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }};
 }
 
 /// The probe client of a plain HTTP/1.1 pool.
@@ -142,6 +241,115 @@ impl Inner {
             return CheckOutcome::Fault("quarantined".into());
         }
         self.slot.count_call();
+        let probe = ProbeTarget {
+            address: endpoint.address.clone(),
+            deadline,
+            runtime,
+            client: self.client.clone(),
+        };
+        let target = wit_target!(wit, endpoint);
+        // The budget is CPU time, so time spent waiting on probes is free;
+        // the check's own timeout bounds the wall time.
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(EPOCH_TICK);
+        let ticks = (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let verdict = if version.prepared.serves_many_pools() {
+            self.check_shared(&version, probe, &target, ticks)
+        } else {
+            let target = wit_target!(
+                super::bindings::v0_1::common::switchyard::plugin::types,
+                endpoint
+            );
+            self.check_own(&version, probe, &target, ticks)
+        };
+        match verdict {
+            Ok((health, reason)) => {
+                self.slot.count_success(&version);
+                CheckOutcome::Verdict(health, reason)
+            }
+            Err(SetUpError::Capacity(reason)) => {
+                self.shared
+                    .capacity_exhausted(&self.slot.name, &self.pool_name, &reason);
+                CheckOutcome::Fault(reason)
+            }
+            Err(SetUpError::Plugin(reason)) => self.fault(&version, reason),
+        }
+    }
+
+    /// A check in one of the plugin's shared instances (contract 0.2).
+    fn check_shared(
+        &self,
+        version: &PluginVersion,
+        probe: ProbeTarget,
+        target: &wit::Endpoint,
+        ticks: u64,
+    ) -> Result<(Health, String), SetUpError> {
+        let Prepared::HealthCheck(pre) = &version.prepared else {
+            return Err(SetUpError::Plugin("not a health check".into()));
+        };
+        let checks = &self.slot.checks;
+        let reused = {
+            let mut idle = checks.idle.lock().unwrap();
+            idle.retain(|instance| instance.version_id == version.id);
+            idle.pop()
+        };
+        let mut instance = match reused {
+            Some(instance) => instance,
+            None => {
+                let (store, exports) =
+                    instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))?;
+                SharedInstance::new(version.id, store, exports, &KEYS)
+            }
+        };
+        instance
+            .sweep(&self.shared, &KEYS)
+            .map_err(SetUpError::Plugin)?;
+        let config = &*self.config_json;
+        let handle = match instance.pool(&self.shared, self.key, |exports, store| {
+            exports
+                .switchyard_plugin_health_check()
+                .pool_check()
+                .call_create(store, config)
+        }) {
+            Ok(resource) => resource.handle,
+            Err(PoolError::Refused(reason)) => {
+                checks.idle.lock().unwrap().push(instance);
+                return Err(SetUpError::Plugin(reason));
+            }
+            // A trapped instance cannot be entered again: it is dropped.
+            Err(PoolError::Trapped(reason)) => return Err(SetUpError::Plugin(reason)),
+        };
+        instance.store.data_mut().probe = Some(probe);
+        begin_call(&mut instance.store, ticks);
+        let result = instance
+            .exports
+            .switchyard_plugin_health_check()
+            .pool_check()
+            .call_check(&mut instance.store, handle, target);
+        instance.store.data_mut().probe = None;
+        match result {
+            Ok(verdict) => {
+                checks.idle.lock().unwrap().push(instance);
+                Ok((health_of(verdict.health), verdict.reason))
+            }
+            Err(error) => Err(SetUpError::Plugin(describe_failure(
+                &instance.store,
+                &error,
+                "check",
+            ))),
+        }
+    }
+
+    /// A check in one of this pool's own instances (contract 0.1).
+    fn check_own(
+        &self,
+        version: &PluginVersion,
+        probe: ProbeTarget,
+        target: &super::bindings::v0_1::common::switchyard::plugin::types::Endpoint,
+        ticks: u64,
+    ) -> Result<(Health, String), SetUpError> {
+        use super::bindings::v0_1::common::switchyard::plugin::types as wit_0_1;
         let reused = {
             let mut idle = self.idle.lock().unwrap();
             idle.retain(|instance| instance.version_id == version.id);
@@ -149,60 +357,32 @@ impl Inner {
         };
         let mut instance = match reused {
             Some(instance) => instance,
-            None => {
-                match HealthInstance::create(&self.shared, &self.slot, &version, &self.config_json)
-                {
-                    Ok(instance) => instance,
-                    Err(reason) => return self.fault(&version, reason),
-                }
-            }
+            None => OwnInstance::create(&self.shared, &self.slot, version, &self.config_json)?,
         };
-        instance.store.data_mut().probe = Some(ProbeTarget {
-            address: endpoint.address.clone(),
-            deadline,
-            runtime,
-            client: self.client.clone(),
-        });
-        let target = wit::Endpoint {
-            id: endpoint.id,
-            address: endpoint.address.clone(),
-            weight: endpoint.weight,
-            zone: endpoint.zone.clone(),
-            labels: endpoint
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        // The budget is CPU time, so time spent waiting on probes is free;
-        // the check's own timeout bounds the wall time.
-        let budget = deadline
-            .saturating_duration_since(Instant::now())
-            .max(EPOCH_TICK);
-        let ticks = (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        instance.store.data_mut().probe = Some(probe);
         begin_call(&mut instance.store, ticks);
         let result = instance
             .plugin
             .switchyard_plugin_health_check()
-            .call_check(&mut instance.store, &target);
+            .call_check(&mut instance.store, target);
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {
-                self.slot.count_success(&version);
                 self.idle.lock().unwrap().push(instance);
                 let health = match verdict.health {
-                    wit::Health::Healthy => Health::Healthy,
-                    wit::Health::Degraded => Health::Degraded,
-                    wit::Health::Unhealthy => Health::Unhealthy,
-                    wit::Health::Unknown => Health::Unknown,
+                    wit_0_1::Health::Healthy => Health::Healthy,
+                    wit_0_1::Health::Degraded => Health::Degraded,
+                    wit_0_1::Health::Unhealthy => Health::Unhealthy,
+                    wit_0_1::Health::Unknown => Health::Unknown,
                 };
-                CheckOutcome::Verdict(health, verdict.reason)
+                Ok((health, verdict.reason))
             }
-            Err(error) => {
-                // A trapped instance cannot be entered again: it is dropped.
-                let reason = describe_failure(&instance.store, &error, "check");
-                self.fault(&version, reason)
-            }
+            // A trapped instance cannot be entered again: it is dropped.
+            Err(error) => Err(SetUpError::Plugin(describe_failure(
+                &instance.store,
+                &error,
+                "check",
+            ))),
         }
     }
 
@@ -216,14 +396,44 @@ impl Inner {
     }
 }
 
+fn health_of(health: wit::Health) -> Health {
+    match health {
+        wit::Health::Healthy => Health::Healthy,
+        wit::Health::Degraded => Health::Degraded,
+        wit::Health::Unhealthy => Health::Unhealthy,
+        wit::Health::Unknown => Health::Unknown,
+    }
+}
+
 impl HealthChecker for WasmHealthCheck {
     fn check(&self, endpoint: Arc<Endpoint>, deadline: Instant) -> CheckFuture {
         let inner = Arc::clone(&self.inner);
         let runtime = tokio::runtime::Handle::current();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.check_blocking(&endpoint, deadline, runtime))
-                .await
-                .unwrap_or_else(|error| CheckOutcome::Fault(format!("check task failed: {error}")))
+            // A shared instance per running check, at most `HEALTH_INSTANCES`:
+            // the check waits here for one, holding no thread.
+            let permit = match inner.slot.current() {
+                Some(version) if version.prepared.serves_many_pools() => {
+                    let permits = Arc::clone(&inner.slot.checks.permits);
+                    match tokio::time::timeout_at(deadline.into(), permits.acquire_owned()).await {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => {
+                            return CheckOutcome::Fault(
+                                "no instance of the plugin was free before the check's deadline"
+                                    .into(),
+                            )
+                        }
+                    }
+                }
+                _ => None,
+            };
+            tokio::task::spawn_blocking(move || {
+                let outcome = inner.check_blocking(&endpoint, deadline, runtime);
+                drop(permit);
+                outcome
+            })
+            .await
+            .unwrap_or_else(|error| CheckOutcome::Fault(format!("check task failed: {error}")))
         })
     }
 }

@@ -8,6 +8,7 @@ mod cache;
 mod health;
 mod imports;
 mod last_good;
+mod pooled;
 mod recovery;
 mod registry;
 mod retire;
@@ -16,16 +17,14 @@ mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-};
+use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, Store, Trap};
 
 pub use balancer::WasmBalancer;
 pub use health::WasmHealthCheck;
@@ -98,6 +97,10 @@ pub(crate) struct Shared {
     /// `started`: said at most every `CAPACITY_NOTICE_EVERY`.
     capacity_noticed: AtomicU64,
     started: Instant,
+    /// Instances alive now, of every plugin and world.
+    live_instances: Arc<AtomicU32>,
+    /// Proxy workers, each holding its own balancer and recovery instances.
+    workers: AtomicU32,
 }
 
 /// How often running out of instance slots is logged and published.
@@ -163,19 +166,14 @@ impl PluginRuntime {
         events: Arc<crate::engine::Events>,
     ) -> anyhow::Result<Self> {
         let memory_limit = config.memory_limit_mib as usize * 1024 * 1024;
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
-            .total_memories(config.max_instances * 2)
-            .total_tables(config.max_instances * 4)
-            .max_memories_per_component(2)
-            .max_tables_per_component(4)
-            .max_memory_size(memory_limit);
+        // Instances are allocated as they are made and freed as they are
+        // dropped, so memory and address space follow the instances the
+        // config has live (counted against `max_instances`), not a pool
+        // reserved up front for the most it could ever have.
         let mut wasm = WasmConfig::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+            .allocation_strategy(InstanceAllocationStrategy::OnDemand);
         let engine = Engine::new(&wasm).map_err(|e| {
             anyhow::anyhow!("cannot start the wasmtime engine: {}", error_chain(&e))
         })?;
@@ -183,6 +181,12 @@ impl PluginRuntime {
         let mut linker = Linker::<StoreState>::new(&engine);
         bindings::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         bindings::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        // Contract 0.1's imports under their own names.
+        bindings::v0_1::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::v0_1::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
             |s| s,
         )?;
@@ -214,8 +218,111 @@ impl PluginRuntime {
                 stop_ticker,
                 capacity_noticed: AtomicU64::new(0),
                 started: Instant::now(),
+                live_instances: Arc::new(AtomicU32::new(0)),
+                workers: AtomicU32::new(1),
             }),
         })
+    }
+
+    /// Tells the runtime how many proxy workers hold balancer and recovery
+    /// instances, for the instance counts a new file is checked against.
+    pub fn set_workers(&self, workers: u32) {
+        self.shared.workers.store(workers.max(1), Ordering::Relaxed);
+    }
+
+    /// How many plugin instances are alive now.
+    pub fn live_instances(&self) -> u32 {
+        self.shared.live_instances.load(Ordering::Relaxed)
+    }
+
+    /// Whether plugin `name`'s serving version takes one instance per pool
+    /// (built against contract 0.1) rather than serving many from one.
+    pub fn serves_per_pool(&self, name: &str) -> bool {
+        self.find_slot(name)
+            .and_then(|slot| slot.current())
+            .is_some_and(|version| !version.prepared.serves_many_pools())
+    }
+
+    /// Checks that `config` fits in `plugins.max_instances` with the plugin
+    /// versions serving now; the error says what to raise or rebuild.
+    pub fn check_capacity(&self, config: &crate::config::Config) -> Result<(), String> {
+        let needed = config.plugin_instances_needed(|name| self.serves_per_pool(name));
+        let max = self.shared.limits.max_instances;
+        if needed <= u64::from(max) {
+            return Ok(());
+        }
+        let per_pool = self.per_pool_names(config.pools.iter().flat_map(|pool| {
+            crate::config::plugin_names(pool)
+                .into_iter()
+                .map(|(_, name)| name)
+        }));
+        Err(format!(
+            "plugins.max_instances: {}",
+            crate::config::too_few_instances(max, needed, &per_pool)
+        ))
+    }
+
+    /// The names among `names` of plugins served one instance per pool,
+    /// each once, quoted.
+    fn per_pool_names<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let mut per_pool: Vec<String> = names
+            .filter(|name| self.serves_per_pool(name))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        per_pool.sort();
+        per_pool.dedup();
+        per_pool
+    }
+
+    /// Checks that serving `version` in `slot` keeps the pools attached now
+    /// within `plugins.max_instances` (it may take one instance per pool).
+    fn check_capacity_with(
+        &self,
+        slot: &PluginSlot,
+        version: &PluginVersion,
+    ) -> Result<(), String> {
+        let per_pool_now = !version.prepared.serves_many_pools();
+        let slots = self.slots();
+        let mut uses = Vec::new();
+        for each in &slots {
+            let users = each.users.lock().unwrap();
+            let live = users.iter().filter(|u| u.pool.strong_count() > 0);
+            let checks = live.clone().filter(|u| u.role == Role::HealthCheck).count() as u64;
+            let on_path = live.filter(|u| u.role != Role::HealthCheck).count() as u64;
+            if on_path > 0 {
+                uses.push((each.name.to_string(), false, on_path));
+            }
+            if checks > 0 {
+                uses.push((each.name.to_string(), true, checks));
+            }
+        }
+        let is_per_pool = |name: &str| {
+            if name == &*slot.name {
+                per_pool_now
+            } else {
+                self.serves_per_pool(name)
+            }
+        };
+        let needed = crate::config::instances_needed(
+            self.shared.workers.load(Ordering::Relaxed),
+            uses.iter()
+                .map(|(name, checks, pools)| (name.as_str(), *checks, *pools)),
+            is_per_pool,
+        );
+        let max = self.shared.limits.max_instances;
+        if needed <= u64::from(max) {
+            return Ok(());
+        }
+        let mut per_pool: Vec<String> = uses
+            .iter()
+            .filter(|(name, _, _)| is_per_pool(name))
+            .map(|(name, _, _)| format!("`{name}`"))
+            .collect();
+        per_pool.dedup();
+        Err(format!(
+            "plugins.max_instances: {}",
+            crate::config::too_few_instances(max, needed, &per_pool)
+        ))
     }
 
     /// The watched folder.
@@ -458,7 +565,10 @@ impl PluginRuntime {
         let id = self.shared.next_version.fetch_add(1, Ordering::Relaxed);
         let mut version =
             PluginVersion::new(id, hash, world, prepared, reads_headers, from_cache, 0);
+        version.contract = contract_version(&self.shared.engine, &component).unwrap_or_default();
 
+        self.check_capacity_with(slot, &version)
+            .map_err(|reason| fail("capacity", reason))?;
         let users = slot.users.lock().unwrap().clone();
         for usage in &users {
             self.check_use(slot, &version, usage)?;
@@ -571,29 +681,39 @@ impl PluginRuntime {
         let Some(pool) = usage.pool.upgrade() else {
             return Ok(());
         };
+        let many = version.prepared.serves_many_pools();
         let checked = match usage.role {
-            Role::Balancer => {
-                let set = pool.endpoints().clone();
-                balancer::LiveInstance::create(
-                    &self.shared,
-                    slot,
-                    version,
-                    &usage.config_json,
-                    &set,
-                )
-                .map(drop)
-                .map_err(String::from)
+            Role::Balancer if many => balancer::check_shared(
+                &self.shared,
+                slot,
+                version,
+                &usage.config_json,
+                &pool.endpoints(),
+            ),
+            Role::Balancer => balancer::OwnInstance::create(
+                &self.shared,
+                slot,
+                version,
+                &usage.config_json,
+                &pool.endpoints(),
+            )
+            .map(drop),
+            Role::HealthCheck if many => {
+                health::check_shared(&self.shared, slot, version, &usage.config_json)
             }
             Role::HealthCheck => {
-                health::HealthInstance::create(&self.shared, slot, version, &usage.config_json)
+                health::OwnInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
+            }
+            Role::Recovery if many => {
+                recovery::check_shared(&self.shared, slot, version, &usage.config_json)
             }
             Role::Recovery => {
-                recovery::RecoveryInstance::create(&self.shared, slot, version, &usage.config_json)
+                recovery::OwnInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
-                    .map_err(String::from)
             }
-        };
+        }
+        .map_err(String::from);
         checked.map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
     }
 
@@ -606,19 +726,31 @@ impl PluginRuntime {
         })?;
         let typed =
             |e: wasmtime::Error| format!("exports do not match the contract: {}", error_chain(&e));
+        // Contract 0.1 (free functions) is told from 0.2 (resources) by the
+        // version its export names.
+        let v0_1 = contract_version(&self.shared.engine, component)
+            .is_some_and(|version| version.starts_with("0.1."));
+        let v0_1_0 = exports_version(&self.shared.engine, component, "0.1.0");
         Ok(match world {
+            World::Balancer if v0_1 => Prepared::BalancerPerPool(
+                bindings::v0_1::balancer::BalancerPluginPre::new(pre).map_err(typed)?,
+            ),
             World::Balancer => {
                 Prepared::Balancer(bindings::balancer::BalancerPluginPre::new(pre).map_err(typed)?)
             }
+            World::HealthCheck if v0_1 => Prepared::HealthCheckPerPool(
+                bindings::v0_1::health::HealthPluginPre::new(pre).map_err(typed)?,
+            ),
             World::HealthCheck => {
                 Prepared::HealthCheck(bindings::health::HealthPluginPre::new(pre).map_err(typed)?)
             }
             // Built against contract 0.1.0: served through its types.
-            World::Recovery if exports_version(&self.shared.engine, component, "0.1.0") => {
-                Prepared::Recovery0_1_0(
-                    bindings::recovery_0_1_0::RecoveryPluginPre::new(pre).map_err(typed)?,
-                )
-            }
+            World::Recovery if v0_1_0 => Prepared::RecoveryPerPool0_1_0(
+                bindings::v0_1::recovery_0_1_0::RecoveryPluginPre::new(pre).map_err(typed)?,
+            ),
+            World::Recovery if v0_1 => Prepared::RecoveryPerPool(
+                bindings::v0_1::recovery::RecoveryPluginPre::new(pre).map_err(typed)?,
+            ),
             World::Recovery => {
                 Prepared::Recovery(bindings::recovery::RecoveryPluginPre::new(pre).map_err(typed)?)
             }
@@ -710,10 +842,20 @@ fn imports_request_header(bytes: &[u8]) -> bool {
 /// Whether the component's contract export is of this version (the
 /// `@VERSION` of `switchyard:plugin/...`).
 fn exports_version(engine: &Engine, component: &Component, version: &str) -> bool {
-    component.component_type().exports(engine).any(|(name, _)| {
-        name.starts_with("switchyard:plugin/")
-            && name.rsplit_once('@').is_some_and(|(_, v)| v == version)
-    })
+    contract_version(engine, component).as_deref() == Some(version)
+}
+
+/// The contract version the component's export names, if it names one.
+fn contract_version(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| {
+            let (interface, version) = name.rsplit_once('@')?;
+            interface
+                .starts_with("switchyard:plugin/")
+                .then(|| version.to_string())
+        })
 }
 
 /// Which of the three contracts the component exports.
@@ -763,30 +905,39 @@ pub(crate) fn describe_failure(
     format!("{call} trapped: {}", error_chain(error))
 }
 
-/// A new store for `slot`'s plugin, instantiated by `instantiate` and
-/// configured by `configure`, both under the set-up budget. Every world's
-/// instances start here.
+/// A new store for `slot`'s plugin, instantiated by `instantiate` under the
+/// set-up budget, if the host has an instance to spare (`max_instances`).
+/// Every world's instances start here.
+pub(crate) fn instantiate<P>(
+    shared: &Shared,
+    slot: &PluginSlot,
+    instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<P>,
+) -> Result<(Store<StoreState>, P), SetUpError> {
+    let count = state::InstanceCount::take(&shared.live_instances, shared.limits.max_instances)
+        .ok_or_else(|| {
+            SetUpError::Capacity(format!(
+                "the host's plugin instances are all in use (plugins.max_instances = {}); raise it",
+                shared.limits.max_instances
+            ))
+        })?;
+    let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
+    state.count = Some(count);
+    let mut store = state::new_store(&shared.engine, state);
+    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
+    let plugin = instantiate(&mut store)
+        .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "instantiate")))?;
+    Ok((store, plugin))
+}
+
+/// A new store for `slot`'s plugin (contract 0.1), instantiated and
+/// configured by `configure`, both under the set-up budget.
 pub(crate) fn set_up<P>(
     shared: &Shared,
     slot: &PluginSlot,
     instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<P>,
     configure: impl FnOnce(&P, &mut Store<StoreState>) -> wasmtime::Result<Result<(), String>>,
 ) -> Result<(Store<StoreState>, P), SetUpError> {
-    let state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
-    let mut store = state::new_store(&shared.engine, state);
-    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
-    let plugin = instantiate(&mut store).map_err(|e| {
-        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-            .is_some()
-        {
-            SetUpError::Capacity(format!(
-                "the host's plugin instances are all in use (plugins.max_instances = {}); raise it",
-                shared.limits.max_instances
-            ))
-        } else {
-            SetUpError::Plugin(describe_failure(&store, &e, "instantiate"))
-        }
-    })?;
+    let (mut store, plugin) = self::instantiate(shared, slot, instantiate)?;
     state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
     configure(&plugin, &mut store)
         .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "configure")))?

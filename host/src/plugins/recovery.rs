@@ -1,6 +1,7 @@
-//! A recovery plugin as the engine sees it: one instance per pool per worker
-//! thread, like balancers; a fault is counted and answered by the native
-//! `RetryOnce`.
+//! A recovery plugin as the engine sees it: like balancers, one instance
+//! per worker thread serving every pool through a `pool-recovery` resource
+//! (contract 0.2), or one per pool per worker (0.1); a fault is counted and
+//! answered by the native `RetryOnce`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,45 +10,51 @@ use wasmtime::Store;
 
 use super::bindings::recovery::exports::switchyard::plugin::recovery as wit;
 use super::bindings::recovery::RecoveryPlugin;
-use super::bindings::recovery_0_1_0::exports::switchyard::plugin::recovery as wit_0_1_0;
-use super::bindings::recovery_0_1_0::RecoveryPlugin as RecoveryPlugin0_1_0;
-use super::bindings::types;
+use super::bindings::v0_1::recovery::exports::switchyard::plugin::recovery as wit_0_1;
+use super::bindings::v0_1::recovery::RecoveryPlugin as RecoveryPlugin0_1;
+use super::bindings::v0_1::recovery_0_1_0::exports::switchyard::plugin::recovery as wit_0_1_0;
+use super::bindings::v0_1::recovery_0_1_0::RecoveryPlugin as RecoveryPlugin0_1_0;
+use super::pooled::{PerThread, SharedInstance};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::state::{begin_call, StoreState};
-use super::{describe_failure, set_up, SetUpError, Shared};
-use crate::engine::{Decision, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce};
+use super::{describe_failure, instantiate, set_up, SetUpError, Shared};
+use crate::engine::{
+    Decision, EndpointSet, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce,
+};
 
-/// Keys of the per-thread instance tables.
+/// Keys of the pools' recovery policies (see `balancer.rs`).
 static KEYS: Keys = Keys::new();
 
 thread_local! {
-    /// This thread's instances, by `WasmRecovery::key`.
-    static INSTANCES: Table<RecoveryInstance> = const { Table::new() };
+    /// Contract 0.1: this thread's instance of each pool, by `WasmRecovery::key`.
+    static PER_POOL: Table<OwnInstance> = const { Table::new() };
+    /// Contract 0.2: this thread's instance of each plugin, by slot index.
+    static PER_PLUGIN: PerThread<RecoveryPlugin> = const { PerThread::new() };
 }
 
-/// One configured instance of a recovery plugin.
-pub(crate) struct RecoveryInstance {
+/// A pool's own instance of a contract 0.1 recovery plugin.
+pub(crate) struct OwnInstance {
     version_id: u64,
     store: Store<StoreState>,
-    plugin: Exports,
+    plugin: OwnExports,
 }
 
-/// A recovery plugin's exports, by the contract it was built against.
-enum Exports {
-    Current(RecoveryPlugin),
+/// A 0.1 recovery plugin's exports, by the contract it was built against.
+enum OwnExports {
+    V0_1_1(RecoveryPlugin0_1),
     /// Contract 0.1.0: no `grpc-status` failure kind.
     V0_1_0(RecoveryPlugin0_1_0),
 }
 
-impl RecoveryInstance {
+impl OwnInstance {
     /// Instantiates `version` and configures it with `config_json`.
     pub(crate) fn create(
         shared: &Shared,
         slot: &PluginSlot,
         version: &PluginVersion,
         config_json: &str,
-    ) -> Result<RecoveryInstance, SetUpError> {
+    ) -> Result<OwnInstance, SetUpError> {
         // The same steps for either contract's bindings.
         macro_rules! instantiate {
             ($pre:expr) => {
@@ -64,13 +71,13 @@ impl RecoveryInstance {
             };
         }
         let (store, plugin) = match &version.prepared {
-            Prepared::Recovery(pre) => {
+            Prepared::RecoveryPerPool(pre) => {
                 let (store, plugin) = instantiate!(pre);
-                (store, Exports::Current(plugin))
+                (store, OwnExports::V0_1_1(plugin))
             }
-            Prepared::Recovery0_1_0(pre) => {
+            Prepared::RecoveryPerPool0_1_0(pre) => {
                 let (store, plugin) = instantiate!(pre);
-                (store, Exports::V0_1_0(plugin))
+                (store, OwnExports::V0_1_0(plugin))
             }
             _ => {
                 return Err(SetUpError::Plugin(format!(
@@ -79,12 +86,46 @@ impl RecoveryInstance {
                 )))
             }
         };
-        Ok(RecoveryInstance {
+        Ok(OwnInstance {
             version_id: version.id,
             store,
             plugin,
         })
     }
+}
+
+/// Checks that `version` (contract 0.2) accepts a pool's `config_json`, in
+/// the slot's scratch instance.
+pub(crate) fn check_shared(
+    shared: &Shared,
+    slot: &PluginSlot,
+    version: &PluginVersion,
+    config_json: &str,
+) -> Result<(), SetUpError> {
+    let Prepared::Recovery(pre) = &version.prepared else {
+        return Err(SetUpError::Plugin(format!(
+            "the file is {}, not a recovery policy",
+            version.world.describe()
+        )));
+    };
+    super::pooled::check_in_scratch(
+        shared,
+        slot,
+        version.id,
+        &KEYS,
+        |store| pre.instantiate(store),
+        |instance, key| {
+            instance
+                .pool(shared, key, |exports, store| {
+                    exports
+                        .switchyard_plugin_recovery()
+                        .pool_recovery()
+                        .call_create(store, config_json)
+                })
+                .map(drop)
+                .map_err(SetUpError::from)
+        },
+    )
 }
 
 /// A pool's recovery policy backed by a plugin.
@@ -111,6 +152,48 @@ impl Drop for WasmRecovery {
     }
 }
 
+/// The failure in a contract's types; `$grpc` says what a gRPC status
+/// becomes in it.
+macro_rules! wit_failure {
+    ($wit:ident, $types:path, $failure:expr, $grpc:expr) => {{
+        use $types as types;
+        let failure: &Failure = $failure;
+        let kind = match failure.kind {
+            FailureKind::ConnectRefused => $wit::FailureKind::ConnectRefused,
+            FailureKind::ConnectTimeout => $wit::FailureKind::ConnectTimeout,
+            FailureKind::Reset => $wit::FailureKind::Reset,
+            FailureKind::ResponseTimeout => $wit::FailureKind::ResponseTimeout,
+            FailureKind::Status(status) => $wit::FailureKind::Status(status),
+            FailureKind::GrpcStatus(code) => ($grpc)(code),
+        };
+        $wit::Failure {
+            endpoint: failure.endpoint,
+            kind,
+            request: types::RequestInfo {
+                priority: match failure.request.priority {
+                    Priority::P0 => types::Priority::P0,
+                    Priority::P1 => types::Priority::P1,
+                    Priority::P2 => types::Priority::P2,
+                    Priority::P3 => types::Priority::P3,
+                    Priority::P4 => types::Priority::P4,
+                },
+                attempt: failure.request.attempt,
+                hash: failure.request.hash,
+            },
+            method: failure.method.clone(),
+            replayable: failure.replayable,
+            elapsed_ms: failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32,
+        }
+    }};
+}
+
+/// A gRPC status as a contract 0.1.0 policy sees it: the HTTP status the
+/// gRPC spec pairs with it.
+fn grpc_as_http(code: u32) -> wit_0_1_0::FailureKind {
+    let paired = FailureKind::GrpcStatus(code).http_status().unwrap_or(500);
+    wit_0_1_0::FailureKind::Status(paired)
+}
+
 impl WasmRecovery {
     pub(crate) fn new(
         shared: Arc<Shared>,
@@ -127,18 +210,84 @@ impl WasmRecovery {
         }
     }
 
-    fn decide(
+    /// The decision of this thread's instance of the plugin (contract 0.2).
+    /// A trap drops the instance, with every pool's resource in it.
+    fn decide_shared(
         &self,
-        entry: &mut Option<RecoveryInstance>,
+        entry: &mut Option<SharedInstance<RecoveryPlugin>>,
         version: &PluginVersion,
         failure: &Failure,
+        endpoints: &Arc<EndpointSet>,
+    ) -> Result<Decision, SetUpError> {
+        let Prepared::Recovery(pre) = &version.prepared else {
+            return Err(SetUpError::Plugin("not a recovery policy".into()));
+        };
+        if entry
+            .as_ref()
+            .is_none_or(|instance| instance.version_id != version.id)
+        {
+            *entry = None;
+            let (store, exports) =
+                instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))?;
+            *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
+        }
+        let instance = entry.as_mut().expect("instance created above");
+        let decided = (|| {
+            instance.sweep(&self.shared, &KEYS).map_err(Trapped)?;
+            let config = &*self.config_json;
+            let handle = match instance.pool(&self.shared, self.key, |exports, store| {
+                exports
+                    .switchyard_plugin_recovery()
+                    .pool_recovery()
+                    .call_create(store, config)
+            }) {
+                Ok(resource) => resource.handle,
+                Err(super::pooled::PoolError::Refused(reason)) => return Err(Refused(reason)),
+                Err(super::pooled::PoolError::Trapped(reason)) => return Err(Trapped(reason)),
+            };
+            let wit_failure = wit_failure!(
+                wit,
+                super::bindings::types,
+                failure,
+                wit::FailureKind::GrpcStatus
+            );
+            instance.store.data_mut().endpoints = Some(Arc::clone(endpoints));
+            begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+            let decision = instance
+                .exports
+                .switchyard_plugin_recovery()
+                .pool_recovery()
+                .call_on_failure(&mut instance.store, handle, &wit_failure);
+            instance.store.data_mut().endpoints = None;
+            decision
+                .map(|decision| from_wit!(wit, decision))
+                .map_err(|e| Trapped(describe_failure(&instance.store, &e, "on-failure")))
+        })();
+        match decided {
+            Ok(decision) => Ok(decision),
+            Err(Refused(reason)) => Err(SetUpError::Plugin(reason)),
+            Err(Trapped(reason)) => {
+                // A trapped component instance cannot be entered again.
+                *entry = None;
+                Err(SetUpError::Plugin(reason))
+            }
+        }
+    }
+
+    /// The decision of this pool's own instance (contract 0.1).
+    fn decide_own(
+        &self,
+        entry: &mut Option<OwnInstance>,
+        version: &PluginVersion,
+        failure: &Failure,
+        endpoints: &Arc<EndpointSet>,
     ) -> Result<Decision, SetUpError> {
         if entry
             .as_ref()
             .is_none_or(|live| live.version_id != version.id)
         {
             *entry = None;
-            *entry = Some(RecoveryInstance::create(
+            *entry = Some(OwnInstance::create(
                 &self.shared,
                 &self.slot,
                 version,
@@ -146,53 +295,36 @@ impl WasmRecovery {
             )?);
         }
         let live = entry.as_mut().expect("created above");
-        let request = types::RequestInfo {
-            priority: match failure.request.priority {
-                Priority::P0 => types::Priority::P0,
-                Priority::P1 => types::Priority::P1,
-                Priority::P2 => types::Priority::P2,
-                Priority::P3 => types::Priority::P3,
-                Priority::P4 => types::Priority::P4,
-            },
-            attempt: failure.request.attempt,
-            hash: failure.request.hash,
-        };
-        let elapsed_ms = failure.elapsed.as_millis().min(u128::from(u32::MAX)) as u32;
+        live.store.data_mut().endpoints = Some(Arc::clone(endpoints));
         begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
-        // The same call in either contract's types; only what a gRPC
-        // status becomes differs.
-        macro_rules! ask {
-            ($wit:ident, $plugin:expr, $grpc:expr) => {{
-                let kind = match failure.kind {
-                    FailureKind::ConnectRefused => $wit::FailureKind::ConnectRefused,
-                    FailureKind::ConnectTimeout => $wit::FailureKind::ConnectTimeout,
-                    FailureKind::Reset => $wit::FailureKind::Reset,
-                    FailureKind::ResponseTimeout => $wit::FailureKind::ResponseTimeout,
-                    FailureKind::Status(status) => $wit::FailureKind::Status(status),
-                    FailureKind::GrpcStatus(code) => ($grpc)(code),
-                };
-                let wit_failure = $wit::Failure {
-                    endpoint: failure.endpoint,
-                    kind,
-                    request,
-                    method: failure.method.clone(),
-                    replayable: failure.replayable,
-                    elapsed_ms,
-                };
-                $plugin
+        let decision = match &live.plugin {
+            OwnExports::V0_1_1(plugin) => {
+                let wit_failure = wit_failure!(
+                    wit_0_1,
+                    super::bindings::v0_1::common::switchyard::plugin::types,
+                    failure,
+                    wit_0_1::FailureKind::GrpcStatus
+                );
+                plugin
                     .switchyard_plugin_recovery()
                     .call_on_failure(&mut live.store, &wit_failure)
-                    .map(|decision| from_wit!($wit, decision))
-            }};
-        }
-        let decision = match &live.plugin {
-            Exports::Current(plugin) => ask!(wit, plugin, wit::FailureKind::GrpcStatus),
+                    .map(|decision| from_wit!(wit_0_1, decision))
+            }
             // A gRPC status reaches it as the HTTP status paired with it.
-            Exports::V0_1_0(plugin) => ask!(wit_0_1_0, plugin, |code| {
-                let paired = FailureKind::GrpcStatus(code).http_status().unwrap_or(500);
-                wit_0_1_0::FailureKind::Status(paired)
-            }),
+            OwnExports::V0_1_0(plugin) => {
+                let wit_failure = wit_failure!(
+                    wit_0_1_0,
+                    super::bindings::v0_1::common::switchyard::plugin::types,
+                    failure,
+                    grpc_as_http
+                );
+                plugin
+                    .switchyard_plugin_recovery()
+                    .call_on_failure(&mut live.store, &wit_failure)
+                    .map(|decision| from_wit!(wit_0_1_0, decision))
+            }
         };
+        live.store.data_mut().endpoints = None;
         match decision {
             Ok(decision) => Ok(decision),
             Err(error) => {
@@ -203,6 +335,14 @@ impl WasmRecovery {
         }
     }
 }
+
+/// Why a call into a shared instance failed: the plugin refused the pool's
+/// config (the instance is fine) or trapped (it is not).
+enum CallError {
+    Refused(String),
+    Trapped(String),
+}
+use CallError::{Refused, Trapped};
 
 /// The engine's decision from a plugin's, in either contract's types (the
 /// same shape).
@@ -225,17 +365,25 @@ macro_rules! from_wit {
 use from_wit;
 
 impl RecoveryPolicy for WasmRecovery {
-    fn on_failure(&self, failure: &Failure) -> Decision {
+    fn on_failure(&self, failure: &Failure, endpoints: &Arc<EndpointSet>) -> Decision {
         let Some(version) = self.slot.current() else {
-            return RetryOnce.on_failure(failure);
+            return RetryOnce.on_failure(failure, endpoints);
         };
         if version.is_quarantined() {
-            return RetryOnce.on_failure(failure);
+            return RetryOnce.on_failure(failure, endpoints);
         }
         self.slot.count_call();
-        let decided = KEYS.with_instance(&INSTANCES, self.key, |entry| {
-            self.decide(entry, &version, failure)
-        });
+        let decided = if version.prepared.serves_many_pools() {
+            PER_PLUGIN.with(|table| {
+                table.with(self.slot.index, |entry| {
+                    self.decide_shared(entry, &version, failure, endpoints)
+                })
+            })
+        } else {
+            KEYS.with_instance(&PER_POOL, self.key, |entry| {
+                self.decide_own(entry, &version, failure, endpoints)
+            })
+        };
         match decided {
             Ok(decision) => {
                 self.slot.count_success(&version);
@@ -244,7 +392,7 @@ impl RecoveryPolicy for WasmRecovery {
             Err(SetUpError::Capacity(reason)) => {
                 self.shared
                     .capacity_exhausted(&self.slot.name, &self.pool_name, &reason);
-                RetryOnce.on_failure(failure)
+                RetryOnce.on_failure(failure, endpoints)
             }
             Err(SetUpError::Plugin(reason)) => {
                 self.slot.count_fault(
@@ -252,7 +400,7 @@ impl RecoveryPolicy for WasmRecovery {
                     format!("pool `{}`: {reason}", self.pool_name),
                     self.shared.limits.quarantine_after,
                 );
-                RetryOnce.on_failure(failure)
+                RetryOnce.on_failure(failure, endpoints)
             }
         }
     }

@@ -2,7 +2,7 @@
 //! and everything the API shows about it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -68,16 +68,33 @@ impl Role {
     }
 }
 
-/// The ready-to-instantiate form of a version, by world.
+/// The ready-to-instantiate form of a version, by world and contract.
 pub enum Prepared {
-    /// A balancer.
+    /// A balancer: one instance serves many pools.
     Balancer(bindings::balancer::BalancerPluginPre<StoreState>),
-    /// A health check.
+    /// A health check: one instance serves many pools.
     HealthCheck(bindings::health::HealthPluginPre<StoreState>),
-    /// A recovery policy.
+    /// A recovery policy: one instance serves many pools.
     Recovery(bindings::recovery::RecoveryPluginPre<StoreState>),
-    /// A recovery policy built against contract 0.1.0.
-    Recovery0_1_0(bindings::recovery_0_1_0::RecoveryPluginPre<StoreState>),
+    /// A balancer built against contract 0.1: one instance per pool.
+    BalancerPerPool(bindings::v0_1::balancer::BalancerPluginPre<StoreState>),
+    /// A health check built against contract 0.1: one instance per pool.
+    HealthCheckPerPool(bindings::v0_1::health::HealthPluginPre<StoreState>),
+    /// A recovery policy built against contract 0.1.1: one instance per pool.
+    RecoveryPerPool(bindings::v0_1::recovery::RecoveryPluginPre<StoreState>),
+    /// A recovery policy built against contract 0.1.0 (no `grpc-status`).
+    RecoveryPerPool0_1_0(bindings::v0_1::recovery_0_1_0::RecoveryPluginPre<StoreState>),
+}
+
+impl Prepared {
+    /// Whether one instance serves many pools (contract 0.2), rather than
+    /// one per pool (0.1).
+    pub fn serves_many_pools(&self) -> bool {
+        matches!(
+            self,
+            Prepared::Balancer(_) | Prepared::HealthCheck(_) | Prepared::Recovery(_)
+        )
+    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -86,7 +103,10 @@ impl std::fmt::Debug for Prepared {
             Prepared::Balancer(_) => "Prepared::Balancer",
             Prepared::HealthCheck(_) => "Prepared::HealthCheck",
             Prepared::Recovery(_) => "Prepared::Recovery",
-            Prepared::Recovery0_1_0(_) => "Prepared::Recovery0_1_0",
+            Prepared::BalancerPerPool(_) => "Prepared::BalancerPerPool",
+            Prepared::HealthCheckPerPool(_) => "Prepared::HealthCheckPerPool",
+            Prepared::RecoveryPerPool(_) => "Prepared::RecoveryPerPool",
+            Prepared::RecoveryPerPool0_1_0(_) => "Prepared::RecoveryPerPool0_1_0",
         })
     }
 }
@@ -101,6 +121,8 @@ pub struct PluginVersion {
     pub hash: String,
     /// Its contract.
     pub world: World,
+    /// The contract version its export names (`0.2.0`, `0.1.1`, ...).
+    pub contract: String,
     /// When it started serving.
     pub loaded_at: SystemTime,
     /// Whether the compiled form came from the on-disk cache.
@@ -131,6 +153,7 @@ impl PluginVersion {
             id,
             hash,
             world,
+            contract: String::new(),
             loaded_at: SystemTime::now(),
             from_cache,
             load_micros,
@@ -214,6 +237,14 @@ pub struct PoolUse {
 pub struct PluginSlot {
     /// The file stem.
     pub name: Arc<str>,
+    /// Unique among this process's slots: the index of its per-thread
+    /// instances.
+    pub(crate) index: usize,
+    /// The instance that checks a new version or a new pool against this
+    /// plugin (contract 0.2), kept between checks.
+    pub(crate) scratch: Mutex<Option<super::pooled::Scratch>>,
+    /// The shared instances of a health plugin (contract 0.2).
+    pub(crate) checks: super::health::SharedChecks,
     /// The file.
     pub path: PathBuf,
     current: ArcSwapOption<PluginVersion>,
@@ -229,9 +260,13 @@ pub struct PluginSlot {
 
 impl PluginSlot {
     pub(crate) fn new(name: &str, path: PathBuf, events: Arc<crate::engine::Events>) -> Self {
+        static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
         PluginSlot {
             events,
             name: name.into(),
+            index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
+            scratch: Mutex::new(None),
+            checks: super::health::SharedChecks::default(),
             path,
             current: ArcSwapOption::empty(),
             calls: AtomicU64::new(0),

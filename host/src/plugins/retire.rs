@@ -14,8 +14,10 @@ use std::thread::LocalKey;
 #[derive(Debug)]
 pub(crate) struct Keys {
     next: AtomicUsize,
-    /// Bumped on every retirement, so a worker knows when to look.
+    /// How many keys were retired, so a worker knows when to look.
     retirements: AtomicU64,
+    /// Every retired key, in order: a reader that has seen the first `n`
+    /// looks only at the rest.
     retired: Mutex<Vec<usize>>,
 }
 
@@ -35,11 +37,21 @@ impl Keys {
 
     /// Marks `key`'s instances for dropping: its owner is gone.
     pub(crate) fn retire(&self, key: usize) {
-        self.retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key);
-        self.retirements.fetch_add(1, Ordering::Release);
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.push(key);
+        self.retirements
+            .store(retired.len() as u64, Ordering::Release);
+    }
+
+    /// The keys retired after the first `seen`, and the new count to
+    /// remember; nothing is locked when there are none.
+    pub(crate) fn retired_since(&self, seen: u64) -> Option<(Vec<usize>, u64)> {
+        if self.retirements.load(Ordering::Acquire) == seen {
+            return None;
+        }
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = retired.get(seen as usize..).unwrap_or_default().to_vec();
+        Some((tail, retired.len() as u64))
     }
 
     /// Runs `call` on this thread's instance for `key` in `table`, after
@@ -52,16 +64,10 @@ impl Keys {
     ) -> R {
         table.with(|table| {
             let mut instances = table.instances.borrow_mut();
-            let retirements = self.retirements.load(Ordering::Acquire);
-            if retirements != table.seen.get() {
-                table.seen.set(retirements);
-                for &retired in self
-                    .retired
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                {
-                    if let Some(entry) = instances.get_mut(retired) {
+            if let Some((retired, seen)) = self.retired_since(table.seen.get()) {
+                table.seen.set(seen);
+                for key in retired {
+                    if let Some(entry) = instances.get_mut(key) {
                         *entry = None;
                     }
                 }

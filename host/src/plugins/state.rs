@@ -1,6 +1,7 @@
 //! What every plugin store carries: the plugin's identity, the pool data its
 //! imports may read, and its sandbox (memory limiter, empty WASI context).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,8 +107,33 @@ pub enum ProbeClient {
     Dialed(crate::engine::UpstreamProtocol),
 }
 
+/// One of the host's plugin instances, held by the store that has it and
+/// given back when the store is dropped.
+#[derive(Debug)]
+pub struct InstanceCount(Arc<AtomicU32>);
+
+impl InstanceCount {
+    /// One more of `live`, if that stays within `max`.
+    pub fn take(live: &Arc<AtomicU32>, max: u32) -> Option<InstanceCount> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| InstanceCount(Arc::clone(live)))
+    }
+}
+
+impl Drop for InstanceCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The data of one plugin store.
 pub struct StoreState {
+    /// The instance count this store holds (none in tests that make stores
+    /// by hand).
+    pub count: Option<InstanceCount>,
     /// The plugin's name, for log lines.
     pub plugin: Arc<str>,
     /// The pool's endpoints, for `endpoint-load`; `None` outside a pool.
@@ -142,6 +168,7 @@ impl StoreState {
     /// A store for `plugin` whose linear memory may grow to `memory_limit` bytes.
     pub fn new(plugin: Arc<str>, memory_limit: usize) -> Self {
         StoreState {
+            count: None,
             plugin,
             endpoints: None,
             headers: http::HeaderMap::new(),

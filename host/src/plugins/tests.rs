@@ -207,11 +207,98 @@ fn a_header_reading_balancer_sees_raw_headers_as_it_sees_a_map() {
     assert_eq!(balancer.slot().faults(), 0);
 }
 
-/// Running out of instance slots is the host's limit, not the plugin's
-/// fault: the pick fails as `HostCapacity` (the pool's fallback serves), no
-/// fault is counted, and the plugin is never quarantined.
+fn endpoint_set(count: u32) -> Arc<EndpointSet> {
+    let endpoints = (0..count)
+        .map(|id| Arc::new(Endpoint::new(id, &format!("127.0.0.1:{}", 9000 + id), 1, 0).unwrap()))
+        .collect();
+    Arc::new(EndpointSet::all_eligible(1, endpoints))
+}
+
+fn pick_once(
+    balancer: &WasmBalancer,
+    set: &Arc<EndpointSet>,
+) -> Result<u32, crate::engine::PickFault> {
+    let mut request = PickRequest {
+        info: RequestInfo::default(),
+        headers: RequestHeaders::Raw(&[]),
+    };
+    balancer.pick(set, &mut request)
+}
+
+/// A plugin built against contract 0.2 serves every pool of a thread from
+/// one instance, each pool with state of its own.
 #[test]
-fn running_out_of_instance_slots_is_never_counted_against_the_plugin() {
+fn one_instance_serves_every_pool_of_a_plugin_on_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/panicking-balancer"),
+    );
+    let set = endpoint_set(3);
+    let pools: Vec<_> = (0..50)
+        .map(|i| runtime.balancer("turns", &format!("pool-{i}"), r#"{"panic": false}"#))
+        .collect();
+    std::thread::spawn(move || {
+        for round in 0..4u32 {
+            for balancer in &pools {
+                // Each pool takes its own turns, whatever the others did.
+                assert_eq!(pick_once(balancer, &set).unwrap(), round % 3);
+            }
+        }
+        assert_eq!(runtime.live_instances(), 1, "one instance for 50 pools");
+        drop(pools);
+        // The pools' resources are dropped at the instance's next call;
+        // the instance itself lives until its thread ends.
+        assert_eq!(runtime.slot("turns").faults(), 0);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Under the shared-instance model a trap while serving one pool drops the
+/// thread's instance, so every pool on it starts again from its config and
+/// endpoints; the fault is counted against the pool that trapped only.
+#[test]
+fn a_trap_in_one_pool_restarts_every_pool_of_the_instance_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/panicking-balancer"),
+    );
+    let set = endpoint_set(3);
+    let calm = runtime.balancer("turns", "calm", r#"{"panic": false}"#);
+    let panics = runtime.balancer("turns", "panics", r#"{"panic": true}"#);
+    std::thread::spawn(move || {
+        assert_eq!(pick_once(&calm, &set).unwrap(), 0);
+        assert_eq!(pick_once(&calm, &set).unwrap(), 1);
+        match pick_once(&panics, &set) {
+            Err(crate::engine::PickFault::Trap(reason)) => {
+                assert!(reason.contains("pick trapped"), "{reason}")
+            }
+            other => panic!("expected a trap, got {other:?}"),
+        }
+        // `calm` lost its place with the instance, and is served again.
+        assert_eq!(pick_once(&calm, &set).unwrap(), 0);
+        assert_eq!(pick_once(&calm, &set).unwrap(), 1);
+        let slot = runtime.slot("turns");
+        assert_eq!(slot.faults(), 1, "only the pool that trapped");
+        let note = slot.history.lock().unwrap().last_fault.clone().unwrap();
+        assert!(note.message.contains("pool `panics`"), "{}", note.message);
+        assert_eq!(runtime.live_instances(), 1);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Running out of instances is the host's limit, not the plugin's fault:
+/// the pick fails as `HostCapacity` (the pool's fallback serves), no fault
+/// is counted, and the plugin is never quarantined.
+#[test]
+fn running_out_of_instances_is_never_counted_against_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::config::PluginsConfig {
         dir: dir.path().to_path_buf(),
@@ -222,35 +309,47 @@ fn running_out_of_instance_slots_is_never_counted_against_the_plugin() {
     };
     let runtime = PluginRuntime::new(&config).unwrap();
     load(&runtime, "rr", &built_plugin("plugins/round-robin"));
-    let endpoints = (0..2)
-        .map(|id| Arc::new(Endpoint::new(id, &format!("127.0.0.1:{}", 9000 + id), 1, 0).unwrap()))
+    let set = endpoint_set(2);
+    let balancer = runtime.balancer("rr", "pool", "{}");
+    // One instance per thread: six threads holding theirs at once want six.
+    let all_picked = std::sync::Barrier::new(6);
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| {
+                    let outcomes: Vec<_> = (0..3).map(|_| pick_once(&balancer, &set)).collect();
+                    all_picked.wait();
+                    outcomes
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect()
+    });
+    let served = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let out_of_room: Vec<_> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Err(crate::engine::PickFault::HostCapacity(reason)) => Some(reason),
+            Ok(_) => None,
+            Err(other) => panic!("{other}"),
+        })
         .collect();
-    let set = Arc::new(EndpointSet::all_eligible(1, endpoints));
-    // One instance per pool on this thread: eight pools want eight.
-    let pools: Vec<_> = (0..8)
-        .map(|i| runtime.balancer("rr", &format!("pool-{i}"), "{}"))
-        .collect();
-    let mut served = 0;
-    let mut out_of_room = 0;
-    for _ in 0..3 {
-        for balancer in &pools {
-            let mut request = PickRequest {
-                info: RequestInfo::default(),
-                headers: RequestHeaders::Raw(&[]),
-            };
-            match balancer.pick(&set, &mut request) {
-                Ok(_) => served += 1,
-                Err(crate::engine::PickFault::HostCapacity(reason)) => {
-                    assert!(reason.contains("plugins.max_instances = 4"), "{reason}");
-                    out_of_room += 1;
-                }
-                Err(other) => panic!("{other}"),
-            }
-        }
-    }
-    assert!(served >= 3 * 3, "the pools that got an instance kept it");
-    assert!(out_of_room > 0, "some pools found no slot");
+    assert_eq!(served, 4 * 3, "the threads that got an instance kept it");
+    assert_eq!(out_of_room.len(), 2 * 3, "{outcomes:?}");
+    assert!(
+        out_of_room[0].contains("plugins.max_instances = 4"),
+        "{}",
+        out_of_room[0]
+    );
     let slot = runtime.slot("rr");
     assert_eq!(slot.faults(), 0);
     assert!(!slot.current().unwrap().is_quarantined());
+    assert_eq!(
+        runtime.live_instances(),
+        0,
+        "every thread's instance was freed"
+    );
 }

@@ -448,7 +448,7 @@ impl Proxy {
         failure: &Failure,
         deadline: Instant,
     ) -> NextStep {
-        let mut retry = match recovery.policy.on_failure(failure) {
+        let mut retry = match recovery.policy.on_failure(failure, &pool.endpoints()) {
             Decision::Retry(retry) => retry,
             Decision::Eject { duration, retry } => {
                 pool.eject(

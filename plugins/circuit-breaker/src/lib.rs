@@ -51,7 +51,7 @@
 //! (<https://twitter.github.io/finagle/guide/Clients.html#failure-accrual>);
 //! the closed / open / half-open breaker is from M. Nygard, "Release It!".
 //!
-//! Each worker thread has its own instance per pool, so each keeps its own
+//! Each worker thread keeps its own state per pool, so each keeps its own
 //! counts and may eject an endpoint on its own; the success share is the
 //! host's, shared by all. State is kept per endpoint id and forgotten once
 //! it could no longer change a decision.

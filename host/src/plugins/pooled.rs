@@ -1,0 +1,241 @@
+//! Instances of contract 0.2 plugins, each serving many pools: a pool's
+//! state is a resource the plugin made for it (`create`), held here by the
+//! pool's key. A balancer or recovery plugin has one such instance per
+//! worker thread, a health plugin a small shared set; either way the count
+//! follows the plugins, not the pools.
+//!
+//! Isolation: pools share the instance's memory, so a trap while serving
+//! one pool drops the instance and with it every pool's state in it on that
+//! thread. Nothing the host needs is in there: each pool's resource is made
+//! again at its next call, from its config and endpoint set, and the fault
+//! is counted against the pool that trapped.
+
+use std::collections::HashMap;
+
+use wasmtime::component::ResourceAny;
+use wasmtime::Store;
+
+use super::retire::Keys;
+use super::state::{begin_call, StoreState};
+use super::{describe_failure, SetUpError, Shared};
+
+/// One pool's resource in a shared instance.
+#[derive(Debug)]
+pub(crate) struct PoolResource {
+    pub handle: ResourceAny,
+    /// The endpoint-set generation last pushed to it (balancers).
+    pub generation: u64,
+}
+
+/// One instance of a version, with the resources of the pools it has served.
+pub(crate) struct SharedInstance<E> {
+    pub version_id: u64,
+    pub store: Store<StoreState>,
+    pub exports: E,
+    pools: HashMap<usize, PoolResource, foldhash::fast::RandomState>,
+    /// How many of `Keys`' retirements this instance has applied.
+    retired_seen: u64,
+}
+
+impl<E> SharedInstance<E> {
+    pub(crate) fn new(version_id: u64, store: Store<StoreState>, exports: E, keys: &Keys) -> Self {
+        SharedInstance {
+            version_id,
+            store,
+            exports,
+            pools: HashMap::default(),
+            // Keys retired before this instance existed have nothing in it.
+            retired_seen: keys.retired_since(0).map_or(0, |(_, seen)| seen),
+        }
+    }
+
+    /// Drops the resources of pools that no longer exist (their keys were
+    /// retired by `keys`), letting the plugin free their state. An error
+    /// is a trap in a destructor: the instance cannot be entered again.
+    pub(crate) fn sweep(&mut self, shared: &Shared, keys: &Keys) -> Result<(), String> {
+        let Some((retired, seen)) = keys.retired_since(self.retired_seen) else {
+            return Ok(());
+        };
+        self.retired_seen = seen;
+        for key in retired {
+            self.release(shared, key)?;
+        }
+        Ok(())
+    }
+
+    /// The resource of pool `key`, made by `create` on first use. `create`
+    /// answers `Ok(Err(message))` when the plugin refused the pool's config
+    /// (the instance is intact) and `Err` when it trapped (it is not).
+    pub(crate) fn pool(
+        &mut self,
+        shared: &Shared,
+        key: usize,
+        create: impl FnOnce(&E, &mut Store<StoreState>) -> wasmtime::Result<Result<ResourceAny, String>>,
+    ) -> Result<&mut PoolResource, PoolError> {
+        if !self.pools.contains_key(&key) {
+            begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
+            let handle = match create(&self.exports, &mut self.store) {
+                Ok(Ok(handle)) => handle,
+                Ok(Err(message)) => {
+                    return Err(PoolError::Refused(format!(
+                        "configure refused the config: {message}"
+                    )))
+                }
+                Err(error) => {
+                    return Err(PoolError::Trapped(describe_failure(
+                        &self.store,
+                        &error,
+                        "create",
+                    )))
+                }
+            };
+            self.pools.insert(
+                key,
+                PoolResource {
+                    handle,
+                    generation: 0,
+                },
+            );
+        }
+        Ok(self.pools.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Records that pool `key`'s resource has the endpoints of `generation`.
+    pub(crate) fn mark_synced(&mut self, key: usize, generation: u64) {
+        if let Some(resource) = self.pools.get_mut(&key) {
+            resource.generation = generation;
+        }
+    }
+
+    /// Drops pool `key`'s resource now (a scratch check is done with it).
+    pub(crate) fn release(&mut self, shared: &Shared, key: usize) -> Result<(), String> {
+        if let Some(resource) = self.pools.remove(&key) {
+            begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
+            resource
+                .handle
+                .resource_drop(&mut self.store)
+                .map_err(|e| describe_failure(&self.store, &e, "drop"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a pool's resource could not be had.
+#[derive(Debug)]
+pub(crate) enum PoolError {
+    /// `create` answered an error: the config is refused. The instance is fine.
+    Refused(String),
+    /// `create` trapped or ran out of time: the instance must be dropped.
+    Trapped(String),
+}
+
+impl From<PoolError> for SetUpError {
+    fn from(error: PoolError) -> SetUpError {
+        match error {
+            PoolError::Refused(reason) | PoolError::Trapped(reason) => SetUpError::Plugin(reason),
+        }
+    }
+}
+
+/// One instance per thread and plugin slot, by the slot's index.
+pub(crate) struct PerThread<E> {
+    instances: std::cell::RefCell<Vec<Option<SharedInstance<E>>>>,
+}
+
+impl<E> PerThread<E> {
+    pub(crate) const fn new() -> Self {
+        PerThread {
+            instances: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs `call` on this thread's instance of the slot `index`.
+    pub(crate) fn with<R>(
+        &self,
+        index: usize,
+        call: impl FnOnce(&mut Option<SharedInstance<E>>) -> R,
+    ) -> R {
+        let mut instances = self.instances.borrow_mut();
+        if instances.len() <= index {
+            instances.resize_with(index + 1, || None);
+        }
+        call(&mut instances[index])
+    }
+}
+
+/// Checks a version (contract 0.2) against one pool in the slot's scratch
+/// instance, kept between checks so that checking a version against
+/// thousands of pools instantiates it once: `exercise` makes the pool's
+/// resource under a fresh key and calls what it needs; the resource is
+/// dropped afterwards.
+pub(crate) fn check_in_scratch<E: InScratch>(
+    shared: &Shared,
+    slot: &super::registry::PluginSlot,
+    version_id: u64,
+    keys: &Keys,
+    instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<E>,
+    exercise: impl FnOnce(&mut SharedInstance<E>, usize) -> Result<(), SetUpError>,
+) -> Result<(), SetUpError> {
+    let mut scratch = slot.scratch.lock().unwrap_or_else(|e| e.into_inner());
+    let kept = scratch
+        .take()
+        .and_then(E::unwrap)
+        .filter(|instance| instance.version_id == version_id);
+    let mut instance = match kept {
+        Some(instance) => instance,
+        None => {
+            let (store, exports) = super::instantiate(shared, slot, instantiate)?;
+            SharedInstance::new(version_id, store, exports, keys)
+        }
+    };
+    let key = keys.allocate();
+    let checked = exercise(&mut instance, key);
+    instance.store.data_mut().endpoints = None;
+    // Kept only if it can still be entered: dropping the resource tells.
+    if instance.release(shared, key).is_ok() {
+        *scratch = Some(E::wrap(instance));
+    }
+    checked
+}
+
+/// A slot's scratch instance, by world.
+pub(crate) enum Scratch {
+    Balancer(SharedInstance<super::bindings::balancer::BalancerPlugin>),
+    HealthCheck(SharedInstance<super::bindings::health::HealthPlugin>),
+    Recovery(SharedInstance<super::bindings::recovery::RecoveryPlugin>),
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scratch::Balancer(_) => "Scratch::Balancer",
+            Scratch::HealthCheck(_) => "Scratch::HealthCheck",
+            Scratch::Recovery(_) => "Scratch::Recovery",
+        })
+    }
+}
+
+/// A world's exports, which a slot's `Scratch` can hold.
+pub(crate) trait InScratch: Sized {
+    fn wrap(instance: SharedInstance<Self>) -> Scratch;
+    fn unwrap(scratch: Scratch) -> Option<SharedInstance<Self>>;
+}
+
+macro_rules! in_scratch {
+    ($exports:ty, $variant:ident) => {
+        impl InScratch for $exports {
+            fn wrap(instance: SharedInstance<Self>) -> Scratch {
+                Scratch::$variant(instance)
+            }
+            fn unwrap(scratch: Scratch) -> Option<SharedInstance<Self>> {
+                match scratch {
+                    Scratch::$variant(instance) => Some(instance),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+in_scratch!(super::bindings::balancer::BalancerPlugin, Balancer);
+in_scratch!(super::bindings::health::HealthPlugin, HealthCheck);
+in_scratch!(super::bindings::recovery::RecoveryPlugin, Recovery);
