@@ -471,7 +471,7 @@ impl Balancer for WasmBalancer {
         self.slot.count_call();
         let answer = if version.prepared.serves_many_pools() {
             PER_PLUGIN.with(|table| {
-                table.with(self.slot.index, |entry| {
+                table.with(self.slot.index, &self.shared, &KEYS, |entry| {
                     self.pick_shared(entry, version, set, request)
                 })
             })

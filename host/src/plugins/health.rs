@@ -43,6 +43,13 @@ impl Default for SharedChecks {
     }
 }
 
+impl SharedChecks {
+    /// Drops the idle instances (no pool uses the plugin any more).
+    pub(crate) fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 impl std::fmt::Debug for SharedChecks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedChecks")

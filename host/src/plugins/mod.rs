@@ -437,10 +437,13 @@ impl PluginRuntime {
     /// longer checked against them.
     pub fn forget_dropped_pools(&self) {
         for slot in self.slots() {
-            slot.users
-                .lock()
-                .unwrap()
-                .retain(|usage| usage.pool.strong_count() > 0);
+            let mut users = slot.users.lock().unwrap();
+            users.retain(|usage| usage.pool.strong_count() > 0);
+            if users.is_empty() {
+                // No pool uses it: its scratch and shared health instances go.
+                *slot.scratch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                slot.checks.clear();
+            }
         }
     }
 

@@ -45,7 +45,7 @@ impl<E> SharedInstance<E> {
             exports,
             pools: HashMap::default(),
             // Keys retired before this instance existed have nothing in it.
-            retired_seen: keys.retired_since(0).map_or(0, |(_, seen)| seen),
+            retired_seen: keys.retired_count(),
         }
     }
 
@@ -140,22 +140,42 @@ impl From<PoolError> for SetUpError {
 /// One instance per thread and plugin slot, by the slot's index.
 pub(crate) struct PerThread<E> {
     instances: std::cell::RefCell<Vec<Option<SharedInstance<E>>>>,
+    /// The retirements this thread has applied to all its instances.
+    seen: std::cell::Cell<u64>,
 }
 
 impl<E> PerThread<E> {
     pub(crate) const fn new() -> Self {
         PerThread {
             instances: std::cell::RefCell::new(Vec::new()),
+            seen: std::cell::Cell::new(0),
         }
     }
 
-    /// Runs `call` on this thread's instance of the slot `index`.
+    /// Runs `call` on this thread's instance of the slot `index`. When pools
+    /// were retired since this thread last looked, every instance on it
+    /// first drops their resources, and an instance left serving no pool
+    /// is dropped: a plugin no pool uses any more holds no instance.
     pub(crate) fn with<R>(
         &self,
         index: usize,
+        shared: &Shared,
+        keys: &Keys,
         call: impl FnOnce(&mut Option<SharedInstance<E>>) -> R,
     ) -> R {
         let mut instances = self.instances.borrow_mut();
+        let retired = keys.retired_count();
+        if retired != self.seen.get() {
+            self.seen.set(retired);
+            for entry in instances.iter_mut() {
+                let unused = entry.as_mut().is_some_and(|instance| {
+                    instance.sweep(shared, keys).is_err() || instance.pools.is_empty()
+                });
+                if unused {
+                    *entry = None;
+                }
+            }
+        }
         if instances.len() <= index {
             instances.resize_with(index + 1, || None);
         }

@@ -375,7 +375,7 @@ impl RecoveryPolicy for WasmRecovery {
         self.slot.count_call();
         let decided = if version.prepared.serves_many_pools() {
             PER_PLUGIN.with(|table| {
-                table.with(self.slot.index, |entry| {
+                table.with(self.slot.index, &self.shared, &KEYS, |entry| {
                     self.decide_shared(entry, &version, failure, endpoints)
                 })
             })

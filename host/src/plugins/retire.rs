@@ -43,6 +43,11 @@ impl Keys {
             .store(retired.len() as u64, Ordering::Release);
     }
 
+    /// How many keys were retired so far.
+    pub(crate) fn retired_count(&self) -> u64 {
+        self.retirements.load(Ordering::Acquire)
+    }
+
     /// The keys retired after the first `seen`, and the new count to
     /// remember; nothing is locked when there are none.
     pub(crate) fn retired_since(&self, seen: u64) -> Option<(Vec<usize>, u64)> {

@@ -353,3 +353,26 @@ fn running_out_of_instances_is_never_counted_against_the_plugin() {
         "every thread's instance was freed"
     );
 }
+
+/// Pools dropped by a reload give back their resources on every worker at
+/// its next pick, and a plugin left serving no pool holds no instance.
+#[test]
+fn an_instance_left_serving_no_pool_is_dropped_at_the_next_pick() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(&runtime, "rr", &built_plugin("plugins/round-robin"));
+    load(&runtime, "turns", &built_plugin("tests/plugins/panicking-balancer"));
+    let set = endpoint_set(2);
+    let gone = runtime.balancer("rr", "gone", "{}");
+    let stays = runtime.balancer("turns", "stays", r#"{"panic": false}"#);
+    std::thread::spawn(move || {
+        pick_once(&gone, &set).unwrap();
+        pick_once(&stays, &set).unwrap();
+        assert_eq!(runtime.live_instances(), 2);
+        drop(gone);
+        pick_once(&stays, &set).unwrap();
+        assert_eq!(runtime.live_instances(), 1, "rr serves no pool any more");
+    })
+    .join()
+    .unwrap();
+}
