@@ -321,9 +321,7 @@ impl WasmBalancer {
         request: &mut PickRequest<'_>,
         reads_headers: bool,
     ) -> Result<Option<EndpointId>, PickFault> {
-        instance
-            .sweep(&self.shared, &KEYS)
-            .map_err(PickFault::Trap)?;
+        // Retired pools' resources were dropped by `PerThread::with`.
         serve_set(&mut instance.store, set);
         let config = &*self.config_json;
         let resource = instance

@@ -233,7 +233,6 @@ impl WasmRecovery {
         }
         let instance = entry.as_mut().expect("instance created above");
         let decided = (|| {
-            instance.sweep(&self.shared, &KEYS).map_err(Trapped)?;
             let config = &*self.config_json;
             let handle = match instance.pool(&self.shared, self.key, |exports, store| {
                 exports
