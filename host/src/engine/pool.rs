@@ -37,6 +37,13 @@ pub struct Pool {
     /// lock; with thousands of pools, the ticker skips the others with one
     /// load each.
     expiries_pending: AtomicBool,
+    /// Some endpoint may be in slow start: the ticker republishes weights.
+    /// Set with `returned_at`, cleared by the ticker when none is.
+    ramping: AtomicBool,
+    /// When the outlier detector next judges success rates, in ms since
+    /// `created`: the ticker passes a pool not due with one load.
+    rates_due_ms: AtomicU64,
+    created: Instant,
 }
 
 /// How the proxy speaks to a pool's endpoints.
@@ -159,6 +166,9 @@ impl Pool {
             recovery: None,
             upstream: UpstreamProtocol::default(),
             expiries_pending: AtomicBool::new(false),
+            ramping: AtomicBool::new(false),
+            rates_due_ms: AtomicU64::new(0),
+            created: Instant::now(),
         }
     }
 
@@ -429,6 +439,7 @@ impl Pool {
         let available = health.is_available(now);
         if available && !was_available {
             health.returned_at = Some(now);
+            self.ramping.store(true, Ordering::Relaxed);
         }
         if available != was_available || next != was || was_held != health.held_since.is_some() {
             self.rebuild(&mut state, now);
@@ -447,12 +458,21 @@ impl Pool {
         if outlier.min_success_rate <= 0.0 {
             return;
         }
+        let since_created = now.saturating_duration_since(self.created).as_millis() as u64;
+        if since_created < self.rates_due_ms.load(Ordering::Relaxed) {
+            return;
+        }
         {
             let mut state = self.health.lock().unwrap();
             if now.saturating_duration_since(state.rates_judged) < outlier.interval {
+                let due = state.rates_judged + outlier.interval;
+                let due_ms = due.saturating_duration_since(self.created).as_millis() as u64;
+                self.rates_due_ms.store(due_ms, Ordering::Relaxed);
                 return;
             }
             state.rates_judged = now;
+            let due_ms = since_created + outlier.interval.as_millis() as u64;
+            self.rates_due_ms.store(due_ms, Ordering::Relaxed);
         }
         let set = self.endpoints.load_full();
         for endpoint in &set.all {
@@ -481,11 +501,12 @@ impl Pool {
     /// of the ramp (at least 100 ms), so balancers re-sync only that often.
     fn advance_slow_start(&self, now: Instant) {
         let ramp = self.policy.slow_start;
-        if ramp.is_zero() {
+        if ramp.is_zero() || !self.ramping.load(Ordering::Relaxed) {
             return;
         }
         let mut state = self.health.lock().unwrap();
         if state.endpoints.iter().all(|h| h.returned_at.is_none()) {
+            self.ramping.store(false, Ordering::Relaxed);
             return;
         }
         let step = (ramp / 10).max(Duration::from_millis(100));
@@ -525,6 +546,7 @@ impl Pool {
             if health.ejected_until.is_some_and(|until| until <= now) {
                 health.ejected_until = None;
                 health.returned_at = Some(now);
+                self.ramping.store(true, Ordering::Relaxed);
                 health.reason = "readmitted after ejection".into();
                 health.changed_at_unix_ms = unix_ms();
                 set.all[id].stats.reset_streak();
@@ -652,8 +674,9 @@ impl Pool {
     /// same address: active verdicts, ejections, holds and slow starts carry
     /// over, and the eligible set follows.
     pub fn inherit_health(&self, previous: &Pool) {
-        // What it inherits may include ejections and holds.
+        // What it inherits may include ejections, holds and slow starts.
         self.expiries_pending.store(true, Ordering::Relaxed);
+        self.ramping.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let old_set = previous.endpoints.load_full();
         let old_health = previous.health.lock().unwrap().endpoints.clone();
