@@ -403,9 +403,18 @@ impl Reloader {
         }
         applied.config = next;
         self.runtime.forget_dropped_pools();
-        self.alerts
-            .events()
-            .publish("config", serde_json::to_value(&report).unwrap_or_default());
+        // The unchanged pools by count: at 10,000 pools their names would
+        // make every kept event a megabyte.
+        self.alerts.events().publish(
+            "config",
+            serde_json::json!({
+                "added": report.added,
+                "changed": report.changed,
+                "removed": report.removed,
+                "unchanged": report.unchanged.len(),
+                "routes": report.routes,
+            }),
+        );
         tracing::info!(
             added = ?report.added,
             changed = ?report.changed,
