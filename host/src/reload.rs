@@ -249,6 +249,9 @@ impl Reloader {
             .unwrap()
             .clone()
             .ok_or(ReloadError::NoFile)?;
+        // Held from the read on: an API edit written meanwhile must not be
+        // taken for a change made by hand and undone by the older text.
+        let mut applied = self.applied.lock().await;
         let text = std::fs::read_to_string(&file).map_err(|source| {
             ReloadError::Invalid(ConfigError::Read {
                 path: file.clone(),
@@ -256,12 +259,13 @@ impl Reloader {
             })
         })?;
         let hash = content_hash(&text);
-        if skip_applied && self.applied.lock().await.file_hash.as_deref() == Some(hash.as_str()) {
+        if skip_applied && applied.file_hash.as_deref() == Some(hash.as_str()) {
             return Ok(None);
         }
         let next = Config::parse(&text, &file.display().to_string())?;
-        let report = self.apply(next).await?;
-        self.applied.lock().await.file_hash = Some(hash);
+        let plan = self.plan(&applied, &next)?;
+        let report = self.commit(&mut applied, next, plan);
+        applied.file_hash = Some(hash);
         Ok(Some(report))
     }
 
