@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Request, State as Extract};
 use axum::http::header::ETAG;
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -25,8 +25,11 @@ use crate::engine::unix_ms;
 
 /// Entries kept in memory.
 pub const AUDIT_HISTORY: usize = 1_000;
-/// Request and response bodies larger than this are not kept whole.
+/// Request bodies larger than this are recorded by their size only.
 const BODY_LIMIT: usize = 64 * 1024;
+/// The largest request body a write may send (a route table of 10,000
+/// routes is about 600 KiB as JSON).
+const REQUEST_LIMIT: usize = 16 * 1024 * 1024;
 
 /// One API write.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -167,12 +170,30 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.to_string());
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
-    let asked = as_json(&bytes);
     let version_before = state.reloader.version().await;
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let (asked, response) = match to_bytes(body, REQUEST_LIMIT).await {
+        Ok(bytes) => {
+            let asked = match bytes.len() {
+                0..=BODY_LIMIT => as_json(&bytes),
+                size => serde_json::json!({ "not_kept_bytes": size }),
+            };
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            (asked, response)
+        }
+        Err(error) => (
+            serde_json::Value::Null,
+            super::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body could not be read whole (at most {REQUEST_LIMIT} bytes): {error}"
+                ),
+            )
+            .into_response(),
+        ),
+    };
     let status = response.status();
     let token = response
         .extensions()
@@ -184,7 +205,8 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_string());
     let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
+    // The API's own answer, read whole to find its error code.
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let config_changes = version_after
         .as_deref()
         .filter(|_| status.is_success())
