@@ -14,13 +14,17 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::config::store::{ConfigFile, StoreError};
+use crate::config::store::StoreError;
 use crate::config::{Config, ConfigError, EndpointState, PoolConfig};
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool,
     Route, Routes, SharedTopology, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
+
+mod edits;
+
+pub use edits::{ChangeReport, Edit, Scope, Written};
 
 /// How long a changed config file must be quiet before it is read.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -104,10 +108,10 @@ struct ActiveChecks {
 #[derive(Debug)]
 struct Applied {
     config: Config,
-    /// The SHA-256 of the file text last applied, so a watched change that
-    /// leaves the content as applied is not applied twice.
-    file_hash: Option<String>,
     checks: HashMap<String, Vec<JoinHandle<()>>>,
+    /// The file's text as API edits last wrote it, cut into pools
+    /// (`edits.rs`): used while the file still holds it.
+    image: Option<edits::Image>,
 }
 
 /// Owns what serves: builds it at start, applies reloads one at a time,
@@ -119,9 +123,12 @@ pub struct Reloader {
     topology: SharedTopology,
     file: std::sync::Mutex<Option<PathBuf>>,
     applied: tokio::sync::Mutex<Applied>,
-    /// The lines the last API edit removed and added, by the version it
-    /// made, for the audit trail.
-    last_edit: std::sync::Mutex<Option<(String, LineChanges)>>,
+    /// The SHA-256 of the file text last applied, so a watched change that
+    /// leaves the content as applied is not applied twice. Written only
+    /// with `applied` held; read without it.
+    file_hash: std::sync::Mutex<Option<String>>,
+    /// API edits waiting for their batch.
+    edits: edits::EditQueue,
 }
 
 /// What an edit changed in the config file, line by line.
@@ -193,12 +200,13 @@ impl Reloader {
             alerts,
             topology,
             file: std::sync::Mutex::new(None),
-            last_edit: std::sync::Mutex::new(None),
             applied: tokio::sync::Mutex::new(Applied {
                 config,
-                file_hash: None,
                 checks,
+                image: None,
             }),
+            file_hash: std::sync::Mutex::new(None),
+            edits: edits::EditQueue::default(),
         })
     }
 
@@ -206,23 +214,13 @@ impl Reloader {
     /// `version` is what serves now.
     pub fn set_file(&self, file: PathBuf, version: String) {
         *self.file.lock().unwrap() = Some(file);
-        // Set up before anything else can hold the lock.
-        if let Ok(mut applied) = self.applied.try_lock() {
-            applied.file_hash = Some(version);
-        }
+        *self.file_hash.lock().unwrap() = Some(version);
     }
 
-    /// The lines the edit that made `version` removed and added.
-    pub fn edit_changes(&self, version: &str) -> Option<LineChanges> {
-        match &*self.last_edit.lock().unwrap() {
-            Some((made, changes)) if made == version => Some(changes.clone()),
-            _ => None,
-        }
-    }
-
-    /// The config file's version last applied or written, if known.
-    pub async fn version(&self) -> Option<String> {
-        self.applied.lock().await.file_hash.clone()
+    /// The config file's version last applied or written, if known; it
+    /// does not wait for a reload or a batch of edits under way.
+    pub fn version(&self) -> Option<String> {
+        self.file_hash.lock().unwrap().clone()
     }
 
     /// The topology the proxy and the control endpoint read.
@@ -259,13 +257,13 @@ impl Reloader {
             })
         })?;
         let hash = content_hash(&text);
-        if skip_applied && applied.file_hash.as_deref() == Some(hash.as_str()) {
+        if skip_applied && self.version().as_deref() == Some(hash.as_str()) {
             return Ok(None);
         }
         let next = Config::parse(&text, &file.display().to_string())?;
         let plan = self.plan(&applied, &next)?;
         let report = self.commit(&mut applied, next, plan);
-        applied.file_hash = Some(hash);
+        *self.file_hash.lock().unwrap() = Some(hash);
         Ok(Some(report))
     }
 
@@ -429,49 +427,6 @@ impl Reloader {
         report
     }
 
-    /// Edits the config file and applies it: `edit` changes the document
-    /// (comments and order kept); the result is validated and built like
-    /// any config, written back atomically, and only then swapped in, so
-    /// what was acknowledged is in the file. With `if_match`, the file must
-    /// still be at that version. Returns what changed and the new version.
-    pub async fn edit<E>(
-        &self,
-        if_match: Option<&str>,
-        edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), E>,
-    ) -> Result<(ReloadReport, String), EditError<E>> {
-        let mut applied = self.applied.lock().await;
-        let file = self
-            .file
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or(EditError::Reload(ReloadError::NoFile))?;
-        let store = ConfigFile::new(file.clone());
-        let (text, version) = store.read().map_err(EditError::Store)?;
-        let before = text.clone();
-        if let Some(expected) = if_match {
-            if expected.trim_matches('"') != version {
-                return Err(EditError::Stale { current: version });
-            }
-        }
-        let mut document: toml_edit::DocumentMut =
-            text.parse().map_err(|e: toml_edit::TomlError| {
-                EditError::Store(StoreError::Parse(e.to_string()))
-            })?;
-        edit(&mut document).map_err(EditError::Edit)?;
-        let text = document.to_string();
-        let next = Config::parse(&text, &file.display().to_string())
-            .map_err(|e| EditError::Reload(ReloadError::Invalid(e)))?;
-        let plan = self.plan(&applied, &next).map_err(EditError::Reload)?;
-        store.write(&text).map_err(EditError::Store)?;
-        let report = self.commit(&mut applied, next, plan);
-        let version = content_hash(&text);
-        *self.last_edit.lock().unwrap() =
-            Some((version.clone(), LineChanges::between(&before, &text)));
-        applied.file_hash = Some(version.clone());
-        Ok((report, version))
-    }
-
     /// The config file's text and version.
     pub async fn read_file(&self) -> Result<(String, String), EditError<std::convert::Infallible>> {
         let file = self
@@ -480,7 +435,9 @@ impl Reloader {
             .unwrap()
             .clone()
             .ok_or(EditError::Reload(ReloadError::NoFile))?;
-        ConfigFile::new(file).read().map_err(EditError::Store)
+        crate::config::store::ConfigFile::new(file)
+            .read()
+            .map_err(EditError::Store)
     }
 
     /// Stops every active check.

@@ -2,13 +2,15 @@
 //! token, from where, the method and path, what was asked, the config
 //! versions before and after, the status and error code — kept in memory
 //! for `GET /v1/audit` and, with `control.audit_log`, appended to a file as
-//! JSON lines, synced before the answer leaves, and rotated by size.
+//! JSON lines, synced before the answer leaves (one sync for every line
+//! appended while the one before ran), and rotated by size.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Request, State as Extract};
@@ -30,6 +32,18 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// The largest request body a write may send (a route table of 10,000
 /// routes is about 600 KiB as JSON).
 const REQUEST_LIMIT: usize = 16 * 1024 * 1024;
+
+/// What a write to the config did, put on its answer by the handler for
+/// its entry: the versions around its batch and its own lines.
+#[derive(Debug, Clone)]
+pub(super) struct ConfigWrite {
+    /// The file's version before the batch the write was in.
+    pub version_before: String,
+    /// The file's version after it.
+    pub version_after: String,
+    /// The lines of the file this write removed and added.
+    pub changes: crate::reload::LineChanges,
+}
 
 /// One API write.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -65,15 +79,27 @@ pub struct AuditEntry {
 #[derive(Debug)]
 pub struct AuditLog {
     recent: Mutex<VecDeque<AuditEntry>>,
-    file: Option<Mutex<AuditFile>>,
+    file: Option<AuditFile>,
 }
 
 #[derive(Debug)]
 struct AuditFile {
     path: PathBuf,
     max_bytes: u64,
-    file: std::fs::File,
+    appending: Mutex<Appending>,
+    /// How many lines are known to be on disk; held while syncing, so who
+    /// waits for it finds whether the sync before took its line too.
+    synced: Mutex<u64>,
+}
+
+/// The file lines are appended to.
+#[derive(Debug)]
+struct Appending {
+    file: Arc<File>,
     size: u64,
+    /// Lines appended since the log was opened, to this file or those
+    /// rotated before it.
+    lines: u64,
 }
 
 impl AuditLog {
@@ -90,12 +116,16 @@ impl AuditLog {
                     .append(true)
                     .open(&path)?;
                 let size = file.metadata()?.len();
-                Some(Mutex::new(AuditFile {
+                Some(AuditFile {
                     path,
                     max_bytes,
-                    file,
-                    size,
-                }))
+                    appending: Mutex::new(Appending {
+                        file: Arc::new(file),
+                        size,
+                        lines: 0,
+                    }),
+                    synced: Mutex::new(0),
+                })
             }
             None => None,
         };
@@ -108,7 +138,6 @@ impl AuditLog {
     /// Records `entry`: synced to the file (if any) before it returns.
     fn record(&self, entry: AuditEntry) {
         if let Some(file) = &self.file {
-            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(error) = file.append(&entry) {
                 tracing::error!(
                     "cannot write the audit log {}: {error}",
@@ -135,34 +164,72 @@ impl AuditLog {
 }
 
 impl AuditFile {
-    fn append(&mut self, entry: &AuditEntry) -> std::io::Result<()> {
+    /// Appends `entry` as a line and returns once it is on disk. Writers
+    /// that come while a sync runs are synced together by the next.
+    fn append(&self, entry: &AuditEntry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            let rotated = self.path.with_extension(match self.path.extension() {
-                Some(extension) => format!("{}.1", extension.to_string_lossy()),
-                None => "1".into(),
-            });
-            std::fs::rename(&self.path, &rotated)?;
-            self.file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = 0;
+        let mine = {
+            let mut appending = self
+                .appending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if appending.size > 0 && appending.size + line.len() as u64 > self.max_bytes {
+                // What the old file holds is on disk before it is set aside.
+                appending.file.sync_data()?;
+                let rotated = self.path.with_extension(match self.path.extension() {
+                    Some(extension) => format!("{}.1", extension.to_string_lossy()),
+                    None => "1".into(),
+                });
+                std::fs::rename(&self.path, &rotated)?;
+                appending.file = Arc::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)?,
+                );
+                appending.size = 0;
+            }
+            (&*appending.file).write_all(&line)?;
+            appending.size += line.len() as u64;
+            appending.lines += 1;
+            appending.lines
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        if *synced >= mine {
+            return Ok(());
         }
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
-        self.size += line.len() as u64;
+        let (file, upto) = {
+            let appending = self
+                .appending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (Arc::clone(&appending.file), appending.lines)
+        };
+        file.sync_data()?;
+        *synced = upto;
         Ok(())
     }
 }
 
 /// Records every request that is not a read, after it is answered and
-/// before the answer leaves.
+/// before the answer leaves. The write and its record run in a task of
+/// their own: a client that goes away does not stop a change it asked for
+/// half way, nor keep it out of the trail.
 pub(super) async fn record(Extract(state): State, request: Request, next: Next) -> Response {
     if request.method() == Method::GET || request.method() == Method::HEAD {
         return next.run(request).await;
     }
+    match tokio::spawn(record_write(state, request, next)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!("an API write failed: {error}");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn record_write(state: Arc<super::ControlState>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let from = request
@@ -170,8 +237,8 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.to_string());
     let (parts, body) = request.into_parts();
-    let version_before = state.reloader.version().await;
-    let (asked, response) = match to_bytes(body, REQUEST_LIMIT).await {
+    let version_before = state.reloader.version();
+    let response = match to_bytes(body, REQUEST_LIMIT).await {
         Ok(bytes) => {
             let asked = match bytes.len() {
                 0..=BODY_LIMIT => as_json(&bytes),
@@ -194,23 +261,32 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
             .into_response(),
         ),
     };
+    let (asked, response) = response;
     let status = response.status();
     let token = response
         .extensions()
         .get::<Caller>()
         .map(|c| c.name.clone());
-    let version_after = response
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').to_string());
+    let write = response.extensions().get::<ConfigWrite>().cloned();
+    let (version_before, version_after, config_changes) = match write {
+        Some(write) => (
+            Some(write.version_before),
+            Some(write.version_after),
+            Some(write.changes),
+        ),
+        None => (
+            version_before,
+            response
+                .headers()
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim_matches('"').to_string()),
+            None,
+        ),
+    };
     let (parts, body) = response.into_parts();
     // The API's own answer, read whole to find its error code.
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let config_changes = version_after
-        .as_deref()
-        .filter(|_| status.is_success())
-        .and_then(|version| state.reloader.edit_changes(version));
     let error = (!status.is_success())
         .then(|| {
             as_json(&bytes)["error"]["code"]
@@ -218,7 +294,7 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
                 .map(str::to_string)
         })
         .flatten();
-    state.audit.record(AuditEntry {
+    let entry = AuditEntry {
         at_unix_ms: unix_ms(),
         token,
         from,
@@ -235,7 +311,12 @@ pub(super) async fn record(Extract(state): State, request: Request, next: Next) 
             "refused"
         },
         error,
-    });
+    };
+    // The sync blocks: off the runtime's threads.
+    let recorder = Arc::clone(&state);
+    if let Err(error) = tokio::task::spawn_blocking(move || recorder.audit.record(entry)).await {
+        tracing::error!("an audit entry was not recorded: {error}");
+    }
     Response::from_parts(parts, Body::from(bytes))
 }
 

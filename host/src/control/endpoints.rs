@@ -1,10 +1,10 @@
 //! Endpoints changed at run time — added, changed (weight, capacity, tier,
 //! zone, labels, and state: drain or disable) and removed — and the config
 //! they are written to. Each change is an edit of the config file,
-//! validated like the file, written back atomically and only then applied,
-//! so whatever was answered 2xx is in the file. `If-Match` with the version
-//! (`ETag`) a client read makes a change fail with 412 if another came
-//! first.
+//! validated like the file, written back atomically (with the changes that
+//! came at the same time) and only then applied, so whatever was answered
+//! 2xx is in the file. `If-Match` with the version (`ETag`) a client read
+//! makes a change fail with 412 if another came first.
 
 use std::collections::BTreeMap;
 
@@ -17,11 +17,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit::ConfigWrite;
 use super::{ApiError, ControlState, ErrorBody, State};
 use crate::config::edit::{self, EditRefused, EndpointFields, PoolEditRefused};
 use crate::config::store::StoreError;
 use crate::config::{ConfigError, EndpointState};
-use crate::reload::{EditError, ReloadError, ReloadReport};
+use crate::reload::{ChangeReport, Edit, EditError, ReloadError, Scope};
 
 /// An endpoint to add.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,10 +49,13 @@ pub(super) struct NewEndpoint {
 /// What a change did: the config's new version and what was rebuilt.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Changed {
-    /// The config file's version now, also sent as `ETag`.
+    /// The config file's version now, also sent as `ETag`: the file as
+    /// written with this change and any applied in the same batch; a next
+    /// change sent with it as `If-Match` is applied if no other came
+    /// between.
     version: String,
     /// The pools the change rebuilt.
-    applied: ReloadReport,
+    applied: ChangeReport,
 }
 
 /// The config file as it stands.
@@ -111,9 +115,17 @@ pub(super) async fn add(
         labels: new.labels,
         state: new.state,
     };
-    change(&state, &headers, StatusCode::CREATED, |document| {
-        edit::add_endpoint(document, &pool, &new.address, &fields).map_err(PoolEditRefused::from)
-    })
+    let scope = Scope::Pool(pool.clone());
+    change(
+        &state,
+        &headers,
+        StatusCode::CREATED,
+        scope,
+        move |document| {
+            edit::add_endpoint(document, &pool, &new.address, &fields)
+                .map_err(PoolEditRefused::from)
+        },
+    )
     .await
 }
 
@@ -141,7 +153,8 @@ pub(super) async fn update(
     body: Result<Json<EndpointFields>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(fields) = body.map_err(body_error)?;
-    change(&state, &headers, StatusCode::OK, |document| {
+    let scope = Scope::Pool(pool.clone());
+    change(&state, &headers, StatusCode::OK, scope, move |document| {
         edit::update_endpoint(document, &pool, &address, &fields).map_err(PoolEditRefused::from)
     })
     .await
@@ -165,31 +178,44 @@ pub(super) async fn remove(
     Path((pool, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    change(&state, &headers, StatusCode::OK, |document| {
+    let scope = Scope::Pool(pool.clone());
+    change(&state, &headers, StatusCode::OK, scope, move |document| {
         edit::remove_endpoint(document, &pool, &address).map_err(PoolEditRefused::from)
     })
     .await
 }
 
-/// Applies `edit` to the config file (only if it is still at the
-/// `If-Match` version, when one is sent) and answers `status` with what
-/// changed and the new version: every change of the API goes through here.
+/// Applies `edit`, which changes what `scope` says, to the config file
+/// (only if it is still at the `If-Match` version when its turn comes, when
+/// one is sent) and answers `status` with what changed and the new
+/// version: every change of the API goes through here.
 pub(super) async fn change(
     state: &ControlState,
     headers: &HeaderMap,
     status: StatusCode,
-    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), PoolEditRefused>,
+    scope: Scope,
+    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), PoolEditRefused> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let (applied, version) = state
+    let edit = Edit {
+        scope,
+        apply: Box::new(edit),
+    };
+    let written = state
         .reloader
         .edit(if_match(headers)?, edit)
         .await
         .map_err(edit_error)?;
     let body = Changed {
-        version: version.clone(),
-        applied,
+        version: written.version.clone(),
+        applied: written.applied,
     };
-    Ok(with_version(status, &version, body))
+    let mut response = with_version(status, &written.version, body);
+    response.extensions_mut().insert(ConfigWrite {
+        version_before: written.version_before,
+        version_after: written.version,
+        changes: written.changes,
+    });
+    Ok(response)
 }
 
 /// A JSON answer with the config version as `ETag`.

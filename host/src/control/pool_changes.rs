@@ -1,7 +1,9 @@
 //! Pools and routes changed at run time (an admin's): a pool added,
 //! changed or removed, the route table replaced whole. Each is an edit of
 //! the config file, applied as endpoint changes are: validated and built
-//! like a reload, written back atomically, then swapped in.
+//! like a reload, written back atomically, then swapped in. A pool's keys
+//! changed are confined to its table, as endpoint changes are; the others
+//! touch the whole file.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as Extract};
@@ -14,6 +16,7 @@ use utoipa::ToSchema;
 use super::endpoints::{body_error, change, read_error, with_version, Changed};
 use super::{ApiError, ErrorBody, State};
 use crate::config::edit;
+use crate::reload::Scope;
 
 type Object = serde_json::Map<String, serde_json::Value>;
 
@@ -34,9 +37,13 @@ pub(super) async fn add(
     body: Result<Json<Object>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(pool) = body.map_err(body_error)?;
-    change(&state, &headers, StatusCode::CREATED, |document| {
-        edit::add_pool(document, &pool)
-    })
+    change(
+        &state,
+        &headers,
+        StatusCode::CREATED,
+        Scope::Whole,
+        move |document| edit::add_pool(document, &pool),
+    )
     .await
 }
 
@@ -60,7 +67,8 @@ pub(super) async fn update(
     body: Result<Json<Object>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(changes) = body.map_err(body_error)?;
-    change(&state, &headers, StatusCode::OK, |document| {
+    let scope = Scope::Pool(pool.clone());
+    change(&state, &headers, StatusCode::OK, scope, move |document| {
         edit::update_pool(document, &pool, &changes)
     })
     .await
@@ -81,9 +89,13 @@ pub(super) async fn remove(
     Path(pool): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    change(&state, &headers, StatusCode::OK, |document| {
-        edit::remove_pool(document, &pool)
-    })
+    change(
+        &state,
+        &headers,
+        StatusCode::OK,
+        Scope::Whole,
+        move |document| edit::remove_pool(document, &pool),
+    )
     .await
 }
 
@@ -143,8 +155,12 @@ pub(super) async fn replace_routes(
     body: Result<Json<Vec<Object>>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(routes) = body.map_err(body_error)?;
-    change(&state, &headers, StatusCode::OK, |document| {
-        edit::replace_routes(document, &routes)
-    })
+    change(
+        &state,
+        &headers,
+        StatusCode::OK,
+        Scope::Whole,
+        move |document| edit::replace_routes(document, &routes),
+    )
     .await
 }
