@@ -248,3 +248,46 @@ async fn a_trap_in_one_pool_restarts_the_other_pools_of_the_instance_as_document
     let message = plugin["last_fault"]["message"].as_str().unwrap();
     assert!(message.contains("pool `wild`"), "{message}");
 }
+
+/// One instance holds the state of every pool using the plugin, so the
+/// memory cap bounds them together: pools whose state outgrows it are
+/// refused at start, naming the setting, not found out on the request path.
+/// (A consistent-hash pool's table of 65,537 slots is 256 KiB.)
+#[tokio::test]
+async fn pools_whose_state_together_outgrows_the_memory_cap_are_refused_at_start() {
+    let plugins = plugin_dir(&[("maglev", "consistent-hash")]);
+    let first = Upstream::start("first").await;
+    let second = Upstream::start("second").await;
+    let (first, second) = (first.endpoint(1), second.endpoint(1));
+    let error = Switchyard::try_start_full(
+        plugins.path(),
+        "",
+        "",
+        "memory_limit_mib = 8",
+        &many_pools(40, "{ plugin = \"maglev\" }", &first, &second),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        error.contains("plugins.memory_limit_mib = 8")
+            && error.contains("one instance holds the state of every pool"),
+        "{error}"
+    );
+    // Ten of them fit, and serve.
+    let proxy = Switchyard::try_start_full(
+        plugins.path(),
+        "",
+        "",
+        "memory_limit_mib = 8",
+        &many_pools(10, "{ plugin = \"maglev\" }", &first, &second),
+    )
+    .unwrap_or_else(|error| panic!("did not start:\n{error}"));
+    let client = HttpClient::default();
+    for pool in 0..10 {
+        let host = format!("p{pool}.test");
+        let reply = client.get_with(&proxy.url("/"), &[("host", &host)]).await;
+        assert_eq!(reply.status, 200);
+    }
+    let plugin = &proxy.plugins(&client).await["maglev"];
+    assert_eq!(plugin["faults"], 0, "{plugin:#}");
+}

@@ -148,6 +148,7 @@ pub(crate) fn check_shared(
     shared: &Shared,
     slot: &PluginSlot,
     version: &PluginVersion,
+    pool_name: &str,
     config_json: &str,
     set: &Arc<EndpointSet>,
 ) -> Result<(), SetUpError> {
@@ -162,6 +163,7 @@ pub(crate) fn check_shared(
         slot,
         version.id,
         &KEYS,
+        pool_name,
         |store| pre.instantiate(store),
         |instance, key| {
             serve_set(&mut instance.store, set);

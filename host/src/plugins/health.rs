@@ -64,6 +64,7 @@ pub(crate) fn check_shared(
     shared: &Shared,
     slot: &PluginSlot,
     version: &PluginVersion,
+    pool_name: &str,
     config_json: &str,
 ) -> Result<(), SetUpError> {
     let Prepared::HealthCheck(pre) = &version.prepared else {
@@ -77,6 +78,7 @@ pub(crate) fn check_shared(
         slot,
         version.id,
         &KEYS,
+        pool_name,
         |store| pre.instantiate(store),
         |instance, key| {
             instance

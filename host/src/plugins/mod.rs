@@ -439,10 +439,15 @@ impl PluginRuntime {
         for slot in self.slots() {
             let mut users = slot.users.lock().unwrap();
             users.retain(|usage| usage.pool.strong_count() > 0);
+            let mut scratch = slot.scratch.lock().unwrap_or_else(|e| e.into_inner());
             if users.is_empty() {
                 // No pool uses it: its scratch and shared health instances go.
-                *slot.scratch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *scratch = None;
                 slot.checks.clear();
+            } else if let Some(scratch) = scratch.as_mut() {
+                let live: std::collections::HashSet<&str> =
+                    users.iter().map(|usage| usage.pool_name.as_str()).collect();
+                scratch.retain_checked(&self.shared, |name| live.contains(name));
             }
         }
     }
@@ -690,6 +695,7 @@ impl PluginRuntime {
                 &self.shared,
                 slot,
                 version,
+                &usage.pool_name,
                 &usage.config_json,
                 &pool.endpoints(),
             ),
@@ -701,16 +707,24 @@ impl PluginRuntime {
                 &pool.endpoints(),
             )
             .map(drop),
-            Role::HealthCheck if many => {
-                health::check_shared(&self.shared, slot, version, &usage.config_json)
-            }
+            Role::HealthCheck if many => health::check_shared(
+                &self.shared,
+                slot,
+                version,
+                &usage.pool_name,
+                &usage.config_json,
+            ),
             Role::HealthCheck => {
                 health::OwnInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
             }
-            Role::Recovery if many => {
-                recovery::check_shared(&self.shared, slot, version, &usage.config_json)
-            }
+            Role::Recovery if many => recovery::check_shared(
+                &self.shared,
+                slot,
+                version,
+                &usage.pool_name,
+                &usage.config_json,
+            ),
             Role::Recovery => {
                 recovery::OwnInstance::create(&self.shared, slot, version, &usage.config_json)
                     .map(drop)
@@ -901,7 +915,10 @@ pub(crate) fn describe_failure(
     }
     if store.data().memory_refused {
         return format!(
-            "{call} trapped after the memory cap refused to grow its memory: {}",
+            "{call} trapped after the memory cap refused to grow its memory \
+             (plugins.memory_limit_mib = {}: one instance holds the state of every pool \
+             it serves; raise it for more or larger pools): {}",
+            store.data().memory_limit() / (1024 * 1024),
             error_chain(error)
         );
     }

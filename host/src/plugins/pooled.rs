@@ -35,6 +35,9 @@ pub(crate) struct SharedInstance<E> {
     pools: HashMap<usize, PoolResource, foldhash::fast::RandomState>,
     /// How many of `Keys`' retirements this instance has applied.
     retired_seen: u64,
+    /// In a scratch instance: the key of each checked pool's resource, by
+    /// pool name, kept so the instance holds what a worker's would.
+    checked: HashMap<String, usize>,
 }
 
 impl<E> SharedInstance<E> {
@@ -46,6 +49,7 @@ impl<E> SharedInstance<E> {
             pools: HashMap::default(),
             // Keys retired before this instance existed have nothing in it.
             retired_seen: keys.retired_count(),
+            checked: HashMap::new(),
         }
     }
 
@@ -98,6 +102,22 @@ impl<E> SharedInstance<E> {
             );
         }
         Ok(self.pools.get_mut(&key).expect("inserted above"))
+    }
+
+    /// In a scratch instance, drops the resources of checked pools for
+    /// which `keep` says no (pools that no longer exist).
+    pub(crate) fn retain_checked(&mut self, shared: &Shared, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self
+            .checked
+            .keys()
+            .filter(|name| !keep(name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(key) = self.checked.remove(&name) {
+                let _ = self.release(shared, key);
+            }
+        }
     }
 
     /// Records that pool `key`'s resource has the endpoints of `generation`.
@@ -183,16 +203,20 @@ impl<E> PerThread<E> {
     }
 }
 
-/// Checks a version (contract 0.2) against one pool in the slot's scratch
-/// instance, kept between checks so that checking a version against
-/// thousands of pools instantiates it once: `exercise` makes the pool's
-/// resource under a fresh key and calls what it needs; the resource is
-/// dropped afterwards.
+/// Checks a version (contract 0.2) against pool `pool_name` in the slot's
+/// scratch instance, kept between checks so that checking a version
+/// against thousands of pools instantiates it once: `exercise` makes the
+/// pool's resource under a fresh key and calls what it needs. The resource
+/// is kept (replacing the pool's earlier one), so the scratch instance
+/// holds the state of every pool using the plugin, as a worker's instance
+/// will: a set of pools whose state together outgrows the memory cap is
+/// refused here, when it is loaded, not on the request path.
 pub(crate) fn check_in_scratch<E: InScratch>(
     shared: &Shared,
     slot: &super::registry::PluginSlot,
     version_id: u64,
     keys: &Keys,
+    pool_name: &str,
     instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<E>,
     exercise: impl FnOnce(&mut SharedInstance<E>, usize) -> Result<(), SetUpError>,
 ) -> Result<(), SetUpError> {
@@ -208,12 +232,26 @@ pub(crate) fn check_in_scratch<E: InScratch>(
             SharedInstance::new(version_id, store, exports, keys)
         }
     };
+    // The pool's earlier state (a pool rebuilt by a reload) goes first.
+    if let Some(earlier) = instance.checked.remove(pool_name) {
+        if let Err(reason) = instance.release(shared, earlier) {
+            return Err(SetUpError::Plugin(reason));
+        }
+    }
     let key = keys.allocate();
     let checked = exercise(&mut instance, key);
     instance.store.data_mut().endpoints = None;
-    // Kept only if it can still be entered: dropping the resource tells.
-    if instance.release(shared, key).is_ok() {
-        *scratch = Some(E::wrap(instance));
+    match checked {
+        Ok(()) => {
+            instance.checked.insert(pool_name.to_string(), key);
+            *scratch = Some(E::wrap(instance));
+        }
+        // Kept only if it can still be entered: dropping the resource tells.
+        Err(_) => {
+            if instance.release(shared, key).is_ok() {
+                *scratch = Some(E::wrap(instance));
+            }
+        }
     }
     checked
 }
@@ -223,6 +261,17 @@ pub(crate) enum Scratch {
     Balancer(SharedInstance<super::bindings::balancer::BalancerPlugin>),
     HealthCheck(SharedInstance<super::bindings::health::HealthPlugin>),
     Recovery(SharedInstance<super::bindings::recovery::RecoveryPlugin>),
+}
+
+impl Scratch {
+    /// Drops the checked state of pools for which `keep` says no.
+    pub(crate) fn retain_checked(&mut self, shared: &Shared, keep: impl Fn(&str) -> bool) {
+        match self {
+            Scratch::Balancer(instance) => instance.retain_checked(shared, keep),
+            Scratch::HealthCheck(instance) => instance.retain_checked(shared, keep),
+            Scratch::Recovery(instance) => instance.retain_checked(shared, keep),
+        }
+    }
 }
 
 impl std::fmt::Debug for Scratch {

@@ -100,6 +100,7 @@ pub(crate) fn check_shared(
     shared: &Shared,
     slot: &PluginSlot,
     version: &PluginVersion,
+    pool_name: &str,
     config_json: &str,
 ) -> Result<(), SetUpError> {
     let Prepared::Recovery(pre) = &version.prepared else {
@@ -113,6 +114,7 @@ pub(crate) fn check_shared(
         slot,
         version.id,
         &KEYS,
+        pool_name,
         |store| pre.instantiate(store),
         |instance, key| {
             instance

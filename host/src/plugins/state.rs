@@ -184,6 +184,11 @@ impl StoreState {
         }
     }
 
+    /// The linear memory this store's instance may grow to, in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit
+    }
+
     /// Whether one more log line fits in this second's budget.
     pub fn take_log_budget(&mut self) -> bool {
         if self.log_window.elapsed().as_secs() >= 1 {

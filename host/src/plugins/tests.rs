@@ -361,7 +361,11 @@ fn an_instance_left_serving_no_pool_is_dropped_at_the_next_pick() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = runtime_in(dir.path());
     load(&runtime, "rr", &built_plugin("plugins/round-robin"));
-    load(&runtime, "turns", &built_plugin("tests/plugins/panicking-balancer"));
+    load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/panicking-balancer"),
+    );
     let set = endpoint_set(2);
     let gone = runtime.balancer("rr", "gone", "{}");
     let stays = runtime.balancer("turns", "stays", r#"{"panic": false}"#);
