@@ -213,7 +213,10 @@ impl Server {
             Arc::clone(&self.control),
             wait_for(stop_receiver.clone()),
         ));
-        let readmission = tokio::spawn(readmit_ejected(Arc::clone(self.reloader.topology())));
+        let readmission = tokio::spawn(readmit_ejected(
+            Arc::clone(self.reloader.topology()),
+            Arc::clone(self.reloader.tick_queue()),
+        ));
         let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&self.reloader)));
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
@@ -338,15 +341,30 @@ fn bind_proxy_listener(address: SocketAddr) -> std::io::Result<std::net::TcpList
 
 /// How often ejections that ran out are checked for readmission.
 const READMISSION_TICK: Duration = Duration::from_millis(20);
+/// How often every pool is asked whether its success rates are due for
+/// judgement (each pool judges once per its outlier interval).
+const SUCCESS_RATE_TICK: Duration = Duration::from_millis(100);
 
-async fn readmit_ejected(topology: engine::SharedTopology) {
+/// Readmits ejected and held endpoints when their time runs out and ramps
+/// slow starts, visiting only the pools queued with such work, and judges
+/// success rates every `SUCCESS_RATE_TICK`.
+async fn readmit_ejected(topology: engine::SharedTopology, queue: Arc<engine::TickQueue>) {
     let mut tick = tokio::time::interval(READMISSION_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut judged = std::time::Instant::now();
     loop {
         tick.tick().await;
         let now = std::time::Instant::now();
-        for pool in &topology.load().pools {
-            pool.tick(now);
+        for pool in queue.take() {
+            if let Some(pool) = pool.upgrade() {
+                pool.tick_queued(now);
+            }
+        }
+        if now.duration_since(judged) >= SUCCESS_RATE_TICK {
+            judged = now;
+            for pool in &topology.load().pools {
+                pool.judge_success_rates(now);
+            }
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct Reloader {
     runtime: PluginRuntime,
     alerts: Arc<Alerts>,
     topology: SharedTopology,
+    /// The pools with timed work, for the readmission ticker.
+    tick_queue: Arc<engine::TickQueue>,
     file: std::sync::Mutex<Option<PathBuf>>,
     applied: tokio::sync::Mutex<Applied>,
     /// The SHA-256 of the file text last applied, so a watched change that
@@ -177,14 +179,18 @@ impl Reloader {
         load_errors: &[plugins::LoadError],
         alerts: Arc<Alerts>,
     ) -> anyhow::Result<Reloader> {
+        let tick_queue = Arc::new(engine::TickQueue::default());
         let builder = Builder {
             runtime: &runtime,
+            tick_queue: &tick_queue,
             load_errors,
             alerts: &alerts,
             fall_back: true,
         };
         runtime.set_workers(config.proxy.workers as u32);
-        runtime.check_capacity(&config).map_err(anyhow::Error::msg)?;
+        runtime
+            .check_capacity(&config)
+            .map_err(anyhow::Error::msg)?;
         let mut pools = Vec::new();
         let mut checks = HashMap::new();
         for (index, pool_config) in config.pools.iter().enumerate() {
@@ -199,6 +205,7 @@ impl Reloader {
             runtime,
             alerts,
             topology,
+            tick_queue,
             file: std::sync::Mutex::new(None),
             applied: tokio::sync::Mutex::new(Applied {
                 config,
@@ -226,6 +233,11 @@ impl Reloader {
     /// The topology the proxy and the control endpoint read.
     pub fn topology(&self) -> &SharedTopology {
         &self.topology
+    }
+
+    /// The pools with ejections or holds to expire or slow starts to ramp.
+    pub fn tick_queue(&self) -> &Arc<engine::TickQueue> {
+        &self.tick_queue
     }
 
     /// Reads the config file again and applies it.
@@ -335,6 +347,7 @@ impl Reloader {
         let current = self.topology.load_full();
         let builder = Builder {
             runtime: &self.runtime,
+            tick_queue: &self.tick_queue,
             load_errors: &[],
             alerts: &self.alerts,
             fall_back: false,
@@ -559,6 +572,7 @@ fn health_policy(pool: &PoolConfig) -> HealthPolicy {
 /// built changes nothing instead).
 struct Builder<'a> {
     runtime: &'a PluginRuntime,
+    tick_queue: &'a Arc<engine::TickQueue>,
     load_errors: &'a [plugins::LoadError],
     alerts: &'a Arc<Alerts>,
     fall_back: bool,
@@ -649,6 +663,7 @@ impl Builder<'_> {
             pool.inherit_health(previous);
         }
         let pool = Arc::new(pool);
+        self.tick_queue.register(&pool);
         if let (Some(recovery), Some(json)) = (&pool_config.recovery, &recovery_json) {
             if let Some(plugin) = &recovery.plugin {
                 self.attach(

@@ -30,7 +30,7 @@ pub use health::{
     eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, OutlierPolicy, Severity,
 };
-pub use pool::{Pool, PoolHealthView, Recovery, UpstreamProtocol, UpstreamTls};
+pub use pool::{Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{Route, Routes};
 pub use topology::{SharedTopology, Topology};

@@ -2,7 +2,7 @@
 //! stands in for the balancer when it fails.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -44,6 +44,39 @@ pub struct Pool {
     /// `created`: the ticker passes a pool not due with one load.
     rates_due_ms: AtomicU64,
     created: Instant,
+    /// Where the pool queues itself for the readmission ticker, and a weak
+    /// handle to itself to queue; set by `TickQueue::register`.
+    tick_queue: OnceLock<(Arc<TickQueue>, Weak<Pool>)>,
+    /// Whether the pool is in its queue now.
+    queued: AtomicBool,
+}
+
+/// The pools with timed work pending (an ejection or a hold to expire, a
+/// slow start to ramp): the readmission ticker visits these and no other,
+/// so thousands of quiet pools cost it nothing. A pool queues itself when
+/// such work begins and the ticker queues it again while some is left.
+#[derive(Debug, Default)]
+pub struct TickQueue {
+    pending: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl TickQueue {
+    /// Lets `pool` queue itself here; queues it now if it has timed work
+    /// (inherited from the pool it replaced).
+    pub fn register(self: &Arc<Self>, pool: &Arc<Pool>) {
+        if pool
+            .tick_queue
+            .set((Arc::clone(self), Arc::downgrade(pool)))
+            .is_ok()
+        {
+            pool.queue_if_pending();
+        }
+    }
+
+    /// The pools queued since the last call, each once.
+    pub fn take(&self) -> Vec<Weak<Pool>> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// How the proxy speaks to a pool's endpoints.
@@ -169,7 +202,36 @@ impl Pool {
             ramping: AtomicBool::new(false),
             rates_due_ms: AtomicU64::new(0),
             created: Instant::now(),
+            tick_queue: OnceLock::new(),
+            queued: AtomicBool::new(false),
         }
+    }
+
+    /// Queues the pool for the readmission ticker if it has timed work and
+    /// is not queued already.
+    fn queue_if_pending(&self) {
+        let pending = self.expiries_pending.load(Ordering::Relaxed)
+            || (self.ramping.load(Ordering::Relaxed) && !self.policy.slow_start.is_zero());
+        if !pending || self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match self.tick_queue.get() {
+            Some((queue, me)) => queue
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(me.clone()),
+            None => self.queued.store(false, Ordering::Release),
+        }
+    }
+
+    /// The ticker's visit to a queued pool: its timed work, then queued
+    /// again if some is left.
+    pub fn tick_queued(&self, now: Instant) {
+        self.queued.store(false, Ordering::Release);
+        self.readmit_expired(now);
+        self.advance_slow_start(now);
+        self.queue_if_pending();
     }
 
     /// The same pool, recovering failed attempts with `recovery`.
@@ -267,6 +329,7 @@ impl Pool {
         let was_available = health.is_available(now);
         health.held_since = Some(now);
         self.expiries_pending.store(true, Ordering::Relaxed);
+        self.queue_if_pending();
         endpoint.set_held(true);
         let until = if self.policy.active_checks {
             "until an active check passes".to_string()
@@ -327,6 +390,7 @@ impl Pool {
         let health = &mut state.endpoints[id as usize];
         health.ejected_until = Some(now + duration);
         self.expiries_pending.store(true, Ordering::Relaxed);
+        self.queue_if_pending();
         health.ejected_by_recovery = by_recovery;
         health.ejections = ejections;
         health.reason = format!("ejected for {} ms: {reason}", duration.as_millis());
@@ -440,6 +504,7 @@ impl Pool {
         if available && !was_available {
             health.returned_at = Some(now);
             self.ramping.store(true, Ordering::Relaxed);
+            self.queue_if_pending();
         }
         if available != was_available || next != was || was_held != health.held_since.is_some() {
             self.rebuild(&mut state, now);
@@ -452,6 +517,13 @@ impl Pool {
     pub fn tick(&self, now: Instant) {
         self.readmit_expired(now);
         self.advance_slow_start(now);
+        self.judge_success_rates(now);
+    }
+
+    /// Once per outlier interval, ejects endpoints whose success rate in
+    /// that interval fell below the policy's minimum. A pool not due is
+    /// passed with one load.
+    pub fn judge_success_rates(&self, now: Instant) {
         let Some(outlier) = &self.policy.outlier else {
             return;
         };

@@ -409,3 +409,36 @@ fn grpc_failures_pair_with_the_http_statuses_of_the_grpc_spec() {
     assert_eq!(FailureKind::Status(502).http_status(), Some(502));
     assert_eq!(FailureKind::Reset.http_status(), None);
 }
+
+#[test]
+fn only_pools_with_timed_work_are_queued_for_the_ticker() {
+    let queue = Arc::new(TickQueue::default());
+    let quiet = Arc::new(Pool::new("quiet".into(), endpoints(2), None, None));
+    let busy = Arc::new(Pool::new("busy".into(), endpoints(5), None, None));
+    queue.register(&quiet);
+    queue.register(&busy);
+    assert!(queue.take().is_empty(), "nothing to expire yet");
+
+    let now = std::time::Instant::now;
+    let later = |ms| std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    assert!(busy.eject(0, Some(std::time::Duration::from_millis(10)), "test"));
+    // A hold in the same pool does not queue it twice.
+    busy.record_connect_failure(&busy.endpoints().all[2].clone(), "refused");
+    let queued = queue.take();
+    assert_eq!(queued.len(), 1, "queued once");
+    let pool = queued[0].upgrade().unwrap();
+    assert_eq!(pool.name, "busy");
+
+    // Nothing has run out: queued again for the next tick.
+    pool.tick_queued(now());
+    assert_eq!(busy.endpoints().eligible, vec![1, 3, 4]);
+    assert_eq!(queue.take().len(), 1);
+    // The ejection has run out, the hold has not: still queued.
+    pool.tick_queued(later(50));
+    assert_eq!(busy.endpoints().eligible, vec![0, 1, 3, 4]);
+    assert_eq!(queue.take().len(), 1);
+    // Both over: readmitted, and no longer queued.
+    pool.tick_queued(later(5_000));
+    assert_eq!(busy.endpoints().eligible, vec![0, 1, 2, 3, 4]);
+    assert!(queue.take().is_empty());
+}

@@ -479,6 +479,7 @@ impl PoolDraft {
         };
         let builder = Builder {
             runtime: &reloader.runtime,
+            tick_queue: &reloader.tick_queue,
             load_errors: &[],
             alerts: &reloader.alerts,
             fall_back: false,
