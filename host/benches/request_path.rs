@@ -4,7 +4,7 @@
 //!
 //! Benchmark ids read as a table:
 //!
-//! - `route/find/<routes>`: `Routes::find` over 1, 10 and 100 host routes,
+//! - `route/find/<routes>`: `Topology::find` over 1, 10 and 100 host routes,
 //!   the match being the last one (the worst case: every route is tried).
 //! - `allocate/native-rr/<endpoints>`: one request's endpoint allocation on
 //!   a native round robin pool of 10, 1,000 and 10,000 endpoints:
@@ -61,7 +61,9 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
-use switchyard::engine::{Endpoint, PickRequest, Pool, RequestHeaders, RequestInfo, Route, Routes};
+use switchyard::engine::{
+    Endpoint, PickRequest, Pool, RequestHeaders, RequestInfo, Route, Routes, Topology,
+};
 use switchyard::metrics::Metrics;
 use switchyard::proxy::headers::{add_forwarded, remove_hop_by_hop};
 use switchyard::proxy::{request_host, upstream_uri, ClientInfo};
@@ -125,16 +127,19 @@ fn bench_route_find(criterion: &mut Criterion) {
     let pool = pool(1);
     let mut group = criterion.benchmark_group("route/find");
     for count in ROUTE_COUNTS {
-        let routes = Routes::new(
-            (0..count)
-                .map(|i| Route {
-                    host: Some(format!("svc{i}.example.com")),
-                    path_prefix: "/".into(),
-                    pool: Arc::clone(&pool),
-                    max_body_bytes: 0,
-                })
-                .collect(),
-        );
+        let routes = Topology {
+            routes: Arc::new(Routes::new(
+                (0..count)
+                    .map(|i| Route {
+                        host: Some(format!("svc{i}.example.com")),
+                        path_prefix: "/".into(),
+                        pool: 0,
+                        max_body_bytes: 0,
+                    })
+                    .collect(),
+            )),
+            pools: vec![Arc::clone(&pool)],
+        };
         // The first route and the last: a scan would try every route
         // before the last.
         for (which, index) in [("first", 0), ("last", count - 1)] {
@@ -181,7 +186,7 @@ fn bench_allocate(criterion: &mut Criterion) {
 /// The typical request's surroundings: routes, client, metrics, and the raw
 /// bytes hyper would have read.
 struct Typical {
-    routes: Routes,
+    routes: Topology,
     client: ClientInfo,
     metrics: Metrics,
     raw: Bytes,
@@ -189,12 +194,15 @@ struct Typical {
 
 impl Typical {
     fn new() -> Self {
-        let routes = Routes::new(vec![Route {
-            host: None,
-            path_prefix: "/".into(),
-            pool: pool(TYPICAL_POOL),
-            max_body_bytes: 0,
-        }]);
+        let routes = Topology {
+            routes: Arc::new(Routes::new(vec![Route {
+                host: None,
+                path_prefix: "/".into(),
+                pool: 0,
+                max_body_bytes: 0,
+            }])),
+            pools: vec![pool(TYPICAL_POOL)],
+        };
         // Shared once, like hyper's read buffer: later slices only count
         // references.
         let raw = Bytes::from(WRK_REQUEST.to_vec());

@@ -198,7 +198,7 @@ impl Reloader {
             checks.insert(pool.name.clone(), spawn(&pool, active));
             pools.push(pool);
         }
-        let routes = routes(&config, &pools);
+        let routes = Arc::new(routes(&config, &pools));
         let topology = SharedTopology::default();
         topology.store(Arc::new(Topology { routes, pools }));
         Ok(Reloader {
@@ -401,7 +401,7 @@ impl Reloader {
             started,
             mut report,
         } = plan;
-        let routes = routes(&next, &pools);
+        let routes = routes_for(&self.topology.load(), &applied.config, &next, &pools);
         report.routes = next.routes.len();
         self.topology.store(Arc::new(Topology { routes, pools }));
 
@@ -515,18 +515,21 @@ fn spawn(pool: &Arc<Pool>, active: Option<ActiveChecks>) -> Vec<JoinHandle<()>> 
 fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
     if config.routes.is_empty() {
         return Routes::new(
-            pools
-                .iter()
-                .map(|pool| Route {
+            (0..pools.len())
+                .map(|index| Route {
                     host: None,
                     path_prefix: "/".into(),
-                    pool: Arc::clone(pool),
+                    pool: index,
                     max_body_bytes: config.proxy.max_body_bytes,
                 })
                 .collect(),
         );
     }
-    let by_name: HashMap<&str, &Arc<Pool>> = pools.iter().map(|p| (p.name.as_str(), p)).collect();
+    let by_name: HashMap<&str, usize> = pools
+        .iter()
+        .enumerate()
+        .map(|(index, p)| (p.name.as_str(), index))
+        .collect();
     Routes::new(
         config
             .routes
@@ -534,15 +537,39 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
             .map(|route| Route {
                 host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
-                pool: Arc::clone(
-                    by_name
-                        .get(route.pool.as_str())
-                        .expect("validated: routes name existing pools"),
-                ),
+                pool: *by_name
+                    .get(route.pool.as_str())
+                    .expect("validated: routes name existing pools"),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
             })
             .collect(),
     )
+}
+
+/// The route table for `next` served by `pools`: the current one when the
+/// rules, the body limit they default to and the pools' names in order are
+/// unchanged (a change to pools' endpoints or plugins leaves it as it is),
+/// else built anew.
+fn routes_for(
+    current: &Topology,
+    applied: &Config,
+    next: &Config,
+    pools: &[Arc<Pool>],
+) -> Arc<Routes> {
+    let same_pools = current.pools.len() == pools.len()
+        && current
+            .pools
+            .iter()
+            .zip(pools)
+            .all(|(before, after)| before.name == after.name);
+    if same_pools
+        && applied.routes == next.routes
+        && applied.proxy.max_body_bytes == next.proxy.max_body_bytes
+    {
+        Arc::clone(&current.routes)
+    } else {
+        Arc::new(routes(next, pools))
+    }
 }
 
 /// The engine's health policy from a pool's table.
@@ -793,5 +820,51 @@ mod tests {
         assert_eq!(changes.removed, ["  { address = \"a:1\" },"]);
         assert_eq!(changes.added, ["  { address = \"a:1\", weight = 2 },"]);
         assert_eq!(LineChanges::between(before, before), LineChanges::default());
+    }
+
+    fn config(body: &str) -> Config {
+        Config::parse(body, "test").unwrap()
+    }
+
+    fn built(config: &Config) -> Vec<Arc<Pool>> {
+        config
+            .pools
+            .iter()
+            .map(|pool| Arc::new(Pool::new(pool.name.clone(), Vec::new(), None, None)))
+            .collect()
+    }
+
+    #[test]
+    fn the_route_table_is_kept_while_its_rules_and_the_pools_order_are() {
+        let pools = "[[pools]]\nname = \"a\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\n\
+                     [[pools]]\nname = \"b\"\nendpoints = [{ address = \"127.0.0.1:2\" }]\n\n";
+        let routes = "[[routes]]\nhost = \"b.test\"\npool = \"b\"\n\n[[routes]]\npool = \"a\"\n";
+        let before = config(&format!("{pools}{routes}"));
+        let current = Topology {
+            routes: Arc::new(super::routes(&before, &built(&before))),
+            pools: built(&before),
+        };
+        // A pool's endpoints changed: same rules, same pools in order.
+        let endpoint_changed = config(&format!(
+            "{}{routes}",
+            pools.replace("127.0.0.1:2", "127.0.0.1:3")
+        ));
+        let kept = routes_for(
+            &current,
+            &before,
+            &endpoint_changed,
+            &built(&endpoint_changed),
+        );
+        assert!(Arc::ptr_eq(&kept, &current.routes));
+        // A rule changed, or the pools moved: built anew, by the new order.
+        let rule_changed = config(&format!("{pools}{}", routes.replace("b.test", "c.test")));
+        let rebuilt = routes_for(&current, &before, &rule_changed, &built(&rule_changed));
+        assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
+        let (first, second) = pools.split_at(pools.find("[[pools]]\nname = \"b\"").unwrap());
+        let reordered = config(&format!("{second}{first}{routes}"));
+        let rebuilt = routes_for(&current, &before, &reordered, &built(&reordered));
+        assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
+        let to_b = rebuilt.find_route(Some("b.test"), "/").unwrap();
+        assert_eq!(to_b.pool, 0, "`b` is first now");
     }
 }

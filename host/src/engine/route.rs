@@ -12,7 +12,6 @@
 //! routes is scanned instead: trying them costs less than two lookups.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// Hashed with foldhash: several times cheaper than SipHash on short keys,
 /// and the keys come from the config, not from clients.
@@ -21,8 +20,6 @@ type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 /// Tables this small are scanned in order rather than looked up.
 const SCAN_UP_TO: usize = 8;
 
-use super::pool::Pool;
-
 /// One routing rule.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -30,8 +27,11 @@ pub struct Route {
     pub host: Option<String>,
     /// The path must start with this.
     pub path_prefix: String,
-    /// Where matching requests go.
-    pub pool: Arc<Pool>,
+    /// Where matching requests go: the index of the pool in the topology's
+    /// pools (`Topology::route_pool`). An index rather than the pool, so a
+    /// table whose rules did not change serves on across a rebuild of the
+    /// pools it names.
+    pub pool: usize,
     /// A request body larger than this is refused with 413; 0: any size.
     pub max_body_bytes: u64,
 }
@@ -117,11 +117,6 @@ impl Routes {
         }
     }
 
-    /// The pool of the first route matching `host` (without port) and `path`.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Pool>> {
-        self.find_route(host, path).map(|route| &route.pool)
-    }
-
     /// The first route matching `host` (without port) and `path`.
     pub fn find_route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         if self.routes.len() <= SCAN_UP_TO {
@@ -162,14 +157,13 @@ mod tests {
     use super::*;
 
     fn table(rules: &[(Option<&str>, &str)]) -> Routes {
-        let pool = Arc::new(Pool::new("p".into(), Vec::new(), None, None));
         Routes::new(
             rules
                 .iter()
                 .map(|(host, prefix)| Route {
                     host: host.map(str::to_string),
                     path_prefix: prefix.to_string(),
-                    pool: Arc::clone(&pool),
+                    pool: 0,
                     max_body_bytes: 0,
                 })
                 .collect(),

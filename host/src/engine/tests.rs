@@ -64,26 +64,30 @@ fn empty_pool_gives_none() {
 fn first_matching_route_wins() {
     let api = Arc::new(Pool::new("api".into(), endpoints(1), None, None));
     let web = Arc::new(Pool::new("web".into(), endpoints(1), None, None));
-    let routes = Routes::new(vec![
+    let routes = Arc::new(Routes::new(vec![
         Route {
             host: Some("api.test".into()),
             path_prefix: "/".into(),
-            pool: api.clone(),
+            pool: 0,
             max_body_bytes: 0,
         },
         Route {
             host: None,
             path_prefix: "/static".into(),
-            pool: api,
+            pool: 0,
             max_body_bytes: 0,
         },
         Route {
             host: None,
             path_prefix: "/".into(),
-            pool: web,
+            pool: 1,
             max_body_bytes: 0,
         },
-    ]);
+    ]));
+    let routes = Topology {
+        routes,
+        pools: vec![api, web],
+    };
     assert_eq!(routes.find(Some("API.test"), "/x").unwrap().name, "api");
     assert_eq!(
         routes.find(Some("www.test"), "/static/a.css").unwrap().name,

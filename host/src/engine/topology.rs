@@ -7,18 +7,31 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::pool::Pool;
-use super::route::Routes;
+use super::route::{Route, Routes};
 
 /// The routes and every pool, in config order.
 #[derive(Debug, Default)]
 pub struct Topology {
-    /// The route table.
-    pub routes: Routes,
+    /// The route table, naming pools by their index in `pools`: shared by
+    /// the next topology when neither the rules nor the pools' order change.
+    pub routes: Arc<Routes>,
     /// Every pool, in config order.
     pub pools: Vec<Arc<Pool>>,
 }
 
 impl Topology {
+    /// The pool `route` leads to.
+    pub fn route_pool(&self, route: &Route) -> &Arc<Pool> {
+        &self.pools[route.pool]
+    }
+
+    /// The pool of the first route matching `host` (without port) and `path`.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Pool>> {
+        self.routes
+            .find_route(host, path)
+            .map(|route| self.route_pool(route))
+    }
+
     /// The pool named `name`.
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|pool| pool.name == name)

@@ -337,11 +337,11 @@ fn parse_request(
             return Parsed::Refused(Refusal::body_too_large(route.max_body_bytes));
         }
         // TLS or HTTP/2 to the endpoints: hyper's path.
-        if !route.pool.upstream().is_plain_http1() {
+        if !topology.route_pool(route).upstream().is_plain_http1() {
             return Parsed::Fallback;
         }
     }
-    let route = route.map(|route| &route.pool);
+    let route = route.map(|route| topology.route_pool(route));
     let idempotent = matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"

@@ -126,7 +126,7 @@ impl Proxy {
                 ),
             );
         };
-        let pool = &route.pool;
+        let pool = topology.route_pool(route);
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
         // is passed on, and on a 101 both connections become one tunnel.
         // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) becomes the
