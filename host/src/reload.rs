@@ -74,6 +74,9 @@ struct Plan {
     /// The pools built anew, with their checks to start.
     started: Vec<(Arc<Pool>, Option<ActiveChecks>)>,
     report: ReloadReport,
+    /// The rules and the body limit they default to are as they were: the
+    /// route table stays if the pools' names in order do too.
+    same_rules: bool,
 }
 
 /// Why an edit of the config changed nothing.
@@ -352,7 +355,11 @@ impl Reloader {
             alerts: &self.alerts,
             fall_back: false,
         };
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            same_rules: applied.config.routes == next.routes
+                && applied.config.proxy.max_body_bytes == next.proxy.max_body_bytes,
+            ..Plan::default()
+        };
         // By name, once: a change to one of 10,000 pools must not compare
         // every pool with every other.
         let before_by_name: HashMap<&str, &PoolConfig> = applied
@@ -400,8 +407,9 @@ impl Reloader {
             pools,
             started,
             mut report,
+            same_rules,
         } = plan;
-        let routes = routes_for(&self.topology.load(), &applied.config, &next, &pools);
+        let routes = routes_for(&self.topology.load(), same_rules, &next, &pools);
         report.routes = next.routes.len();
         self.topology.store(Arc::new(Topology { routes, pools }));
 
@@ -547,12 +555,12 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
 }
 
 /// The route table for `next` served by `pools`: the current one when the
-/// rules, the body limit they default to and the pools' names in order are
-/// unchanged (a change to pools' endpoints or plugins leaves it as it is),
-/// else built anew.
+/// rules and the body limit they default to are the same (`same_rules`)
+/// and so are the pools' names in order (a change to pools' endpoints or
+/// plugins leaves it as it is), else built anew.
 fn routes_for(
     current: &Topology,
-    applied: &Config,
+    same_rules: bool,
     next: &Config,
     pools: &[Arc<Pool>],
 ) -> Arc<Routes> {
@@ -562,10 +570,7 @@ fn routes_for(
             .iter()
             .zip(pools)
             .all(|(before, after)| before.name == after.name);
-    if same_pools
-        && applied.routes == next.routes
-        && applied.proxy.max_body_bytes == next.proxy.max_body_bytes
-    {
+    if same_rules && same_pools {
         Arc::clone(&current.routes)
     } else {
         Arc::new(routes(next, pools))
@@ -849,20 +854,26 @@ mod tests {
             "{}{routes}",
             pools.replace("127.0.0.1:2", "127.0.0.1:3")
         ));
+        let same = |next: &Config| before.routes == next.routes;
         let kept = routes_for(
             &current,
-            &before,
+            same(&endpoint_changed),
             &endpoint_changed,
             &built(&endpoint_changed),
         );
         assert!(Arc::ptr_eq(&kept, &current.routes));
         // A rule changed, or the pools moved: built anew, by the new order.
         let rule_changed = config(&format!("{pools}{}", routes.replace("b.test", "c.test")));
-        let rebuilt = routes_for(&current, &before, &rule_changed, &built(&rule_changed));
+        let rebuilt = routes_for(
+            &current,
+            same(&rule_changed),
+            &rule_changed,
+            &built(&rule_changed),
+        );
         assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
         let (first, second) = pools.split_at(pools.find("[[pools]]\nname = \"b\"").unwrap());
         let reordered = config(&format!("{second}{first}{routes}"));
-        let rebuilt = routes_for(&current, &before, &reordered, &built(&reordered));
+        let rebuilt = routes_for(&current, same(&reordered), &reordered, &built(&reordered));
         assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
         let to_b = rebuilt.find_route(Some("b.test"), "/").unwrap();
         assert_eq!(to_b.pool, 0, "`b` is first now");

@@ -554,6 +554,8 @@ impl PoolDraft {
             pools,
             started,
             report,
+            // A pool's edit touches nothing outside its table.
+            same_rules: true,
         };
         reloader.commit(applied, next, plan);
         *reloader.file_hash.lock().unwrap() = Some(version.clone());
