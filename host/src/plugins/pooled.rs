@@ -76,32 +76,37 @@ impl<E> SharedInstance<E> {
         key: usize,
         create: impl FnOnce(&E, &mut Store<StoreState>) -> wasmtime::Result<Result<ResourceAny, String>>,
     ) -> Result<&mut PoolResource, PoolError> {
-        if !self.pools.contains_key(&key) {
-            begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
-            let handle = match create(&self.exports, &mut self.store) {
-                Ok(Ok(handle)) => handle,
-                Ok(Err(message)) => {
-                    return Err(PoolError::Refused(format!(
-                        "configure refused the config: {message}"
-                    )))
-                }
-                Err(error) => {
-                    return Err(PoolError::Trapped(describe_failure(
-                        &self.store,
-                        &error,
-                        "create",
-                    )))
-                }
-            };
-            self.pools.insert(
-                key,
-                PoolResource {
+        // One lookup on the hot path: the entry holds only `pools`, so the
+        // store and exports stay free for `create`.
+        let SharedInstance {
+            store,
+            exports,
+            pools,
+            ..
+        } = self;
+        match pools.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                begin_call(store, shared.limits.setup_deadline_ticks);
+                let handle = match create(exports, store) {
+                    Ok(Ok(handle)) => handle,
+                    Ok(Err(message)) => {
+                        return Err(PoolError::Refused(format!(
+                            "configure refused the config: {message}"
+                        )))
+                    }
+                    Err(error) => {
+                        return Err(PoolError::Trapped(describe_failure(
+                            store, &error, "create",
+                        )))
+                    }
+                };
+                Ok(entry.insert(PoolResource {
                     handle,
                     generation: 0,
-                },
-            );
+                }))
+            }
         }
-        Ok(self.pools.get_mut(&key).expect("inserted above"))
     }
 
     /// In a scratch instance, drops the resources of checked pools for
