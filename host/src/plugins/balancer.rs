@@ -125,6 +125,23 @@ fn serve_set(store: &mut Store<StoreState>, set: &Arc<EndpointSet>) {
     }
 }
 
+/// Pushes the eligible endpoints of `set` to a pool's resource.
+fn push_endpoints(
+    shared: &Shared,
+    instance: &mut SharedInstance<BalancerPlugin>,
+    handle: wasmtime::component::ResourceAny,
+    set: &EndpointSet,
+) -> Result<(), String> {
+    let endpoints = wit_endpoints!(super::bindings::types, set);
+    begin_call(&mut instance.store, shared.limits.setup_deadline_ticks);
+    instance
+        .exports
+        .switchyard_plugin_balancer()
+        .pool_balancer()
+        .call_set_endpoints(&mut instance.store, handle, &endpoints)
+        .map_err(|e| describe_failure(&instance.store, &e, "set-endpoints"))
+}
+
 /// Makes a pool's `pool-balancer` from its config.
 fn create(
     config: &str,
@@ -171,16 +188,7 @@ pub(crate) fn check_shared(
                 .pool(shared, key, create(config_json))
                 .map_err(SetUpError::from)?
                 .handle;
-            let endpoints = wit_endpoints!(super::bindings::types, set);
-            begin_call(&mut instance.store, shared.limits.setup_deadline_ticks);
-            instance
-                .exports
-                .switchyard_plugin_balancer()
-                .pool_balancer()
-                .call_set_endpoints(&mut instance.store, handle, &endpoints)
-                .map_err(|e| {
-                    SetUpError::Plugin(describe_failure(&instance.store, &e, "set-endpoints"))
-                })
+            push_endpoints(shared, instance, handle, set).map_err(SetUpError::Plugin)
         },
     )
 }
@@ -334,16 +342,7 @@ impl WasmBalancer {
             })?;
         let (handle, synced) = (resource.handle, resource.generation == set.generation);
         if !synced {
-            let endpoints = wit_endpoints!(super::bindings::types, set);
-            begin_call(&mut instance.store, self.shared.limits.setup_deadline_ticks);
-            instance
-                .exports
-                .switchyard_plugin_balancer()
-                .pool_balancer()
-                .call_set_endpoints(&mut instance.store, handle, &endpoints)
-                .map_err(|e| {
-                    PickFault::Trap(describe_failure(&instance.store, &e, "set-endpoints"))
-                })?;
+            push_endpoints(&self.shared, instance, handle, set).map_err(PickFault::Trap)?;
             instance.mark_synced(self.key, set.generation);
         }
         let info = wit_request!(super::bindings::types, &request.info);
