@@ -62,7 +62,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use switchyard::engine::{
-    Endpoint, PickRequest, Pool, RequestHeaders, RequestInfo, Route, Routes, Topology,
+    Endpoint, PickRequest, Pool, Priority, RequestHeaders, RequestInfo, Route, Routes, Topology,
 };
 use switchyard::metrics::Metrics;
 use switchyard::proxy::headers::{add_forwarded, remove_hop_by_hop};
@@ -135,6 +135,8 @@ fn bench_route_find(criterion: &mut Criterion) {
                         path_prefix: "/".into(),
                         pool: 0,
                         max_body_bytes: 0,
+                        priority: Priority::default(),
+                        priority_header: None,
                     })
                     .collect(),
             )),
@@ -200,6 +202,8 @@ impl Typical {
                 path_prefix: "/".into(),
                 pool: 0,
                 max_body_bytes: 0,
+                priority: Priority::default(),
+                priority_header: None,
             }])),
             pools: vec![pool(TYPICAL_POOL)],
         };

@@ -529,6 +529,8 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                     path_prefix: "/".into(),
                     pool: index,
                     max_body_bytes: config.proxy.max_body_bytes,
+                    priority: engine::Priority::default(),
+                    priority_header: None,
                 })
                 .collect(),
         );
@@ -549,6 +551,10 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                     .get(route.pool.as_str())
                     .expect("validated: routes name existing pools"),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
+                priority: engine::Priority::ALL[route.priority as usize],
+                priority_header: route.priority_header.as_ref().map(|name| {
+                    http::HeaderName::from_bytes(name.as_bytes()).expect("validated: a header name")
+                }),
             })
             .collect(),
     )

@@ -12,6 +12,7 @@ mod grpc;
 mod health;
 mod hostile;
 mod protocols;
+mod priority;
 mod proxying;
 mod recovery;
 mod reload;

@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 23] = [
+const PLUGIN_CRATES: [&str; 24] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -50,6 +50,7 @@ const PLUGIN_CRATES: [&str; 23] = [
     "tests/plugins/eject-on-grpc",
     "tests/plugins/eject-0-1-0",
     "tests/plugins/turns-0-1-1",
+    "tests/plugins/by-priority",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];

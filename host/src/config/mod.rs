@@ -656,6 +656,32 @@ pub struct RouteConfig {
     /// answered 413; 0 allows any size. Default: `proxy.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// `priority = "p1"`: the class of its requests, `p0` (critical) to
+    /// `p4` (background). Default `p2`.
+    #[serde(default)]
+    pub priority: PriorityClass,
+    /// `priority_header = "x-priority"`: a request header this route trusts
+    /// to name the class (`p0`..`p4` or `0`..`4`); a missing or other value
+    /// leaves `priority`.
+    #[serde(default)]
+    pub priority_header: Option<String>,
+}
+
+/// A priority class in the config: `p0` (critical) to `p4` (background).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityClass {
+    /// Critical.
+    P0,
+    /// High.
+    P1,
+    /// Normal.
+    #[default]
+    P2,
+    /// Low.
+    P3,
+    /// Background.
+    P4,
 }
 
 fn default_proxy_listen() -> SocketAddr {
@@ -1180,6 +1206,14 @@ impl Config {
                     format!("{key}.pool"),
                     format!("no pool is named `{}`", route.pool),
                 );
+            }
+            if let Some(header) = &route.priority_header {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    report(
+                        format!("{key}.priority_header"),
+                        format!("`{header}` is not a valid header name"),
+                    );
+                }
             }
             if let Some(prefix) = &route.path_prefix {
                 if !prefix.starts_with('/') {

@@ -23,6 +23,37 @@ pub enum Priority {
     P4,
 }
 
+impl Priority {
+    /// Every class, P0 first.
+    pub const ALL: [Priority; 5] = [
+        Priority::P0,
+        Priority::P1,
+        Priority::P2,
+        Priority::P3,
+        Priority::P4,
+    ];
+
+    /// `p0` ... `p4`, as the config and metrics name it.
+    pub fn name(self) -> &'static str {
+        ["p0", "p1", "p2", "p3", "p4"][self as usize]
+    }
+
+    /// The class a header value names: `p0` to `p4` or `0` to `4`, in any
+    /// case, surrounding spaces ignored; `None` for anything else.
+    pub fn parse(value: &[u8]) -> Option<Priority> {
+        let value = value.trim_ascii();
+        let digit = match value {
+            [d] => *d,
+            [p, d] if p.eq_ignore_ascii_case(&b'p') => *d,
+            _ => return None,
+        };
+        match digit {
+            b'0'..=b'4' => Some(Priority::ALL[usize::from(digit - b'0')]),
+            _ => None,
+        }
+    }
+}
+
 /// What a balancer may know about the request it places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestInfo {

@@ -20,6 +20,8 @@ type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 /// Tables this small are scanned in order rather than looked up.
 const SCAN_UP_TO: usize = 8;
 
+use super::balancer::Priority;
+
 /// One routing rule.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -34,9 +36,26 @@ pub struct Route {
     pub pool: usize,
     /// A request body larger than this is refused with 413; 0: any size.
     pub max_body_bytes: u64,
+    /// The class of its requests, unless `priority_header` names another.
+    pub priority: Priority,
+    /// A request header the route trusts to name the class (`p0`..`p4`
+    /// or `0`..`4`); a value it does not name leaves the route's class.
+    pub priority_header: Option<http::HeaderName>,
 }
 
 impl Route {
+    /// The class of a request with headers looked up by `header`.
+    pub fn class<'a>(
+        &self,
+        header: impl FnOnce(&http::HeaderName) -> Option<&'a [u8]>,
+    ) -> Priority {
+        self.priority_header
+            .as_ref()
+            .and_then(header)
+            .and_then(Priority::parse)
+            .unwrap_or(self.priority)
+    }
+
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(want) = &self.host {
             match host {
@@ -165,6 +184,8 @@ mod tests {
                     path_prefix: prefix.to_string(),
                     pool: 0,
                     max_body_bytes: 0,
+                    priority: Priority::default(),
+                    priority_header: None,
                 })
                 .collect(),
         )

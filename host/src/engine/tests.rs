@@ -70,18 +70,24 @@ fn first_matching_route_wins() {
             path_prefix: "/".into(),
             pool: 0,
             max_body_bytes: 0,
+            priority: Priority::default(),
+            priority_header: None,
         },
         Route {
             host: None,
             path_prefix: "/static".into(),
             pool: 0,
             max_body_bytes: 0,
+            priority: Priority::default(),
+            priority_header: None,
         },
         Route {
             host: None,
             path_prefix: "/".into(),
             pool: 1,
             max_body_bytes: 0,
+            priority: Priority::default(),
+            priority_header: None,
         },
     ]));
     let routes = Topology {
@@ -445,4 +451,29 @@ fn only_pools_with_timed_work_are_queued_for_the_ticker() {
     pool.tick_queued(later(5_000));
     assert_eq!(busy.endpoints().eligible, vec![0, 1, 2, 3, 4]);
     assert!(queue.take().is_empty());
+}
+
+#[test]
+fn a_header_names_a_class_only_on_a_route_that_trusts_it() {
+    assert_eq!(Priority::parse(b"p0"), Some(Priority::P0));
+    assert_eq!(Priority::parse(b" P4 "), Some(Priority::P4));
+    assert_eq!(Priority::parse(b"3"), Some(Priority::P3));
+    for other in [&b"p5"[..], b"urgent", b"", b"p", b"pp1", b"10"] {
+        assert_eq!(Priority::parse(other), None, "{other:?}");
+    }
+    let header = http::HeaderName::from_static("x-priority");
+    let mut route = Route {
+        host: None,
+        path_prefix: "/".into(),
+        pool: 0,
+        max_body_bytes: 0,
+        priority: Priority::P3,
+        priority_header: None,
+    };
+    let says_p0 = |_: &http::HeaderName| Some(&b"p0"[..]);
+    assert_eq!(route.class(says_p0), Priority::P3, "not trusted");
+    route.priority_header = Some(header);
+    assert_eq!(route.class(says_p0), Priority::P0);
+    assert_eq!(route.class(|_| Some(&b"soon"[..])), Priority::P3);
+    assert_eq!(route.class(|_| None), Priority::P3);
 }

@@ -186,6 +186,8 @@ pub struct WorkerCounters {
     tls_handshakes: [AtomicU64; 3],
     /// Upgrades the endpoint accepted (WebSocket and the like).
     tunnels: AtomicU64,
+    /// Requests routed, by priority class (P0 first).
+    classes: [AtomicU64; 5],
 }
 
 /// How a TLS handshake ended, for `switchyard_tls_handshakes_total`.
@@ -215,6 +217,11 @@ impl WorkerCounters {
     /// Counts an accepted request.
     pub fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a routed request in its priority class.
+    pub fn count_class(&self, class: crate::engine::Priority) {
+        self.classes[class as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request forwarded on the HTTP/1 fast path.
@@ -329,6 +336,11 @@ impl Metrics {
     /// Upgraded connections tunnelled since start.
     pub fn tunnels(&self) -> u64 {
         self.sum(|shard| &shard.tunnels)
+    }
+
+    /// Requests routed in priority class `class` since start.
+    pub fn class_requests(&self, class: crate::engine::Priority) -> u64 {
+        self.sum(|shard| &shard.classes[class as usize])
     }
 
     /// TLS handshakes that ended as `handshake` since start.
@@ -463,6 +475,21 @@ pub fn render(
         "Upgraded connections (WebSocket and the like) tunnelled to an endpoint after its 101.",
     );
     let _ = writeln!(out, "switchyard_tunnels_total {}", metrics.tunnels());
+
+    family(
+        &mut out,
+        "switchyard_class_requests_total",
+        "counter",
+        "Requests routed, by priority class (the route's, or its trusted header's).",
+    );
+    for class in crate::engine::Priority::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_class_requests_total{{class=\"{}\"}} {}",
+            class.name(),
+            metrics.class_requests(class)
+        );
+    }
 
     family(
         &mut out,

@@ -38,7 +38,7 @@ use super::framing::{check_request_head, content_length, Refusal, RequestBodyFra
 use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
-use crate::engine::{Endpoint, Failure, FailureKind, Pool, RequestHeaders, RequestInfo};
+use crate::engine::{Endpoint, Failure, FailureKind, Pool, Priority, RequestHeaders, RequestInfo};
 use crate::metrics::{Limit, ProxyError};
 
 /// Header fields per head that the fast path parses; with a larger
@@ -270,6 +270,8 @@ struct Plan {
     endpoint: Arc<Endpoint>,
     /// The client's address as a balancing hash key, for a retry's pick.
     hash: u64,
+    /// The request's priority class, for a retry's pick.
+    class: Priority,
     started: Instant,
 }
 
@@ -341,6 +343,15 @@ fn parse_request(
             return Parsed::Fallback;
         }
     }
+    let class = route.map_or(Priority::default(), |route| {
+        route.class(|name| {
+            request
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case(name.as_str()))
+                .map(|header| header.value)
+        })
+    });
     let route = route.map(|route| topology.route_pool(route));
     let idempotent = matches!(
         method,
@@ -369,7 +380,9 @@ fn parse_request(
         local_error(proxy, ProxyError::NoRoute, &reason, close, &mut scratch.out);
         return Parsed::Local(LocalAnswer { head_len, close });
     };
+    proxy.counters().count_class(class);
     let request_info = RequestInfo {
+        priority: class,
         hash: Some(info.hash),
         ..RequestInfo::default()
     };
@@ -397,6 +410,7 @@ fn parse_request(
         pool: Arc::clone(pool),
         endpoint,
         hash: info.hash,
+        class,
         started,
     })
 }
@@ -643,6 +657,7 @@ async fn forward<S: ClientStream>(
     }
     let pool = &plan.pool;
     let mut info = RequestInfo {
+        priority: plan.class,
         hash: Some(plan.hash),
         ..RequestInfo::default()
     };

@@ -127,6 +127,8 @@ impl Proxy {
             );
         };
         let pool = topology.route_pool(route);
+        let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
+        self.counters().count_class(class);
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
         // is passed on, and on a 101 both connections become one tunnel.
         // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) becomes the
@@ -205,6 +207,7 @@ impl Proxy {
         }
         let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
+            priority: class,
             hash: Some(client.hash),
             ..RequestInfo::default()
         };
