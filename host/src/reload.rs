@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::config::store::StoreError;
-use crate::config::{Config, ConfigError, EndpointState, PoolConfig};
+use crate::config::{Config, ConfigError, EndpointState, PoolConfig, PriorityClass};
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool,
     Route, Routes, SharedTopology, TcpCheck, Topology,
@@ -551,7 +551,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
                     .get(route.pool.as_str())
                     .expect("validated: routes name existing pools"),
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
-                priority: engine::Priority::ALL[route.priority as usize],
+                priority: priority(route.priority),
                 priority_header: route.priority_header.as_ref().map(|name| {
                     http::HeaderName::from_bytes(name.as_bytes()).expect("validated: a header name")
                 }),
@@ -580,6 +580,17 @@ fn routes_for(
         Arc::clone(&current.routes)
     } else {
         Arc::new(routes(next, pools))
+    }
+}
+
+/// The engine's class for a route's `priority`.
+fn priority(class: PriorityClass) -> engine::Priority {
+    match class {
+        PriorityClass::P0 => engine::Priority::P0,
+        PriorityClass::P1 => engine::Priority::P1,
+        PriorityClass::P2 => engine::Priority::P2,
+        PriorityClass::P3 => engine::Priority::P3,
+        PriorityClass::P4 => engine::Priority::P4,
     }
 }
 
