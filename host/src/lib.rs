@@ -364,6 +364,7 @@ async fn readmit_ejected(topology: engine::SharedTopology, queue: Arc<engine::Ti
             judged = now;
             for pool in &topology.load().pools {
                 pool.judge_success_rates(now);
+                pool.adjust_concurrency();
             }
         }
     }

@@ -412,6 +412,8 @@ impl Reloader {
         let routes = routes_for(&self.topology.load(), same_rules, &next, &pools);
         report.routes = next.routes.len();
         self.topology.store(Arc::new(Topology { routes, pools }));
+        let rebuilt: Vec<Arc<Pool>> = started.iter().map(|(pool, _)| Arc::clone(pool)).collect();
+        configure_admission(&next, &rebuilt);
 
         // The old pools' checks stop; the new pools' start.
         for name in report.changed.iter().chain(&report.removed) {
@@ -594,6 +596,60 @@ fn priority(class: PriorityClass) -> engine::Priority {
     }
 }
 
+/// How a pool admits requests; `None` when neither it nor an endpoint
+/// limits them.
+fn admission_settings(pool: &PoolConfig) -> Option<engine::AdmissionSettings> {
+    let limited = pool.max_in_flight.is_some()
+        || pool.adaptive_concurrency.is_some()
+        || pool.endpoints.iter().any(|e| e.capacity > 0);
+    if !limited {
+        return None;
+    }
+    let queue = &pool.queue;
+    Some(engine::AdmissionSettings {
+        max_in_flight: pool.max_in_flight.unwrap_or(0),
+        queue_len: queue.max_len,
+        max_wait: [
+            queue.p0_ms,
+            queue.p1_ms,
+            queue.p2_ms,
+            queue.p3_ms,
+            queue.p4_ms,
+        ]
+        .map(Duration::from_millis),
+        retry_after_s: queue.retry_after_s,
+        reserve_percent: queue.reserve_percent,
+        adaptive: pool
+            .adaptive_concurrency
+            .as_ref()
+            .map(|a| engine::AdaptiveSettings {
+                min_limit: a.min_limit,
+                max_limit: a.max_limit,
+                initial_limit: a.initial_limit,
+                tolerance: a.tolerance,
+                smoothing: a.smoothing,
+            }),
+    })
+}
+
+/// Gives the admission each rebuilt pool kept from the pool it replaced
+/// the settings of the config now applied.
+fn configure_admission(next: &Config, rebuilt: &[Arc<Pool>]) {
+    let by_name: HashMap<&str, &PoolConfig> =
+        next.pools.iter().map(|p| (p.name.as_str(), p)).collect();
+    for pool in rebuilt {
+        let (Some(admission), Some(config)) = (pool.admission(), by_name.get(pool.name.as_str()))
+        else {
+            continue;
+        };
+        if let Some(settings) = admission_settings(config) {
+            if admission.settings() != settings {
+                admission.configure(settings);
+            }
+        }
+    }
+}
+
 /// The engine's health policy from a pool's table.
 fn health_policy(pool: &PoolConfig) -> HealthPolicy {
     let outlier = &pool.outlier;
@@ -708,6 +764,15 @@ impl Builder<'_> {
             });
         }
         pool = pool.with_upstream(crate::proxy::tls::upstream_protocol(pool_config, &key)?);
+        if let Some(settings) = admission_settings(pool_config) {
+            // The running pool's counts and queue carry over; its settings
+            // change when the reload is committed (`configure_admission`).
+            let admission = match previous.and_then(|p| p.admission()) {
+                Some(running) => Arc::clone(running),
+                None => engine::Admission::new(settings),
+            };
+            pool = pool.with_admission(admission);
+        }
         if let Some(previous) = previous {
             pool.inherit_health(previous);
         }

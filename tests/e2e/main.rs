@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `switchyard` binary, real upstream servers on
 //! loopback, plugins built from source with `switchyard plugin build`.
 
+mod admission;
 mod api_writes;
 mod balancing;
 mod churn;

@@ -106,6 +106,22 @@ pub struct Behaviour {
     pub delay: Duration,
 }
 
+/// How many requests an upstream is answering at once.
+#[derive(Debug, Default)]
+pub struct Load {
+    pub now: AtomicU64,
+    pub peak: AtomicU64,
+}
+
+/// Counts a request as answered when dropped, however it ends.
+struct Answered(Arc<Load>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A real HTTP/1.1 server on loopback that answers with its name.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -113,6 +129,8 @@ pub struct Upstream {
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
+    /// Requests being answered now, and the most at once so far.
+    pub load: Arc<Load>,
     behaviour: Arc<Mutex<Behaviour>>,
     kill: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -158,14 +176,16 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let accepted_count = Arc::new(AtomicU64::new(0));
         let last_headers = Arc::new(Mutex::new(None));
+        let load = Arc::new(Load::default());
         let behaviour = Arc::new(Mutex::new(behaviour));
         let (kill, killed) = tokio::sync::watch::channel(false);
         let task = {
-            let (name, hits, last_headers, behaviour) = (
+            let (name, hits, last_headers, behaviour, load) = (
                 name.to_string(),
                 hits.clone(),
                 last_headers.clone(),
                 behaviour.clone(),
+                load.clone(),
             );
             let mut stop = killed.clone();
             let accepted_count = accepted_count.clone();
@@ -180,23 +200,28 @@ impl Upstream {
                     };
                     accepted_count.fetch_add(1, Ordering::Relaxed);
                     let mut stop = killed.clone();
-                    let (name, hits, last_headers, behaviour) = (
+                    let (name, hits, last_headers, behaviour, load) = (
                         name.clone(),
                         hits.clone(),
                         last_headers.clone(),
                         behaviour.clone(),
+                        load.clone(),
                     );
                     tokio::spawn(async move {
                         let service =
                             service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                                let (name, hits, last_headers, behaviour) = (
+                                let (name, hits, last_headers, behaviour, load) = (
                                     name.clone(),
                                     hits.clone(),
                                     last_headers.clone(),
                                     behaviour.clone(),
+                                    load.clone(),
                                 );
                                 async move {
                                     hits.fetch_add(1, Ordering::Relaxed);
+                                    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+                                    load.peak.fetch_max(now, Ordering::SeqCst);
+                                    let _answered = Answered(load);
                                     *last_headers.lock().unwrap() = Some(request.headers().clone());
                                     let Behaviour { status, delay } =
                                         behaviour.lock().unwrap().clone();
@@ -243,6 +268,7 @@ impl Upstream {
             hits,
             accepted: accepted_count,
             last_headers,
+            load,
             behaviour,
             kill,
             task,

@@ -424,6 +424,97 @@ pub struct PoolConfig {
     /// connect to the endpoints over TLS.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// `max_in_flight = 200`: the pool's requests in flight at most; past
+    /// it (or when every eligible endpoint is at its `capacity`) requests
+    /// wait in the pool's `queue`. Default: no pool-wide maximum.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// `queue = { max_len = 1024, p0_ms = 1000, ... }`: where requests wait
+    /// for room when the pool or its endpoints are at their limits.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// `adaptive_concurrency = { min_limit = 4, max_limit = 1000, ... }`:
+    /// a pool-wide limit that follows the endpoints' latency; none: off.
+    #[serde(default)]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencyConfig>,
+}
+
+/// A pool's `queue` table: requests waiting for room, served by class
+/// (P0 first) then arrival, each class waiting at most its own time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `max_len = 1024`: waiters at most; when full, the least urgent
+    /// waiter (or the newcomer, if it is the least urgent) is shed; 0:
+    /// requests without room are shed at once.
+    #[serde(default = "default_queue_len")]
+    pub max_len: usize,
+    /// `p0_ms = 1000`: how long a P0 request may wait.
+    #[serde(default = "default_p0_wait_ms")]
+    pub p0_ms: u64,
+    /// `p1_ms = 1000`
+    #[serde(default = "default_p1_wait_ms")]
+    pub p1_ms: u64,
+    /// `p2_ms = 500`
+    #[serde(default = "default_p2_wait_ms")]
+    pub p2_ms: u64,
+    /// `p3_ms = 250`
+    #[serde(default = "default_p3_wait_ms")]
+    pub p3_ms: u64,
+    /// `p4_ms = 100`
+    #[serde(default = "default_p4_wait_ms")]
+    pub p4_ms: u64,
+    /// `retry_after_s = 1`: the `Retry-After` a shed request is answered with.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u32,
+    /// `reserve_percent = 10`: the share of `max_in_flight` and of each
+    /// endpoint's `capacity` that P4 requests leave free for more urgent
+    /// ones, so a flood of background work never takes the last slots: P3
+    /// leave three quarters of it, P2 half, P1 a quarter, P0 none.
+    #[serde(default = "default_reserve_percent")]
+    pub reserve_percent: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_len: default_queue_len(),
+            p0_ms: default_p0_wait_ms(),
+            p1_ms: default_p1_wait_ms(),
+            p2_ms: default_p2_wait_ms(),
+            p3_ms: default_p3_wait_ms(),
+            p4_ms: default_p4_wait_ms(),
+            retry_after_s: default_retry_after_s(),
+            reserve_percent: default_reserve_percent(),
+        }
+    }
+}
+
+/// A pool's `adaptive_concurrency` table: a gradient controller (Envoy's
+/// adaptive concurrency filter, Netflix's Gradient2) that lowers the pool's
+/// limit as latency rises above the latency measured unloaded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConcurrencyConfig {
+    /// `min_limit = 4`: the limit never goes below this; the unloaded
+    /// latency is measured with this many in flight, at start and every
+    /// minute.
+    #[serde(default = "default_min_limit")]
+    pub min_limit: u32,
+    /// `max_limit = 1000`
+    #[serde(default = "default_max_limit")]
+    pub max_limit: u32,
+    /// `initial_limit = 20`
+    #[serde(default = "default_initial_limit")]
+    pub initial_limit: u32,
+    /// `tolerance = 1.5`: the latency may rise to this multiple of the
+    /// unloaded latency before the limit shrinks.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// `smoothing = 0.2`: how far each adjustment (every 100 ms) moves
+    /// toward its target, from 0 (never) to 1 (at once).
+    #[serde(default = "default_smoothing")]
+    pub smoothing: f64,
 }
 
 /// A pool's `protocol`.
@@ -747,6 +838,45 @@ fn default_max_instances() -> u32 {
 fn default_true() -> bool {
     true
 }
+fn default_queue_len() -> usize {
+    1024
+}
+fn default_p0_wait_ms() -> u64 {
+    1000
+}
+fn default_p1_wait_ms() -> u64 {
+    1000
+}
+fn default_p2_wait_ms() -> u64 {
+    500
+}
+fn default_p3_wait_ms() -> u64 {
+    250
+}
+fn default_p4_wait_ms() -> u64 {
+    100
+}
+fn default_retry_after_s() -> u32 {
+    1
+}
+fn default_reserve_percent() -> u32 {
+    10
+}
+fn default_min_limit() -> u32 {
+    4
+}
+fn default_max_limit() -> u32 {
+    1000
+}
+fn default_initial_limit() -> u32 {
+    20
+}
+fn default_tolerance() -> f64 {
+    1.5
+}
+fn default_smoothing() -> f64 {
+    0.2
+}
 fn default_panic_threshold() -> f64 {
     DEFAULT_PANIC_THRESHOLD
 }
@@ -1053,6 +1183,51 @@ impl Config {
                     report(
                         format!("{key}.{name}"),
                         format!("must be from 0 to 1, got {value}"),
+                    );
+                }
+            }
+            if pool.max_in_flight == Some(0) {
+                report(
+                    format!("{key}.max_in_flight"),
+                    "must be at least 1 (leave it out for no pool-wide maximum)".into(),
+                );
+            }
+            if pool.queue.reserve_percent > 50 {
+                report(
+                    format!("{key}.queue.reserve_percent"),
+                    format!("must be at most 50, got {}", pool.queue.reserve_percent),
+                );
+            }
+            if let Some(adaptive) = &pool.adaptive_concurrency {
+                let key = format!("{key}.adaptive_concurrency");
+                if adaptive.min_limit == 0 {
+                    report(format!("{key}.min_limit"), "must be at least 1".into());
+                }
+                if adaptive.max_limit < adaptive.min_limit {
+                    report(
+                        format!("{key}.max_limit"),
+                        format!("must be at least min_limit ({})", adaptive.min_limit),
+                    );
+                }
+                if !(adaptive.min_limit..=adaptive.max_limit).contains(&adaptive.initial_limit) {
+                    report(
+                        format!("{key}.initial_limit"),
+                        format!(
+                            "must be from min_limit to max_limit ({} to {}), got {}",
+                            adaptive.min_limit, adaptive.max_limit, adaptive.initial_limit
+                        ),
+                    );
+                }
+                if !(adaptive.tolerance >= 1.0 && adaptive.tolerance.is_finite()) {
+                    report(
+                        format!("{key}.tolerance"),
+                        format!("must be at least 1, got {}", adaptive.tolerance),
+                    );
+                }
+                if !(adaptive.smoothing > 0.0 && adaptive.smoothing <= 1.0) {
+                    report(
+                        format!("{key}.smoothing"),
+                        format!("must be above 0 and at most 1, got {}", adaptive.smoothing),
                     );
                 }
             }

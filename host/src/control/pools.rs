@@ -43,8 +43,24 @@ pub(super) struct PoolView {
     panic: bool,
     /// Picks the native round robin made because the plugin faulted.
     fallback_picks: u64,
+    /// Requests in flight, the limit now and the queue, for a pool with
+    /// `max_in_flight`, `adaptive_concurrency` or endpoint capacities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admission: Option<AdmissionView>,
     /// Every endpoint, by id.
     endpoints: Vec<EndpointView>,
+}
+
+/// A pool's admission figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AdmissionView {
+    /// Requests in flight in the pool.
+    in_flight: u32,
+    /// The pool-wide limit now (`max_in_flight` or the adaptive limit);
+    /// none when only endpoints' capacities limit the pool.
+    limit: Option<u32>,
+    /// Requests waiting for room.
+    queued: usize,
 }
 
 /// One endpoint.
@@ -323,6 +339,14 @@ fn view(pool: &Pool) -> PoolView {
         serving_tier: health.tier,
         panic: health.panic,
         fallback_picks: pool.fallback_picks(),
+        admission: pool.admission().map(|admission| {
+            let view = admission.view();
+            AdmissionView {
+                in_flight: view.in_flight,
+                limit: view.limit,
+                queued: view.queued,
+            }
+        }),
         endpoints,
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::admission::Admission;
 use super::health::Health;
 
 /// An endpoint's id: its index in the pool, stable for its life.
@@ -70,6 +71,7 @@ impl Endpoint {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
             endpoint: Arc::clone(self),
+            admission: None,
         }
     }
 
@@ -253,6 +255,25 @@ impl EndpointStats {
             .store(new.to_bits(), Ordering::Relaxed);
     }
 
+    /// Counts a request as started if fewer than `capacity` are in flight
+    /// (0: no limit). Whether it was.
+    pub fn try_begin(&self, capacity: u32) -> bool {
+        let started = if capacity == 0 {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |now| {
+                    (now < capacity).then_some(now + 1)
+                })
+                .is_ok()
+        };
+        if started {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        started
+    }
+
     /// Requests being served now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -277,9 +298,19 @@ impl EndpointStats {
 #[derive(Debug)]
 pub struct InFlightGuard {
     endpoint: Arc<Endpoint>,
+    /// The pool's admission, when it limits requests: told when this one ends.
+    admission: Option<Arc<Admission>>,
 }
 
 impl InFlightGuard {
+    /// A request started by admission on `endpoint` (already counted there).
+    pub(super) fn admitted(endpoint: Arc<Endpoint>, admission: Arc<Admission>) -> Self {
+        InFlightGuard {
+            endpoint,
+            admission: Some(admission),
+        }
+    }
+
     /// The endpoint serving the request.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
@@ -292,6 +323,9 @@ impl Drop for InFlightGuard {
             .stats
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(admission) = &self.admission {
+            admission.release();
+        }
     }
 }
 

@@ -5,16 +5,21 @@
 //! falling back to the native round robin) → an [`Endpoint`] whose
 //! [`EndpointStats`] the proxy updates with the outcome.
 
+mod admission;
 mod balancer;
 mod checker;
 mod endpoint;
 mod events;
 mod health;
+mod histogram;
 mod pool;
 mod recovery;
 mod route;
 mod topology;
 
+pub use admission::{
+    AdaptiveSettings, Admission, AdmissionSettings, AdmissionView, NotStarted, ShedReason,
+};
 pub use balancer::{
     Balancer, PickFault, PickRequest, Priority, RequestHeaders, RequestInfo, RoundRobin,
 };
@@ -30,6 +35,7 @@ pub use health::{
     eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, OutlierPolicy, Severity,
 };
+pub use histogram::{ClassHistograms, Histogram, HistogramSnapshot, BUCKET_BOUNDS_US};
 pub use pool::{Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{Route, Routes};

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::balancer::{Balancer, PickRequest, RoundRobin};
-use super::endpoint::{Endpoint, EndpointId, EndpointSet};
+use super::admission::{Admission, NotStarted};
+use super::balancer::{Balancer, PickRequest, Priority, RoundRobin};
+use super::endpoint::{Endpoint, EndpointId, EndpointSet, InFlightGuard};
 use super::health::{
     eligibility_with_out, slow_start_weight, unix_ms, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, Severity,
 };
+use super::histogram::{ClassHistograms, Histogram};
 use super::recovery::{RecoveryPolicy, RetryBudget};
 
 /// A named group of endpoints and the strategy that spreads requests over
@@ -49,6 +51,15 @@ pub struct Pool {
     tick_queue: OnceLock<(Arc<TickQueue>, Weak<Pool>)>,
     /// Whether the pool is in its queue now.
     queued: AtomicBool,
+    /// Limits on requests in flight and the queue for the rest; `None`
+    /// when neither the pool nor an endpoint sets one.
+    admission: Option<Arc<Admission>>,
+    /// Time from a request's head to its first attempt's sending, by class:
+    /// what the proxy adds (routing, queueing, the pick).
+    pub added_latency: ClassHistograms,
+    /// Time from a request's head to its response's head, retries and
+    /// queueing included.
+    pub duration: Histogram,
 }
 
 /// The pools with timed work pending (an ejection or a hold to expire, a
@@ -204,6 +215,9 @@ impl Pool {
             created: Instant::now(),
             tick_queue: OnceLock::new(),
             queued: AtomicBool::new(false),
+            admission: None,
+            added_latency: ClassHistograms::default(),
+            duration: Histogram::default(),
         }
     }
 
@@ -238,6 +252,50 @@ impl Pool {
     pub fn with_recovery(mut self, recovery: Recovery) -> Self {
         self.recovery = Some(recovery);
         self
+    }
+
+    /// The same pool, admitting requests by `admission`.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// How the pool limits requests in flight; `None`: it does not.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.admission.as_ref()
+    }
+
+    /// Starts a request on `picked`, or, when `picked` is at its capacity,
+    /// on the least loaded eligible endpoint with room. `None`: the pool has
+    /// no room, or others wait ahead; [`Pool::wait_for_room`] queues it.
+    pub fn try_start(&self, picked: &Arc<Endpoint>, class: Priority) -> Option<InFlightGuard> {
+        match &self.admission {
+            None => Some(picked.start()),
+            Some(admission) => admission.try_start(&self.endpoints.load(), picked, class, false),
+        }
+    }
+
+    /// Queues a request of `class` that found no room, until it starts on
+    /// an endpoint `pick` chooses, is shed, or `deadline` passes.
+    pub async fn wait_for_room(
+        &self,
+        class: Priority,
+        deadline: Instant,
+        pick: impl FnMut() -> Option<Arc<Endpoint>>,
+    ) -> Result<InFlightGuard, NotStarted> {
+        let Some(admission) = &self.admission else {
+            return Err(NotStarted::NoEndpoint);
+        };
+        admission
+            .wait_for_room(class, deadline, || self.endpoints.load_full(), pick)
+            .await
+    }
+
+    /// Moves the adaptive concurrency limit, if the pool has one.
+    pub fn adjust_concurrency(&self) {
+        if let Some(admission) = &self.admission {
+            admission.adjust();
+        }
     }
 
     /// The same pool, speaking `upstream` to its endpoints.
@@ -290,6 +348,9 @@ impl Pool {
     /// Records the outcome of one forwarded attempt and ejects the endpoint
     /// when it reaches the outlier policy's failure streak.
     pub fn record_outcome(&self, endpoint: &Endpoint, latency_ns: u64, success: bool) {
+        if let Some(admission) = &self.admission {
+            admission.sample(latency_ns);
+        }
         let streak = endpoint.stats.record(latency_ns, success);
         if let Some(outlier) = &self.policy.outlier {
             if !success && streak == outlier.consecutive_failures {

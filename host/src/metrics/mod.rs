@@ -4,6 +4,8 @@
 //! figure already lives in an atomic owned by the engine or the plugin
 //! runtime, and the text format (version 0.0.4) is a few lines per family.
 
+mod admission;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,23 +30,27 @@ pub enum ProxyError {
     Upstream,
     /// The endpoint did not answer in time.
     Timeout,
+    /// The pool had no room within the request's class's wait, or its
+    /// queue was full.
+    Shed,
 }
 
 impl ProxyError {
-    const ALL: [ProxyError; 6] = [
+    const ALL: [ProxyError; 7] = [
         ProxyError::NoRoute,
         ProxyError::NoEndpoint,
         ProxyError::BadRequest,
         ProxyError::Connect,
         ProxyError::Upstream,
         ProxyError::Timeout,
+        ProxyError::Shed,
     ];
 
     /// The status the client gets.
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint | ProxyError::Shed => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::Connect | ProxyError::Upstream => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -60,6 +66,7 @@ impl ProxyError {
             ProxyError::Connect => "connect",
             ProxyError::Upstream => "upstream",
             ProxyError::Timeout => "timeout",
+            ProxyError::Shed => "shed",
         }
     }
 }
@@ -179,7 +186,7 @@ pub struct WorkerCounters {
     retries: AtomicU64,
     cuts: AtomicU64,
     status_classes: [AtomicU64; 6],
-    errors: [AtomicU64; 6],
+    errors: [AtomicU64; 7],
     limits: [AtomicU64; 8],
     malformed: [AtomicU64; 8],
     /// Full, resumed and failed TLS handshakes.
@@ -520,6 +527,8 @@ pub fn render(
             pool.fallback_picks()
         );
     }
+
+    admission::render(&mut out, pools);
 
     let endpoint_families: [(&str, &str, &str); 6] = [
         (

@@ -38,7 +38,9 @@ use super::framing::{check_request_head, content_length, Refusal, RequestBodyFra
 use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
-use crate::engine::{Endpoint, Failure, FailureKind, Pool, Priority, RequestHeaders, RequestInfo};
+use crate::engine::{
+    Endpoint, Failure, FailureKind, NotStarted, Pool, Priority, RequestHeaders, RequestInfo,
+};
 use crate::metrics::{Limit, ProxyError};
 
 /// Header fields per head that the fast path parses; with a larger
@@ -575,6 +577,31 @@ fn no_endpoint(proxy: &Proxy, pool: &Pool, close: bool, out: &mut Vec<u8>) {
     local_error(proxy, ProxyError::NoEndpoint, &reason, close, out);
 }
 
+/// Writes the answer for a request the pool did not admit: no endpoint,
+/// or shed (503 with `Retry-After`).
+fn not_admitted(
+    proxy: &Proxy,
+    pool: &Pool,
+    not_started: &NotStarted,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    match not_started {
+        NotStarted::NoEndpoint => no_endpoint(proxy, pool, close, out),
+        NotStarted::Shed {
+            reason,
+            retry_after_s,
+        } => {
+            let reason = format!("pool `{}` {reason}", pool.name);
+            local_error(proxy, ProxyError::Shed, &reason, close, out);
+            // After the status line.
+            let at = out.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
+            let field = format!("retry-after: {retry_after_s}\r\n");
+            out.splice(at..at, field.into_bytes());
+        }
+    }
+}
+
 /// Writes a local answer with this status and `x-switchyard-error` code.
 fn local_answer(
     proxy: &Proxy,
@@ -661,9 +688,32 @@ async fn forward<S: ClientStream>(
         hash: Some(plan.hash),
         ..RequestInfo::default()
     };
+    let mut avoid = None;
     let (mut endpoint_conn, head, guard) = loop {
-        let guard = plan.endpoint.start();
+        let guard = match pool.try_start(&plan.endpoint, plan.class) {
+            Some(guard) => guard,
+            None => {
+                let request = &scratch.request;
+                let pick = || repick(pool, info, request, avoid);
+                match pool.wait_for_room(plan.class, deadline, pick).await {
+                    Ok(guard) => guard,
+                    Err(not_started) => {
+                        let close = plan.close || body.left > 0;
+                        not_admitted(proxy, pool, &not_started, close, &mut scratch.out);
+                        write_client(proxy, body.client, &scratch.out).await?;
+                        return Ok(!close);
+                    }
+                }
+            }
+        };
+        if !Arc::ptr_eq(guard.endpoint(), &plan.endpoint) {
+            plan.endpoint = Arc::clone(guard.endpoint());
+        }
         let sent = Instant::now();
+        if info.attempt == 0 {
+            pool.added_latency
+                .observe(plan.class, sent.saturating_duration_since(plan.started));
+        }
         let exchanged = tokio::time::timeout_at(
             deadline.into(),
             exchange_head(proxy, &plan, scratch, &mut body),
@@ -748,7 +798,8 @@ async fn forward<S: ClientStream>(
                 }
                 info.attempt += 1;
                 if !retry.same_endpoint {
-                    match repick(pool, info, &scratch.request, plan.endpoint.id) {
+                    avoid = Some(plan.endpoint.id);
+                    match repick(pool, info, &scratch.request, avoid) {
                         Some(next) => plan.endpoint = next,
                         None => {
                             no_endpoint(proxy, pool, close, &mut scratch.out);
@@ -760,6 +811,7 @@ async fn forward<S: ClientStream>(
             }
         }
     };
+    pool.duration.observe(plan.started.elapsed());
     proxy.counters().count_status(head.status);
     proxy.counters().count_fast_path();
     let client = body.client;
@@ -831,14 +883,15 @@ fn request_method(request: &[u8]) -> &str {
     std::str::from_utf8(&request[..end]).unwrap_or("")
 }
 
-/// Picks the endpoint for a retry, other than `avoid` when another is
-/// eligible. The balancer sees the request's fields as sent upstream (the
-/// client's head is no longer in hand), parsed again only on this path.
+/// Picks the endpoint for a retry, or for a request woken in the queue:
+/// other than `avoid` when another is eligible. The balancer sees the
+/// request's fields as sent upstream (the client's head is no longer in
+/// hand), parsed again only on this path.
 fn repick(
     pool: &Pool,
     info: RequestInfo,
     request: &[u8],
-    avoid: crate::engine::EndpointId,
+    avoid: Option<crate::engine::EndpointId>,
 ) -> Option<Arc<Endpoint>> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -846,12 +899,7 @@ fn repick(
         Ok(_) => parsed.headers.len(),
         Err(_) => 0,
     };
-    pick_avoiding(
-        pool,
-        info,
-        RequestHeaders::Raw(&fields[..count]),
-        Some(avoid),
-    )
+    pick_avoiding(pool, info, RequestHeaders::Raw(&fields[..count]), avoid)
 }
 
 /// The client's side of a request body on its way through.

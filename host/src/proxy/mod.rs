@@ -31,8 +31,8 @@ pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
 use crate::engine::{
-    Decision, Endpoint, EndpointId, Failure, FailureKind, PickRequest, Pool, Recovery, RequestInfo,
-    Retry, SharedTopology,
+    Decision, Endpoint, EndpointId, Failure, FailureKind, NotStarted, PickRequest, Pool, Recovery,
+    RequestInfo, Retry, SharedTopology,
 };
 use crate::metrics::{Limit, Metrics, ProxyError, WorkerCounters};
 use framing::{ClientLimits, Refusal};
@@ -214,7 +214,7 @@ impl Proxy {
         let mut avoid = None;
         let mut same = None;
         loop {
-            let endpoint = match same.take() {
+            let picked = match same.take() {
                 Some(endpoint) => endpoint,
                 None => match pick_avoiding(
                     pool,
@@ -223,14 +223,31 @@ impl Proxy {
                     avoid,
                 ) {
                     Some(endpoint) => endpoint,
-                    None => {
-                        return self.error(
-                            ProxyError::NoEndpoint,
-                            format!("no endpoint available in pool `{}`", pool.name),
-                        )
-                    }
+                    None => return self.no_endpoint(pool),
                 },
             };
+            let guard = match pool.try_start(&picked, class) {
+                Some(guard) => guard,
+                None => {
+                    let headers = &mut parts.headers;
+                    let pick = || {
+                        let headers = crate::engine::RequestHeaders::Map(headers);
+                        pick_avoiding(pool, info, headers, avoid)
+                    };
+                    match pool.wait_for_room(class, deadline, pick).await {
+                        Ok(guard) => guard,
+                        Err(NotStarted::NoEndpoint) => return self.no_endpoint(pool),
+                        Err(NotStarted::Shed {
+                            reason,
+                            retry_after_s,
+                        }) => return self.shed(pool, &reason, retry_after_s),
+                    }
+                }
+            };
+            let endpoint = Arc::clone(guard.endpoint());
+            if info.attempt == 0 {
+                pool.added_latency.observe(class, started.elapsed());
+            }
             let attempt_body = match &mut body {
                 Ok(Either::Right(full)) => Either::Right(full.clone()),
                 streaming => match std::mem::replace(streaming, Err(())) {
@@ -256,7 +273,6 @@ impl Proxy {
                 protocol,
                 wants_trailers,
             );
-            let guard = endpoint.start();
             let sent = Instant::now();
             let outcome = tokio::time::timeout_at(
                 deadline.into(),
@@ -289,6 +305,7 @@ impl Proxy {
                     }
                     let connection = (connection, Arc::clone(&self.upstreams));
                     if !failed && status != StatusCode::TOO_MANY_REQUESTS {
+                        pool.duration.observe(started.elapsed());
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
                         let cut = self.cut_report(pool, &endpoint);
@@ -346,6 +363,7 @@ impl Proxy {
                 match (response, status) {
                     (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
                     (Some((mut response, connection)), None) => {
+                        pool.duration.observe(started.elapsed());
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
                         let cut = self.cut_report(pool, &endpoint);
@@ -520,6 +538,22 @@ impl Proxy {
             .header(http::header::CONNECTION, "close")
             .body(ProxyBody::text(body))
             .expect("valid local response")
+    }
+
+    fn no_endpoint(&self, pool: &Pool) -> Response<ProxyBody> {
+        self.error(
+            ProxyError::NoEndpoint,
+            format!("no endpoint available in pool `{}`", pool.name),
+        )
+    }
+
+    /// The answer to a request the pool shed: 503 with `Retry-After`.
+    fn shed(&self, pool: &Pool, reason: &str, retry_after_s: u32) -> Response<ProxyBody> {
+        let mut response = self.error(ProxyError::Shed, format!("pool `{}` {reason}", pool.name));
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, retry_after_s.into());
+        response
     }
 
     fn error(&self, kind: ProxyError, reason: String) -> Response<ProxyBody> {

@@ -1,0 +1,164 @@
+//! The pools' admission figures and latency histograms in the Prometheus
+//! text format.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::family;
+use crate::engine::{HistogramSnapshot, Pool, Priority, ShedReason, BUCKET_BOUNDS_US};
+
+/// Writes the admission families (pools that limit requests) and the
+/// latency histograms (classes and pools that saw requests).
+pub(super) fn render(out: &mut String, pools: &[Arc<Pool>]) {
+    let limited = || pools.iter().filter_map(|p| Some((p, p.admission()?)));
+    family(
+        out,
+        "switchyard_pool_in_flight",
+        "gauge",
+        "Requests the pool is serving now (pools with a limit or endpoint capacities).",
+    );
+    for (pool, admission) in limited() {
+        let view = admission.view();
+        let _ = writeln!(
+            out,
+            "switchyard_pool_in_flight{{pool=\"{}\"}} {}",
+            pool.name, view.in_flight
+        );
+    }
+    family(
+        out,
+        "switchyard_pool_concurrency_limit",
+        "gauge",
+        "The pool's limit on requests in flight now: max_in_flight or the adaptive limit.",
+    );
+    for (pool, admission) in limited() {
+        if let Some(limit) = admission.view().limit {
+            let _ = writeln!(
+                out,
+                "switchyard_pool_concurrency_limit{{pool=\"{}\"}} {limit}",
+                pool.name
+            );
+        }
+    }
+    family(
+        out,
+        "switchyard_pool_queued",
+        "gauge",
+        "Requests waiting in the pool's queue now.",
+    );
+    for (pool, admission) in limited() {
+        let _ = writeln!(
+            out,
+            "switchyard_pool_queued{{pool=\"{}\"}} {}",
+            pool.name,
+            admission.view().queued
+        );
+    }
+    family(
+        out,
+        "switchyard_queued_requests_total",
+        "counter",
+        "Requests that found no room and waited in the pool's queue, by class.",
+    );
+    for (pool, admission) in limited() {
+        for class in Priority::ALL {
+            let _ = writeln!(
+                out,
+                "switchyard_queued_requests_total{{pool=\"{}\",class=\"{}\"}} {}",
+                pool.name,
+                class.name(),
+                admission.queued_total(class)
+            );
+        }
+    }
+    family(
+        out,
+        "switchyard_shed_requests_total",
+        "counter",
+        "Requests shed with 503, by class and reason (queue_full, wait).",
+    );
+    for (pool, admission) in limited() {
+        for class in Priority::ALL {
+            for reason in ShedReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "switchyard_shed_requests_total{{pool=\"{}\",class=\"{}\",reason=\"{}\"}} {}",
+                    pool.name,
+                    class.name(),
+                    reason.label(),
+                    admission.shed_total(class, reason)
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "switchyard_queue_wait_seconds",
+        "histogram",
+        "How long requests that were queued waited for room, by class.",
+    );
+    for (pool, admission) in limited() {
+        for (class, histogram) in admission.queue_wait.observed() {
+            let labels = format!("pool=\"{}\",class=\"{}\"", pool.name, class.name());
+            histogram_series(
+                out,
+                "switchyard_queue_wait_seconds",
+                &labels,
+                &histogram.snapshot(),
+            );
+        }
+    }
+    family(
+        out,
+        "switchyard_added_latency_seconds",
+        "histogram",
+        "Time from a request's head to its sending to an endpoint: routing, queueing, the pick.",
+    );
+    for pool in pools {
+        for (class, histogram) in pool.added_latency.observed() {
+            let labels = format!("pool=\"{}\",class=\"{}\"", pool.name, class.name());
+            histogram_series(
+                out,
+                "switchyard_added_latency_seconds",
+                &labels,
+                &histogram.snapshot(),
+            );
+        }
+    }
+    family(
+        out,
+        "switchyard_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its response's head, queueing and retries included.",
+    );
+    for pool in pools {
+        let snapshot = pool.duration.snapshot();
+        if snapshot.count > 0 {
+            let labels = format!("pool=\"{}\"", pool.name);
+            histogram_series(
+                out,
+                "switchyard_request_duration_seconds",
+                &labels,
+                &snapshot,
+            );
+        }
+    }
+}
+
+/// One histogram's `_bucket`, `_sum` and `_count` lines.
+fn histogram_series(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    for (bound_us, count) in BUCKET_BOUNDS_US.iter().zip(snapshot.cumulative) {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {count}",
+            *bound_us as f64 / 1e6
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+        snapshot.count
+    );
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", snapshot.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
+}

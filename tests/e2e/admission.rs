@@ -1,0 +1,198 @@
+//! Admission: a pool's `max_in_flight` and its endpoints' `capacity` hold
+//! under load, the rest waits in the pool's queue by class, and overload is
+//! shed from the lowest class with 503 and `Retry-After` while P0 passes.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// What the overload test saw.
+#[derive(Debug, Default)]
+struct Seen {
+    p0_failures: Vec<String>,
+    p4_served: usize,
+    p4_shed: usize,
+    p4_other: Vec<String>,
+}
+
+async fn overload(fast_path: bool) {
+    let plugins = plugin_dir(&[]);
+    let slow = Upstream::with(
+        "slow",
+        Behaviour {
+            status: 200,
+            delay: Duration::from_millis(25),
+        },
+    )
+    .await;
+    let body = format!(
+        "[[pools]]\nname = \"busy\"\nendpoints = [{}]\nmax_in_flight = 8\n\
+         queue = {{ max_len = 32, p4_ms = 50, reserve_percent = 25 }}\n\n\
+         [[routes]]\npool = \"busy\"\npriority_header = \"x-priority\"\n",
+        slow.endpoint(1)
+    );
+    let keys = if fast_path { "" } else { "fast_path = false" };
+    let proxy = Switchyard::start_with(plugins.path(), keys, &body);
+    let url = proxy.url("/");
+    let client = HttpClient::default();
+    let flood_until = Instant::now() + Duration::from_millis(1500);
+    let mut flood = Vec::new();
+    for _ in 0..48 {
+        let (client, url) = (client.clone(), url.clone());
+        flood.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            while Instant::now() < flood_until {
+                match client.try_get_with(&url, &[("x-priority", "p4")]).await {
+                    Ok(reply) if reply.status == 200 => seen.p4_served += 1,
+                    Ok(reply)
+                        if reply.status == 503
+                            && header(&reply, "x-switchyard-error") == "shed"
+                            && header(&reply, "retry-after") == "1" =>
+                    {
+                        seen.p4_shed += 1
+                    }
+                    Ok(reply) => seen.p4_other.push(format!(
+                        "{} {:?} {}",
+                        reply.status,
+                        reply.headers,
+                        reply.body.trim()
+                    )),
+                    Err(error) => seen.p4_other.push(error),
+                }
+            }
+            seen
+        }));
+    }
+    // P0 at a steady rate while the flood holds the pool at its limit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seen = Seen::default();
+    let mut p0_sent = 0;
+    while Instant::now() + Duration::from_millis(100) < flood_until {
+        p0_sent += 1;
+        match client.try_get_with(&url, &[("x-priority", "p0")]).await {
+            Ok(reply) if reply.status == 200 => {}
+            Ok(reply) => seen
+                .p0_failures
+                .push(format!("{} {}", reply.status, reply.body.trim())),
+            Err(error) => seen.p0_failures.push(error),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for task in flood {
+        let part = task.await.unwrap();
+        seen.p4_served += part.p4_served;
+        seen.p4_shed += part.p4_shed;
+        seen.p4_other.extend(part.p4_other);
+    }
+    assert!(p0_sent >= 20, "only {p0_sent} P0 requests were sent");
+    assert!(
+        seen.p0_failures.is_empty(),
+        "P0 failed: {:?}",
+        seen.p0_failures
+    );
+    assert!(seen.p4_other.is_empty(), "P4 answers: {:?}", seen.p4_other);
+    assert!(seen.p4_shed > 0, "no P4 was shed: {seen:?}");
+    assert!(seen.p4_served > 0, "no P4 was served: {seen:?}");
+    let peak = slow.load.peak.load(Ordering::SeqCst);
+    assert!(peak <= 8, "the upstream had {peak} requests at once");
+
+    let metric_of = |name: &str, labels: &str| format!("{name}{{pool=\"busy\",{labels}}}");
+    let shed = |class: &str| {
+        metric_of(
+            "switchyard_shed_requests_total",
+            &format!("class=\"{class}\",reason=\"wait\""),
+        )
+    };
+    let shed_full = |class: &str| {
+        metric_of(
+            "switchyard_shed_requests_total",
+            &format!("class=\"{class}\",reason=\"queue_full\""),
+        )
+    };
+    let p4_shed = metric(&proxy, &shed("p4")).await + metric(&proxy, &shed_full("p4")).await;
+    assert_eq!(p4_shed as usize, seen.p4_shed);
+    assert_eq!(metric(&proxy, &shed("p0")).await, 0);
+    assert_eq!(metric(&proxy, &shed_full("p0")).await, 0);
+    assert_eq!(
+        metric(&proxy, "switchyard_proxy_errors_total{cause=\"shed\"}").await as usize,
+        seen.p4_shed
+    );
+    // P0's added latency at the median is within its class's 0.1 ms.
+    let p0 = |le: &str| {
+        metric_of(
+            "switchyard_added_latency_seconds_bucket",
+            &format!("class=\"p0\",le=\"{le}\""),
+        )
+    };
+    let within = metric(&proxy, &p0("0.0001")).await;
+    let all = metric(&proxy, &p0("+Inf")).await;
+    eprintln!(
+        "fast path {fast_path}: P0 {within} of {all} within 0.1 ms added; P4 {} served, {} shed",
+        seen.p4_served, seen.p4_shed
+    );
+    assert_eq!(all, p0_sent as u64);
+    assert!(
+        within * 2 >= all,
+        "P0 added latency: {within} of {all} within 0.1 ms"
+    );
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
+    reply
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn overload_sheds_p4_and_serves_every_p0_on_the_fast_path() {
+    overload(true).await;
+}
+
+#[tokio::test]
+async fn overload_sheds_p4_and_serves_every_p0_on_hyper_s_path() {
+    overload(false).await;
+}
+
+#[tokio::test]
+async fn endpoint_capacities_hold_and_the_queue_absorbs_a_burst() {
+    let plugins = plugin_dir(&[]);
+    let mut upstreams = Vec::new();
+    for name in ["a", "b"] {
+        let behaviour = Behaviour {
+            status: 200,
+            delay: Duration::from_millis(10),
+        };
+        upstreams.push(Upstream::with(name, behaviour).await);
+    }
+    let endpoints: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("{{ address = \"{}\", capacity = 2 }}", u.addr))
+        .collect();
+    let body = format!(
+        "[[pools]]\nname = \"small\"\nendpoints = [{}]\nqueue = {{ p2_ms = 10000 }}\n\n\
+         [[routes]]\npool = \"small\"\n",
+        endpoints.join(", ")
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let (seen, failures) = HttpClient::default().spread(&proxy.url("/"), 200, 16).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.values().sum::<usize>(), 200);
+    for upstream in &upstreams {
+        let peak = upstream.load.peak.load(Ordering::SeqCst);
+        assert!(peak <= 2, "an endpoint of capacity 2 had {peak} at once");
+    }
+    let queued = metric(
+        &proxy,
+        "switchyard_queued_requests_total{pool=\"small\",class=\"p2\"}",
+    )
+    .await;
+    assert!(queued > 0, "16 clients on 4 slots and nothing queued");
+    let pools = pools_now(&proxy, &HttpClient::default()).await;
+    let admission = &pools["pools"][0]["admission"];
+    assert_eq!(admission["in_flight"], 0, "{admission}");
+    assert_eq!(admission["queued"], 0, "{admission}");
+    assert!(admission["limit"].is_null(), "{admission}");
+}
