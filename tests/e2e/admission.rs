@@ -196,3 +196,93 @@ async fn endpoint_capacities_hold_and_the_queue_absorbs_a_burst() {
     assert_eq!(admission["queued"], 0, "{admission}");
     assert!(admission["limit"].is_null(), "{admission}");
 }
+
+/// An HTTP/1.1 server whose every answer takes 1 ms per request it is
+/// answering at once: a backend that slows as it saturates.
+async fn saturating_upstream() -> (std::net::SocketAddr, std::sync::Arc<Load>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let load = std::sync::Arc::new(Load::default());
+    let served = load.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let load = served.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buffer.drain(..end);
+                    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+                    load.peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(now)).await;
+                    load.now.fetch_sub(1, Ordering::SeqCst);
+                    let answer =
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-upstream: saturating\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, load)
+}
+
+#[tokio::test]
+async fn the_adaptive_limit_keeps_a_slowing_backend_near_its_unloaded_latency() {
+    let (addr, load) = saturating_upstream().await;
+    let plugins = plugin_dir(&[]);
+    let body = format!(
+        "[[pools]]\nname = \"adaptive\"\nendpoints = [{{ address = \"{addr}\" }}]\n\
+         adaptive_concurrency = {{ min_limit = 2, max_limit = 500, initial_limit = 64, smoothing = 0.5 }}\n\
+         queue = {{ p2_ms = 10000, max_len = 1000 }}\n\n\
+         [[routes]]\npool = \"adaptive\"\n"
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    let url = proxy.url("/");
+    let until = Instant::now() + Duration::from_millis(3500);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while Instant::now() < until {
+                match client.try_get_with(&url, &[]).await {
+                    Ok(reply) if reply.status == 200 => {}
+                    Ok(reply) => failures.push(format!("{} {}", reply.status, reply.body)),
+                    Err(error) => failures.push(error),
+                }
+            }
+            failures
+        }));
+    }
+    // Once the limit has settled, the backend's load from then on.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    load.peak
+        .store(load.now.load(Ordering::SeqCst), Ordering::SeqCst);
+    let limit = metric(
+        &proxy,
+        "switchyard_pool_concurrency_limit{pool=\"adaptive\"}",
+    )
+    .await;
+    for task in tasks {
+        let failures = task.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    let peak = load.peak.load(Ordering::SeqCst);
+    eprintln!("adaptive limit {limit}, backend peak {peak} of 64 clients");
+    assert!(
+        (2..16).contains(&limit),
+        "the limit is {limit} with a backend that slows past a few at once"
+    );
+    assert!(peak < 24, "64 clients and the backend had {peak} at once");
+}
