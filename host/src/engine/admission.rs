@@ -264,9 +264,11 @@ impl Admission {
         let Ok(before) = taken else {
             return None;
         };
-        self.window
-            .peak_in_flight
-            .fetch_max(before + 1, Ordering::Relaxed);
+        if self.adaptive_on.load(Ordering::Relaxed) {
+            self.window
+                .peak_in_flight
+                .fetch_max(before + 1, Ordering::Relaxed);
+        }
         let capacity = class_share(picked.capacity, class, reserve);
         let endpoint = if picked.stats.try_begin(capacity) {
             Arc::clone(picked)
