@@ -92,7 +92,9 @@ fn main() {
     let _held = full.try_start(&first, Priority::P0).expect("room");
     group.bench_function("limited-full-endpoint", |b| {
         b.iter(|| {
-            let guard = full.try_start(&first, Priority::P0).expect("room elsewhere");
+            let guard = full
+                .try_start(&first, Priority::P0)
+                .expect("room elsewhere");
             black_box(&guard);
         })
     });

@@ -25,6 +25,12 @@ pub struct Upstream {
 
 /// Starts an upstream on loopback answering `200` with `name` as the body.
 pub async fn upstream(name: &'static str) -> Upstream {
+    upstream_with_delay(name, std::time::Duration::ZERO).await
+}
+
+/// An upstream that takes `delay` over every answer: a backend that a
+/// few concurrent requests keep busy.
+pub async fn upstream_with_delay(name: &'static str, delay: std::time::Duration) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (kill, killed) = watch::channel(false);
@@ -40,6 +46,9 @@ pub async fn upstream(name: &'static str) -> Upstream {
             tokio::spawn(async move {
                 let service = service_fn(
                     move |_request: http::Request<hyper::body::Incoming>| async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
                             name.as_bytes(),
                         ))))
@@ -78,6 +87,16 @@ impl Drop for Proxy {
 /// Starts the binary with 2 workers, plugins from `plugins`, and one pool
 /// `web` over `upstreams` with the extra pool keys in `pool_keys`.
 pub fn start_proxy(upstreams: &[Upstream], plugins: &Path, pool_keys: &str) -> Proxy {
+    start_proxy_with(upstreams, plugins, pool_keys, "")
+}
+
+/// As `start_proxy`, with `tail` (routes, say) after the pool.
+pub fn start_proxy_with(
+    upstreams: &[Upstream],
+    plugins: &Path,
+    pool_keys: &str,
+    tail: &str,
+) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let endpoints: Vec<String> = upstreams
         .iter()
@@ -85,7 +104,7 @@ pub fn start_proxy(upstreams: &[Upstream], plugins: &Path, pool_keys: &str) -> P
         .collect();
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[control]\nlisten = \"127.0.0.1:0\"\n\n\
-         [plugins]\ndir = \"{}\"\n\n[[pools]]\nname = \"web\"\n{pool_keys}\nendpoints = [{}]\n",
+         [plugins]\ndir = \"{}\"\n\n[[pools]]\nname = \"web\"\n{pool_keys}\nendpoints = [{}]\n{tail}\n",
         plugins.display(),
         endpoints.join(", ")
     );
