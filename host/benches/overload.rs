@@ -19,6 +19,8 @@
 //!
 //! `cargo bench -p switchyard --bench overload` (SECONDS=N)
 
+// Only the live binary and upstreams are used here.
+#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
