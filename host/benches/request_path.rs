@@ -62,7 +62,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use switchyard::engine::{
-    Endpoint, PickRequest, Pool, Priority, RequestHeaders, RequestInfo, Route, Routes, Topology,
+    Endpoint, HostMatch, PathMatch, PickRequest, Pool, Priority, RequestHeaders, RequestInfo,
+    Route, Routes, Topology,
 };
 use switchyard::metrics::Metrics;
 use switchyard::proxy::headers::{add_forwarded, remove_hop_by_hop};
@@ -131,12 +132,13 @@ fn bench_route_find(criterion: &mut Criterion) {
             routes: Arc::new(Routes::new(
                 (0..count)
                     .map(|i| Route {
-                        host: Some(format!("svc{i}.example.com")),
-                        path_prefix: "/".into(),
+                        host: HostMatch::Exact(format!("svc{i}.example.com")),
+                        path: PathMatch::Prefix("/".into()),
                         pool: 0,
                         max_body_bytes: 0,
                         priority: Priority::default(),
                         priority_header: None,
+                        ..Route::default()
                     })
                     .collect(),
             )),
@@ -198,12 +200,13 @@ impl Typical {
     fn new() -> Self {
         let routes = Topology {
             routes: Arc::new(Routes::new(vec![Route {
-                host: None,
-                path_prefix: "/".into(),
+                host: HostMatch::Any,
+                path: PathMatch::Prefix("/".into()),
                 pool: 0,
                 max_body_bytes: 0,
                 priority: Priority::default(),
                 priority_header: None,
+                ..Route::default()
             }])),
             pools: vec![pool(TYPICAL_POOL)],
         };

@@ -15,9 +15,13 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::config::store::StoreError;
-use crate::config::{Config, ConfigError, EndpointState, PoolConfig, PriorityClass};
+use crate::config::{
+    self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
+    PoolConfig, PriorityClass, RouteConfig,
+};
 use crate::engine::{
-    self, Admin, Alerts, CheckSchedule, Endpoint, HealthChecker, HealthPolicy, OutlierPolicy, Pool,
+    self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
+    HealthChecker, HealthPolicy, HostMatch, OutlierPolicy, PathMatch, PathRewrite, Pool, Rewrite,
     Route, Routes, SharedTopology, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
@@ -527,12 +531,9 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
         return Routes::new(
             (0..pools.len())
                 .map(|index| Route {
-                    host: None,
-                    path_prefix: "/".into(),
                     pool: index,
                     max_body_bytes: config.proxy.max_body_bytes,
-                    priority: engine::Priority::default(),
-                    priority_header: None,
+                    ..Route::default()
                 })
                 .collect(),
         );
@@ -546,20 +547,104 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
         config
             .routes
             .iter()
-            .map(|route| Route {
-                host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                path_prefix: route.path_prefix.clone().unwrap_or_else(|| "/".into()),
-                pool: *by_name
+            .map(|route| {
+                let pool = *by_name
                     .get(route.pool.as_str())
-                    .expect("validated: routes name existing pools"),
-                max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
-                priority: priority(route.priority),
-                priority_header: route.priority_header.as_ref().map(|name| {
-                    http::HeaderName::from_bytes(name.as_bytes()).expect("validated: a header name")
-                }),
+                    .expect("validated: routes name existing pools");
+                route_of(route, pool, config.proxy.max_body_bytes)
             })
             .collect(),
     )
+}
+
+/// The engine's route from a validated `[[routes]]` entry.
+fn route_of(route: &RouteConfig, pool: usize, max_body_bytes: u64) -> Route {
+    let header_name = |name: &str| {
+        http::HeaderName::from_bytes(name.as_bytes()).expect("validated: a header name")
+    };
+    let host = match &route.host {
+        None => HostMatch::Any,
+        Some(host) => match host.strip_prefix("*.") {
+            Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+            None => HostMatch::Exact(host.to_ascii_lowercase()),
+        },
+    };
+    let path = match (&route.path_prefix, &route.path, &route.path_regex) {
+        (_, Some(path), _) => PathMatch::Exact(path.clone()),
+        (_, _, Some(pattern)) => PathMatch::Regex(
+            regex::Regex::new(&config::anchored(pattern)).expect("validated: a regex"),
+        ),
+        (prefix, _, _) => PathMatch::Prefix(prefix.clone().unwrap_or_else(|| "/".into())),
+    };
+    let fields = |fields: &[FieldMatchConfig], header: bool| -> Vec<FieldMatch> {
+        fields
+            .iter()
+            .map(|field| FieldMatch {
+                name: if header {
+                    field.name.to_ascii_lowercase()
+                } else {
+                    field.name.clone()
+                },
+                test: match (&field.exact, &field.regex, field.absent) {
+                    (Some(exact), _, _) => FieldTest::Exact(exact.as_bytes().to_vec()),
+                    (_, Some(pattern), _) => FieldTest::Regex(
+                        regex::bytes::Regex::new(&config::anchored(pattern))
+                            .expect("validated: a regex"),
+                    ),
+                    (_, _, Some(true)) => FieldTest::Absent,
+                    _ => FieldTest::Present,
+                },
+            })
+            .collect()
+    };
+    let edits = |edits: &HeaderEditsConfig| HeaderEdits {
+        add: edits
+            .add
+            .iter()
+            .map(|(name, value)| {
+                let value = http::HeaderValue::from_str(value).expect("validated: a header value");
+                (header_name(name), value)
+            })
+            .collect(),
+        remove: edits.remove.iter().map(|name| header_name(name)).collect(),
+    };
+    let from = || route.path_prefix.clone().unwrap_or_else(|| "/".into());
+    let rewrite = Rewrite {
+        request_headers: edits(&route.request_headers),
+        response_headers: edits(&route.response_headers),
+        path: match (&route.rewrite_prefix, route.strip_prefix) {
+            (Some(to), _) => PathRewrite::Replace {
+                from: from(),
+                to: to.clone(),
+            },
+            (None, true) => PathRewrite::Strip(from()),
+            (None, false) => PathRewrite::Keep,
+        },
+    };
+    let hash_key = match &route.hash_key {
+        HashKeyConfig::Named(name) if name == "path" => HashKey::Path,
+        HashKeyConfig::Named(_) => HashKey::Client,
+        HashKeyConfig::Field(field) => match (&field.header, &field.cookie) {
+            (Some(header), _) => HashKey::Header(header_name(header)),
+            (None, Some(cookie)) => HashKey::Cookie(cookie.clone()),
+            (None, None) => HashKey::Client,
+        },
+    };
+    Route {
+        host,
+        path,
+        methods: route.methods.clone().unwrap_or_default(),
+        headers: fields(&route.headers, true),
+        query: fields(&route.query, false),
+        pool,
+        max_body_bytes: route.max_body_bytes.unwrap_or(max_body_bytes),
+        priority: priority(route.priority),
+        priority_header: route.priority_header.as_deref().map(header_name),
+        rewrite: (rewrite != Rewrite::default()).then(|| Arc::new(rewrite)),
+        hash_key,
+        request_timeout: route.request_timeout_ms.map(Duration::from_millis),
+        retries: route.retries,
+    }
 }
 
 /// The route table for `next` served by `pools`: the current one when the

@@ -735,12 +735,36 @@ impl EndpointState {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// `host = "api.example.com"`: the request's host, without port; any when absent.
+    /// `host = "api.example.com"`: the request's host, without port, in any
+    /// case; `host = "*.example.com"`: any host ending in `.example.com`
+    /// (one or more labels before it, not `example.com` itself). Any host
+    /// when absent.
     #[serde(default)]
     pub host: Option<String>,
-    /// `path_prefix = "/api"`: the path starts with this; `/` when absent.
+    /// `path_prefix = "/api"`: the path starts with this; `/` when no path
+    /// key is given. At most one of `path_prefix`, `path`, `path_regex`.
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// `path = "/health"`: the path (without query) is exactly this.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `path_regex = "/users/[0-9]+"`: the whole path (without query)
+    /// matches this regex (`regex` crate syntax).
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// `methods = ["GET", "HEAD"]`: the request's method is one of these
+    /// (compared as written: methods are case-sensitive). Any when absent.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// `headers = [{ name = "x-env", exact = "canary" }]`: header fields
+    /// the request must have, all of them; none by default.
+    #[serde(default)]
+    pub headers: Vec<FieldMatchConfig>,
+    /// `query = [{ name = "v", exact = "2" }]`: query parameters the
+    /// request must have, all of them, compared as sent (not
+    /// percent-decoded); none by default.
+    #[serde(default)]
+    pub query: Vec<FieldMatchConfig>,
     /// `pool = "web"`: where matching requests go.
     pub pool: String,
     /// `max_body_bytes = 1048576`: a request body larger than this is
@@ -756,6 +780,101 @@ pub struct RouteConfig {
     /// leaves `priority`.
     #[serde(default)]
     pub priority_header: Option<String>,
+    /// `request_headers = { add = { "x-a" = "1" }, remove = ["x-b"] }`:
+    /// fields changed in requests sent upstream (`add` replaces a field of
+    /// that name). None by default.
+    #[serde(default)]
+    pub request_headers: HeaderEditsConfig,
+    /// `response_headers = { add = { "x-a" = "1" }, remove = ["x-b"] }`:
+    /// fields changed in responses sent to the client. None by default.
+    #[serde(default)]
+    pub response_headers: HeaderEditsConfig,
+    /// `strip_prefix = true`: the matched `path_prefix` is removed from the
+    /// path sent upstream, keeping a leading `/`; the query is kept.
+    /// Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// `rewrite_prefix = "/v2/"`: the matched `path_prefix` is replaced by
+    /// this in the path sent upstream; the query is kept. None by default.
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    /// `hash_key = "client"` (default), `"path"`, `{ header = "x-user" }`
+    /// or `{ cookie = "session" }`: what the request is hashed by for
+    /// balancing (`request-info`'s hash, which consistent hashing places
+    /// by); a missing header or cookie falls back to the client's address.
+    #[serde(default)]
+    pub hash_key: HashKeyConfig,
+    /// `request_timeout_ms = 5000`: time from the request's arrival to its
+    /// response head, for this route's requests. Default:
+    /// `proxy.request_timeout_ms`.
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    /// `retries = false`: each request gets one attempt, even in a pool
+    /// with a `recovery` policy. Default `true`.
+    #[serde(default = "default_true")]
+    pub retries: bool,
+}
+
+/// One entry of a route's `headers` or `query`: a name and exactly one test.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatchConfig {
+    /// `name = "x-env"`: the header field (any case) or query parameter
+    /// (exact case).
+    pub name: String,
+    /// `present = true`: sent, with any value.
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// `absent = true`: not sent.
+    #[serde(default)]
+    pub absent: Option<bool>,
+    /// `exact = "canary"`: a value equal to this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// `regex = "canary-[0-9]+"`: a value matched whole by this regex.
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+/// A route's `request_headers` or `response_headers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEditsConfig {
+    /// `add = { "x-a" = "1" }`: fields set, replacing any of that name.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// `remove = ["x-b"]`: fields dropped.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// A route's `hash_key`: `"client"`, `"path"`, `{ header = "..." }` or
+/// `{ cookie = "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HashKeyConfig {
+    /// `"client"` or `"path"` (checked by validation, which names the key).
+    Named(String),
+    /// `{ header = "x-user" }` or `{ cookie = "session" }`.
+    Field(HashKeyField),
+}
+
+impl Default for HashKeyConfig {
+    fn default() -> Self {
+        HashKeyConfig::Named("client".into())
+    }
+}
+
+/// `{ header = "x-user" }` or `{ cookie = "session" }`: exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashKeyField {
+    /// `header = "x-user"`: the first value of this request header.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// `cookie = "session"`: this cookie's value.
+    #[serde(default)]
+    pub cookie: Option<String>,
 }
 
 /// A priority class in the config: `p0` (critical) to `p4` (background).
@@ -1390,16 +1509,247 @@ impl Config {
                     );
                 }
             }
-            if let Some(prefix) = &route.path_prefix {
-                if !prefix.starts_with('/') {
+            route_problems(route, &key, &mut report);
+        }
+        problems
+    }
+}
+
+/// A route's regex as it is matched: whole, never a part.
+pub fn anchored(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
+}
+
+/// The first line a regex error gives that says what is wrong.
+fn regex_error(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .find_map(|line| line.strip_prefix("error: "))
+        .unwrap_or(text.lines().last().unwrap_or(""))
+        .to_string()
+}
+
+/// Header fields a route may not edit: those that frame the message or
+/// stop at this hop, which the proxy writes itself.
+const FIELDS_NOT_EDITED: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The problems of one route other than its pool and priority header.
+fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String, String)) {
+    if let Some(host) = &route.host {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        if name.is_empty() || name.contains('*') || name.starts_with('.') {
+            report(
+                format!("{key}.host"),
+                format!("`{host}` must be a host name or `*.` and a domain"),
+            );
+        }
+    }
+    let paths: Vec<&str> = [
+        ("path_prefix", route.path_prefix.is_some()),
+        ("path", route.path.is_some()),
+        ("path_regex", route.path_regex.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if paths.len() > 1 {
+        report(
+            format!("{key}.{}", paths[1]),
+            format!(
+                "give at most one of `path_prefix`, `path` and `path_regex` (this route has `{}`)",
+                paths.join("`, `")
+            ),
+        );
+    }
+    for (name, value) in [("path_prefix", &route.path_prefix), ("path", &route.path)] {
+        if let Some(value) = value {
+            if !value.starts_with('/') {
+                report(
+                    format!("{key}.{name}"),
+                    format!("`{value}` must start with `/`"),
+                );
+            }
+        }
+    }
+    if let Some(pattern) = &route.path_regex {
+        if let Err(error) = regex::Regex::new(&anchored(pattern)) {
+            report(
+                format!("{key}.path_regex"),
+                format!("`{pattern}` is not a valid regex: {}", regex_error(&error)),
+            );
+        }
+    }
+    if let Some(methods) = &route.methods {
+        if methods.is_empty() {
+            report(
+                format!("{key}.methods"),
+                "must name at least one method (leave it out for any)".into(),
+            );
+        }
+        for (index, method) in methods.iter().enumerate() {
+            if http::Method::from_bytes(method.as_bytes()).is_err() {
+                report(
+                    format!("{key}.methods[{index}]"),
+                    format!("`{method}` is not a method"),
+                );
+            }
+        }
+    }
+    for (list, fields) in [("headers", &route.headers), ("query", &route.query)] {
+        for (index, field) in fields.iter().enumerate() {
+            let key = format!("{key}.{list}[{index}]");
+            let valid_name = if list == "headers" {
+                http::HeaderName::from_bytes(field.name.as_bytes()).is_ok()
+            } else {
+                !field.name.is_empty() && !field.name.contains(['&', '='])
+            };
+            if !valid_name {
+                report(
+                    format!("{key}.name"),
+                    format!("`{}` is not a valid name", field.name),
+                );
+            }
+            let tests = [
+                field.present.is_some(),
+                field.absent.is_some(),
+                field.exact.is_some(),
+                field.regex.is_some(),
+            ];
+            if tests.iter().filter(|given| **given).count() != 1 {
+                report(
+                    key.clone(),
+                    "give exactly one of `present = true`, `absent = true`, `exact` and `regex`"
+                        .into(),
+                );
+            }
+            for (test, value) in [("present", field.present), ("absent", field.absent)] {
+                if value == Some(false) {
                     report(
-                        format!("{key}.path_prefix"),
-                        format!("`{prefix}` must start with `/`"),
+                        format!("{key}.{test}"),
+                        "can only be `true` (leave it out, or use the other of `present` and `absent`)"
+                            .into(),
+                    );
+                }
+            }
+            if let Some(pattern) = &field.regex {
+                if let Err(error) = regex::bytes::Regex::new(&anchored(pattern)) {
+                    report(
+                        format!("{key}.regex"),
+                        format!("`{pattern}` is not a valid regex: {}", regex_error(&error)),
                     );
                 }
             }
         }
-        problems
+    }
+    for (table, edits) in [
+        ("request_headers", &route.request_headers),
+        ("response_headers", &route.response_headers),
+    ] {
+        let names = edits
+            .add
+            .keys()
+            .map(|name| (format!("{key}.{table}.add.{name}"), name))
+            .chain(
+                edits
+                    .remove
+                    .iter()
+                    .enumerate()
+                    .map(|(index, name)| (format!("{key}.{table}.remove[{index}]"), name)),
+            );
+        for (field_key, name) in names {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => report(field_key, format!("`{name}` is not a valid header name")),
+                Ok(parsed) if FIELDS_NOT_EDITED.contains(&parsed.as_str()) => report(
+                    field_key,
+                    format!(
+                        "`{name}` frames the message or stops at this hop: the proxy writes it"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        for (name, value) in &edits.add {
+            if http::HeaderValue::from_str(value).is_err() {
+                report(
+                    format!("{key}.{table}.add.{name}"),
+                    format!("`{value}` is not a valid header value"),
+                );
+            }
+        }
+    }
+    if route.strip_prefix || route.rewrite_prefix.is_some() {
+        let which = if route.strip_prefix {
+            "strip_prefix"
+        } else {
+            "rewrite_prefix"
+        };
+        if route.path_prefix.is_none() {
+            report(
+                format!("{key}.{which}"),
+                "needs the route's `path_prefix`: it rewrites the prefix matched".into(),
+            );
+        }
+        if route.strip_prefix && route.rewrite_prefix.is_some() {
+            report(
+                format!("{key}.rewrite_prefix"),
+                "give `strip_prefix` or `rewrite_prefix`, not both".into(),
+            );
+        }
+    }
+    if let Some(to) = &route.rewrite_prefix {
+        let is_path = to.starts_with('/')
+            && !to.contains(['?', '#'])
+            && to.parse::<http::uri::PathAndQuery>().is_ok();
+        if !is_path {
+            report(
+                format!("{key}.rewrite_prefix"),
+                format!("`{to}` must be a path starting with `/`"),
+            );
+        }
+    }
+    match &route.hash_key {
+        HashKeyConfig::Named(name) if name == "client" || name == "path" => {}
+        HashKeyConfig::Named(name) => report(
+            format!("{key}.hash_key"),
+            format!("`{name}` is not `client`, `path`, `{{ header = \"...\" }}` or `{{ cookie = \"...\" }}`"),
+        ),
+        HashKeyConfig::Field(field) => match (&field.header, &field.cookie) {
+            (Some(header), None) => {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    report(
+                        format!("{key}.hash_key.header"),
+                        format!("`{header}` is not a valid header name"),
+                    );
+                }
+            }
+            (None, Some(cookie)) => {
+                if cookie.is_empty() || cookie.contains([';', '=', ' ']) {
+                    report(
+                        format!("{key}.hash_key.cookie"),
+                        format!("`{cookie}` is not a valid cookie name"),
+                    );
+                }
+            }
+            _ => report(
+                format!("{key}.hash_key"),
+                "give exactly one of `header` and `cookie`".into(),
+            ),
+        },
+    }
+    if route.request_timeout_ms == Some(0) {
+        report(
+            format!("{key}.request_timeout_ms"),
+            "must be at least 1".into(),
+        );
     }
 }
 

@@ -124,3 +124,92 @@ fn the_readme_config_is_valid() {
     assert!(pool.health.is_some() && pool.recovery.is_some() && pool.balancer.is_some());
     assert_eq!(pool.endpoints[2].tier, 1);
 }
+
+#[test]
+fn every_route_key_parses() {
+    let config = Config::parse(
+        r#"
+[[pools]]
+name = "web"
+endpoints = [{ address = "127.0.0.1:8081" }]
+
+[[routes]]
+host = "*.example.com"
+path_prefix = "/api/"
+methods = ["GET", "HEAD"]
+headers = [{ name = "x-env", exact = "canary" }, { name = "x-debug", absent = true }]
+query = [{ name = "v", regex = "[0-9]+" }, { name = "trace", present = true }]
+pool = "web"
+request_headers = { add = { "x-a" = "1" }, remove = ["x-b"] }
+response_headers = { add = { "x-c" = "2" }, remove = ["server"] }
+rewrite_prefix = "/v2/"
+hash_key = { cookie = "session" }
+request_timeout_ms = 500
+retries = false
+
+[[routes]]
+path_regex = "/users/[0-9]+"
+pool = "web"
+hash_key = "path"
+"#,
+        "test",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let route = &config.routes[0];
+    assert_eq!(
+        route.methods.as_deref(),
+        Some(&["GET".to_string(), "HEAD".into()][..])
+    );
+    assert_eq!(route.headers[1].absent, Some(true));
+    assert_eq!(route.request_headers.add["x-a"], "1");
+    assert_eq!(
+        route.hash_key,
+        HashKeyConfig::Field(HashKeyField {
+            header: None,
+            cookie: Some("session".into())
+        })
+    );
+    assert_eq!(route.request_timeout_ms, Some(500));
+    assert!(!route.retries);
+    assert!(config.routes[1].retries, "retries by default");
+    assert_eq!(
+        config.routes[1].hash_key,
+        HashKeyConfig::Named("path".into())
+    );
+}
+
+#[test]
+fn route_problems_name_their_keys() {
+    let text = r#"
+[[pools]]
+name = "web"
+endpoints = [{ address = "127.0.0.1:8081" }]
+
+[[routes]]
+host = "*."
+path_prefix = "/a"
+pool = "web"
+methods = []
+query = [{ name = "v", present = false }]
+strip_prefix = true
+rewrite_prefix = "v2"
+hash_key = { header = "x-user", cookie = "s" }
+request_timeout_ms = 0
+"#;
+    let ConfigError::Invalid { problems, .. } = Config::parse(text, "test").unwrap_err() else {
+        panic!("expected validation problems");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "routes[0].host",
+            "routes[0].methods",
+            "routes[0].query[0].present",
+            "routes[0].rewrite_prefix",
+            "routes[0].rewrite_prefix",
+            "routes[0].hash_key",
+            "routes[0].request_timeout_ms",
+        ]
+    );
+}

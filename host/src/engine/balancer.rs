@@ -61,7 +61,8 @@ pub struct RequestInfo {
     pub priority: Priority,
     /// 0 for the first attempt.
     pub attempt: u32,
-    /// The hash key (the client address for now).
+    /// The hash key: by the route's `hash_key`, the client's address by
+    /// default.
     pub hash: Option<u64>,
 }
 

@@ -38,7 +38,10 @@ pub use health::{
 pub use histogram::{ClassHistograms, Histogram, HistogramSnapshot, BUCKET_BOUNDS_US};
 pub use pool::{Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
-pub use route::{Route, Routes};
+pub use route::{
+    hash_bytes, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, PathMatch,
+    PathRewrite, Rewrite, Route, RouteRequest, Routes,
+};
 pub use topology::{SharedTopology, Topology};
 
 #[cfg(test)]

@@ -66,28 +66,31 @@ fn first_matching_route_wins() {
     let web = Arc::new(Pool::new("web".into(), endpoints(1), None, None));
     let routes = Arc::new(Routes::new(vec![
         Route {
-            host: Some("api.test".into()),
-            path_prefix: "/".into(),
+            host: HostMatch::Exact("api.test".into()),
+            path: PathMatch::Prefix("/".into()),
             pool: 0,
             max_body_bytes: 0,
             priority: Priority::default(),
             priority_header: None,
+            ..Route::default()
         },
         Route {
-            host: None,
-            path_prefix: "/static".into(),
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/static".into()),
             pool: 0,
             max_body_bytes: 0,
             priority: Priority::default(),
             priority_header: None,
+            ..Route::default()
         },
         Route {
-            host: None,
-            path_prefix: "/".into(),
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".into()),
             pool: 1,
             max_body_bytes: 0,
             priority: Priority::default(),
             priority_header: None,
+            ..Route::default()
         },
     ]));
     let routes = Topology {
@@ -463,12 +466,13 @@ fn a_header_names_a_class_only_on_a_route_that_trusts_it() {
     }
     let header = http::HeaderName::from_static("x-priority");
     let mut route = Route {
-        host: None,
-        path_prefix: "/".into(),
+        host: HostMatch::Any,
+        path: PathMatch::Prefix("/".into()),
         pool: 0,
         max_body_bytes: 0,
         priority: Priority::P3,
         priority_header: None,
+        ..Route::default()
     };
     let says_p0 = |_: &http::HeaderName| Some(&b"p0"[..]);
     assert_eq!(route.class(says_p0), Priority::P3, "not trusted");

@@ -39,7 +39,8 @@ use super::headers::is_hop_by_hop;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
 use crate::engine::{
-    Endpoint, Failure, FailureKind, NotStarted, Pool, Priority, RequestHeaders, RequestInfo,
+    Endpoint, Failure, FailureKind, HeaderEdits, NotStarted, Pool, Priority, RequestHeaders,
+    RequestInfo, Rewrite, RouteRequest,
 };
 use crate::metrics::{Limit, ProxyError};
 
@@ -270,11 +271,18 @@ struct Plan {
     body_len: u64,
     pool: Arc<Pool>,
     endpoint: Arc<Endpoint>,
-    /// The client's address as a balancing hash key, for a retry's pick.
+    /// The request's balancing hash key (its route's `hash_key`), for a
+    /// retry's pick.
     hash: u64,
     /// The request's priority class, for a retry's pick.
     class: Priority,
     started: Instant,
+    /// From `started` to the response head: the route's, or the proxy's.
+    timeout: Duration,
+    /// The route lets the pool's recovery policy retry its requests.
+    retries: bool,
+    /// The route's rewrites, for the response head.
+    rewrite: Option<Arc<Rewrite>>,
 }
 
 /// Buffers kept for the life of a client connection.
@@ -333,9 +341,17 @@ fn parse_request(
     let Some(facts) = RequestFacts::of(request.headers) else {
         return Parsed::Fallback;
     };
-    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let (path, query) = split_target(target);
+    let fields: &[httparse::Header<'_>] = request.headers;
+    let route_request = RouteRequest {
+        method,
+        host: facts.host,
+        path,
+        query,
+        fields: &fields,
+    };
     let topology = proxy.topology.load();
-    let route = topology.routes.find_route(facts.host, path);
+    let route = topology.routes.find(&route_request);
     if let Some(route) = route {
         if route.max_body_bytes > 0 && body_len > route.max_body_bytes {
             return Parsed::Refused(Refusal::body_too_large(route.max_body_bytes));
@@ -354,12 +370,18 @@ fn parse_request(
                 .map(|header| header.value)
         })
     });
+    let hash = route.map_or(info.hash, |route| route.hash(&route_request, info.hash));
+    let retries = route.is_none_or(|route| route.retries);
+    let timeout = route
+        .and_then(|route| route.request_timeout)
+        .unwrap_or(proxy.request_timeout);
+    let rewrite = route.and_then(|route| route.rewrite.clone());
     let route = route.map(|route| topology.route_pool(route));
     let idempotent = matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
     );
-    let recovery = route.and_then(|pool| pool.recovery());
+    let recovery = route.and_then(|pool| pool.recovery()).filter(|_| retries);
     if let Some(recovery) = recovery {
         // Only what can be sent again is retried here; the rest is streamed
         // once by hyper's path, which consults the policy all the same.
@@ -385,7 +407,7 @@ fn parse_request(
     proxy.counters().count_class(class);
     let request_info = RequestInfo {
         priority: class,
-        hash: Some(info.hash),
+        hash: Some(hash),
         ..RequestInfo::default()
     };
     let headers = RequestHeaders::Raw(request.headers);
@@ -401,6 +423,7 @@ fn parse_request(
         request.headers,
         &facts,
         info,
+        rewrite.as_deref(),
     );
     Parsed::Forward(Plan {
         head_len,
@@ -411,10 +434,22 @@ fn parse_request(
         body_len: facts.content_length,
         pool: Arc::clone(pool),
         endpoint,
-        hash: info.hash,
+        hash,
         class,
         started,
+        timeout,
+        retries,
+        rewrite,
     })
+}
+
+/// A request target's path and query (without `?`), a fragment left out.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let target = target.split('#').next().unwrap_or(target);
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
 }
 
 /// What the fast path needs to know of a request's header fields.
@@ -502,6 +537,9 @@ impl<'a> ConnectionTokens<'a> {
     }
 }
 
+/// The endpoint's request head: the route's path rewrite, every field
+/// but the hop-by-hop ones, the forwarding fields, and last the route's
+/// header edits, which apply to the head as it would otherwise be sent.
 fn write_request_head(
     out: &mut Vec<u8>,
     method: &str,
@@ -509,7 +547,14 @@ fn write_request_head(
     fields: &[httparse::Header<'_>],
     facts: &RequestFacts<'_>,
     info: &ClientInfo,
+    rewrite: Option<&Rewrite>,
 ) {
+    let edits = rewrite.map(|rewrite| &rewrite.request_headers);
+    let dropped = |name: &str| edits.is_some_and(|edits| edits.drops(name));
+    let target = match rewrite {
+        Some(rewrite) => rewrite.path.target(target),
+        None => std::borrow::Cow::Borrowed(target),
+    };
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -518,7 +563,7 @@ fn write_request_head(
     let mut forwarded_for_written = false;
     for field in fields {
         let name = field.name;
-        if is_hop_by_hop(name) {
+        if is_hop_by_hop(name) || dropped(name) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -546,15 +591,23 @@ fn write_request_head(
         }
         push_field(out, name.as_bytes(), field.value);
     }
-    if facts.forwarded_for == 0 {
+    if facts.forwarded_for == 0 && !dropped("x-forwarded-for") {
         if let Some(value) = &info.forwarded_for {
             push_field(out, b"x-forwarded-for", value.as_bytes());
         }
     }
-    if !facts.forwarded_proto {
+    if !facts.forwarded_proto && !dropped("x-forwarded-proto") {
         push_field(out, b"x-forwarded-proto", info.proto.as_bytes());
     }
+    push_added(out, edits);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The fields a route adds.
+fn push_added(out: &mut Vec<u8>, edits: Option<&HeaderEdits>) {
+    for (name, value) in edits.map_or(&[][..], |edits| &edits.add) {
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -662,7 +715,7 @@ async fn forward<S: ClientStream>(
     mut plan: Plan,
     scratch: &mut Scratch,
 ) -> io::Result<bool> {
-    let deadline = plan.started + proxy.request_timeout;
+    let deadline = plan.started + plan.timeout;
     let mut body = RequestBody {
         client,
         inbound,
@@ -751,7 +804,7 @@ async fn forward<S: ClientStream>(
                 let reason = format!(
                     "endpoint {} sent no response within {} ms",
                     plan.endpoint.address,
-                    proxy.request_timeout.as_millis()
+                    plan.timeout.as_millis()
                 );
                 (
                     FailureKind::ResponseTimeout,
@@ -759,7 +812,7 @@ async fn forward<S: ClientStream>(
                 )
             }
         };
-        let next = match pool.recovery() {
+        let next = match pool.recovery().filter(|_| plan.retries) {
             Some(recovery) => {
                 let failure = Failure {
                     endpoint: plan.endpoint.id,
@@ -1044,7 +1097,14 @@ async fn send_and_read_head<S: ClientStream>(
             Err(error) => return Err(HeadError::Io(error)),
         }
         loop {
-            match parse_response(buffer, plan.head_method, plan.close, &mut scratch.out)? {
+            let edits = plan.rewrite.as_deref().map(|r| &r.response_headers);
+            match parse_response(
+                buffer,
+                plan.head_method,
+                plan.close,
+                edits,
+                &mut scratch.out,
+            )? {
                 None => break,
                 // 1xx answers are dropped, as hyper's client does.
                 Some(Informational(len)) => buffer.advance(len),
@@ -1073,6 +1133,7 @@ fn parse_response(
     buffer: &[u8],
     head_method: bool,
     client_close: bool,
+    edits: Option<&HeaderEdits>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ParsedResponse>, HeadError> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -1150,7 +1211,14 @@ fn parse_response(
         }
     };
     let close_client = client_close || framing == Framing::UntilClose;
-    write_response_head(out, code, response.reason, response.headers, close_client);
+    write_response_head(
+        out,
+        code,
+        response.reason,
+        response.headers,
+        close_client,
+        edits,
+    );
     Ok(Some(Final(ResponseHead {
         status,
         head_len,
@@ -1160,13 +1228,15 @@ fn parse_response(
 }
 
 /// Writes the client's response head from the endpoint's: the status line
-/// as HTTP/1.1 and every field but the hop-by-hop ones.
+/// as HTTP/1.1, every field but the hop-by-hop ones, with the route's
+/// edits.
 fn write_response_head(
     out: &mut Vec<u8>,
     code: u16,
     reason: Option<&str>,
     fields: &[httparse::Header<'_>],
     close: bool,
+    edits: Option<&HeaderEdits>,
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -1191,10 +1261,12 @@ fn write_response_head(
         // frame it stay whatever `Connection` names.
         let frames = name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding");
-        if !is_hop_by_hop(name) && (frames || !named.lists(name)) {
+        let dropped = edits.is_some_and(|edits| edits.drops(name));
+        if !is_hop_by_hop(name) && (frames || !named.lists(name)) && !dropped {
             push_field(out, name.as_bytes(), field.value);
         }
     }
+    push_added(out, edits);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -1412,6 +1484,7 @@ mod tests {
             head.as_bytes(),
             head_method,
             false,
+            None,
             &mut Vec::new(),
         ) {
             Ok(Some(Final(head))) => Ok((head.framing, head.reusable)),
@@ -1457,6 +1530,7 @@ mod tests {
                 b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n",
                 false,
                 false,
+                None,
                 &mut Vec::new()
             ),
             Ok(Some(Informational(_)))
@@ -1467,11 +1541,69 @@ mod tests {
     fn response_head_drops_hop_by_hop_fields_and_those_connection_names() {
         let mut out = Vec::new();
         let head = b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\ncontent-length: 2\r\nx-kept: yes\r\n\r\n";
-        let parsed = parse_response(head, false, true, &mut out);
+        let parsed = parse_response(head, false, true, None, &mut out);
         assert!(matches!(parsed, Ok(Some(Final(_)))));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-kept: yes\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_route_s_edits_replace_and_remove_fields_in_both_heads() {
+        let edits = HeaderEdits {
+            add: vec![(
+                http::HeaderName::from_static("x-kept"),
+                http::HeaderValue::from_static("added"),
+            )],
+            remove: vec![http::HeaderName::from_static("server")],
+        };
+        let mut out = Vec::new();
+        let head =
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nX-Kept: 1\r\nX-Kept: 2\r\ncontent-length: 0\r\n\r\n";
+        let parsed = parse_response(head, false, false, Some(&edits), &mut out);
+        assert!(matches!(parsed, Ok(Some(Final(_)))));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-kept: added\r\n\r\n"
+        );
+
+        let rewrite = Rewrite {
+            request_headers: HeaderEdits {
+                add: vec![(
+                    http::HeaderName::from_static("x-forwarded-proto"),
+                    http::HeaderValue::from_static("https"),
+                )],
+                remove: vec![http::HeaderName::from_static("x-secret")],
+            },
+            path: crate::engine::PathRewrite::Strip("/api".into()),
+            ..Rewrite::default()
+        };
+        let fields = [
+            httparse::Header {
+                name: "Host",
+                value: b"a.test",
+            },
+            httparse::Header {
+                name: "X-Secret",
+                value: b"s",
+            },
+        ];
+        let facts = RequestFacts::of(&fields).unwrap();
+        let info = ClientInfo::new("10.0.0.1:5000".parse().unwrap());
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            "GET",
+            "/api/x?q=1",
+            &fields,
+            &facts,
+            &info,
+            Some(&rewrite),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x?q=1 HTTP/1.1\r\nHost: a.test\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: https\r\n\r\n"
         );
     }
 

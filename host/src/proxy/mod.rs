@@ -31,8 +31,8 @@ pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
 use crate::engine::{
-    Decision, Endpoint, EndpointId, Failure, FailureKind, NotStarted, PickRequest, Pool, Recovery,
-    RequestInfo, Retry, SharedTopology,
+    Decision, Endpoint, EndpointId, Failure, FailureKind, NotStarted, PathRewrite, PickRequest,
+    Pool, Recovery, RequestInfo, Retry, RouteRequest, SharedTopology,
 };
 use crate::metrics::{Limit, Metrics, ProxyError, WorkerCounters};
 use framing::{ClientLimits, Refusal};
@@ -87,14 +87,14 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let grpc = grpc::is_grpc(request.headers());
-        let mut deadline = started + self.request_timeout;
-        if grpc {
-            // The client's own deadline bounds the request too.
-            if let Some(timeout) = grpc::timeout(request.headers()) {
-                deadline = deadline.min(started + timeout);
-            }
-        }
-        let response = self.forward(request, client, started, deadline, grpc).await;
+        // The client's own deadline bounds the request too.
+        let client_deadline = grpc
+            .then(|| grpc::timeout(request.headers()))
+            .flatten()
+            .map(|timeout| started + timeout);
+        let response = self
+            .forward(request, client, started, client_deadline, grpc)
+            .await;
         if grpc {
             grpc::local_answer_as_status(response)
         } else {
@@ -102,13 +102,14 @@ impl Proxy {
         }
     }
 
-    /// Serves one request to its end or to `deadline`.
+    /// Serves one request to its end or to its deadline: its route's
+    /// timeout or the proxy's, or the client's if that is sooner.
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         client: &ClientInfo,
         started: Instant,
-        deadline: Instant,
+        client_deadline: Option<Instant>,
         grpc: bool,
     ) -> Response<ProxyBody> {
         self.counters().count_request();
@@ -116,7 +117,14 @@ impl Proxy {
         // Held for the whole exchange, as the pool is: a reload meanwhile
         // does not change where this request goes.
         let topology = self.topology.load_full();
-        let Some(route) = topology.routes.find_route(host, request.uri().path()) else {
+        let route_request = RouteRequest {
+            method: request.method().as_str(),
+            host,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            fields: request.headers(),
+        };
+        let Some(route) = topology.routes.find(&route_request) else {
             return self.error(
                 ProxyError::NoRoute,
                 format!(
@@ -126,6 +134,10 @@ impl Proxy {
                 ),
             );
         };
+        let hash = route.hash(&route_request, client.hash);
+        let deadline = started + route.request_timeout.unwrap_or(self.request_timeout);
+        let deadline = client_deadline.map_or(deadline, |client| client.min(deadline));
+        let rewrite = route.rewrite.as_deref();
         let pool = topology.route_pool(route);
         let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
         self.counters().count_class(class);
@@ -186,7 +198,11 @@ impl Proxy {
             client.forwarded_for.as_ref(),
             client.proto,
         );
-        let recovery = pool.recovery();
+        if let Some(rewrite) = rewrite {
+            rewrite.request_headers.apply(&mut parts.headers);
+            parts.uri = rewritten_uri(&parts.uri, &rewrite.path);
+        }
+        let recovery = pool.recovery().filter(|_| route.retries);
         if let Some(recovery) = recovery {
             recovery.budget.deposit_at(started);
         }
@@ -208,7 +224,7 @@ impl Proxy {
         let replayable = matches!(body, Ok(Either::Right(_)));
         let mut info = RequestInfo {
             priority: class,
-            hash: Some(client.hash),
+            hash: Some(hash),
             ..RequestInfo::default()
         };
         let mut avoid = None;
@@ -308,6 +324,9 @@ impl Proxy {
                         pool.duration.observe(started.elapsed());
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
+                        if let Some(rewrite) = rewrite {
+                            rewrite.response_headers.apply(response.headers_mut());
+                        }
                         let cut = self.cut_report(pool, &endpoint);
                         let stall = self.limits.upstream_read_timeout;
                         return response.map(|body| {
@@ -366,6 +385,9 @@ impl Proxy {
                         pool.duration.observe(started.elapsed());
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
+                        if let Some(rewrite) = rewrite {
+                            rewrite.response_headers.apply(response.headers_mut());
+                        }
                         let cut = self.cut_report(pool, &endpoint);
                         let stall = self.limits.upstream_read_timeout;
                         response.map(|body| {
@@ -785,6 +807,21 @@ pub(crate) fn host_without_port(raw: &str) -> &str {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => raw.split(':').next().unwrap_or(raw),
     }
+}
+
+/// `uri` with its path rewritten by a route; unchanged when the route keeps
+/// the path (or the result is not a valid target).
+fn rewritten_uri(uri: &Uri, rewrite: &PathRewrite) -> Uri {
+    if *rewrite == PathRewrite::Keep {
+        return uri.clone();
+    }
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut parts = uri.clone().into_parts();
+    match rewrite.target(target).parse() {
+        Ok(path_and_query) => parts.path_and_query = Some(path_and_query),
+        Err(_) => return uri.clone(),
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// The request target sent to the endpoint: origin-form (`/path?query`).
