@@ -18,6 +18,7 @@ mod proxying;
 mod recovery;
 mod reload;
 mod restart;
+mod routes_match;
 mod runtime_api;
 mod sandbox;
 mod scale;

@@ -228,6 +228,8 @@ impl Upstream {
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
                                     }
+                                    // The target as received, so a test sees rewrites.
+                                    let target = request.uri().to_string();
                                     // `/upload` answers with the size of the body it read;
                                     // `/download` with BIG_BODY bytes; anything else with the name.
                                     let body = match request.uri().path() {
@@ -247,6 +249,7 @@ impl Upstream {
                                         http::Response::builder()
                                             .status(status)
                                             .header("x-upstream", name.as_str())
+                                            .header("x-upstream-target", target)
                                             .body(Full::new(body))
                                             .unwrap(),
                                     )
