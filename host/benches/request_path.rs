@@ -6,6 +6,11 @@
 //!
 //! - `route/find/<routes>`: `Topology::find` over 1, 10 and 100 host routes,
 //!   the match being the last one (the worst case: every route is tried).
+//! - `route/find-mixed/<kind>-<first|last>/<routes>`: the same over 10,
+//!   1,000 and 10,000 routes of four kinds in turn (exact host; wildcard
+//!   host `*.wI.example.com`; exact host and exact path; exact host and
+//!   path regex) behind two any-host regex routes that match nothing (tried
+//!   for every request), finding the first and the last route of a kind.
 //! - `allocate/native-rr/<endpoints>`: one request's endpoint allocation on
 //!   a native round robin pool of 10, 1,000 and 10,000 endpoints:
 //!   `Pool::pick`, `Endpoint::start` (the in-flight guard),
@@ -103,6 +108,7 @@ fn main() {
         .configure_from_args();
 
     bench_route_find(&mut criterion);
+    bench_route_find_mixed(&mut criterion);
     bench_allocate(&mut criterion);
     let typical = Typical::new();
     bench_request(&mut criterion, &typical);
@@ -155,6 +161,78 @@ fn bench_route_find(criterion: &mut Criterion) {
                         .is_some()
                 });
             });
+        }
+    }
+    group.finish();
+}
+
+/// Route table sizes of the mixed table.
+const MIXED_ROUTE_COUNTS: [usize; 3] = [10, 1_000, 10_000];
+
+fn bench_route_find_mixed(criterion: &mut Criterion) {
+    let pool = pool(1);
+    let mut group = criterion.benchmark_group("route/find-mixed");
+    let regex = |pattern: &str| {
+        PathMatch::Regex(regex::Regex::new(&switchyard::config::anchored(pattern)).unwrap())
+    };
+    for count in MIXED_ROUTE_COUNTS {
+        let mut routes: Vec<Route> = (0..2)
+            .map(|_| Route {
+                path: regex("/never/[0-9]+"),
+                ..Route::default()
+            })
+            .collect();
+        routes.extend((0..count).map(|i| match i % 4 {
+            0 => Route {
+                host: HostMatch::Exact(format!("svc{i}.example.com")),
+                ..Route::default()
+            },
+            1 => Route {
+                host: HostMatch::Suffix(format!("w{i}.example.com")),
+                ..Route::default()
+            },
+            2 => Route {
+                host: HostMatch::Exact(format!("svc{i}.example.com")),
+                path: PathMatch::Exact("/exact".into()),
+                ..Route::default()
+            },
+            _ => Route {
+                host: HostMatch::Exact(format!("svc{i}.example.com")),
+                path: regex("/users/[0-9]+"),
+                ..Route::default()
+            },
+        }));
+        let routes = Topology {
+            routes: Arc::new(Routes::new(routes)),
+            pools: vec![Arc::clone(&pool)],
+        };
+        let last_of =
+            |kind: usize| (count - 1) / 4 * 4 + kind - if (count - 1) % 4 < kind { 4 } else { 0 };
+        for (kind, name) in [
+            (0, "exact-host"),
+            (1, "wildcard"),
+            (2, "exact-path"),
+            (3, "regex"),
+        ] {
+            for (which, i) in [("first", kind), ("last", last_of(kind))] {
+                let (host, path) = match kind {
+                    1 => (format!("a.w{i}.example.com"), "/"),
+                    2 => (format!("svc{i}.example.com"), "/exact"),
+                    3 => (format!("svc{i}.example.com"), "/users/42"),
+                    _ => (format!("svc{i}.example.com"), "/"),
+                };
+                assert!(
+                    routes.find(Some(&host), path).is_some(),
+                    "{name} {which} {count}: {host}{path}"
+                );
+                group.bench_function(BenchmarkId::new(format!("{name}-{which}"), count), |b| {
+                    b.iter(|| {
+                        routes
+                            .find(black_box(Some(host.as_str())), black_box(path))
+                            .is_some()
+                    });
+                });
+            }
         }
     }
     group.finish();
