@@ -138,8 +138,9 @@ pub(super) async fn routes(Extract(state): State) -> Result<Response, ApiError> 
     ))
 }
 
-/// Replaces the route table whole: a JSON array of routes (`host`,
-/// `path_prefix`, `pool`), tried in order.
+/// Replaces the route table whole: a JSON array of routes, each an object
+/// of the `[[routes]]` keys (`host`, `path_prefix`, `headers`, `pool`, ...),
+/// tried in order.
 #[utoipa::path(put, path = "/v1/routes", tag = "pools",
     request_body(content = Vec<Object>, description = "The routes, in order"),
     responses(
