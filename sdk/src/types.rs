@@ -144,7 +144,8 @@ pub struct RequestInfo {
     pub priority: Priority,
     /// 0 for the first attempt, 1 for the first retry, and so on.
     pub attempt: u32,
-    /// The request's hash key (the client address until routes choose a
-    /// source), if any.
+    /// The request's hash key, if any: by its route's `hash_key` (the
+    /// client's address, the path, a header or a cookie; the client's
+    /// address when the header or cookie is missing).
     pub hash: Option<u64>,
 }

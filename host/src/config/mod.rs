@@ -1529,6 +1529,11 @@ fn regex_error(error: &regex::Error) -> String {
         .to_string()
 }
 
+/// The methods of RFC 9110 and PATCH, which a route names in upper case.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// Header fields a route may not edit: those that frame the message or
 /// stop at this hop, which the proxy writes itself.
 const FIELDS_NOT_EDITED: &[&str] = &[
@@ -1546,10 +1551,11 @@ const FIELDS_NOT_EDITED: &[&str] = &[
 fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String, String)) {
     if let Some(host) = &route.host {
         let name = host.strip_prefix("*.").unwrap_or(host);
-        if name.is_empty() || name.contains('*') || name.starts_with('.') {
+        let bad = |c: char| c == '*' || c == ':' || c == '/' || c.is_whitespace();
+        if name.is_empty() || name.contains(bad) || name.starts_with('.') {
             report(
                 format!("{key}.host"),
-                format!("`{host}` must be a host name or `*.` and a domain"),
+                format!("`{host}` must be a host name without port, or `*.` and a domain"),
             );
         }
     }
@@ -1596,10 +1602,17 @@ fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String
             );
         }
         for (index, method) in methods.iter().enumerate() {
+            let upper = method.to_ascii_uppercase();
             if http::Method::from_bytes(method.as_bytes()).is_err() {
                 report(
                     format!("{key}.methods[{index}]"),
                     format!("`{method}` is not a method"),
+                );
+            } else if upper != *method && STANDARD_METHODS.contains(&upper.as_str()) {
+                // Methods are case-sensitive: `get` would never match a GET.
+                report(
+                    format!("{key}.methods[{index}]"),
+                    format!("methods are case-sensitive: write `{upper}`"),
                 );
             }
         }

@@ -189,7 +189,7 @@ endpoints = [{ address = "127.0.0.1:8081" }]
 host = "*."
 path_prefix = "/a"
 pool = "web"
-methods = []
+methods = ["get", "PURGE"]
 query = [{ name = "v", present = false }]
 strip_prefix = true
 rewrite_prefix = "v2"
@@ -204,7 +204,7 @@ request_timeout_ms = 0
         keys,
         [
             "routes[0].host",
-            "routes[0].methods",
+            "routes[0].methods[0]",
             "routes[0].query[0].present",
             "routes[0].rewrite_prefix",
             "routes[0].rewrite_prefix",
