@@ -21,8 +21,8 @@ use crate::config::{
 };
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
-    HealthChecker, HealthPolicy, HostMatch, OutlierPolicy, PathMatch, PathRewrite, Pool, Rewrite,
-    Route, Routes, SharedTopology, TcpCheck, Topology,
+    HealthChecker, HealthPolicy, HostMatch, Mirror, OutlierPolicy, PathMatch, PathRewrite, Pool,
+    Rewrite, Route, Routes, SharedTopology, Split, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
 
@@ -205,7 +205,7 @@ impl Reloader {
             checks.insert(pool.name.clone(), spawn(&pool, active));
             pools.push(pool);
         }
-        let routes = Arc::new(routes(&config, &pools));
+        let routes = Arc::new(routes(&config, &pools, None));
         let topology = SharedTopology::default();
         topology.store(Arc::new(Topology { routes, pools }));
         Ok(Reloader {
@@ -526,7 +526,7 @@ fn spawn(pool: &Arc<Pool>, active: Option<ActiveChecks>) -> Vec<JoinHandle<()>> 
 
 /// The route table of `config` over `pools`; no routes: everything to the
 /// only pool (validation allows no routes only with one).
-fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
+fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Routes {
     if config.routes.is_empty() {
         return Routes::new(
             (0..pools.len())
@@ -543,22 +543,49 @@ fn routes(config: &Config, pools: &[Arc<Pool>]) -> Routes {
         .enumerate()
         .map(|(index, p)| (p.name.as_str(), index))
         .collect();
+    // A named route's counts carry over to the route of that name.
+    let kept: HashMap<&str, &Arc<engine::Histogram>> =
+        previous.map(|p| p.named().collect()).unwrap_or_default();
     Routes::new(
         config
             .routes
             .iter()
             .map(|route| {
-                let pool = *by_name
-                    .get(route.pool.as_str())
-                    .expect("validated: routes name existing pools");
-                route_of(route, pool, config.proxy.max_body_bytes)
+                let index = |name: &str| {
+                    *by_name
+                        .get(name)
+                        .expect("validated: routes name existing pools")
+                };
+                let mut built = route_of(route, &index, config.proxy.max_body_bytes);
+                if let Some(kept) = built.name.as_deref().and_then(|name| kept.get(name)) {
+                    built.duration = Some(Arc::clone(kept));
+                }
+                built
             })
             .collect(),
     )
 }
 
 /// The engine's route from a validated `[[routes]]` entry.
-fn route_of(route: &RouteConfig, pool: usize, max_body_bytes: u64) -> Route {
+fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: u64) -> Route {
+    let split = (!route.split.is_empty()).then(|| {
+        let targets = route
+            .split
+            .iter()
+            .map(|target| (index(&target.pool), target.weight))
+            .collect();
+        Arc::new(Split::new(targets, route.hash_key.is_some()))
+    });
+    // A split route's own pool is its first: what the fast path checks the
+    // protocol of, and where its settings are looked up.
+    let pool = match route.split.first() {
+        Some(first) => index(&first.pool),
+        None => index(&route.pool),
+    };
+    let mirror = route.mirror.as_ref().map(|mirror| Mirror {
+        pool: index(&mirror.pool),
+        per_million: (mirror.percent * 10_000.0).round() as u32,
+    });
     let header_name = |name: &str| {
         http::HeaderName::from_bytes(name.as_bytes()).expect("validated: a header name")
     };
@@ -621,7 +648,7 @@ fn route_of(route: &RouteConfig, pool: usize, max_body_bytes: u64) -> Route {
             (None, false) => PathRewrite::Keep,
         },
     };
-    let hash_key = match &route.hash_key {
+    let hash_key = match route.hash_key.clone().unwrap_or_default() {
         HashKeyConfig::Named(name) if name == "path" => HashKey::Path,
         HashKeyConfig::Named(_) => HashKey::Client,
         HashKeyConfig::Field(field) => match (&field.header, &field.cookie) {
@@ -644,6 +671,10 @@ fn route_of(route: &RouteConfig, pool: usize, max_body_bytes: u64) -> Route {
         hash_key,
         request_timeout: route.request_timeout_ms.map(Duration::from_millis),
         retries: route.retries,
+        split,
+        mirror,
+        name: route.name.as_deref().map(Arc::from),
+        duration: route.name.as_ref().map(|_| Arc::default()),
     }
 }
 
@@ -666,7 +697,7 @@ fn routes_for(
     if same_rules && same_pools {
         Arc::clone(&current.routes)
     } else {
-        Arc::new(routes(next, pools))
+        Arc::new(routes(next, pools, Some(&current.routes)))
     }
 }
 
@@ -1013,7 +1044,7 @@ mod tests {
         let routes = "[[routes]]\nhost = \"b.test\"\npool = \"b\"\n\n[[routes]]\npool = \"a\"\n";
         let before = config(&format!("{pools}{routes}"));
         let current = Topology {
-            routes: Arc::new(super::routes(&before, &built(&before))),
+            routes: Arc::new(super::routes(&before, &built(&before), None)),
             pools: built(&before),
         };
         // A pool's endpoints changed: same rules, same pools in order.

@@ -22,5 +22,6 @@ mod routes_match;
 mod runtime_api;
 mod sandbox;
 mod scale;
+mod split_mirror;
 mod support;
 mod tls;

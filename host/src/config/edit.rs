@@ -296,6 +296,24 @@ pool = "web"
         ));
         assert_eq!(document.to_string(), FILE, "a refused edit changes nothing");
     }
+
+    #[test]
+    fn a_pool_a_route_splits_to_or_mirrors_to_is_not_removed() {
+        let file = "[[pools]]\nname = \"a\"\n[[pools]]\nname = \"b\"\n[[pools]]\nname = \"c\"\n\
+                    [[pools]]\nname = \"d\"\n\n[[routes]]\n\
+                    split = [{ pool = \"a\", weight = 9 }, { pool = \"b\", weight = 1 }]\n\
+                    mirror = { pool = \"c\", percent = 5 }\n";
+        for used in ["a", "b", "c"] {
+            let mut document: DocumentMut = file.parse().unwrap();
+            assert_eq!(
+                remove_pool(&mut document, used),
+                Err(PoolEditRefused::PoolInUse(used.into())),
+                "{used}"
+            );
+        }
+        let mut document: DocumentMut = file.parse().unwrap();
+        remove_pool(&mut document, "d").unwrap();
+    }
 }
 
 /// Why a pool or route edit was refused before validation.
@@ -398,18 +416,37 @@ pub fn update_pool(
     Ok(())
 }
 
+/// Whether `route` sends requests to pool `name`: as its `pool`, in its
+/// `split` or as its `mirror`.
+fn leads_to(route: &dyn TableLike, name: &str) -> bool {
+    let table_names = |value: &Value| {
+        value
+            .as_inline_table()
+            .is_some_and(|t| t.get("pool").and_then(|p| p.as_str()) == Some(name))
+    };
+    let split = match route.get("split") {
+        Some(Item::Value(Value::Array(targets))) => targets.iter().any(table_names),
+        Some(Item::ArrayOfTables(targets)) => targets
+            .iter()
+            .any(|t| t.get("pool").and_then(|p| p.as_str()) == Some(name)),
+        _ => false,
+    };
+    let mirror = match route.get("mirror") {
+        Some(Item::Value(value)) => table_names(value),
+        Some(Item::Table(table)) => table.get("pool").and_then(|p| p.as_str()) == Some(name),
+        _ => false,
+    };
+    route.get("pool").and_then(|p| p.as_str()) == Some(name) || split || mirror
+}
+
 /// Removes pool `name`, unless a route leads to it.
 pub fn remove_pool(document: &mut DocumentMut, name: &str) -> Result<(), PoolEditRefused> {
     let routed = match document.get("routes") {
-        Some(Item::ArrayOfTables(routes)) => routes
+        Some(Item::ArrayOfTables(routes)) => routes.iter().any(|r| leads_to(r, name)),
+        Some(Item::Value(Value::Array(routes))) => routes
             .iter()
-            .any(|r| r.get("pool").and_then(|p| p.as_str()) == Some(name)),
-        Some(Item::Value(Value::Array(routes))) => routes.iter().any(|r| {
-            r.as_inline_table()
-                .and_then(|t| t.get("pool"))
-                .and_then(|p| p.as_str())
-                == Some(name)
-        }),
+            .filter_map(|r| r.as_inline_table())
+            .any(|r| leads_to(r, name)),
         _ => false,
     };
     if routed {

@@ -765,8 +765,29 @@ pub struct RouteConfig {
     /// percent-decoded); none by default.
     #[serde(default)]
     pub query: Vec<FieldMatchConfig>,
-    /// `pool = "web"`: where matching requests go.
+    /// `name = "checkout"`: names the route in `/metrics`
+    /// (`switchyard_route_request_duration_seconds{route}`); unnamed routes
+    /// are counted only with their pool. Unique; none by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `pool = "web"`: where matching requests go. A route has `pool` or
+    /// `split`.
+    #[serde(default)]
     pub pool: String,
+    /// `split = [{ pool = "v1", weight = 90 }, { pool = "v2", weight = 10 }]`:
+    /// matching requests are spread over these pools by weight, in place of
+    /// `pool`; by the request's hash (the same pool for the same client,
+    /// cookie or header) when the route sets `hash_key`, at random
+    /// otherwise.
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    /// `mirror = { pool = "shadow", percent = 10 }`: a copy of this share of
+    /// the requests goes to another pool after the primary's response;
+    /// its answer is discarded and it never delays or fails the primary.
+    /// Only requests whose body the proxy holds whole are copied. None by
+    /// default.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
     /// `max_body_bytes = 1048576`: a request body larger than this is
     /// answered 413; 0 allows any size. Default: `proxy.max_body_bytes`.
     #[serde(default)]
@@ -803,7 +824,7 @@ pub struct RouteConfig {
     /// balancing (`request-info`'s hash, which consistent hashing places
     /// by); a missing header or cookie falls back to the client's address.
     #[serde(default)]
-    pub hash_key: HashKeyConfig,
+    pub hash_key: Option<HashKeyConfig>,
     /// `request_timeout_ms = 5000`: time from the request's arrival to its
     /// response head, for this route's requests. Default:
     /// `proxy.request_timeout_ms`.
@@ -813,6 +834,27 @@ pub struct RouteConfig {
     /// with a `recovery` policy. Default `true`.
     #[serde(default = "default_true")]
     pub retries: bool,
+}
+
+/// One pool of a route's `split`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// `pool = "v2"`
+    pub pool: String,
+    /// `weight = 10`: its share, against the sum of the split's weights; 0
+    /// takes nothing (a canary held back).
+    pub weight: u32,
+}
+
+/// A route's `mirror`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// `pool = "shadow"`: where the copies go.
+    pub pool: String,
+    /// `percent = 10`: the share of requests copied, from 0 to 100.
+    pub percent: f64,
 }
 
 /// One entry of a route's `headers` or `query`: a name and exactly one test.
@@ -1493,13 +1535,68 @@ impl Config {
                 ),
             );
         }
+        let mut route_names = HashSet::new();
         for (index, route) in self.routes.iter().enumerate() {
             let key = format!("routes[{index}]");
-            if !names.contains(route.pool.as_str()) {
+            match (route.pool.is_empty(), route.split.is_empty()) {
+                (true, true) => report(
+                    format!("{key}.pool"),
+                    "a route needs `pool` or `split`".into(),
+                ),
+                (false, false) => report(
+                    format!("{key}.split"),
+                    "give `pool` or `split`, not both".into(),
+                ),
+                _ => {}
+            }
+            if !route.pool.is_empty() && !names.contains(route.pool.as_str()) {
                 report(
                     format!("{key}.pool"),
                     format!("no pool is named `{}`", route.pool),
                 );
+            }
+            for (at, target) in route.split.iter().enumerate() {
+                if !names.contains(target.pool.as_str()) {
+                    report(
+                        format!("{key}.split[{at}].pool"),
+                        format!("no pool is named `{}`", target.pool),
+                    );
+                }
+            }
+            if !route.split.is_empty() && route.split.iter().all(|t| t.weight == 0) {
+                report(
+                    format!("{key}.split"),
+                    "the weights add up to 0: no pool would take a request".into(),
+                );
+            }
+            if let Some(mirror) = &route.mirror {
+                if !names.contains(mirror.pool.as_str()) {
+                    report(
+                        format!("{key}.mirror.pool"),
+                        format!("no pool is named `{}`", mirror.pool),
+                    );
+                }
+                if !(0.0..=100.0).contains(&mirror.percent) {
+                    report(
+                        format!("{key}.mirror.percent"),
+                        format!("must be from 0 to 100, got {}", mirror.percent),
+                    );
+                }
+            }
+            if let Some(name) = &route.name {
+                if !is_valid_name(name) {
+                    report(
+                        format!("{key}.name"),
+                        format!(
+                            "`{name}` is not a valid name (letters, digits, `-`, `_`; 1 to 64 characters)"
+                        ),
+                    );
+                } else if !route_names.insert(name.as_str()) {
+                    report(
+                        format!("{key}.name"),
+                        format!("route `{name}` is named twice"),
+                    );
+                }
             }
             if let Some(header) = &route.priority_header {
                 if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
@@ -1730,12 +1827,13 @@ fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String
         }
     }
     match &route.hash_key {
-        HashKeyConfig::Named(name) if name == "client" || name == "path" => {}
-        HashKeyConfig::Named(name) => report(
+        None => {}
+        Some(HashKeyConfig::Named(name)) if name == "client" || name == "path" => {}
+        Some(HashKeyConfig::Named(name)) => report(
             format!("{key}.hash_key"),
             format!("`{name}` is not `client`, `path`, `{{ header = \"...\" }}` or `{{ cookie = \"...\" }}`"),
         ),
-        HashKeyConfig::Field(field) => match (&field.header, &field.cookie) {
+        Some(HashKeyConfig::Field(field)) => match (&field.header, &field.cookie) {
             (Some(header), None) => {
                 if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                     report(

@@ -164,17 +164,17 @@ hash_key = "path"
     assert_eq!(route.request_headers.add["x-a"], "1");
     assert_eq!(
         route.hash_key,
-        HashKeyConfig::Field(HashKeyField {
+        Some(HashKeyConfig::Field(HashKeyField {
             header: None,
             cookie: Some("session".into())
-        })
+        }))
     );
     assert_eq!(route.request_timeout_ms, Some(500));
     assert!(!route.retries);
     assert!(config.routes[1].retries, "retries by default");
     assert_eq!(
         config.routes[1].hash_key,
-        HashKeyConfig::Named("path".into())
+        Some(HashKeyConfig::Named("path".into()))
     );
 }
 

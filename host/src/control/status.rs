@@ -34,7 +34,7 @@ pub(super) async fn readyz() -> &'static str {
 pub(super) async fn metrics(Extract(state): State) -> impl IntoResponse {
     let text = metrics::render(
         &state.metrics,
-        &state.topology.load().pools,
+        &state.topology.load(),
         &state.runtime,
         state.per_endpoint_metrics,
     );

@@ -36,11 +36,13 @@ pub use health::{
     HealthPolicy, OutlierPolicy, Severity,
 };
 pub use histogram::{ClassHistograms, Histogram, HistogramSnapshot, BUCKET_BOUNDS_US};
-pub use pool::{Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls};
+pub use pool::{
+    MirrorResult, Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls,
+};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{
-    hash_bytes, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, PathMatch,
-    PathRewrite, Rewrite, Route, RouteRequest, Routes,
+    hash_bytes, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, Mirror, PathMatch,
+    PathRewrite, Rewrite, Route, RouteRequest, Routes, Split,
 };
 pub use topology::{SharedTopology, Topology};
 

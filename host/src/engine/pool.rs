@@ -60,6 +60,38 @@ pub struct Pool {
     /// Time from a request's head to its response's head, retries and
     /// queueing included.
     pub duration: Histogram,
+    /// Copies routes mirrored to this pool, by `MirrorResult`.
+    mirrored: [AtomicU64; 3],
+}
+
+/// What became of a copy a route mirrored to a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// Answered, not with a 5xx.
+    Sent,
+    /// Not sent: the worker had its most copies in flight, or the pool no
+    /// eligible endpoint or no room.
+    Dropped,
+    /// Failed: no connection, no answer in time, or a 5xx.
+    Failed,
+}
+
+impl MirrorResult {
+    /// Every result.
+    pub const ALL: [MirrorResult; 3] = [
+        MirrorResult::Sent,
+        MirrorResult::Dropped,
+        MirrorResult::Failed,
+    ];
+
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            MirrorResult::Sent => "sent",
+            MirrorResult::Dropped => "dropped",
+            MirrorResult::Failed => "failed",
+        }
+    }
 }
 
 /// The pools with timed work pending (an ejection or a hold to expire, a
@@ -218,6 +250,7 @@ impl Pool {
             admission: None,
             added_latency: ClassHistograms::default(),
             duration: Histogram::default(),
+            mirrored: Default::default(),
         }
     }
 
@@ -289,6 +322,16 @@ impl Pool {
         admission
             .wait_for_room(class, deadline, || self.endpoints.load_full(), pick)
             .await
+    }
+
+    /// Counts a copy a route mirrored here.
+    pub fn count_mirror(&self, result: MirrorResult) {
+        self.mirrored[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies routes mirrored here, by result.
+    pub fn mirrored(&self, result: MirrorResult) -> u64 {
+        self.mirrored[result as usize].load(Ordering::Relaxed)
     }
 
     /// Moves the adaptive concurrency limit, if the pool has one.

@@ -32,6 +32,7 @@ type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
 const SCAN_UP_TO: usize = 8;
 
 use super::balancer::Priority;
+use super::histogram::Histogram;
 
 /// Which hosts a route takes.
 #[derive(Debug, Clone, Default)]
@@ -332,6 +333,77 @@ pub struct Route {
     /// Whether failed attempts may be retried by the pool's recovery
     /// policy; `false` gives each request one attempt and no policy.
     pub retries: bool,
+    /// Pools its requests are spread over by weight, in place of `pool`
+    /// (which is then the first of them).
+    pub split: Option<Arc<Split>>,
+    /// Where a share of its requests is copied.
+    pub mirror: Option<Mirror>,
+    /// Its name in metrics, if it has one.
+    pub name: Option<Arc<str>>,
+    /// Its requests' durations, kept for a named route.
+    pub duration: Option<Arc<Histogram>>,
+}
+
+/// A route's pools by weight.
+#[derive(Debug)]
+pub struct Split {
+    /// Each pool's index with the running sum of weights up to and
+    /// including it.
+    targets: Vec<(usize, u64)>,
+    total: u64,
+    /// By the request's hash rather than at random.
+    sticky: bool,
+}
+
+impl Split {
+    /// Pools (by index) with their weights; `sticky`: the same hash goes to
+    /// the same pool. The weights must not all be 0.
+    pub fn new(weights: Vec<(usize, u32)>, sticky: bool) -> Self {
+        let mut total = 0;
+        let targets = weights
+            .into_iter()
+            .map(|(pool, weight)| {
+                total += u64::from(weight);
+                (pool, total)
+            })
+            .collect();
+        Split {
+            targets,
+            total: total.max(1),
+            sticky,
+        }
+    }
+
+    /// The pool a request with `hash` goes to.
+    pub fn choose(&self, hash: u64) -> usize {
+        let point = if self.sticky {
+            // Mixed apart from the hash a balancer sees: otherwise a pool
+            // would get only the hashes of one stretch of its ring.
+            hash.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15) % self.total
+        } else {
+            fastrand::u64(..self.total)
+        };
+        self.targets
+            .iter()
+            .find(|(_, upto)| point < *upto)
+            .map_or(self.targets[0].0, |(pool, _)| *pool)
+    }
+}
+
+/// Where a route copies a share of its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Mirror {
+    /// The pool's index.
+    pub pool: usize,
+    /// The share copied, in millionths.
+    pub per_million: u32,
+}
+
+impl Mirror {
+    /// Whether this request is copied.
+    pub fn sampled(&self) -> bool {
+        fastrand::u32(..1_000_000) < self.per_million
+    }
 }
 
 impl Default for Route {
@@ -352,6 +424,10 @@ impl Default for Route {
             hash_key: HashKey::Client,
             request_timeout: None,
             retries: true,
+            split: None,
+            mirror: None,
+            name: None,
+            duration: None,
         }
     }
 }
@@ -550,6 +626,13 @@ impl Fields for NoFields {
 }
 
 impl Routes {
+    /// The named routes with their duration histograms, in file order.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &Arc<Histogram>)> {
+        self.routes
+            .iter()
+            .filter_map(|route| Some((route.name.as_deref()?, route.duration.as_ref()?)))
+    }
+
     /// A table of these routes, tried in order, and its index.
     pub fn new(routes: Vec<Route>) -> Self {
         let mut by_host: Map<Group> = Map::default();
@@ -635,6 +718,28 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_follows_its_weights_and_a_sticky_one_the_hash() {
+        let split = Split::new(vec![(3, 90), (7, 10), (9, 0)], false);
+        let mut seen = [0u32; 10];
+        for _ in 0..100_000 {
+            seen[split.choose(0)] += 1;
+        }
+        assert_eq!(seen[9], 0, "weight 0 takes nothing");
+        // 10% of 100,000: a standard deviation of about 95.
+        assert!((9_500..10_500).contains(&seen[7]), "{seen:?}");
+
+        let sticky = Split::new(vec![(0, 90), (1, 10)], true);
+        let mut second = 0;
+        for key in 0..10_000u64 {
+            let hash = hash_bytes(&key.to_le_bytes());
+            let pool = sticky.choose(hash);
+            assert_eq!(pool, sticky.choose(hash), "the same hash, the same pool");
+            second += pool;
+        }
+        assert!((800..1_200).contains(&second), "{second} of 10,000 keys");
+    }
 
     fn route(host: HostMatch, path: PathMatch) -> Route {
         Route {

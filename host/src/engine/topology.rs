@@ -20,9 +20,25 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The pool `route` leads to.
+    /// The pool `route` leads to (the first of a split).
     pub fn route_pool(&self, route: &Route) -> &Arc<Pool> {
         &self.pools[route.pool]
+    }
+
+    /// The pool a request with `hash` on `route` goes to: its pool, or one
+    /// of its split by weight.
+    pub fn request_pool(&self, route: &Route, hash: u64) -> &Arc<Pool> {
+        match &route.split {
+            Some(split) => &self.pools[split.choose(hash)],
+            None => &self.pools[route.pool],
+        }
+    }
+
+    /// Where `route` copies its sampled requests, if it does and this one
+    /// is sampled.
+    pub fn mirror_pool(&self, route: &Route) -> Option<&Arc<Pool>> {
+        let mirror = route.mirror.as_ref()?;
+        mirror.sampled().then(|| &self.pools[mirror.pool])
     }
 
     /// The pool of the first route matching `host` (without port) and `path`.

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::family;
-use crate::engine::{HistogramSnapshot, Pool, Priority, ShedReason, BUCKET_BOUNDS_US};
+use crate::engine::{
+    HistogramSnapshot, MirrorResult, Pool, Priority, Routes, ShedReason, BUCKET_BOUNDS_US,
+};
 
 /// Writes the admission families (pools that limit requests) and the
 /// latency histograms (classes and pools that saw requests).
@@ -140,6 +142,52 @@ pub(super) fn render(out: &mut String, pools: &[Arc<Pool>]) {
                 "switchyard_request_duration_seconds",
                 &labels,
                 &snapshot,
+            );
+        }
+    }
+}
+
+/// The named routes' request durations.
+pub(super) fn render_routes(out: &mut String, routes: &Routes) {
+    family(
+        out,
+        "switchyard_route_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its response's head, by named route.",
+    );
+    for (name, histogram) in routes.named() {
+        let snapshot = histogram.snapshot();
+        if snapshot.count > 0 {
+            let labels = format!("route=\"{name}\"");
+            histogram_series(
+                out,
+                "switchyard_route_request_duration_seconds",
+                &labels,
+                &snapshot,
+            );
+        }
+    }
+}
+
+/// Copies routes mirrored to each pool, for pools that were sent any.
+pub(super) fn render_mirrors(out: &mut String, pools: &[Arc<Pool>]) {
+    family(
+        out,
+        "switchyard_mirror_requests_total",
+        "counter",
+        "Copies of requests routes mirrored to the pool, by result (sent, dropped, failed).",
+    );
+    for pool in pools {
+        if MirrorResult::ALL.iter().all(|r| pool.mirrored(*r) == 0) {
+            continue;
+        }
+        for result in MirrorResult::ALL {
+            let _ = writeln!(
+                out,
+                "switchyard_mirror_requests_total{{pool=\"{}\",result=\"{}\"}} {}",
+                pool.name,
+                result.label(),
+                pool.mirrored(result)
             );
         }
     }

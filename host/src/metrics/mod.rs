@@ -8,11 +8,10 @@ mod admission;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::engine::Pool;
+use crate::engine::Topology;
 use crate::plugins::PluginRuntime;
 
 /// Why the proxy answered a request itself.
@@ -371,10 +370,11 @@ impl Metrics {
 /// and six per endpoint when `per_endpoint` (`control.per_endpoint_metrics`).
 pub fn render(
     metrics: &Metrics,
-    pools: &[Arc<Pool>],
+    topology: &Topology,
     runtime: &PluginRuntime,
     per_endpoint: bool,
 ) -> String {
+    let pools = &topology.pools;
     let mut out = String::with_capacity(4096);
     family(
         &mut out,
@@ -529,6 +529,8 @@ pub fn render(
     }
 
     admission::render(&mut out, pools);
+    admission::render_routes(&mut out, &topology.routes);
+    admission::render_mirrors(&mut out, pools);
 
     let endpoint_families: [(&str, &str, &str); 6] = [
         (

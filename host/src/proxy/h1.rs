@@ -36,11 +36,12 @@ use tokio::sync::watch;
 
 use super::framing::{check_request_head, content_length, Refusal, RequestBodyFraming};
 use super::headers::is_hop_by_hop;
+use super::mirror::MirrorCopy;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
 use crate::engine::{
-    Endpoint, Failure, FailureKind, HeaderEdits, NotStarted, Pool, Priority, RequestHeaders,
-    RequestInfo, Rewrite, RouteRequest,
+    Endpoint, Failure, FailureKind, HeaderEdits, Histogram, NotStarted, Pool, Priority,
+    RequestHeaders, RequestInfo, Rewrite, RouteRequest,
 };
 use crate::metrics::{Limit, ProxyError};
 
@@ -283,6 +284,17 @@ struct Plan {
     retries: bool,
     /// The route's rewrites, for the response head.
     rewrite: Option<Arc<Rewrite>>,
+    /// What the route does once the response is through.
+    after: After,
+}
+
+/// What a route does once a request's response is through: a copy to its
+/// mirror pool (when this request is sampled), and its duration counted
+/// (a named route).
+#[derive(Default)]
+struct After {
+    mirror: Option<Arc<Pool>>,
+    duration: Option<Arc<Histogram>>,
 }
 
 /// Buffers kept for the life of a client connection.
@@ -352,12 +364,14 @@ fn parse_request(
     };
     let topology = proxy.topology.load();
     let route = topology.routes.find(&route_request);
-    if let Some(route) = route {
+    let hash = route.map_or(info.hash, |route| route.hash(&route_request, info.hash));
+    let chosen = route.map(|route| topology.request_pool(route, hash));
+    if let (Some(route), Some(pool)) = (route, chosen) {
         if route.max_body_bytes > 0 && body_len > route.max_body_bytes {
             return Parsed::Refused(Refusal::body_too_large(route.max_body_bytes));
         }
         // TLS or HTTP/2 to the endpoints: hyper's path.
-        if !topology.route_pool(route).upstream().is_plain_http1() {
+        if !pool.upstream().is_plain_http1() {
             return Parsed::Fallback;
         }
     }
@@ -370,13 +384,16 @@ fn parse_request(
                 .map(|header| header.value)
         })
     });
-    let hash = route.map_or(info.hash, |route| route.hash(&route_request, info.hash));
     let retries = route.is_none_or(|route| route.retries);
     let timeout = route
         .and_then(|route| route.request_timeout)
         .unwrap_or(proxy.request_timeout);
     let rewrite = route.and_then(|route| route.rewrite.clone());
-    let route = route.map(|route| topology.route_pool(route));
+    let after = route.map_or_else(After::default, |route| After {
+        mirror: topology.mirror_pool(route).cloned(),
+        duration: route.duration.clone(),
+    });
+    let route = chosen;
     let idempotent = matches!(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
@@ -440,6 +457,7 @@ fn parse_request(
         timeout,
         retries,
         rewrite,
+        after,
     })
 }
 
@@ -864,7 +882,11 @@ async fn forward<S: ClientStream>(
             }
         }
     };
-    pool.duration.observe(plan.started.elapsed());
+    let took = plan.started.elapsed();
+    pool.duration.observe(took);
+    if let Some(route) = &plan.after.duration {
+        route.observe(took);
+    }
     proxy.counters().count_status(head.status);
     proxy.counters().count_fast_path();
     let client = body.client;
@@ -926,6 +948,15 @@ async fn forward<S: ClientStream>(
         proxy
             .upstreams
             .give_back_raw(&plan.endpoint.address, endpoint_conn);
+    }
+    // The whole request is in hand only without a body or when it was
+    // read whole to be replayable.
+    if let Some(mirror) = plan.after.mirror.take() {
+        if plan.body_len == 0 || plan.replayable {
+            if let Some(copy) = MirrorCopy::of_written(&scratch.request, plan.class, plan.hash) {
+                proxy.mirror(mirror, copy);
+            }
+        }
     }
     Ok(!client_close)
 }

@@ -7,6 +7,7 @@ mod framing;
 mod grpc;
 mod h1;
 pub mod headers;
+mod mirror;
 mod screen;
 pub mod tls;
 mod upstream;
@@ -49,6 +50,8 @@ pub struct Proxy {
     limits: ClientLimits,
     metrics: Arc<Metrics>,
     worker: usize,
+    /// Copies for routes' mirror pools in flight on this worker.
+    mirrors_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -74,6 +77,7 @@ impl Proxy {
             limits: ClientLimits::of(config),
             metrics,
             worker,
+            mirrors_in_flight: Arc::default(),
         }
     }
 
@@ -138,7 +142,8 @@ impl Proxy {
         let deadline = started + route.request_timeout.unwrap_or(self.request_timeout);
         let deadline = client_deadline.map_or(deadline, |client| client.min(deadline));
         let rewrite = route.rewrite.as_deref();
-        let pool = topology.route_pool(route);
+        let pool = topology.request_pool(route, hash);
+        let mirror = topology.mirror_pool(route);
         let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
         self.counters().count_class(class);
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
@@ -157,6 +162,7 @@ impl Proxy {
         };
         let mut client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        let bodiless = hyper::body::Body::is_end_stream(&body);
         if extended_connect {
             if pool.upstream().http2 {
                 return self.error(
@@ -222,6 +228,24 @@ impl Proxy {
             ));
         }
         let replayable = matches!(body, Ok(Either::Right(_)));
+        // A copy for the route's mirror, of a request whose body is in hand
+        // (none, or read whole to be replayable), as sent to the primary.
+        let mut mirror = mirror.and_then(|pool| {
+            let body = match &body {
+                Ok(Either::Right(full)) => full.clone(),
+                _ if bodiless => http_body_util::Full::new(bytes::Bytes::new()),
+                _ => return None,
+            };
+            let copy = mirror::MirrorCopy {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body,
+                class,
+                hash,
+            };
+            Some((Arc::clone(pool), copy))
+        });
         let mut info = RequestInfo {
             priority: class,
             hash: Some(hash),
@@ -321,7 +345,14 @@ impl Proxy {
                     }
                     let connection = (connection, Arc::clone(&self.upstreams));
                     if !failed && status != StatusCode::TOO_MANY_REQUESTS {
-                        pool.duration.observe(started.elapsed());
+                        let took = started.elapsed();
+                        pool.duration.observe(took);
+                        if let Some(route) = &route.duration {
+                            route.observe(took);
+                        }
+                        if let Some((pool, copy)) = mirror.take() {
+                            self.mirror(pool, copy);
+                        }
                         self.counters().count_status(status);
                         headers::remove_hop_by_hop(response.headers_mut());
                         if let Some(rewrite) = rewrite {
@@ -382,7 +413,11 @@ impl Proxy {
                 match (response, status) {
                     (_, Some(status)) => self.error_status(status, "the recovery policy gave up"),
                     (Some((mut response, connection)), None) => {
-                        pool.duration.observe(started.elapsed());
+                        let took = started.elapsed();
+                        pool.duration.observe(took);
+                        if let Some(route) = &route.duration {
+                            route.observe(took);
+                        }
                         self.counters().count_status(response.status());
                         headers::remove_hop_by_hop(response.headers_mut());
                         if let Some(rewrite) = rewrite {
