@@ -543,6 +543,9 @@ impl Admission {
                 Verdict::Shed(reason) => return Err(shed(reason)),
                 Verdict::Retry => {
                     let Some(picked) = pick() else {
+                        // The next waiter learns the same at once rather
+                        // than at the end of its wait.
+                        self.wake(1);
                         return Err(NotStarted::NoEndpoint);
                     };
                     if let Some(guard) = self.try_start(&set(), &picked, class, true) {
