@@ -98,6 +98,8 @@ endpoints = [{web}]
 name = "api"
 {api_balancer}
 endpoints = [{api}]
+max_in_flight = 64
+queue = {{ max_len = 256, p4_ms = 50 }}
 
 [[pools]]
 name = "sticky"
@@ -105,8 +107,10 @@ name = "sticky"
 endpoints = [{api}]
 
 [[routes]]
+name = "api"
 path_prefix = "/api"
 pool = "api"
+priority_header = "x-priority"
 
 [[routes]]
 path_prefix = "/sticky"
@@ -134,6 +138,10 @@ fn print_guide(plugins: &Path, proxy: std::net::SocketAddr, control: std::net::S
         (
             format!("curl -s http://{proxy}/api/users"),
             "pool `api`: peak-EWMA",
+        ),
+        (
+            format!("curl -s -H 'x-priority: p0' http://{proxy}/api/orders"),
+            "class P0: first in `api`'s queue when its 64 slots are taken",
         ),
         (
             format!("curl -s -H 'x-user: ada' http://{proxy}/sticky/cart"),

@@ -58,7 +58,7 @@ async fn the_demo_serves_what_it_tells_the_user_to_curl() {
         )
         .map(|line| line.split(" # ").next().unwrap().trim().to_string())
         .collect();
-    assert_eq!(commands.len(), 6, "{guide:#?}");
+    assert_eq!(commands.len(), 7, "{guide:#?}");
     let find = |needle: &str| {
         commands
             .iter()
@@ -87,6 +87,11 @@ async fn the_demo_serves_what_it_tells_the_user_to_curl() {
         api.starts_with("upstream-") && api.trim_end().ends_with(" /api/users"),
         "{api}"
     );
+    let urgent = run_printed(&find("x-priority: p0")).await;
+    assert!(
+        urgent.starts_with("upstream-") && urgent.trim_end().ends_with(" /api/orders"),
+        "{urgent}"
+    );
     // The same user lands on the same upstream.
     let sticky = find("/sticky/cart");
     let first = run_printed(&sticky).await;
@@ -104,6 +109,8 @@ async fn the_demo_serves_what_it_tells_the_user_to_curl() {
     assert_eq!(names, ["web", "api", "sticky"]);
     assert_eq!(pools["pools"][0]["balancer"], "round-robin", "{pools:#}");
     assert_eq!(pools["pools"][1]["balancer"], "peak-ewma", "{pools:#}");
+    assert_eq!(pools["pools"][1]["admission"]["limit"], 64, "{pools:#}");
+    assert_eq!(pools["pools"][1]["admission"]["queued"], 0, "{pools:#}");
     assert_eq!(
         pools["pools"][2]["balancer"], "consistent-hash",
         "{pools:#}"
@@ -119,6 +126,14 @@ async fn the_demo_serves_what_it_tells_the_user_to_curl() {
         .find_map(|l| l.strip_prefix("switchyard_requests_total "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(requests >= 15, "{requests} requests counted");
+    assert!(requests >= 16, "{requests} requests counted");
+    assert!(
+        metrics.contains("switchyard_class_requests_total{class=\"p0\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_route_request_duration_seconds_count{route=\"api\"} 2\n"),
+        "{metrics}"
+    );
     demo.kill().await.unwrap();
 }
