@@ -675,6 +675,7 @@ fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: 
         mirror,
         name: route.name.as_deref().map(Arc::from),
         duration: route.name.as_ref().map(|_| Arc::default()),
+        broadcast: route.broadcast,
     }
 }
 

@@ -834,6 +834,12 @@ pub struct RouteConfig {
     /// with a `recovery` policy. Default `true`.
     #[serde(default = "default_true")]
     pub retries: bool,
+    /// `broadcast = true`: a matching request is sent to every eligible
+    /// endpoint of the pool at once (its body read whole first) and
+    /// answered with a JSON summary of each endpoint's status: 200 when
+    /// all answered 2xx, else 502. Default `false`.
+    #[serde(default)]
+    pub broadcast: bool,
 }
 
 /// One pool of a route's `split`.
@@ -1607,6 +1613,13 @@ impl Config {
                 }
             }
             route_problems(route, &key, &mut report);
+            // The body is held whole once for every endpoint it goes to.
+            if route.broadcast && route.max_body_bytes.unwrap_or(self.proxy.max_body_bytes) == 0 {
+                report(
+                    format!("{key}.broadcast"),
+                    "a broadcast reads the request body whole: give the route a `max_body_bytes` above 0 (0, any size, is the default from proxy.max_body_bytes)".into(),
+                );
+            }
         }
         problems
     }

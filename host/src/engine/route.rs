@@ -342,6 +342,10 @@ pub struct Route {
     pub name: Option<Arc<str>>,
     /// Its requests' durations, kept for a named route.
     pub duration: Option<Arc<Histogram>>,
+    /// Whether a matching request is sent to every eligible endpoint of the
+    /// pool, its client answered with each endpoint's status
+    /// (`proxy/broadcast.rs`).
+    pub broadcast: bool,
 }
 
 /// A route's pools by weight.
@@ -428,6 +432,7 @@ impl Default for Route {
             mirror: None,
             name: None,
             duration: None,
+            broadcast: false,
         }
     }
 }

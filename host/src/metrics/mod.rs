@@ -32,10 +32,12 @@ pub enum ProxyError {
     /// The pool had no room within the request's class's wait, or its
     /// queue was full.
     Shed,
+    /// A broadcast reached some endpoint that did not answer 2xx.
+    Broadcast,
 }
 
 impl ProxyError {
-    const ALL: [ProxyError; 7] = [
+    const ALL: [ProxyError; 8] = [
         ProxyError::NoRoute,
         ProxyError::NoEndpoint,
         ProxyError::BadRequest,
@@ -43,6 +45,7 @@ impl ProxyError {
         ProxyError::Upstream,
         ProxyError::Timeout,
         ProxyError::Shed,
+        ProxyError::Broadcast,
     ];
 
     /// The status the client gets.
@@ -51,7 +54,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint | ProxyError::Shed => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
-            ProxyError::Connect | ProxyError::Upstream => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect | ProxyError::Upstream | ProxyError::Broadcast => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -66,6 +71,7 @@ impl ProxyError {
             ProxyError::Upstream => "upstream",
             ProxyError::Timeout => "timeout",
             ProxyError::Shed => "shed",
+            ProxyError::Broadcast => "broadcast",
         }
     }
 }
@@ -185,7 +191,7 @@ pub struct WorkerCounters {
     retries: AtomicU64,
     cuts: AtomicU64,
     status_classes: [AtomicU64; 6],
-    errors: [AtomicU64; 7],
+    errors: [AtomicU64; 8],
     limits: [AtomicU64; 8],
     malformed: [AtomicU64; 8],
     /// Full, resumed and failed TLS handshakes.

@@ -370,8 +370,8 @@ fn parse_request(
         if route.max_body_bytes > 0 && body_len > route.max_body_bytes {
             return Parsed::Refused(Refusal::body_too_large(route.max_body_bytes));
         }
-        // TLS or HTTP/2 to the endpoints: hyper's path.
-        if !pool.upstream().is_plain_http1() {
+        // TLS or HTTP/2 to the endpoints, or a broadcast: hyper's path.
+        if route.broadcast || !pool.upstream().is_plain_http1() {
             return Parsed::Fallback;
         }
     }

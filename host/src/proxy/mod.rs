@@ -3,6 +3,7 @@
 //! pools, and streams the answer back.
 
 mod body;
+pub mod broadcast;
 mod framing;
 mod grpc;
 mod h1;
@@ -146,6 +147,11 @@ impl Proxy {
         let mirror = topology.mirror_pool(route);
         let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
         self.counters().count_class(class);
+        if route.broadcast {
+            return self
+                .broadcast(request, client, route, pool, class, deadline)
+                .await;
+        }
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
         // is passed on, and on a 101 both connections become one tunnel.
         // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) becomes the
