@@ -145,6 +145,7 @@ impl Server {
             audit,
             stopping: tokio::sync::watch::channel(false).0,
             per_endpoint_metrics,
+            broadcast: proxy::broadcast::Timeouts::of(&proxy_config),
         });
         Ok(Server {
             proxy_config,

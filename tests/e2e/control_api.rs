@@ -50,6 +50,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("post", "/v1/plugins/{name}/reload"),
         ("post", "/v1/plugins/{name}/unquarantine"),
         ("post", "/v1/pools"),
+        ("post", "/v1/pools/{pool}/broadcast"),
         ("post", "/v1/pools/{pool}/endpoints"),
         ("post", "/v1/reload"),
         ("put", "/v1/routes"),

@@ -4,6 +4,7 @@
 mod admission;
 mod api_writes;
 mod balancing;
+mod broadcast;
 mod churn;
 mod config_reload;
 mod control_api;

@@ -122,6 +122,16 @@ impl Drop for Answered {
     }
 }
 
+/// A request as an upstream received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// The target as received.
+    pub target: String,
+    /// The body, read for paths under `/record` (empty elsewhere).
+    pub body: String,
+}
+
 /// A real HTTP/1.1 server on loopback that answers with its name.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -129,6 +139,8 @@ pub struct Upstream {
     /// Connections accepted so far.
     pub accepted: Arc<AtomicU64>,
     pub last_headers: Arc<Mutex<Option<http::HeaderMap>>>,
+    /// The last request's method and target, and its body under `/record`.
+    pub last_request: Arc<Mutex<Option<Seen>>>,
     /// Requests being answered now, and the most at once so far.
     pub load: Arc<Load>,
     behaviour: Arc<Mutex<Behaviour>>,
@@ -176,6 +188,7 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let accepted_count = Arc::new(AtomicU64::new(0));
         let last_headers = Arc::new(Mutex::new(None));
+        let last_request = Arc::new(Mutex::new(None));
         let load = Arc::new(Load::default());
         let behaviour = Arc::new(Mutex::new(behaviour));
         let (kill, killed) = tokio::sync::watch::channel(false);
@@ -187,6 +200,7 @@ impl Upstream {
                 behaviour.clone(),
                 load.clone(),
             );
+            let last_request = last_request.clone();
             let mut stop = killed.clone();
             let accepted_count = accepted_count.clone();
             tokio::spawn(async move {
@@ -207,6 +221,7 @@ impl Upstream {
                         behaviour.clone(),
                         load.clone(),
                     );
+                    let last_request = last_request.clone();
                     tokio::spawn(async move {
                         let service =
                             service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -217,6 +232,7 @@ impl Upstream {
                                     behaviour.clone(),
                                     load.clone(),
                                 );
+                                let last_request = last_request.clone();
                                 async move {
                                     hits.fetch_add(1, Ordering::Relaxed);
                                     let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
@@ -230,8 +246,11 @@ impl Upstream {
                                     }
                                     // The target as received, so a test sees rewrites.
                                     let target = request.uri().to_string();
+                                    let method = request.method().to_string();
+                                    let mut recorded = String::new();
                                     // `/upload` answers with the size of the body it read;
-                                    // `/download` with BIG_BODY bytes; anything else with the name.
+                                    // `/download` with BIG_BODY bytes; anything else with the name
+                                    // (a path under `/record` after reading its body).
                                     let body = match request.uri().path() {
                                         "/upload" => {
                                             let body = request
@@ -243,8 +262,23 @@ impl Upstream {
                                             Bytes::from(format!("received {body}"))
                                         }
                                         "/download" => Bytes::from(vec![b'x'; BIG_BODY]),
+                                        path if path.starts_with("/record") => {
+                                            let body = request
+                                                .into_body()
+                                                .collect()
+                                                .await
+                                                .map(|b| b.to_bytes())
+                                                .unwrap_or_default();
+                                            recorded = String::from_utf8_lossy(&body).into_owned();
+                                            Bytes::from(name.clone())
+                                        }
                                         _ => Bytes::from(name.clone()),
                                     };
+                                    *last_request.lock().unwrap() = Some(Seen {
+                                        method,
+                                        target: target.clone(),
+                                        body: recorded,
+                                    });
                                     Ok::<_, Infallible>(
                                         http::Response::builder()
                                             .status(status)
@@ -271,6 +305,7 @@ impl Upstream {
             hits,
             accepted: accepted_count,
             last_headers,
+            last_request,
             load,
             behaviour,
             kill,

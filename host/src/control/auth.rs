@@ -70,11 +70,17 @@ impl Tokens {
 }
 
 /// The role a request needs: reads need `viewer`; changes to pools and
-/// routes `admin`; other changes (endpoints, reloads, plugins) `operator`.
+/// routes `admin`; other changes (endpoints, reloads, plugins) and
+/// broadcasts, which change nothing in the config, `operator`.
 fn needed(method: &Method, path: &str) -> Role {
+    let pool_path = path.strip_prefix("/v1/pools/");
+    // `/v1/pools/{pool}/broadcast`, not a pool named `broadcast`.
+    let broadcast = pool_path
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, tail)| tail == "broadcast");
     let pools_or_routes = path == "/v1/pools"
         || path == "/v1/routes"
-        || (path.starts_with("/v1/pools/") && !path.contains("/endpoints"));
+        || (pool_path.is_some() && !path.contains("/endpoints") && !broadcast);
     if method == Method::GET || method == Method::HEAD {
         Role::Viewer
     } else if pools_or_routes {
@@ -165,5 +171,19 @@ mod tests {
         assert_eq!(tokens.find("s3cre"), None);
         assert_eq!(tokens.find(""), None);
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+
+    #[test]
+    fn a_broadcast_needs_an_operator_and_a_pool_named_broadcast_an_admin() {
+        let post = Method::POST;
+        assert_eq!(needed(&post, "/v1/pools/web/broadcast"), Role::Operator);
+        assert_eq!(
+            needed(&post, "/v1/pools/broadcast/broadcast"),
+            Role::Operator
+        );
+        assert_eq!(needed(&Method::PATCH, "/v1/pools/broadcast"), Role::Admin);
+        assert_eq!(needed(&Method::DELETE, "/v1/pools/web"), Role::Admin);
+        assert_eq!(needed(&post, "/v1/pools/web/endpoints"), Role::Operator);
+        assert_eq!(needed(&post, "/v1/pools"), Role::Admin);
     }
 }

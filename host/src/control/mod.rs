@@ -7,6 +7,7 @@
 mod alerts;
 mod audit;
 mod auth;
+mod broadcast;
 mod endpoints;
 mod error;
 mod events;
@@ -58,6 +59,8 @@ pub struct ControlState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// `/metrics` has the per-endpoint series (`control.per_endpoint_metrics`).
     pub per_endpoint_metrics: bool,
+    /// The timeouts of `POST /v1/pools/{pool}/broadcast`, from `[proxy]`.
+    pub broadcast: crate::proxy::broadcast::Timeouts,
 }
 
 /// The shared state as handlers extract it.
@@ -120,6 +123,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(endpoints::add))
         .routes(routes!(endpoints::update, endpoints::remove))
         .routes(routes!(endpoints::config))
+        .routes(routes!(broadcast::broadcast))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::reload))
         .routes(routes!(plugins::unquarantine))
