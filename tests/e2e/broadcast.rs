@@ -241,3 +241,46 @@ async fn a_broadcast_route_answers_200_when_all_answered_and_502_when_one_is_dow
     assert_eq!(reply.status, 413, "{}", reply.body);
     assert_eq!((a.hits(), b.hits()), (2, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_at_its_capacity_is_reported_refused_not_waited_for() {
+    let plugins = tempfile::tempdir().unwrap();
+    let slow = Upstream::with(
+        "slow",
+        Behaviour {
+            status: 200,
+            delay: Duration::from_millis(1500),
+        },
+    )
+    .await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{{ address = \"{}\", capacity = 1 }}]\n",
+            slow.addr
+        ),
+    );
+    let busy = {
+        let url = proxy.url("/");
+        tokio::spawn(async move { send("GET", &url, &[], "").await })
+    };
+    while slow.load.now.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let url = proxy.control_url("/v1/pools/web/broadcast");
+    let reply = send("POST", &url, &[JSON], r#"{ "path": "/cache/x" }"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let summary = json(&reply);
+    let error = answer(&summary, &slow)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.starts_with("refused for capacity"), "{error}");
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(busy.await.unwrap().status, 200);
+    assert_eq!(
+        slow.hits(),
+        1,
+        "the broadcast never reached the full endpoint"
+    );
+}
