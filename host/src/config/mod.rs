@@ -1620,6 +1620,12 @@ impl Config {
                     "a broadcast reads the request body whole: give the route a `max_body_bytes` above 0 (0, any size, is the default from proxy.max_body_bytes)".into(),
                 );
             }
+            if route.broadcast && (!route.split.is_empty() || route.mirror.is_some()) {
+                report(
+                    format!("{key}.broadcast"),
+                    "a broadcast goes to every endpoint of the route's `pool`: it takes no `split` or `mirror`".into(),
+                );
+            }
         }
         problems
     }

@@ -307,8 +307,11 @@ async fn drain(mut body: Incoming) -> Result<(), hyper::Error> {
 impl Proxy {
     /// Serves a request to a route with `broadcast = true`: its body read
     /// whole (up to the route's `max_body_bytes`), then sent to every
-    /// eligible endpoint of `pool`; the client gets the JSON [`Summary`],
-    /// 200 when every endpoint answered 2xx, else 502 (`broadcast`).
+    /// eligible endpoint of `pool` by the deadline of a request that began
+    /// at `started`; the client gets the JSON [`Summary`], 200 when every
+    /// endpoint answered 2xx, else 502 (`broadcast`). A success is timed
+    /// in the pool's and a named route's durations, as a forwarded
+    /// response is.
     pub(super) async fn broadcast(
         &self,
         request: Request<Incoming>,
@@ -316,7 +319,7 @@ impl Proxy {
         route: &Route,
         pool: &Pool,
         class: Priority,
-        deadline: Instant,
+        (started, deadline): (Instant, Instant),
     ) -> Response<ProxyBody> {
         let limit = route.max_body_bytes;
         let (parts, body) = request.into_parts();
@@ -360,6 +363,11 @@ impl Proxy {
         let outcomes = send_to_all(pool, &self.upstreams, &request, class, deadline).await;
         let summary = Summary::of(&pool.name, &outcomes);
         let status = if summary.failed == 0 {
+            let took = started.elapsed();
+            pool.duration.observe(took);
+            if let Some(route) = &route.duration {
+                route.observe(took);
+            }
             StatusCode::OK
         } else {
             self.counters().count_error(ProxyError::Broadcast);

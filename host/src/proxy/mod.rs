@@ -149,7 +149,7 @@ impl Proxy {
         self.counters().count_class(class);
         if route.broadcast {
             return self
-                .broadcast(request, client, route, pool, class, deadline)
+                .broadcast(request, client, route, pool, class, (started, deadline))
                 .await;
         }
         // An HTTP/1.1 upgrade (WebSocket and the like): the `Upgrade` value
