@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::config::store::StoreError;
 use crate::config::{
     self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
-    PoolConfig, PriorityClass, RouteConfig,
+    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RouteConfig,
 };
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
@@ -676,6 +676,7 @@ fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: 
         name: route.name.as_deref().map(Arc::from),
         duration: route.name.as_ref().map(|_| Arc::default()),
         broadcast: route.broadcast,
+        rate_limit: route.rate_limit.as_ref().map(rate_limit),
     }
 }
 
@@ -700,6 +701,21 @@ fn routes_for(
     } else {
         Arc::new(routes(next, pools, Some(&current.routes)))
     }
+}
+
+/// The engine's limit for a route's `rate_limit`, with full buckets.
+fn rate_limit(config: &RateLimitConfig) -> Arc<engine::RateLimit> {
+    let key = match &config.key {
+        RateKeyConfig::Route => engine::RateKey::Route,
+        RateKeyConfig::Client => engine::RateKey::Client,
+        RateKeyConfig::Header(name) => engine::RateKey::Header(name.clone()),
+    };
+    Arc::new(engine::RateLimit::new(
+        config.per_second,
+        config.burst.unwrap_or(config.per_second),
+        key,
+        config.keys,
+    ))
 }
 
 /// The engine's class for a route's `priority`.

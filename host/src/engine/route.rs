@@ -33,6 +33,7 @@ const SCAN_UP_TO: usize = 8;
 
 use super::balancer::Priority;
 use super::histogram::Histogram;
+use super::rate_limit::RateLimit;
 
 /// Which hosts a route takes.
 #[derive(Debug, Clone, Default)]
@@ -346,6 +347,9 @@ pub struct Route {
     /// pool, its client answered with each endpoint's status
     /// (`proxy/broadcast.rs`).
     pub broadcast: bool,
+    /// Requests over this are answered 429 before a pick; shared by every
+    /// worker.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// A route's pools by weight.
@@ -433,6 +437,7 @@ impl Default for Route {
             name: None,
             duration: None,
             broadcast: false,
+            rate_limit: None,
         }
     }
 }
