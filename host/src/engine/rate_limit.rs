@@ -20,7 +20,8 @@
 //! over the workers, as one bucket per worker would (at `rate / workers`
 //! each, a single client gets between that and the rate; at the full rate
 //! each, up to `workers × rate`). Time is nanoseconds since the limiter was
-//! made, from the monotonic clock.
+//! made, on the monotonic clock (`Instant`), at the instant the proxy read
+//! when the request began: the decision reads no clock of its own.
 //!
 //! Keys: one bucket for the route, or one per client IP address or per
 //! value of a request header, hashed (with a seed of this limiter's, so a
@@ -141,15 +142,21 @@ impl RateLimit {
         self.burst
     }
 
-    /// Decides a request from `client` whose headers are looked up by
-    /// `header`, now: admitted, or refused with its wait.
+    /// Decides a request that arrived `at`, from `client`, with headers
+    /// looked up by `header`: admitted, or refused with its wait. The
+    /// proxy passes the instant it read when the request began, so the
+    /// decision costs no clock read of its own.
     pub fn admit<'a>(
         &self,
+        at: Instant,
         client: IpAddr,
         header: impl FnOnce(&http::HeaderName) -> Option<&'a [u8]>,
     ) -> Result<(), Limited> {
         let cell = self.cell(client, header);
-        self.admit_at(cell, self.now())
+        // A request begun before the limiter was made (by a reload) counts
+        // as arriving when it was made.
+        let now = at.saturating_duration_since(self.base).as_nanos() as u64;
+        self.admit_at(cell, now)
     }
 
     /// The bucket of a request: its cell's index.
@@ -167,13 +174,8 @@ impl RateLimit {
         (hash & self.mask) as usize
     }
 
-    /// Nanoseconds since this limiter was made.
-    pub fn now(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// Decides a request for bucket `cell` at `now` (nanoseconds since the
-    /// limiter was made; [`RateLimit::now`]).
+    /// Decides a request for bucket `cell` at `now`, in nanoseconds since
+    /// the limiter was made.
     pub fn admit_at(&self, cell: usize, now: u64) -> Result<(), Limited> {
         let cell = &self.cells[cell];
         // Relaxed: the TAT is the only thing shared, and each bucket's
@@ -369,7 +371,7 @@ mod tests {
                 let (limit, admitted) = (Arc::clone(&limit), Arc::clone(&admitted));
                 std::thread::spawn(move || {
                     while started.elapsed() < Duration::from_millis(100) {
-                        if limit.admit(CLIENT, |_| None).is_ok() {
+                        if limit.admit(Instant::now(), CLIENT, |_| None).is_ok() {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -429,7 +429,7 @@ fn parse_request(
             let field = fields.find(|field| field.name.eq_ignore_ascii_case(name.as_str()));
             field.map(|field| field.value)
         };
-        if let Err(limited) = limit.admit(info.address.ip(), header) {
+        if let Err(limited) = limit.admit(started, info.address.ip(), header) {
             let close = facts.close || facts.content_length > 0;
             rate_limited(proxy, limit, limited, close, &mut scratch.out);
             return Parsed::Local(LocalAnswer { head_len, close });

@@ -150,7 +150,7 @@ impl Proxy {
         if let Some(limit) = &route.rate_limit {
             let header =
                 |name: &http::HeaderName| request.headers().get(name).map(|v| v.as_bytes());
-            if let Err(limited) = limit.admit(client.address.ip(), header) {
+            if let Err(limited) = limit.admit(started, client.address.ip(), header) {
                 return self.rate_limited(limit, limited);
             }
         }
