@@ -271,3 +271,52 @@ async fn a_refused_request_with_a_body_closes_the_connection() {
     }
     assert_eq!(upstream.hits(), admitted, "a refused request was forwarded");
 }
+
+/// A reload that rebuilds the route table keeps the buckets of a route
+/// whose rule and limit stay; a changed limit starts full.
+#[tokio::test]
+async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
+    let upstream = Upstream::start("u").await;
+    let plugins = tempfile::tempdir().unwrap();
+    let body = |other_route: &str, burst: u32| {
+        format!(
+            "[[pools]]\nname = \"web\"\nendpoints = [{}]\n\n{other_route}\
+             [[routes]]\npool = \"web\"\nrate_limit = {{ per_second = 1, burst = {burst}, key = \"client\" }}\n",
+            upstream.endpoint(1)
+        )
+    };
+    let proxy =
+        Switchyard::try_start_full(plugins.path(), "", "watch_config = false", "", &body("", 2))
+            .unwrap_or_else(|stderr| panic!("switchyard did not start:\n{stderr}"));
+    let client = HttpClient::default();
+    let url = proxy.url("/");
+    let reload = || async {
+        let reply = client
+            .post(&proxy.control_url("/v1/reload"), Vec::new())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    };
+    let started = Instant::now();
+    let mut admitted = 0;
+    while client.get(&url).await.status == 200 {
+        admitted += 1;
+    }
+    assert!(admitted >= 2, "{admitted}");
+
+    // Another route first: the table is built anew, this route's bucket kept.
+    proxy.rewrite_config(&body(
+        "[[routes]]\nhost = \"other.test\"\npool = \"web\"\n\n",
+        2,
+    ));
+    reload().await;
+    let status = client.get(&url).await.status;
+    // Within the second after the bucket emptied, it is still empty.
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(status, 429, "the reload refilled the bucket");
+    }
+
+    // A changed limit: a new bucket, full.
+    proxy.rewrite_config(&body("", 3));
+    reload().await;
+    assert_eq!(client.get(&url).await.status, 200);
+}

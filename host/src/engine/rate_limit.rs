@@ -89,6 +89,9 @@ pub struct RateLimit {
     mask: u64,
     hasher: foldhash::quality::RandomState,
     base: Instant,
+    /// The rule it limits, as its builder names it, so a table built anew
+    /// can hand these buckets on to the same rule ([`RateLimit::for_rule`]).
+    rule: u64,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -124,7 +127,28 @@ impl RateLimit {
             mask: cells as u64 - 1,
             hasher: foldhash::quality::RandomState::default(),
             base: Instant::now(),
+            rule: 0,
         }
+    }
+
+    /// This limit, for the rule named `rule` (a fingerprint of the route's
+    /// config, say).
+    pub fn for_rule(mut self, rule: u64) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// The rule it limits: what [`RateLimit::for_rule`] named.
+    pub fn rule(&self) -> u64 {
+        self.rule
+    }
+
+    /// Whether `other` limits alike: the same rate, burst, key and buckets.
+    pub fn is_like(&self, other: &RateLimit) -> bool {
+        self.per_second == other.per_second
+            && self.burst == other.burst
+            && self.key == other.key
+            && self.cells.len() == other.cells.len()
     }
 
     /// What requests are counted by.

@@ -348,7 +348,8 @@ pub struct Route {
     /// (`proxy/broadcast.rs`).
     pub broadcast: bool,
     /// Requests over this are answered 429 before a pick; shared by every
-    /// worker.
+    /// worker, and handed on to the same rule when a reload rebuilds the
+    /// table.
     pub rate_limit: Option<Arc<RateLimit>>,
 }
 
@@ -641,6 +642,13 @@ impl Routes {
         self.routes
             .iter()
             .filter_map(|route| Some((route.name.as_deref()?, route.duration.as_ref()?)))
+    }
+
+    /// The routes' rate limits, in file order.
+    pub fn rate_limits(&self) -> impl Iterator<Item = &Arc<RateLimit>> {
+        self.routes
+            .iter()
+            .filter_map(|route| route.rate_limit.as_ref())
     }
 
     /// A table of these routes, tried in order, and its index.
