@@ -7,9 +7,9 @@
 //! the bucket would be empty again if requests came at exactly the rate. With
 //! `T = 1 s / per_second` and a tolerance of `burst × T`, a request at `now`
 //! is admitted when `max(TAT, now) + T - burst × T <= now`, and the TAT
-//! becomes `max(TAT, now) + T`; refused, it is told to wait until the first
-//! side reaches `now`, and the TAT is left as it was, so refusals cost
-//! nothing. Over any window of length `t`, a bucket admits at most
+//! becomes `max(TAT, now) + T`; refused, it is told to wait until
+//! `max(TAT, now) + T - burst × T`, and the TAT is left as it was, so
+//! refusals cost nothing. Over any window of length `t`, a bucket admits at most
 //! `burst + ⌊t / T⌋` requests, and exactly that many when requests keep
 //! coming. `T` is rounded up to a whole nanosecond, so the rate enforced is
 //! never above the one configured.
@@ -75,6 +75,20 @@ impl Limited {
 }
 
 /// One route's limit and its buckets.
+///
+/// ```
+/// use std::time::Instant;
+/// use switchyard::engine::{RateKey, RateLimit};
+///
+/// // 100 a second per client address, two at once.
+/// let limit = RateLimit::new(100, 2, RateKey::Client, 4096);
+/// let (now, client) = (Instant::now(), "10.0.0.1".parse().unwrap());
+/// assert!(limit.admit(now, client, |_| None).is_ok());
+/// assert!(limit.admit(now, client, |_| None).is_ok());
+/// let refused = limit.admit(now, client, |_| None).unwrap_err();
+/// assert_eq!(refused.wait.as_millis(), 10);
+/// assert_eq!(refused.retry_after_secs(), 1);
+/// ```
 pub struct RateLimit {
     key: RateKey,
     per_second: u32,
