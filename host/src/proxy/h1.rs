@@ -393,7 +393,7 @@ fn parse_request(
         mirror: topology.mirror_pool(route).cloned(),
         duration: route.duration.clone(),
     });
-    let limit = route.and_then(|route| route.rate_limit.as_deref());
+    let rate_limit = route.and_then(|route| route.rate_limit.as_deref());
     let route = chosen;
     let idempotent = matches!(
         method,
@@ -423,7 +423,7 @@ fn parse_request(
         return Parsed::Local(LocalAnswer { head_len, close });
     };
     proxy.counters().count_class(class);
-    if let Some(limit) = limit {
+    if let Some(limit) = rate_limit {
         let header = |name: &http::HeaderName| {
             let mut fields = request.headers.iter();
             let field = fields.find(|field| field.name.eq_ignore_ascii_case(name.as_str()));
