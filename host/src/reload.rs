@@ -5,7 +5,8 @@
 //! whole. A config that is invalid, or changes what only a restart can,
 //! changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::store::StoreError;
 use crate::config::{
     self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
-    PoolConfig, PriorityClass, RouteConfig,
+    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RouteConfig,
 };
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
@@ -546,6 +547,12 @@ fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Ro
     // A named route's counts carry over to the route of that name.
     let kept: HashMap<&str, &Arc<engine::Histogram>> =
         previous.map(|p| p.named().collect()).unwrap_or_default();
+    // A rate limit's buckets carry over to the same `[[routes]]` entry (the
+    // n-th of its kind, if it is written twice) with the same limit.
+    let mut buckets: HashMap<u64, VecDeque<&Arc<engine::RateLimit>>> = HashMap::new();
+    for limit in previous.into_iter().flat_map(Routes::rate_limits) {
+        buckets.entry(limit.rule()).or_default().push_back(limit);
+    }
     Routes::new(
         config
             .routes
@@ -559,6 +566,12 @@ fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Ro
                 let mut built = route_of(route, &index, config.proxy.max_body_bytes);
                 if let Some(kept) = built.name.as_deref().and_then(|name| kept.get(name)) {
                     built.duration = Some(Arc::clone(kept));
+                }
+                if let Some(limit) = &built.rate_limit {
+                    let same_rule = buckets.get_mut(&limit.rule()).and_then(VecDeque::pop_front);
+                    if let Some(kept) = same_rule.filter(|kept| kept.is_like(limit)) {
+                        built.rate_limit = Some(Arc::clone(kept));
+                    }
                 }
                 built
             })
@@ -676,6 +689,10 @@ fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: 
         name: route.name.as_deref().map(Arc::from),
         duration: route.name.as_ref().map(|_| Arc::default()),
         broadcast: route.broadcast,
+        rate_limit: route
+            .rate_limit
+            .as_ref()
+            .map(|limit| rate_limit(limit, route)),
     }
 }
 
@@ -700,6 +717,27 @@ fn routes_for(
     } else {
         Arc::new(routes(next, pools, Some(&current.routes)))
     }
+}
+
+/// The engine's limit for `route`'s `rate_limit`, with full buckets, named
+/// by a fingerprint of the whole entry.
+fn rate_limit(config: &RateLimitConfig, route: &RouteConfig) -> Arc<engine::RateLimit> {
+    let key = match &config.key {
+        RateKeyConfig::Route => engine::RateKey::Route,
+        RateKeyConfig::Client => engine::RateKey::Client,
+        RateKeyConfig::Header(name) => engine::RateKey::Header(name.clone()),
+    };
+    // Its debug form holds every key of the entry; the hasher's keys are
+    // fixed, so equal entries give equal fingerprints.
+    let mut rule = std::hash::DefaultHasher::new();
+    format!("{route:?}").hash(&mut rule);
+    let limit = engine::RateLimit::new(
+        config.per_second,
+        config.burst.unwrap_or(config.per_second),
+        key,
+        config.keys,
+    );
+    Arc::new(limit.for_rule(rule.finish()))
 }
 
 /// The engine's class for a route's `priority`.
@@ -1036,6 +1074,43 @@ mod tests {
             .iter()
             .map(|pool| Arc::new(Pool::new(pool.name.clone(), Vec::new(), None, None)))
             .collect()
+    }
+
+    #[test]
+    fn a_rebuilt_table_keeps_the_buckets_of_the_same_entries() {
+        let pool = "[[pools]]\nname = \"a\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\n";
+        let limited = |prefix: &str, per_second: u32| {
+            format!(
+                "[[routes]]\npath_prefix = \"{prefix}\"\npool = \"a\"\n\
+                 rate_limit = {{ per_second = {per_second}, key = \"client\" }}\n\n"
+            )
+        };
+        let before = config(&format!(
+            "{pool}{}{}{}",
+            limited("/a", 10),
+            limited("/a", 10),
+            limited("/b", 10)
+        ));
+        let previous = super::routes(&before, &built(&before), None);
+        // A route before them, the two `/a` as they were, `/b` at another rate.
+        let after = config(&format!(
+            "{pool}[[routes]]\nhost = \"new.test\"\npool = \"a\"\n\n{}{}{}",
+            limited("/a", 10),
+            limited("/a", 10),
+            limited("/b", 20)
+        ));
+        let rebuilt = super::routes(&after, &built(&after), Some(&previous));
+        let (was, now): (Vec<_>, Vec<_>) = (
+            previous.rate_limits().collect(),
+            rebuilt.rate_limits().collect(),
+        );
+        assert_eq!(now.len(), 3);
+        assert!(Arc::ptr_eq(now[0], was[0]) && Arc::ptr_eq(now[1], was[1]));
+        assert!(
+            !was.iter().any(|was| Arc::ptr_eq(now[2], was)),
+            "/b changed"
+        );
+        assert_eq!(now[2].per_second(), 20);
     }
 
     #[test]

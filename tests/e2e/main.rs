@@ -16,6 +16,7 @@ mod hostile;
 mod priority;
 mod protocols;
 mod proxying;
+mod rate_limit;
 mod recovery;
 mod reload;
 mod restart;

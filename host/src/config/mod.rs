@@ -91,6 +91,14 @@ pub const DEFAULT_UPSTREAM_READ_TIMEOUT_MS: u64 = 60_000;
 /// `proxy.client_write_timeout_ms` unless set: a client that takes no byte
 /// of its response for this long is closed (NGINX's `send_timeout`).
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// `routes[].rate_limit.keys` unless set.
+pub const DEFAULT_RATE_LIMIT_KEYS: usize = 4096;
+/// The most `routes[].rate_limit.keys`: 8 MiB of buckets.
+pub const MAX_RATE_LIMIT_KEYS: usize = 1 << 20;
+/// The highest `routes[].rate_limit.per_second`: the interval between
+/// requests stays at least 1 µs, so rounding it to whole nanoseconds
+/// changes the rate by 0.1% at most.
+pub const MAX_RATE_PER_SECOND: u32 = 1_000_000;
 /// Passing checks that bring an endpoint back.
 pub const DEFAULT_RISE: u32 = 2;
 /// Failing checks that take an endpoint down.
@@ -840,6 +848,11 @@ pub struct RouteConfig {
     /// all answered 2xx, else 502. Default `false`.
     #[serde(default)]
     pub broadcast: bool,
+    /// `rate_limit = { per_second = 100, burst = 20, key = "client" }`:
+    /// requests over the rate are answered 429 with `Retry-After` and not
+    /// forwarded; none: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// One pool of a route's `split`.
@@ -923,6 +936,63 @@ pub struct HashKeyField {
     /// `cookie = "session"`: this cookie's value.
     #[serde(default)]
     pub cookie: Option<String>,
+}
+
+/// A route's `rate_limit` table: a GCRA limit shared by every worker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `per_second = 100`: requests a second admitted in the long run, per
+    /// key; 1 to 1,000,000. Required.
+    pub per_second: u32,
+    /// `burst = 20`: requests admitted at once after a quiet spell; at
+    /// least 1. Default: `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `key = "route"`: what requests are counted by: `route` (one bucket
+    /// for the route), `client` (the client's IP address, as the proxy's
+    /// socket sees it) or `header:NAME` (that header's value; requests
+    /// without it share one bucket).
+    #[serde(default)]
+    pub key: RateKeyConfig,
+    /// `keys = 4096`: buckets of a `client` or `header:` limit, rounded up
+    /// to a power of two, 8 bytes each; keys that hash to one bucket share
+    /// it, which can only make the limit stricter for them. 1 to 1048576.
+    #[serde(default = "default_rate_limit_keys")]
+    pub keys: usize,
+}
+
+/// A rate limit's `key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RateKeyConfig {
+    /// `"route"`: one bucket for the route.
+    #[default]
+    Route,
+    /// `"client"`: one per client IP address.
+    Client,
+    /// `"header:x-api-key"`: one per value of that request header.
+    Header(http::HeaderName),
+}
+
+impl TryFrom<String> for RateKeyConfig {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "route" => Ok(RateKeyConfig::Route),
+            "client" => Ok(RateKeyConfig::Client),
+            other => other
+                .strip_prefix("header:")
+                .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                .map(RateKeyConfig::Header)
+                .ok_or_else(|| {
+                    format!(
+                        "`{other}` is not a rate limit key: `route`, `client` or `header:NAME` with a valid header name"
+                    )
+                }),
+        }
+    }
 }
 
 /// A priority class in the config: `p0` (critical) to `p4` (background).
@@ -1100,6 +1170,9 @@ fn default_rise() -> u32 {
 }
 fn default_fall() -> u32 {
     DEFAULT_FALL
+}
+fn default_rate_limit_keys() -> usize {
+    DEFAULT_RATE_LIMIT_KEYS
 }
 fn default_weight() -> u32 {
     1
@@ -1609,6 +1682,32 @@ impl Config {
                     report(
                         format!("{key}.priority_header"),
                         format!("`{header}` is not a valid header name"),
+                    );
+                }
+            }
+            if let Some(limit) = &route.rate_limit {
+                if !(1..=MAX_RATE_PER_SECOND).contains(&limit.per_second) {
+                    report(
+                        format!("{key}.rate_limit.per_second"),
+                        format!(
+                            "must be from 1 to {MAX_RATE_PER_SECOND}, got {}",
+                            limit.per_second
+                        ),
+                    );
+                }
+                if limit.burst == Some(0) {
+                    report(
+                        format!("{key}.rate_limit.burst"),
+                        "must be at least 1".into(),
+                    );
+                }
+                if !(1..=MAX_RATE_LIMIT_KEYS).contains(&limit.keys) {
+                    report(
+                        format!("{key}.rate_limit.keys"),
+                        format!(
+                            "must be from 1 to {MAX_RATE_LIMIT_KEYS}, got {}",
+                            limit.keys
+                        ),
                     );
                 }
             }

@@ -213,3 +213,50 @@ request_timeout_ms = 0
         ]
     );
 }
+
+#[test]
+fn rate_limit_keys_parse_and_default() {
+    let text = |limit: &str| {
+        format!("{MINIMAL}\n[[routes]]\npool = \"web\"\nrate_limit = {{ {limit} }}\n")
+    };
+    let limit = |limit: &str| {
+        Config::parse(&text(limit), "test").unwrap().routes[0]
+            .rate_limit
+            .clone()
+            .unwrap()
+    };
+    let plain = limit("per_second = 100");
+    assert_eq!(plain.burst, None);
+    assert_eq!(plain.key, RateKeyConfig::Route);
+    assert_eq!(plain.keys, DEFAULT_RATE_LIMIT_KEYS);
+    assert_eq!(
+        limit("per_second = 5, key = \"client\"").key,
+        RateKeyConfig::Client
+    );
+    assert_eq!(
+        limit("per_second = 5, key = \"header:X-Api-Key\"").key,
+        RateKeyConfig::Header(http::HeaderName::from_static("x-api-key"))
+    );
+    for bad in [
+        "per_second = 5, key = \"header:\"",
+        "per_second = 5, key = \"ip\"",
+        "per_second = 5, rate = 3",
+        "burst = 5",
+    ] {
+        assert!(Config::parse(&text(bad), "test").is_err(), "{bad}");
+    }
+    let ConfigError::Invalid { problems, .. } =
+        Config::parse(&text("per_second = 2000000, burst = 0, keys = 0"), "test").unwrap_err()
+    else {
+        panic!("expected validation problems");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "routes[0].rate_limit.per_second",
+            "routes[0].rate_limit.burst",
+            "routes[0].rate_limit.keys"
+        ]
+    );
+}

@@ -1,9 +1,10 @@
 //! Routes, pools, endpoints and their live statistics: everything a request
 //! needs to find its endpoint, in plain Rust (no wasmtime here).
 //!
-//! Request path: [`Routes::find`] → [`Pool::pick`] (the pool's [`Balancer`],
-//! falling back to the native round robin) → an [`Endpoint`] whose
-//! [`EndpointStats`] the proxy updates with the outcome.
+//! Request path: [`Routes::find`] → the route's [`RateLimit`] →
+//! [`Pool::pick`] (the pool's [`Balancer`], falling back to the native round
+//! robin) → an [`Endpoint`] whose [`EndpointStats`] the proxy updates with
+//! the outcome.
 
 mod admission;
 mod balancer;
@@ -13,6 +14,7 @@ mod events;
 mod health;
 mod histogram;
 mod pool;
+mod rate_limit;
 mod recovery;
 mod route;
 mod topology;
@@ -39,6 +41,7 @@ pub use histogram::{ClassHistograms, Histogram, HistogramSnapshot, BUCKET_BOUNDS
 pub use pool::{
     MirrorResult, Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls,
 };
+pub use rate_limit::{Limited, RateKey, RateLimit};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{
     hash_bytes, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, Mirror, PathMatch,

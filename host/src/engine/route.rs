@@ -33,6 +33,7 @@ const SCAN_UP_TO: usize = 8;
 
 use super::balancer::Priority;
 use super::histogram::Histogram;
+use super::rate_limit::RateLimit;
 
 /// Which hosts a route takes.
 #[derive(Debug, Clone, Default)]
@@ -346,6 +347,10 @@ pub struct Route {
     /// pool, its client answered with each endpoint's status
     /// (`proxy/broadcast.rs`).
     pub broadcast: bool,
+    /// Requests over this are answered 429 before a pick; shared by every
+    /// worker, and handed on to the same rule when a reload rebuilds the
+    /// table.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// A route's pools by weight.
@@ -433,6 +438,7 @@ impl Default for Route {
             name: None,
             duration: None,
             broadcast: false,
+            rate_limit: None,
         }
     }
 }
@@ -636,6 +642,13 @@ impl Routes {
         self.routes
             .iter()
             .filter_map(|route| Some((route.name.as_deref()?, route.duration.as_ref()?)))
+    }
+
+    /// The routes' rate limits, in file order.
+    pub fn rate_limits(&self) -> impl Iterator<Item = &Arc<RateLimit>> {
+        self.routes
+            .iter()
+            .filter_map(|route| route.rate_limit.as_ref())
     }
 
     /// A table of these routes, tried in order, and its index.

@@ -34,10 +34,12 @@ pub enum ProxyError {
     Shed,
     /// A broadcast reached some endpoint that did not answer 2xx.
     Broadcast,
+    /// The route's rate limit refused the request.
+    RateLimited,
 }
 
 impl ProxyError {
-    const ALL: [ProxyError; 8] = [
+    const ALL: [ProxyError; 9] = [
         ProxyError::NoRoute,
         ProxyError::NoEndpoint,
         ProxyError::BadRequest,
@@ -46,6 +48,7 @@ impl ProxyError {
         ProxyError::Timeout,
         ProxyError::Shed,
         ProxyError::Broadcast,
+        ProxyError::RateLimited,
     ];
 
     /// The status the client gets.
@@ -58,6 +61,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -72,6 +76,7 @@ impl ProxyError {
             ProxyError::Timeout => "timeout",
             ProxyError::Shed => "shed",
             ProxyError::Broadcast => "broadcast",
+            ProxyError::RateLimited => "rate_limited",
         }
     }
 }
@@ -191,7 +196,7 @@ pub struct WorkerCounters {
     retries: AtomicU64,
     cuts: AtomicU64,
     status_classes: [AtomicU64; 6],
-    errors: [AtomicU64; 8],
+    errors: [AtomicU64; ProxyError::ALL.len()],
     limits: [AtomicU64; 8],
     malformed: [AtomicU64; 8],
     /// Full, resumed and failed TLS handshakes.

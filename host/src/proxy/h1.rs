@@ -40,8 +40,8 @@ use super::mirror::MirrorCopy;
 use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
 use crate::engine::{
-    Endpoint, Failure, FailureKind, HeaderEdits, Histogram, NotStarted, Pool, Priority,
-    RequestHeaders, RequestInfo, Rewrite, RouteRequest,
+    Endpoint, Failure, FailureKind, HeaderEdits, Histogram, Limited, NotStarted, Pool, Priority,
+    RateLimit, RequestHeaders, RequestInfo, Rewrite, RouteRequest,
 };
 use crate::metrics::{Limit, ProxyError};
 
@@ -393,6 +393,7 @@ fn parse_request(
         mirror: topology.mirror_pool(route).cloned(),
         duration: route.duration.clone(),
     });
+    let rate_limit = route.and_then(|route| route.rate_limit.as_deref());
     let route = chosen;
     let idempotent = matches!(
         method,
@@ -422,6 +423,18 @@ fn parse_request(
         return Parsed::Local(LocalAnswer { head_len, close });
     };
     proxy.counters().count_class(class);
+    if let Some(limit) = rate_limit {
+        let header = |name: &http::HeaderName| {
+            let mut fields = request.headers.iter();
+            let field = fields.find(|field| field.name.eq_ignore_ascii_case(name.as_str()));
+            field.map(|field| field.value)
+        };
+        if let Err(limited) = limit.admit(started, info.address.ip(), header) {
+            let close = facts.close || facts.content_length > 0;
+            rate_limited(proxy, limit, limited, close, &mut scratch.out);
+            return Parsed::Local(LocalAnswer { head_len, close });
+        }
+    }
     let request_info = RequestInfo {
         priority: class,
         hash: Some(hash),
@@ -665,12 +678,29 @@ fn not_admitted(
         } => {
             let reason = format!("pool `{}` {reason}", pool.name);
             local_error(proxy, ProxyError::Shed, &reason, close, out);
-            // After the status line.
-            let at = out.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
-            let field = format!("retry-after: {retry_after_s}\r\n");
-            out.splice(at..at, field.into_bytes());
+            add_retry_after(out, u64::from(*retry_after_s));
         }
     }
+}
+
+/// Writes the 429 for a request its route's rate limit refused.
+fn rate_limited(
+    proxy: &Proxy,
+    limit: &RateLimit,
+    limited: Limited,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    let reason = super::rate_limited_reason(limit);
+    local_error(proxy, ProxyError::RateLimited, &reason, close, out);
+    add_retry_after(out, limited.retry_after_secs());
+}
+
+/// Adds `Retry-After` to the local answer in `out`, after its status line.
+fn add_retry_after(out: &mut Vec<u8>, seconds: u64) {
+    let at = out.iter().position(|&b| b == b'\n').map_or(0, |at| at + 1);
+    let field = format!("retry-after: {seconds}\r\n");
+    out.splice(at..at, field.into_bytes());
 }
 
 /// Writes a local answer with this status and `x-switchyard-error` code.

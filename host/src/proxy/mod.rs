@@ -33,8 +33,8 @@ pub use upstream::{UpstreamError, Upstreams};
 
 use crate::config::ProxyConfig;
 use crate::engine::{
-    Decision, Endpoint, EndpointId, Failure, FailureKind, NotStarted, PathRewrite, PickRequest,
-    Pool, Recovery, RequestInfo, Retry, RouteRequest, SharedTopology,
+    Decision, Endpoint, EndpointId, Failure, FailureKind, Limited, NotStarted, PathRewrite,
+    PickRequest, Pool, RateLimit, Recovery, RequestInfo, Retry, RouteRequest, SharedTopology,
 };
 use crate::metrics::{Limit, Metrics, ProxyError, WorkerCounters};
 use framing::{ClientLimits, Refusal};
@@ -147,6 +147,13 @@ impl Proxy {
         let mirror = topology.mirror_pool(route);
         let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
         self.counters().count_class(class);
+        if let Some(limit) = &route.rate_limit {
+            let header =
+                |name: &http::HeaderName| request.headers().get(name).map(|v| v.as_bytes());
+            if let Err(limited) = limit.admit(started, client.address.ip(), header) {
+                return self.rate_limited(limit, limited);
+            }
+        }
         if route.broadcast {
             return self
                 .broadcast(request, client, route, pool, class, (started, deadline))
@@ -619,6 +626,16 @@ impl Proxy {
         response
     }
 
+    /// The 429 for a request its route's rate limit refused.
+    fn rate_limited(&self, limit: &RateLimit, limited: Limited) -> Response<ProxyBody> {
+        let mut response = self.error(ProxyError::RateLimited, rate_limited_reason(limit));
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(limited.retry_after_secs()),
+        );
+        response
+    }
+
     fn error(&self, kind: ProxyError, reason: String) -> Response<ProxyBody> {
         self.counters().count_error(kind);
         let status = kind.status();
@@ -631,6 +648,15 @@ impl Proxy {
             .body(ProxyBody::text(format!("switchyard: {reason}\n")))
             .expect("valid local response")
     }
+}
+
+/// Why a request was answered 429, the same on both paths.
+fn rate_limited_reason(limit: &RateLimit) -> String {
+    format!(
+        "over the route's rate limit ({} a second, burst {})",
+        limit.per_second(),
+        limit.burst()
+    )
 }
 
 /// What the proxy knows of a client connection, worked out once per
