@@ -47,6 +47,13 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
+/// Starts a request on the first endpoint, which must have room.
+fn hold(admission: &Arc<Admission>, set: &EndpointSet) -> InFlightGuard {
+    admission
+        .try_start(set, &set.all[0], Priority::P2, false)
+        .expect("room")
+}
+
 fn is_shed(result: &Result<InFlightGuard, NotStarted>) -> bool {
     matches!(result, Err(NotStarted::Shed { .. }))
 }
@@ -109,9 +116,7 @@ fn endpoints_all_at_capacity_leave_no_room() {
 async fn freed_room_goes_to_the_most_urgent_then_the_earliest() {
     let admission = Admission::new(settings(1, 8, [5_000; 5]));
     let set = endpoints(&[0]);
-    let held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let held = hold(&admission, &set);
     let p4 = waiter(&admission, &set, Priority::P4);
     settle().await;
     let p2_first = waiter(&admission, &set, Priority::P2);
@@ -145,9 +150,7 @@ async fn freed_room_goes_to_the_most_urgent_then_the_earliest() {
 async fn a_class_past_its_wait_is_shed() {
     let admission = Admission::new(settings(1, 8, [5_000, 5_000, 5_000, 5_000, 30]));
     let set = endpoints(&[0]);
-    let _held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let _held = hold(&admission, &set);
     let result = waiter(&admission, &set, Priority::P4).await.unwrap();
     match result {
         Err(NotStarted::Shed {
@@ -167,9 +170,7 @@ async fn a_class_past_its_wait_is_shed() {
 async fn a_full_queue_sheds_its_least_urgent_never_a_more_urgent_newcomer() {
     let admission = Admission::new(settings(1, 2, [5_000; 5]));
     let set = endpoints(&[0]);
-    let held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let held = hold(&admission, &set);
     let p4 = waiter(&admission, &set, Priority::P4);
     let p3 = waiter(&admission, &set, Priority::P3);
     settle().await;
@@ -191,9 +192,7 @@ async fn a_full_queue_sheds_its_least_urgent_never_a_more_urgent_newcomer() {
 async fn a_p0_past_its_wait_sheds_a_lower_class_instead() {
     let admission = Admission::new(settings(1, 8, [30, 5_000, 5_000, 5_000, 5_000]));
     let set = endpoints(&[0]);
-    let held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let held = hold(&admission, &set);
     let p4 = waiter(&admission, &set, Priority::P4);
     settle().await;
     let p0 = waiter(&admission, &set, Priority::P0);
@@ -209,9 +208,7 @@ async fn a_p0_past_its_wait_sheds_a_lower_class_instead() {
 async fn a_waiter_that_goes_away_after_being_woken_passes_the_room_on() {
     let admission = Admission::new(settings(1, 8, [5_000; 5]));
     let set = endpoints(&[0]);
-    let held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let held = hold(&admission, &set);
     let first = waiter(&admission, &set, Priority::P1);
     settle().await;
     let second = waiter(&admission, &set, Priority::P2);
@@ -229,9 +226,7 @@ async fn a_waiter_that_goes_away_after_being_woken_passes_the_room_on() {
 async fn raising_the_limit_wakes_waiters() {
     let admission = Admission::new(settings(1, 8, [5_000; 5]));
     let set = endpoints(&[0]);
-    let _held = admission
-        .try_start(&set, &set.all[0], Priority::P2, false)
-        .unwrap();
+    let _held = hold(&admission, &set);
     let waiting = waiter(&admission, &set, Priority::P2);
     settle().await;
     admission.configure(settings(2, 8, [5_000; 5]));
