@@ -555,7 +555,7 @@ fn spawn(config: &Path) -> Result<Spawned, String> {
         .spawn()
         .expect("start switchyard");
     let stderr = Arc::new(Mutex::new(String::new()));
-    {
+    let reader = {
         let stderr = stderr.clone();
         let pipe = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -564,14 +564,16 @@ fn spawn(config: &Path) -> Result<Spawned, String> {
                 all.push_str(&line);
                 all.push('\n');
             }
-        });
-    }
+        })
+    };
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     let read = stdout.read_line(&mut line).unwrap_or(0);
     if read == 0 {
         let _ = child.wait();
-        std::thread::sleep(Duration::from_millis(100));
+        // The pipe closed with the process: the reader has all of it once
+        // it ends, however busy the machine.
+        let _ = reader.join();
         return Err(stderr.lock().unwrap().clone());
     }
     // Keep draining stdout so the child never blocks on it.
