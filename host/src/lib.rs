@@ -307,10 +307,7 @@ fn ensure_plugin_folder(config: &Config) -> anyhow::Result<bool> {
             Ok(true)
         }
         Err(error)
-            if config
-                .pools
-                .iter()
-                .any(|p| !config::plugin_names(p).is_empty()) =>
+            if !config.plugin_keys().is_empty() =>
         {
             Err(anyhow::anyhow!(
                 "plugins.dir = {}: the folder is missing and cannot be created: {error}",
@@ -319,7 +316,7 @@ fn ensure_plugin_folder(config: &Config) -> anyhow::Result<bool> {
         }
         Err(error) => {
             tracing::warn!(
-                "plugins.dir = {}: the folder is missing and cannot be created ({error}); no pool names a plugin, so none is loaded or watched",
+                "plugins.dir = {}: the folder is missing and cannot be created ({error}); no pool or route names a plugin, so none is loaded or watched",
                 dir.display()
             );
             Ok(false)

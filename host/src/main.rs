@@ -142,15 +142,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         }
     };
     let mut missing = Vec::new();
-    for (index, pool) in config.pools.iter().enumerate() {
-        for (key, name) in switchyard::config::plugin_names(pool) {
-            let file = config.plugins.dir.join(format!("{name}.wasm"));
-            if !file.is_file() {
-                missing.push(format!(
-                    "`pools[{index}].{key}` = \"{name}\": no file {}",
-                    file.display()
-                ));
-            }
+    for (key, name) in config.plugin_keys() {
+        let file = config.plugins.dir.join(format!("{name}.wasm"));
+        if !file.is_file() {
+            missing.push(format!("`{key}` = \"{name}\": no file {}", file.display()));
         }
     }
     // The files TLS reads: each listener's certificates and keys, each

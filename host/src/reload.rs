@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::store::StoreError;
 use crate::config::{
     self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
-    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RouteConfig,
+    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RecoveryConfig, RouteConfig,
 };
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
@@ -79,9 +79,23 @@ struct Plan {
     /// The pools built anew, with their checks to start.
     started: Vec<(Arc<Pool>, Option<ActiveChecks>)>,
     report: ReloadReport,
-    /// The rules and the body limit they default to are as they were: the
-    /// route table stays if the pools' names in order do too.
-    same_rules: bool,
+    /// Whether the route table stays or is built anew.
+    routes: RouteTable,
+}
+
+/// What becomes of the route table when a plan is committed.
+#[derive(Default)]
+enum RouteTable {
+    /// The one serving stays, with the routes' own recovery policies: the
+    /// rules, the body limit they default to, and the pools' names in
+    /// order are as they were.
+    #[default]
+    Keep,
+    /// Built anew, with these recovery policies of the routes (one per
+    /// `[[routes]]` entry, by index), made and checked against their
+    /// plugins in the plan, so a plugin that refuses a route's config
+    /// fails the reload before anything is swapped.
+    Build(Vec<Option<Arc<engine::Recovery>>>),
 }
 
 /// Why an edit of the config changed nothing.
@@ -206,7 +220,8 @@ impl Reloader {
             checks.insert(pool.name.clone(), spawn(&pool, active));
             pools.push(pool);
         }
-        let routes = Arc::new(routes(&config, &pools, None));
+        let recoveries = builder.route_recoveries(&config)?;
+        let routes = Arc::new(routes(&config, &pools, None, recoveries));
         let topology = SharedTopology::default();
         topology.store(Arc::new(Topology { routes, pools }));
         Ok(Reloader {
@@ -360,11 +375,9 @@ impl Reloader {
             alerts: &self.alerts,
             fall_back: false,
         };
-        let mut plan = Plan {
-            same_rules: applied.config.routes == next.routes
-                && applied.config.proxy.max_body_bytes == next.proxy.max_body_bytes,
-            ..Plan::default()
-        };
+        let same_rules = applied.config.routes == next.routes
+            && applied.config.proxy.max_body_bytes == next.proxy.max_body_bytes;
+        let mut plan = Plan::default();
         // By name, once: a change to one of 10,000 pools must not compare
         // every pool with every other.
         let before_by_name: HashMap<&str, &PoolConfig> = applied
@@ -403,6 +416,12 @@ impl Reloader {
                 plan.report.removed.push(pool.name.clone());
             }
         }
+        if !keeps_routes(&current, same_rules, &plan.pools) {
+            let recoveries = builder
+                .route_recoveries(next)
+                .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
+            plan.routes = RouteTable::Build(recoveries);
+        }
         Ok(plan)
     }
 
@@ -412,9 +431,9 @@ impl Reloader {
             pools,
             started,
             mut report,
-            same_rules,
+            routes,
         } = plan;
-        let routes = routes_for(&self.topology.load(), same_rules, &next, &pools);
+        let routes = routes_for(&self.topology.load(), routes, &next, &pools);
         report.routes = next.routes.len();
         self.topology.store(Arc::new(Topology { routes, pools }));
         let rebuilt: Vec<Arc<Pool>> = started.iter().map(|(pool, _)| Arc::clone(pool)).collect();
@@ -525,9 +544,15 @@ fn spawn(pool: &Arc<Pool>, active: Option<ActiveChecks>) -> Vec<JoinHandle<()>> 
     }
 }
 
-/// The route table of `config` over `pools`; no routes: everything to the
-/// only pool (validation allows no routes only with one).
-fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Routes {
+/// The route table of `config` over `pools`, each route with its own
+/// recovery policy from `recoveries` (by index); no routes: everything to
+/// the only pool (validation allows no routes only with one).
+fn routes(
+    config: &Config,
+    pools: &[Arc<Pool>],
+    previous: Option<&Routes>,
+    recoveries: Vec<Option<Arc<engine::Recovery>>>,
+) -> Routes {
     if config.routes.is_empty() {
         return Routes::new(
             (0..pools.len())
@@ -553,6 +578,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Ro
     for limit in previous.into_iter().flat_map(Routes::rate_limits) {
         buckets.entry(limit.rule()).or_default().push_back(limit);
     }
+    let mut recoveries = recoveries.into_iter();
     Routes::new(
         config
             .routes
@@ -564,6 +590,7 @@ fn routes(config: &Config, pools: &[Arc<Pool>], previous: Option<&Routes>) -> Ro
                         .expect("validated: routes name existing pools")
                 };
                 let mut built = route_of(route, &index, config.proxy.max_body_bytes);
+                built.recovery = recoveries.next().flatten();
                 if let Some(kept) = built.name.as_deref().and_then(|name| kept.get(name)) {
                     built.duration = Some(Arc::clone(kept));
                 }
@@ -684,6 +711,8 @@ fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: 
         hash_key,
         request_timeout: route.request_timeout_ms.map(Duration::from_millis),
         retries: route.retries,
+        // Made in the plan, where a plugin may refuse it (`route_recoveries`).
+        recovery: None,
         split,
         mirror,
         name: route.name.as_deref().map(Arc::from),
@@ -696,26 +725,54 @@ fn route_of(route: &RouteConfig, index: &dyn Fn(&str) -> usize, max_body_bytes: 
     }
 }
 
-/// The route table for `next` served by `pools`: the current one when the
+/// Whether the route table serving in `current` can serve `pools`: the
 /// rules and the body limit they default to are the same (`same_rules`)
 /// and so are the pools' names in order (a change to pools' endpoints or
-/// plugins leaves it as it is), else built anew.
-fn routes_for(
-    current: &Topology,
-    same_rules: bool,
-    next: &Config,
-    pools: &[Arc<Pool>],
-) -> Arc<Routes> {
+/// plugins leaves it as it is).
+fn keeps_routes(current: &Topology, same_rules: bool, pools: &[Arc<Pool>]) -> bool {
     let same_pools = current.pools.len() == pools.len()
         && current
             .pools
             .iter()
             .zip(pools)
             .all(|(before, after)| before.name == after.name);
-    if same_rules && same_pools {
-        Arc::clone(&current.routes)
-    } else {
-        Arc::new(routes(next, pools, Some(&current.routes)))
+    same_rules && same_pools
+}
+
+/// The route table for `next` served by `pools`: the current one, or one
+/// built anew as the plan says.
+fn routes_for(
+    current: &Topology,
+    table: RouteTable,
+    next: &Config,
+    pools: &[Arc<Pool>],
+) -> Arc<Routes> {
+    match table {
+        RouteTable::Keep => Arc::clone(&current.routes),
+        RouteTable::Build(recoveries) => {
+            Arc::new(routes(next, pools, Some(&current.routes), recoveries))
+        }
+    }
+}
+
+/// The JSON a recovery plugin is configured with.
+fn recovery_json(recovery: &RecoveryConfig) -> String {
+    serde_json::to_string(&recovery.config).unwrap_or_else(|_| "{}".into())
+}
+
+/// The engine's recovery from a `recovery` table, decided by `policy`.
+fn recovery_with(
+    recovery: &RecoveryConfig,
+    policy: Arc<dyn engine::RecoveryPolicy>,
+) -> engine::Recovery {
+    engine::Recovery {
+        policy,
+        budget: engine::RetryBudget::new(
+            recovery.budget_percent,
+            recovery.min_retries_per_second,
+            Duration::from_millis(recovery.budget_window_ms),
+        ),
+        max_replay_body: recovery.max_replay_body_bytes,
     }
 }
 
@@ -895,10 +952,7 @@ impl Builder<'_> {
             health_policy(pool_config),
             Arc::clone(self.alerts),
         );
-        let recovery_json = pool_config
-            .recovery
-            .as_ref()
-            .map(|r| serde_json::to_string(&r.config).unwrap_or_else(|_| "{}".into()));
+        let recovery_json = pool_config.recovery.as_ref().map(recovery_json);
         if let Some(recovery) = &pool_config.recovery {
             let policy: Arc<dyn engine::RecoveryPolicy> = match &recovery.plugin {
                 Some(plugin) => {
@@ -908,15 +962,7 @@ impl Builder<'_> {
                 }
                 None => Arc::new(engine::RetryOnce),
             };
-            pool = pool.with_recovery(engine::Recovery {
-                policy,
-                budget: engine::RetryBudget::new(
-                    recovery.budget_percent,
-                    recovery.min_retries_per_second,
-                    Duration::from_millis(recovery.budget_window_ms),
-                ),
-                max_replay_body: recovery.max_replay_body_bytes,
-            });
+            pool = pool.with_recovery(recovery_with(recovery, policy));
         }
         pool = pool.with_upstream(crate::proxy::tls::upstream_protocol(pool_config, &key)?);
         if let Some(settings) = admission_settings(pool_config) {
@@ -988,6 +1034,42 @@ impl Builder<'_> {
         Ok((pool, active))
     }
 
+    /// The recovery policies of `config`'s routes that have their own, by
+    /// index: each a policy and budget of its own, a plugin's checked
+    /// against the route's config and recorded as one of its users (the
+    /// use lasting as long as the route table holding the policy).
+    fn route_recoveries(
+        &self,
+        config: &Config,
+    ) -> anyhow::Result<Vec<Option<Arc<engine::Recovery>>>> {
+        let mut recoveries = Vec::with_capacity(config.routes.len());
+        for (index, route) in config.routes.iter().enumerate() {
+            let Some(recovery) = &route.recovery else {
+                recoveries.push(None);
+                continue;
+            };
+            let key = format!("routes[{index}]");
+            // Where an alert about the plugin goes: the route's (first) pool.
+            let pool = route.split.first().map_or(&route.pool, |t| &t.pool);
+            let json = recovery_json(recovery);
+            let Some(plugin) = &recovery.plugin else {
+                recoveries.push(Some(Arc::new(recovery_with(
+                    recovery,
+                    Arc::new(engine::RetryOnce),
+                ))));
+                continue;
+            };
+            self.require(plugin, &format!("{key}.recovery.plugin"), pool)?;
+            let policy = self.runtime.route_recovery(plugin, &key, &json);
+            let built = Arc::new(recovery_with(recovery, policy));
+            self.attach_with(plugin, &format!("{key}.recovery"), pool, || {
+                self.runtime.attach_route(plugin, &key, &built, &json)
+            })?;
+            recoveries.push(Some(built));
+        }
+        Ok(recoveries)
+    }
+
     /// Makes sure plugin `name` serves, for pool `pool` at config key `key`.
     /// At start, when no version serves because the file in the folder was
     /// rejected (or is missing), the last version that configured
@@ -1018,15 +1100,28 @@ impl Builder<'_> {
         config_json: &str,
         key: &str,
     ) -> anyhow::Result<()> {
-        let Err(error) = self.runtime.attach(name, role, pool, config_json) else {
+        self.attach_with(name, key, &pool.name, || {
+            self.runtime.attach(name, role, pool, config_json)
+        })
+    }
+
+    /// Attaches a user to plugin `name` by `attach`, at config key `key`;
+    /// at start, when the serving version refuses it, falls back to the
+    /// last good version (alerting on pool `pool`) and attaches again.
+    fn attach_with(
+        &self,
+        name: &str,
+        key: &str,
+        pool: &str,
+        attach: impl Fn() -> Result<(), plugins::LoadError>,
+    ) -> anyhow::Result<()> {
+        let Err(error) = attach() else {
             return Ok(());
         };
         let why = error.to_string();
-        self.fall_back(name, &why, &pool.name)
+        self.fall_back(name, &why, pool)
             .map_err(|no_fallback| anyhow::anyhow!("{key}: {why}; {no_fallback}"))?;
-        self.runtime
-            .attach(name, role, pool, config_json)
-            .with_context(|| format!("{key}: the last good version of plugin `{name}`"))
+        attach().with_context(|| format!("{key}: the last good version of plugin `{name}`"))
     }
 
     /// Serves plugin `name` from its last good file, rejected in the folder
@@ -1091,7 +1186,7 @@ mod tests {
             limited("/a", 10),
             limited("/b", 10)
         ));
-        let previous = super::routes(&before, &built(&before), None);
+        let previous = super::routes(&before, &built(&before), None, Vec::new());
         // A route before them, the two `/a` as they were, `/b` at another rate.
         let after = config(&format!(
             "{pool}[[routes]]\nhost = \"new.test\"\npool = \"a\"\n\n{}{}{}",
@@ -1099,7 +1194,7 @@ mod tests {
             limited("/a", 10),
             limited("/b", 20)
         ));
-        let rebuilt = super::routes(&after, &built(&after), Some(&previous));
+        let rebuilt = super::routes(&after, &built(&after), Some(&previous), Vec::new());
         let (was, now): (Vec<_>, Vec<_>) = (
             previous.rate_limits().collect(),
             rebuilt.rate_limits().collect(),
@@ -1120,36 +1215,74 @@ mod tests {
         let routes = "[[routes]]\nhost = \"b.test\"\npool = \"b\"\n\n[[routes]]\npool = \"a\"\n";
         let before = config(&format!("{pools}{routes}"));
         let current = Topology {
-            routes: Arc::new(super::routes(&before, &built(&before), None)),
+            routes: Arc::new(super::routes(&before, &built(&before), None, Vec::new())),
             pools: built(&before),
+        };
+        // As a plan decides, then as its commit does.
+        let table_for = |next: &Config| {
+            let pools = built(next);
+            let table = if keeps_routes(&current, before.routes == next.routes, &pools) {
+                RouteTable::Keep
+            } else {
+                RouteTable::Build(Vec::new())
+            };
+            routes_for(&current, table, next, &pools)
         };
         // A pool's endpoints changed: same rules, same pools in order.
         let endpoint_changed = config(&format!(
             "{}{routes}",
             pools.replace("127.0.0.1:2", "127.0.0.1:3")
         ));
-        let same = |next: &Config| before.routes == next.routes;
-        let kept = routes_for(
-            &current,
-            same(&endpoint_changed),
-            &endpoint_changed,
-            &built(&endpoint_changed),
-        );
+        let kept = table_for(&endpoint_changed);
         assert!(Arc::ptr_eq(&kept, &current.routes));
         // A rule changed, or the pools moved: built anew, by the new order.
         let rule_changed = config(&format!("{pools}{}", routes.replace("b.test", "c.test")));
-        let rebuilt = routes_for(
-            &current,
-            same(&rule_changed),
-            &rule_changed,
-            &built(&rule_changed),
-        );
+        let rebuilt = table_for(&rule_changed);
         assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
         let (first, second) = pools.split_at(pools.find("[[pools]]\nname = \"b\"").unwrap());
         let reordered = config(&format!("{second}{first}{routes}"));
-        let rebuilt = routes_for(&current, same(&reordered), &reordered, &built(&reordered));
+        let rebuilt = table_for(&reordered);
         assert!(!Arc::ptr_eq(&rebuilt, &current.routes));
         let to_b = rebuilt.find_route(Some("b.test"), "/").unwrap();
         assert_eq!(to_b.pool, 0, "`b` is first now");
+    }
+
+    #[test]
+    fn a_route_with_its_own_recovery_replaces_its_pools() {
+        let body = "[[pools]]\nname = \"a\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                    recovery = { plugin = \"retry-backoff\" }\n\n\
+                    [[routes]]\npath = \"/own\"\npool = \"a\"\n\
+                    recovery = { budget_percent = 50, max_replay_body_bytes = 10 }\n\n\
+                    [[routes]]\npath = \"/none\"\npool = \"a\"\nretries = false\n\n\
+                    [[routes]]\npool = \"a\"\n";
+        let config = config(body);
+        let pool_policy = recovery_with(
+            config.pools[0].recovery.as_ref().unwrap(),
+            Arc::new(engine::RetryOnce),
+        );
+        let pool = Arc::new(
+            Pool::new("a".into(), Vec::new(), None, None).with_recovery(pool_policy),
+        );
+        let own = Arc::new(recovery_with(
+            config.routes[0].recovery.as_ref().unwrap(),
+            Arc::new(engine::RetryOnce),
+        ));
+        let table = super::routes(
+            &config,
+            &[Arc::clone(&pool)],
+            None,
+            vec![Some(Arc::clone(&own)), None, None],
+        );
+        let decided = |path: &str| {
+            let route = table.find_route(None, path).unwrap();
+            route.recovery(&pool).map(|r| r as *const engine::Recovery)
+        };
+        assert_eq!(decided("/own"), Some(Arc::as_ptr(&own)));
+        assert_eq!(own.max_replay_body, 10);
+        assert_eq!(decided("/none"), None, "retries = false: one attempt");
+        assert_eq!(
+            decided("/other"),
+            pool.recovery().map(|r| r as *const engine::Recovery)
+        );
     }
 }

@@ -585,7 +585,7 @@ pub struct HealthCheckConfig {
     pub config: toml::Table,
 }
 
-/// A pool's `recovery` table.
+/// A pool's or a route's `recovery` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoveryConfig {
@@ -842,6 +842,14 @@ pub struct RouteConfig {
     /// with a `recovery` policy. Default `true`.
     #[serde(default = "default_true")]
     pub retries: bool,
+    /// `recovery = { plugin = "retry-backoff", config = { attempts = 3 } }`
+    /// (or `recovery = {}`, the native policy): the recovery policy of this
+    /// route's requests, in place of their pool's, with its own retry
+    /// budget and replay limit; the same table as a pool's `recovery`.
+    /// None by default: the pool's policy decides. Not with
+    /// `retries = false`.
+    #[serde(default)]
+    pub recovery: Option<RecoveryConfig>,
     /// `broadcast = true`: a matching request is sent to every eligible
     /// endpoint of the pool at once (its body read whole first) and
     /// answered with a JSON summary of each endpoint's status: 200 when
@@ -1544,29 +1552,7 @@ impl Config {
                 }
             }
             if let Some(recovery) = &pool.recovery {
-                if let Some(plugin) = &recovery.plugin {
-                    if !is_valid_name(plugin) {
-                        report(
-                            format!("{key}.recovery.plugin"),
-                            format!("`{plugin}` is not a plugin name (the file stem of plugins/NAME.wasm)"),
-                        );
-                    }
-                }
-                if recovery.budget_percent > 100 {
-                    report(
-                        format!("{key}.recovery.budget_percent"),
-                        "must be at most 100".into(),
-                    );
-                }
-                if !(100..=600_000).contains(&recovery.budget_window_ms) {
-                    report(
-                        format!("{key}.recovery.budget_window_ms"),
-                        format!(
-                            "must be from 100 to 600000 (ten minutes), got {}",
-                            recovery.budget_window_ms
-                        ),
-                    );
-                }
+                recovery_problems(recovery, &format!("{key}.recovery"), &mut report);
             }
             if pool.protocol == UpstreamProtocolConfig::H2c && pool.tls.is_some() {
                 report(
@@ -1711,6 +1697,15 @@ impl Config {
                     );
                 }
             }
+            if let Some(recovery) = &route.recovery {
+                if !route.retries {
+                    report(
+                        format!("{key}.recovery"),
+                        "a route with `retries = false` gives each request one attempt: it takes no `recovery` (remove one of them)".into(),
+                    );
+                }
+                recovery_problems(recovery, &format!("{key}.recovery"), &mut report);
+            }
             route_problems(route, &key, &mut report);
             // The body is held whole once for every endpoint it goes to.
             if route.broadcast && route.max_body_bytes.unwrap_or(self.proxy.max_body_bytes) == 0 {
@@ -1761,6 +1756,34 @@ const FIELDS_NOT_EDITED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The problems of a pool's or a route's `recovery` table at `key`.
+fn recovery_problems(
+    recovery: &RecoveryConfig,
+    key: &str,
+    report: &mut impl FnMut(String, String),
+) {
+    if let Some(plugin) = &recovery.plugin {
+        if !is_valid_name(plugin) {
+            report(
+                format!("{key}.plugin"),
+                format!("`{plugin}` is not a plugin name (the file stem of plugins/NAME.wasm)"),
+            );
+        }
+    }
+    if recovery.budget_percent > 100 {
+        report(format!("{key}.budget_percent"), "must be at most 100".into());
+    }
+    if !(100..=600_000).contains(&recovery.budget_window_ms) {
+        report(
+            format!("{key}.budget_window_ms"),
+            format!(
+                "must be from 100 to 600000 (ten minutes), got {}",
+                recovery.budget_window_ms
+            ),
+        );
+    }
+}
 
 /// The problems of one route other than its pool and priority header.
 fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String, String)) {
@@ -1993,7 +2016,8 @@ impl Config {
     /// `HEALTH_PLUGIN_INSTANCES` for a health plugin, and one more to check
     /// new files and pools against. A plugin for which `per_pool` says so
     /// (contract 0.1) has one instance per pool instead: per worker for a
-    /// balancer or recovery plugin.
+    /// balancer or recovery plugin. A route's recovery plugin counts as one
+    /// more pool using it.
     pub fn plugin_instances_needed(&self, per_pool: impl Fn(&str) -> bool) -> u64 {
         let mut uses: BTreeMap<(&str, bool), u64> = BTreeMap::new();
         for pool in &self.pools {
@@ -2005,6 +2029,12 @@ impl Config {
             }
             if let Some(plugin) = pool.health.as_ref().and_then(|h| h.plugin.as_deref()) {
                 *uses.entry((plugin, true)).or_default() += 1;
+            }
+        }
+        // A route's recovery plugin is one more user, as a pool's is.
+        for route in &self.routes {
+            if let Some(plugin) = route.recovery.as_ref().and_then(|r| r.plugin.as_deref()) {
+                *uses.entry((plugin, false)).or_default() += 1;
             }
         }
         instances_needed(
@@ -2069,6 +2099,23 @@ pub fn plugin_names(pool: &PoolConfig) -> Vec<(&'static str, &str)> {
         names.push(("recovery.plugin", plugin));
     }
     names
+}
+
+impl Config {
+    /// Every plugin the config names, each with the key that names it
+    /// (`pools[0].balancer.plugin`, `routes[3].recovery.plugin`).
+    pub fn plugin_keys(&self) -> Vec<(String, &str)> {
+        let pools = self.pools.iter().enumerate().flat_map(|(index, pool)| {
+            plugin_names(pool)
+                .into_iter()
+                .map(move |(key, name)| (format!("pools[{index}].{key}"), name))
+        });
+        let routes = self.routes.iter().enumerate().filter_map(|(index, route)| {
+            let plugin = route.recovery.as_ref()?.plugin.as_deref()?;
+            Some((format!("routes[{index}].recovery.plugin"), plugin))
+        });
+        pools.chain(routes).collect()
+    }
 }
 
 /// Pool and plugin names: what is safe as a file stem, a metric label and a

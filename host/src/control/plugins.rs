@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, ErrorBody, State};
-use crate::plugins::{LoadOutcome, Note, PluginSlot, World};
+use crate::plugins::{LoadOutcome, Note, Owner, PluginSlot, World};
 
 /// Every plugin the runtime knows, by name.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,6 +46,9 @@ pub(super) struct PluginView {
     compiled_from_cache: Option<bool>,
     /// The pools that use it.
     pools: Vec<String>,
+    /// Routes with a recovery policy of their own backed by it, by key
+    /// (`routes[3]`).
+    routes: Vec<String>,
     /// Calls on the request path since start.
     calls: u64,
     /// Calls that trapped, timed out or answered out of the set.
@@ -126,14 +129,14 @@ fn view(slot: &PluginSlot) -> PluginView {
     let version = slot.current();
     let history = slot.history.lock().unwrap();
     // A pool a reload dropped is gone once its last request is.
-    let pools = slot
-        .users
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|usage| usage.pool.strong_count() > 0)
-        .map(|usage| usage.pool_name.clone())
-        .collect();
+    let (mut pools, mut routes) = (Vec::new(), Vec::new());
+    for usage in slot.users.lock().unwrap().iter() {
+        match &usage.owner {
+            _ if !usage.owner.is_live() => {}
+            Owner::Pool(_) => pools.push(usage.pool_name.clone()),
+            Owner::Route(_) => routes.push(usage.pool_name.clone()),
+        }
+    }
     let note = |note: &Option<Note>| note.as_ref().map(NoteView::from);
     PluginView {
         name: slot.name.to_string(),
@@ -166,6 +169,7 @@ fn view(slot: &PluginSlot) -> PluginView {
         load_micros: version.as_ref().map(|v| v.load_micros),
         compiled_from_cache: version.as_ref().map(|v| v.from_cache),
         pools,
+        routes,
         calls: slot.calls(),
         faults: slot.faults(),
         reloads: history.reloads,

@@ -33,6 +33,7 @@ const SCAN_UP_TO: usize = 8;
 
 use super::balancer::Priority;
 use super::histogram::Histogram;
+use super::pool::{Pool, Recovery};
 use super::rate_limit::RateLimit;
 
 /// Which hosts a route takes.
@@ -334,6 +335,9 @@ pub struct Route {
     /// Whether failed attempts may be retried by the pool's recovery
     /// policy; `false` gives each request one attempt and no policy.
     pub retries: bool,
+    /// Its own recovery policy, retry budget and replay limit, in place of
+    /// its pool's (of whichever pool of a split the request goes to).
+    pub recovery: Option<Arc<Recovery>>,
     /// Pools its requests are spread over by weight, in place of `pool`
     /// (which is then the first of them).
     pub split: Option<Arc<Split>>,
@@ -433,6 +437,7 @@ impl Default for Route {
             hash_key: HashKey::Client,
             request_timeout: None,
             retries: true,
+            recovery: None,
             split: None,
             mirror: None,
             name: None,
@@ -459,6 +464,16 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 }
 
 impl Route {
+    /// What decides the failed attempts of this route's requests to `pool`:
+    /// the route's own policy, else the pool's; none when the route gives
+    /// its requests one attempt (`retries = false`).
+    pub fn recovery<'a>(&'a self, pool: &'a Pool) -> Option<&'a Recovery> {
+        if !self.retries {
+            return None;
+        }
+        self.recovery.as_deref().or_else(|| pool.recovery())
+    }
+
     /// The class of a request with headers looked up by `header`.
     pub fn class<'a>(
         &self,

@@ -29,7 +29,7 @@ use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, Store, 
 pub use balancer::WasmBalancer;
 pub use health::WasmHealthCheck;
 pub use recovery::WasmRecovery;
-pub use registry::{Note, PluginSlot, PluginVersion, PoolUse, Role, World};
+pub use registry::{Note, Owner, PluginSlot, PluginVersion, PoolUse, Role, World};
 pub use watcher::{watch, Watcher};
 
 use crate::config::PluginsConfig;
@@ -251,11 +251,8 @@ impl PluginRuntime {
         if needed <= u64::from(max) {
             return Ok(());
         }
-        let per_pool = self.per_pool_names(config.pools.iter().flat_map(|pool| {
-            crate::config::plugin_names(pool)
-                .into_iter()
-                .map(|(_, name)| name)
-        }));
+        let named = config.plugin_keys();
+        let per_pool = self.per_pool_names(named.iter().map(|(_, name)| *name));
         Err(format!(
             "plugins.max_instances: {}",
             crate::config::too_few_instances(max, needed, &per_pool)
@@ -286,7 +283,7 @@ impl PluginRuntime {
         let mut uses = Vec::new();
         for each in &slots {
             let users = each.users.lock().unwrap();
-            let live = users.iter().filter(|u| u.pool.strong_count() > 0);
+            let live = users.iter().filter(|u| u.owner.is_live());
             let checks = live.clone().filter(|u| u.role == Role::HealthCheck).count() as u64;
             let on_path = live.filter(|u| u.role != Role::HealthCheck).count() as u64;
             if on_path > 0 {
@@ -390,6 +387,24 @@ impl PluginRuntime {
             Arc::clone(&self.shared),
             self.slot(name),
             pool_name,
+            format!("pool `{pool_name}`"),
+            config_json,
+        ))
+    }
+
+    /// A route's own recovery policy backed by plugin `name`; `route_key`
+    /// (`routes[3]`) names it in messages.
+    pub fn route_recovery(
+        &self,
+        name: &str,
+        route_key: &str,
+        config_json: &str,
+    ) -> Arc<WasmRecovery> {
+        Arc::new(WasmRecovery::new(
+            Arc::clone(&self.shared),
+            self.slot(name),
+            route_key,
+            format!("route `{route_key}`"),
             config_json,
         ))
     }
@@ -404,13 +419,43 @@ impl PluginRuntime {
         pool: &Arc<crate::engine::Pool>,
         config_json: &str,
     ) -> Result<(), LoadError> {
+        self.attach_use(
+            name,
+            PoolUse {
+                owner: Owner::Pool(Arc::downgrade(pool)),
+                pool_name: pool.name.clone(),
+                role,
+                config_json: config_json.into(),
+            },
+        )
+    }
+
+    /// Records that the route at `route_key` (`routes[3]`) has its own
+    /// recovery policy, `recovery`, backed by plugin `name` with
+    /// `config_json`, as [`PluginRuntime::attach`] records a pool's: new
+    /// versions are checked against the route's config too, and the use
+    /// ends when the route table holding `recovery` is gone.
+    pub fn attach_route(
+        &self,
+        name: &str,
+        route_key: &str,
+        recovery: &Arc<crate::engine::Recovery>,
+        config_json: &str,
+    ) -> Result<(), LoadError> {
+        self.attach_use(
+            name,
+            PoolUse {
+                owner: Owner::Route(Arc::downgrade(recovery)),
+                pool_name: route_key.to_string(),
+                role: Role::Recovery,
+                config_json: config_json.into(),
+            },
+        )
+    }
+
+    /// Checks `usage` against plugin `name`'s serving version and records it.
+    fn attach_use(&self, name: &str, usage: PoolUse) -> Result<(), LoadError> {
         let slot = self.slot(name);
-        let usage = PoolUse {
-            pool: Arc::downgrade(pool),
-            pool_name: pool.name.clone(),
-            role,
-            config_json: config_json.into(),
-        };
         if let Some(version) = slot.current() {
             self.check_use(&slot, &version, &usage)?;
         }
@@ -432,13 +477,13 @@ impl PluginRuntime {
         self.load(&slot.path)
     }
 
-    /// Forgets the pools that no longer exist (dropped by a reload, once the
-    /// requests that held them have finished), so new versions are no
-    /// longer checked against them.
+    /// Forgets the pools and routes that no longer exist (dropped by a
+    /// reload, once the requests that held them have finished), so new
+    /// versions are no longer checked against them.
     pub fn forget_dropped_pools(&self) {
         for slot in self.slots() {
             let mut users = slot.users.lock().unwrap();
-            users.retain(|usage| usage.pool.strong_count() > 0);
+            users.retain(|usage| usage.owner.is_live());
             let mut scratch = slot.scratch.lock().unwrap_or_else(|e| e.into_inner());
             if users.is_empty() {
                 // No pool uses it: its scratch and shared health instances go.
@@ -679,34 +724,40 @@ impl PluginRuntime {
             return Err(fail(
                 "world",
                 format!(
-                    "the file is {}, but pool `{}` uses it as its {}",
+                    "the file is {}, but {} uses it as its {}",
                     version.world.describe(),
-                    usage.pool_name,
+                    usage.describe(),
                     usage.role.describe()
                 ),
             ));
         }
-        let Some(pool) = usage.pool.upgrade() else {
+        if !usage.owner.is_live() {
             return Ok(());
-        };
+        }
         let many = version.prepared.serves_many_pools();
+        // Only a balancer is handed its pool's endpoints; a route's use is
+        // always a recovery policy.
+        let endpoints = || usage.owner.pool().map(|pool| pool.endpoints());
         let checked = match usage.role {
-            Role::Balancer if many => balancer::check_shared(
-                &self.shared,
-                slot,
-                version,
-                &usage.pool_name,
-                &usage.config_json,
-                &pool.endpoints(),
-            ),
-            Role::Balancer => balancer::OwnInstance::create(
-                &self.shared,
-                slot,
-                version,
-                &usage.config_json,
-                &pool.endpoints(),
-            )
-            .map(drop),
+            Role::Balancer => match endpoints() {
+                None => Ok(()),
+                Some(endpoints) if many => balancer::check_shared(
+                    &self.shared,
+                    slot,
+                    version,
+                    &usage.pool_name,
+                    &usage.config_json,
+                    &endpoints,
+                ),
+                Some(endpoints) => balancer::OwnInstance::create(
+                    &self.shared,
+                    slot,
+                    version,
+                    &usage.config_json,
+                    &endpoints,
+                )
+                .map(drop),
+            },
             Role::HealthCheck if many => health::check_shared(
                 &self.shared,
                 slot,
@@ -731,7 +782,7 @@ impl PluginRuntime {
             }
         }
         .map_err(String::from);
-        checked.map_err(|reason| fail("configure", format!("pool `{}`: {reason}", usage.pool_name)))
+        checked.map_err(|reason| fail("configure", format!("{}: {reason}", usage.describe())))
     }
 
     fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
@@ -788,7 +839,7 @@ impl PluginRuntime {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|u| format!("`{}`", u.pool_name))
+                .map(PoolUse::describe)
                 .collect();
             let message = format!(
                 "file {} was deleted; the loaded version keeps serving{}",
@@ -796,7 +847,7 @@ impl PluginRuntime {
                 if users.is_empty() {
                     String::new()
                 } else {
-                    format!(" pools {}", users.join(", "))
+                    format!(" {}", users.join(", "))
                 }
             );
             tracing::warn!(plugin = &*slot.name, "{message}");

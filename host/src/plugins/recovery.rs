@@ -1,7 +1,8 @@
 //! A recovery plugin as the engine sees it: like balancers, one instance
-//! per worker thread serving every pool through a `pool-recovery` resource
-//! (contract 0.2), or one per pool per worker (0.1); a fault is counted and
-//! answered by the native `RetryOnce`.
+//! per worker thread serving every pool (and every route with a policy of
+//! its own) through a `pool-recovery` resource each (contract 0.2), or one
+//! per pool or route per worker (0.1); a fault is counted and answered by
+//! the native `RetryOnce`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,12 +131,15 @@ pub(crate) fn check_shared(
     )
 }
 
-/// A pool's recovery policy backed by a plugin.
+/// A pool's (or a route's own) recovery policy backed by a plugin.
 pub struct WasmRecovery {
     key: usize,
     shared: Arc<Shared>,
     slot: Arc<PluginSlot>,
+    /// The pool's name or the route's key (`routes[3]`).
     pool_name: String,
+    /// How messages name the user: "pool `web`", "route `routes[3]`".
+    user: String,
     config_json: Arc<str>,
 }
 
@@ -143,7 +147,7 @@ impl std::fmt::Debug for WasmRecovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasmRecovery")
             .field("plugin", &self.slot.name)
-            .field("pool", &self.pool_name)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +205,7 @@ impl WasmRecovery {
         shared: Arc<Shared>,
         slot: Arc<PluginSlot>,
         pool_name: &str,
+        user: String,
         config_json: &str,
     ) -> Self {
         WasmRecovery {
@@ -208,6 +213,7 @@ impl WasmRecovery {
             shared,
             slot,
             pool_name: pool_name.to_string(),
+            user,
             config_json: config_json.into(),
         }
     }
@@ -398,7 +404,7 @@ impl RecoveryPolicy for WasmRecovery {
             Err(SetUpError::Plugin(reason)) => {
                 self.slot.count_fault(
                     &version,
-                    format!("pool `{}`: {reason}", self.pool_name),
+                    format!("{}: {reason}", self.user),
                     self.shared.limits.quarantine_after,
                 );
                 RetryOnce.on_failure(failure, endpoints)

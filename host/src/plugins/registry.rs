@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::bindings;
 use super::state::StoreState;
-use crate::engine::Pool;
+use crate::engine::{Pool, Recovery};
 
 /// Which contract a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -218,18 +218,60 @@ pub struct SlotHistory {
     pub fallback: Option<Note>,
 }
 
-/// A pool that uses the slot's plugin, so a new version can be checked
-/// against the pool's config and endpoints before it serves.
+/// A user of the slot's plugin — a pool, or a route with a recovery
+/// policy of its own — so a new version can be checked against its config
+/// (and a pool's endpoints) before it serves.
 #[derive(Debug, Clone)]
 pub struct PoolUse {
-    /// The pool.
-    pub pool: Weak<Pool>,
-    /// The pool's name.
+    /// Who uses it; the use lasts as long as that does.
+    pub owner: Owner,
+    /// The user's name: the pool's, or the route's key (`routes[3]`),
+    /// which no pool name can be. The key of its resource in the slot's
+    /// scratch instance.
     pub pool_name: String,
     /// What the pool uses the plugin for.
     pub role: Role,
     /// The pool's plugin config as JSON.
     pub config_json: Arc<str>,
+}
+
+/// What a plugin's use follows: a pool, or the recovery policy a route's
+/// entry in the route table holds. A pool dropped by a reload, or a route
+/// table replaced, ends the use once the last request holding it is done.
+#[derive(Debug, Clone)]
+pub enum Owner {
+    /// A pool's balancer, health check or recovery policy.
+    Pool(Weak<Pool>),
+    /// A route's own recovery policy.
+    Route(Weak<Recovery>),
+}
+
+impl Owner {
+    /// Whether the user still exists.
+    pub fn is_live(&self) -> bool {
+        match self {
+            Owner::Pool(pool) => pool.strong_count() > 0,
+            Owner::Route(recovery) => recovery.strong_count() > 0,
+        }
+    }
+
+    /// The pool, while it exists; `None` for a route.
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        match self {
+            Owner::Pool(pool) => pool.upgrade(),
+            Owner::Route(_) => None,
+        }
+    }
+}
+
+impl PoolUse {
+    /// How messages name the user: "pool `web`", "route `routes[3]`".
+    pub fn describe(&self) -> String {
+        match self.owner {
+            Owner::Pool(_) => format!("pool `{}`", self.pool_name),
+            Owner::Route(_) => format!("route `{}`", self.pool_name),
+        }
+    }
 }
 
 /// Everything known about one plugin name.
@@ -252,7 +294,7 @@ pub struct PluginSlot {
     faults: AtomicU64,
     /// History for the API, off the hot path.
     pub history: Mutex<SlotHistory>,
-    /// Pools using this plugin.
+    /// Pools and routes using this plugin.
     pub users: Mutex<Vec<PoolUse>>,
     /// Where loads, rejections, faults and quarantines are published.
     events: Arc<crate::engine::Events>,

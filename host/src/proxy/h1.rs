@@ -9,9 +9,10 @@
 //! (a state machine per side, a channel and a task between the request and
 //! its upstream connection) costs more than the whole exchange needs.
 //!
-//! A pool with a recovery policy is served here too when the request can be
-//! sent again from what is in hand: an idempotent request without a body, or
-//! with one no larger than the pool's `max_replay_body_bytes`, which is read
+//! A pool with a recovery policy (or a route with its own) is served here too
+//! when the request can be sent again from what is in hand: an idempotent
+//! request without a body, or with one no larger than the policy's
+//! `max_replay_body_bytes`, which is read
 //! whole before the first attempt. Failed attempts are retried under the
 //! same rules as on hyper's path (`Proxy::after_failure`).
 //!
@@ -41,7 +42,7 @@ use super::upstream::UpstreamError;
 use super::{classify, host_without_port, pick_avoiding, ClientInfo, NextStep, Proxy};
 use crate::engine::{
     Endpoint, Failure, FailureKind, HeaderEdits, Histogram, Limited, NotStarted, Pool, Priority,
-    RateLimit, RequestHeaders, RequestInfo, Rewrite, RouteRequest,
+    RateLimit, Recovery, RequestHeaders, RequestInfo, Rewrite, RouteRequest,
 };
 use crate::metrics::{Limit, ProxyError};
 
@@ -280,12 +281,34 @@ struct Plan {
     started: Instant,
     /// From `started` to the response head: the route's, or the proxy's.
     timeout: Duration,
-    /// The route lets the pool's recovery policy retry its requests.
-    retries: bool,
+    /// What decides failed attempts: the route's recovery policy, else
+    /// the pool's; none when the route gives its requests one attempt.
+    recovery: RecoveryOf,
     /// The route's rewrites, for the response head.
     rewrite: Option<Arc<Rewrite>>,
     /// What the route does once the response is through.
     after: After,
+}
+
+/// Whose recovery policy decides a request's failed attempts.
+enum RecoveryOf {
+    /// None: one attempt.
+    None,
+    /// The pool's, if it has one.
+    Pool,
+    /// The route's own.
+    Route(Arc<Recovery>),
+}
+
+impl RecoveryOf {
+    /// The policy, for a request to `pool`.
+    fn get<'a>(&'a self, pool: &'a Pool) -> Option<&'a Recovery> {
+        match self {
+            RecoveryOf::None => None,
+            RecoveryOf::Pool => pool.recovery(),
+            RecoveryOf::Route(recovery) => Some(recovery),
+        }
+    }
 }
 
 /// What a route does once a request's response is through: a copy to its
@@ -384,7 +407,14 @@ fn parse_request(
                 .map(|header| header.value)
         })
     });
-    let retries = route.is_none_or(|route| route.retries);
+    let recovery_of = match route {
+        Some(route) if !route.retries => RecoveryOf::None,
+        Some(route) => route
+            .recovery
+            .clone()
+            .map_or(RecoveryOf::Pool, RecoveryOf::Route),
+        None => RecoveryOf::Pool,
+    };
     let timeout = route
         .and_then(|route| route.request_timeout)
         .unwrap_or(proxy.request_timeout);
@@ -399,7 +429,7 @@ fn parse_request(
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
     );
-    let recovery = route.and_then(|pool| pool.recovery()).filter(|_| retries);
+    let recovery = route.and_then(|pool| recovery_of.get(pool));
     if let Some(recovery) = recovery {
         // Only what can be sent again is retried here; the rest is streamed
         // once by hyper's path, which consults the policy all the same.
@@ -468,7 +498,7 @@ fn parse_request(
         class,
         started,
         timeout,
-        retries,
+        recovery: recovery_of,
         rewrite,
         after,
     })
@@ -860,7 +890,7 @@ async fn forward<S: ClientStream>(
                 )
             }
         };
-        let next = match pool.recovery().filter(|_| plan.retries) {
+        let next = match plan.recovery.get(pool) {
             Some(recovery) => {
                 let failure = Failure {
                     endpoint: plan.endpoint.id,

@@ -221,7 +221,7 @@ impl Proxy {
             rewrite.request_headers.apply(&mut parts.headers);
             parts.uri = rewritten_uri(&parts.uri, &rewrite.path);
         }
-        let recovery = pool.recovery().filter(|_| route.retries);
+        let recovery = route.recovery(pool);
         if let Some(recovery) = recovery {
             recovery.budget.deposit_at(started);
         }

@@ -555,7 +555,7 @@ impl PoolDraft {
             started,
             report,
             // A pool's edit touches nothing outside its table.
-            same_rules: true,
+            routes: super::RouteTable::Keep,
         };
         reloader.commit(applied, next, plan);
         *reloader.file_hash.lock().unwrap() = Some(version.clone());
