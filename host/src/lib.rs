@@ -306,14 +306,10 @@ fn ensure_plugin_folder(config: &Config) -> anyhow::Result<bool> {
             tracing::info!("created the plugin folder {}", dir.display());
             Ok(true)
         }
-        Err(error)
-            if !config.plugin_keys().is_empty() =>
-        {
-            Err(anyhow::anyhow!(
-                "plugins.dir = {}: the folder is missing and cannot be created: {error}",
-                dir.display()
-            ))
-        }
+        Err(error) if !config.plugin_keys().is_empty() => Err(anyhow::anyhow!(
+            "plugins.dir = {}: the folder is missing and cannot be created: {error}",
+            dir.display()
+        )),
         Err(error) => {
             tracing::warn!(
                 "plugins.dir = {}: the folder is missing and cannot be created ({error}); no pool or route names a plugin, so none is loaded or watched",

@@ -1260,9 +1260,8 @@ mod tests {
             config.pools[0].recovery.as_ref().unwrap(),
             Arc::new(engine::RetryOnce),
         );
-        let pool = Arc::new(
-            Pool::new("a".into(), Vec::new(), None, None).with_recovery(pool_policy),
-        );
+        let pool =
+            Arc::new(Pool::new("a".into(), Vec::new(), None, None).with_recovery(pool_policy));
         let own = Arc::new(recovery_with(
             config.routes[0].recovery.as_ref().unwrap(),
             Arc::new(engine::RetryOnce),

@@ -20,6 +20,7 @@ mod rate_limit;
 mod recovery;
 mod reload;
 mod restart;
+mod route_recovery;
 mod routes_match;
 mod runtime_api;
 mod sandbox;

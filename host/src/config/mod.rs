@@ -1772,7 +1772,10 @@ fn recovery_problems(
         }
     }
     if recovery.budget_percent > 100 {
-        report(format!("{key}.budget_percent"), "must be at most 100".into());
+        report(
+            format!("{key}.budget_percent"),
+            "must be at most 100".into(),
+        );
     }
     if !(100..=600_000).contains(&recovery.budget_window_ms) {
         report(

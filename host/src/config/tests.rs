@@ -122,6 +122,7 @@ fn the_readme_config_is_valid() {
     let config = Config::parse(block, "README.md").unwrap_or_else(|e| panic!("{e}"));
     let pool = &config.pools[0];
     assert!(pool.health.is_some() && pool.recovery.is_some() && pool.balancer.is_some());
+    assert!(config.routes.iter().any(|route| route.recovery.is_some()));
     assert_eq!(pool.endpoints[2].tier, 1);
 }
 
@@ -259,4 +260,45 @@ fn rate_limit_keys_parse_and_default() {
             "routes[0].rate_limit.keys"
         ]
     );
+}
+
+#[test]
+fn a_routes_recovery_plugin_counts_as_one_more_user() {
+    let config = Config::parse(
+        r#"
+[proxy]
+workers = 4
+
+[[pools]]
+name = "web"
+recovery = { plugin = "retry-backoff" }
+endpoints = [{ address = "127.0.0.1:8081" }]
+
+[[routes]]
+path_prefix = "/a"
+pool = "web"
+recovery = { plugin = "retry-backoff", config = { attempts = 2 } }
+
+[[routes]]
+pool = "web"
+recovery = {}
+"#,
+        "test",
+    )
+    .unwrap();
+    // Contract 0.2: one instance per worker serves the pool and the route,
+    // and one checks; 0.1: one per user per worker, and one checks.
+    assert_eq!(config.plugin_instances_needed(|_| false), 4 + 1);
+    assert_eq!(config.plugin_instances_needed(|_| true), 2 * 4 + 1);
+    assert_eq!(
+        config.plugin_keys(),
+        [
+            ("pools[0].recovery.plugin".to_string(), "retry-backoff"),
+            ("routes[0].recovery.plugin".to_string(), "retry-backoff"),
+        ]
+    );
+    let route = &config.routes[1];
+    let native = route.recovery.as_ref().unwrap();
+    assert!(native.plugin.is_none());
+    assert_eq!(native.max_replay_body_bytes, 65536);
 }
