@@ -244,3 +244,52 @@ async fn a_plugin_that_refuses_a_routes_config_fails_start_and_reload_by_its_key
     );
     assert_eq!(client.get(&proxy.url("/")).await.upstream(), "good");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_0_1_policy_takes_an_instance_per_route_per_worker() {
+    let plugins = plugin_dir(&[("eject", "eject-0-1-0")]);
+    let (failing, good) = (failing().await, Upstream::start("good").await);
+    // Two routes use it, the pool does not: 2 routes × 2 workers + 1 check.
+    let body = format!(
+        "[[pools]]\nname = \"web\"\noutlier = {{ enabled = false }}\nendpoints = [{}, {}]\n\n\
+         [[routes]]\npath_prefix = \"/a\"\npool = \"web\"\nrecovery = {{ plugin = \"eject\" }}\n\n\
+         [[routes]]\npool = \"web\"\nrecovery = {{ plugin = \"eject\" }}\n",
+        failing.endpoint(1),
+        good.endpoint(1)
+    );
+    let error = Switchyard::try_start_full(plugins.path(), "", "", "max_instances = 4", &body)
+        .err()
+        .expect("refused");
+    assert!(
+        error.contains("plugins.max_instances: 4 is too few for this config")
+            && error.contains("`eject` built against contract 0.1")
+            && error.contains("raise it to at least 5"),
+        "{error}"
+    );
+    let proxy = Switchyard::try_start_full(plugins.path(), "", "", "max_instances = 5", &body)
+        .unwrap_or_else(|stderr| panic!("did not start:\n{stderr}"));
+    let client = HttpClient::default();
+    // The route's policy ejects the endpoint that answered 503; then only
+    // `good` answers.
+    let mut replies = gets(&proxy, &client, "/a", 4).await;
+    replies.extend(gets(&proxy, &client, "/", 6).await);
+    let pools = pools_now(&proxy, &client).await;
+    let ejected = &pools["pools"][0]["endpoints"][0];
+    assert_eq!(ejected["eligible"], false, "{ejected:#}");
+    assert!(
+        ejected["health"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the recovery policy ejected it"),
+        "{ejected:#}"
+    );
+    assert!(
+        replies[replies.len() - 6..]
+            .iter()
+            .all(|(status, from)| *status == 200 && from == "good"),
+        "{replies:?}"
+    );
+    let plugin = &proxy.plugins(&client).await["eject"];
+    assert_eq!(plugin["instances"], "per-pool");
+    assert_eq!(plugin["faults"], 0, "{plugin:#}");
+}
