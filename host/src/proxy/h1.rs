@@ -266,8 +266,8 @@ struct Plan {
     head_method: bool,
     /// The request may be sent twice (RFC 9110 §9.2.2).
     idempotent: bool,
-    /// The pool retries failed attempts, and this request can be sent
-    /// again: its body is read whole before the first attempt.
+    /// A recovery policy retries failed attempts, and this request can be
+    /// sent again: its body is read whole before the first attempt.
     replayable: bool,
     /// The request body's length.
     body_len: u64,

@@ -83,8 +83,8 @@ impl Proxy {
     }
 
     /// Serves one request end to end: route, pick, forward, and on a failed
-    /// attempt ask the pool's recovery policy, within the retry budget and
-    /// the request's deadline. Errors become short local responses.
+    /// attempt ask the recovery policy (the route's own, else the pool's),
+    /// within its retry budget and the request's deadline. Errors become short local responses.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -525,10 +525,10 @@ impl Proxy {
         Response::from_parts(head, ProxyBody::text(""))
     }
 
-    /// Asks the pool's recovery policy about a failed attempt, and holds its
-    /// answer to what the host allows: only a replayable request is sent
-    /// again, within `MAX_ATTEMPTS`, the request's deadline and the pool's
-    /// retry budget. A connection the endpoint refused is retried at once
+    /// Asks `recovery` (the route's own policy, or the pool's) about a
+    /// failed attempt in `pool`, and holds its answer to what the host
+    /// allows: only a replayable request is sent again, within
+    /// `MAX_ATTEMPTS`, the request's deadline and the policy's retry budget. A connection the endpoint refused is retried at once
     /// on another endpoint, whatever delay the policy asked for: nothing
     /// reached the endpoint, so there is nothing to back off from (the retry
     /// still counts against the budget). Shared by both paths.
