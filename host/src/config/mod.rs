@@ -847,7 +847,7 @@ pub struct RouteConfig {
     /// route's requests, in place of their pool's, with its own retry
     /// budget and replay limit; the same table as a pool's `recovery`.
     /// None by default: the pool's policy decides. Not with
-    /// `retries = false`.
+    /// `retries = false` or `broadcast = true`.
     #[serde(default)]
     pub recovery: Option<RecoveryConfig>,
     /// `broadcast = true`: a matching request is sent to every eligible
@@ -1698,6 +1698,12 @@ impl Config {
                 }
             }
             if let Some(recovery) = &route.recovery {
+                if route.broadcast {
+                    report(
+                        format!("{key}.recovery"),
+                        "a broadcast gives each endpoint one attempt and asks no recovery policy: it takes no `recovery`".into(),
+                    );
+                }
                 if !route.retries {
                     report(
                         format!("{key}.recovery"),
