@@ -200,3 +200,41 @@ async fn a_slow_or_dead_mirror_leaves_the_primary_alone_on_the_fast_path() {
 async fn a_slow_or_dead_mirror_leaves_the_primary_alone_on_hyper_s_path() {
     slow_or_dead_mirror_changes_nothing(false).await;
 }
+
+async fn a_failed_primary_is_not_copied(fast_path: bool) {
+    let (primary, shadow, proxy, _plugins) = mirrored(fast_path, 100, Duration::ZERO).await;
+    primary.set(Behaviour {
+        status: 503,
+        delay: Duration::ZERO,
+    });
+    let client = HttpClient::default();
+    for _ in 0..20 {
+        assert_eq!(client.get(&proxy.url("/")).await.status, 503);
+    }
+    primary.set(Behaviour {
+        status: 200,
+        delay: Duration::ZERO,
+    });
+    assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+    // The one served request's copy arrives; none of the failed ones'.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shadow.hits() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the served request was not copied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(shadow.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_primary_is_not_copied_on_the_fast_path() {
+    a_failed_primary_is_not_copied(true).await;
+}
+
+#[tokio::test]
+async fn a_failed_primary_is_not_copied_on_hyper_s_path() {
+    a_failed_primary_is_not_copied(false).await;
+}

@@ -1009,10 +1009,13 @@ async fn forward<S: ClientStream>(
             .upstreams
             .give_back_raw(&plan.endpoint.address, endpoint_conn);
     }
-    // The whole request is in hand only without a body or when it was
-    // read whole to be replayable.
+    // Copied, as on hyper's path, when the primary served it; and only a
+    // request whose whole body is in hand (none, or read whole to be
+    // replayable).
+    let served =
+        !head.status.is_server_error() && head.status != http::StatusCode::TOO_MANY_REQUESTS;
     if let Some(mirror) = plan.after.mirror.take() {
-        if plan.body_len == 0 || plan.replayable {
+        if served && (plan.body_len == 0 || plan.replayable) {
             if let Some(copy) = MirrorCopy::of_written(&scratch.request, plan.class, plan.hash) {
                 proxy.mirror(mirror, copy);
             }
