@@ -322,3 +322,35 @@ async fn a_reload_keeps_the_buckets_of_an_unchanged_limit() {
     reload().await;
     assert_eq!(client.get(&url).await.status, 200);
 }
+
+/// A body over the route's limit is refused (413) before the rate is
+/// asked, on both paths: it takes nothing from the bucket.
+async fn a_body_too_large_is_refused_before_the_rate(fast_path: bool) {
+    let keys = if fast_path { "" } else { "fast_path = false" };
+    let upstream = Upstream::start("u").await;
+    let plugins = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nendpoints = [{}]\n\n\
+         [[routes]]\npool = \"web\"\nmax_body_bytes = 10\n\
+         rate_limit = {{ per_second = 1, burst = 1 }}\n",
+        upstream.endpoint(1)
+    );
+    let proxy = Switchyard::start_with(plugins.path(), keys, &body);
+    let url = proxy.url("/upload");
+    let big = send("POST", &url, &[], &"x".repeat(100)).await;
+    assert_eq!(big.status, 413, "fast path {fast_path}: {}", big.body);
+    let small = send("POST", &url, &[], "ok").await;
+    assert_eq!(small.status, 200, "fast path {fast_path}: {}", small.body);
+    let again = send("POST", &url, &[], "ok").await;
+    assert_eq!(again.status, 429, "fast path {fast_path}: {}", again.body);
+}
+
+#[tokio::test]
+async fn a_body_too_large_is_refused_before_the_rate_on_the_fast_path() {
+    a_body_too_large_is_refused_before_the_rate(true).await;
+}
+
+#[tokio::test]
+async fn a_body_too_large_is_refused_before_the_rate_on_hyper_s_path() {
+    a_body_too_large_is_refused_before_the_rate(false).await;
+}

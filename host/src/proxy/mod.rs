@@ -147,6 +147,17 @@ impl Proxy {
         let mirror = topology.mirror_pool(route);
         let class = route.class(|name| request.headers().get(name).map(|v| v.as_bytes()));
         self.counters().count_class(class);
+        // A declared body over the route's limit is refused before the rate
+        // is asked, as on the fast path.
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if route.max_body_bytes > 0 && declared.is_some_and(|length| length > route.max_body_bytes)
+        {
+            return self.refused(&Refusal::body_too_large(route.max_body_bytes));
+        }
         if let Some(limit) = &route.rate_limit {
             let header =
                 |name: &http::HeaderName| request.headers().get(name).map(|v| v.as_bytes());
@@ -187,15 +198,6 @@ impl Proxy {
                 );
             }
             headers::websocket_over_http1(&mut parts);
-        }
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if route.max_body_bytes > 0 && declared.is_some_and(|length| length > route.max_body_bytes)
-        {
-            return self.refused(&Refusal::body_too_large(route.max_body_bytes));
         }
         let body = ClientBody::new(body, route.max_body_bytes);
         let client_fault = body.fault();
