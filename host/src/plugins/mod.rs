@@ -619,6 +619,11 @@ impl PluginRuntime {
         let mut version =
             PluginVersion::new(id, hash, world, prepared, reads_headers, from_cache, 0);
         version.contract = contract_version(&self.shared.engine, &component).unwrap_or_default();
+        version.imports = component
+            .component_type()
+            .imports(&self.shared.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
 
         self.check_capacity_with(slot, &version)
             .map_err(|reason| fail("capacity", reason))?;
@@ -993,6 +998,7 @@ pub(crate) fn instantiate<P>(
         })?;
     let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
     state.count = Some(count);
+    state.memory_high = Some(Arc::clone(&slot.memory_high));
     let mut store = state::new_store(&shared.engine, state);
     state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
     let plugin = instantiate(&mut store)

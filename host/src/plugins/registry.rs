@@ -123,6 +123,9 @@ pub struct PluginVersion {
     pub world: World,
     /// The contract version its export names (`0.2.0`, `0.1.1`, ...).
     pub contract: String,
+    /// What the component imports, by name (`switchyard:plugin/host@0.2.0`,
+    /// `wasi:io/streams@0.2.0`, ...), in the file's order.
+    pub imports: Vec<String>,
     /// When it started serving.
     pub loaded_at: SystemTime,
     /// Whether the compiled form came from the on-disk cache.
@@ -154,6 +157,7 @@ impl PluginVersion {
             hash,
             world,
             contract: String::new(),
+            imports: Vec::new(),
             loaded_at: SystemTime::now(),
             from_cache,
             load_micros,
@@ -292,6 +296,9 @@ pub struct PluginSlot {
     current: ArcSwapOption<PluginVersion>,
     calls: AtomicU64,
     faults: AtomicU64,
+    /// The largest linear memory any instance of this plugin reached, in
+    /// bytes (all of an instance's memories together).
+    pub(crate) memory_high: Arc<AtomicU64>,
     /// History for the API, off the hot path.
     pub history: Mutex<SlotHistory>,
     /// Pools and routes using this plugin.
@@ -313,6 +320,7 @@ impl PluginSlot {
             current: ArcSwapOption::empty(),
             calls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            memory_high: Arc::default(),
             history: Mutex::new(SlotHistory::default()),
             users: Mutex::new(Vec::new()),
         }
@@ -434,5 +442,11 @@ impl PluginSlot {
     /// Faults since start.
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
+    }
+
+    /// The largest linear memory any instance of this plugin has had, in
+    /// bytes, all of the instance's memories together.
+    pub fn memory_high_bytes(&self) -> u64 {
+        self.memory_high.load(Ordering::Relaxed)
     }
 }

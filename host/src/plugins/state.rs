@@ -1,7 +1,7 @@
 //! What every plugin store carries: the plugin's identity, the pool data its
 //! imports may read, and its sandbox (memory limiter, empty WASI context).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,11 @@ pub struct StoreState {
     pub memory_refused: bool,
     /// The time budget of the call under way.
     pub clock: CallClock,
+    /// Where the largest linear memory of the plugin's instances is kept
+    /// (its slot's), if anywhere.
+    pub memory_high: Option<Arc<AtomicU64>>,
+    /// The linear memory of this store's instance, all its memories, in bytes.
+    memory_bytes: usize,
     memory_limit: usize,
     log_window: Instant,
     log_lines: u32,
@@ -175,6 +180,8 @@ impl StoreState {
             probe: None,
             memory_refused: false,
             clock: CallClock::default(),
+            memory_high: None,
+            memory_bytes: 0,
             memory_limit,
             log_window: Instant::now(),
             log_lines: 0,
@@ -243,13 +250,19 @@ impl WasiView for StoreState {
 impl wasmtime::ResourceLimiter for StoreState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_refused = true;
             return Ok(false);
+        }
+        // Also called as each memory is created (from 0), so the sum is the
+        // instance's whole linear memory.
+        self.memory_bytes += desired.saturating_sub(current);
+        if let Some(high) = &self.memory_high {
+            high.fetch_max(self.memory_bytes as u64, Ordering::Relaxed);
         }
         Ok(true)
     }
