@@ -15,12 +15,14 @@
 //! - [`control`]: the control endpoint (JSON API, metrics).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`build`]: `switchyard plugin build`.
+//! - [`check`]: `switchyard plugin check`.
 //! - [`demo`]: `switchyard demo`, with upstreams of its own.
 //!
 //! [`Server::bind`] then [`Server::run`] is the whole program; tests bind
 //! port 0 and read the addresses back.
 
 pub mod build;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod demo;
