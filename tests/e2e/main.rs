@@ -13,6 +13,7 @@ mod fast_path;
 mod grpc;
 mod health;
 mod hostile;
+mod plugin_check;
 mod priority;
 mod protocols;
 mod proxying;
