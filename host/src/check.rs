@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::config::PluginsConfig;
 use crate::engine::{
-    Balancer as _, CheckOutcome, Endpoint, Failure, FailureKind, HealthChecker as _, PickRequest,
-    Pool, RecoveryPolicy as _, RequestHeaders, RequestInfo, UpstreamProtocol,
+    Balancer as _, CheckOutcome, Endpoint, Failure, FailureKind, Health, HealthChecker as _,
+    PickRequest, Pool, RecoveryPolicy as _, RequestHeaders, RequestInfo, UpstreamProtocol,
 };
 use crate::plugins::{LoadOutcome, PluginRuntime, PluginSlot, Role, World};
 
@@ -86,6 +86,10 @@ pub struct Report {
     pub memory_after_calls_bytes: Option<u64>,
     /// One entry per timed series.
     pub measurements: Vec<Measurement>,
+    /// A health check's verdicts on the listener (which answers `200 OK`
+    /// to anything), by health (`healthy`: 200), with the reason of the
+    /// last that was not `healthy`; `None` for the other worlds.
+    pub health_verdicts: Option<HealthVerdicts>,
     /// The conclusion.
     pub verdict: Verdict,
 }
@@ -123,6 +127,30 @@ pub struct Measurement {
     pub budget_ns: Option<u64>,
     /// The first fault, which stops the series.
     pub fault: Option<String>,
+}
+
+/// What a health check said of an endpoint that answers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HealthVerdicts {
+    /// Verdicts by health: `healthy`, `degraded`, `unhealthy`, `unknown`.
+    pub counts: std::collections::BTreeMap<String, u32>,
+    /// The reason of the last verdict that was not `healthy`.
+    pub last_not_healthy: Option<String>,
+}
+
+impl HealthVerdicts {
+    fn count(&mut self, health: Health, reason: String) {
+        let name = match health {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Unhealthy => "unhealthy",
+            Health::Unknown => "unknown",
+        };
+        *self.counts.entry(name.to_string()).or_default() += 1;
+        if health != Health::Healthy {
+            self.last_not_healthy = Some(reason);
+        }
+    }
 }
 
 /// The conclusion of a check.
@@ -175,6 +203,7 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
         memory_after_setup_bytes: None,
         memory_after_calls_bytes: None,
         measurements: Vec::new(),
+        health_verdicts: None,
         verdict: Verdict {
             status: Status::Ok,
             reasons: Vec::new(),
@@ -427,7 +456,7 @@ fn measure_health(
                     .await
                 {
                     CheckOutcome::Fault(fault) => Err(fault),
-                    CheckOutcome::Verdict(_, _) => Ok(()),
+                    CheckOutcome::Verdict(health, reason) => Ok((health, reason)),
                 }
             }
         };
@@ -435,14 +464,19 @@ fn measure_health(
         let warm = check().await;
         report.memory_after_setup_bytes = Some(slot.memory_high_bytes());
         let mut series = Series::new(HEALTH_CHECKS as usize);
+        let mut verdicts = HealthVerdicts::default();
         let mut fault = warm.err();
         while fault.is_none() && series.len() < HEALTH_CHECKS as usize {
             let started = Instant::now();
             let result = check().await;
             series.push(started.elapsed());
-            fault = result.err();
+            match result {
+                Ok((health, reason)) => verdicts.count(health, reason),
+                Err(error) => fault = Some(error),
+            }
         }
         server.abort();
+        report.health_verdicts = Some(verdicts);
         report
             .measurements
             .push(series.measurement("check", 1, None, fault));
@@ -697,6 +731,25 @@ impl Report {
                 line("", format!("fault: {}", one_line(fault)));
             }
         }
+        if let Some(verdicts) = &self.health_verdicts {
+            let counts: Vec<String> = verdicts
+                .counts
+                .iter()
+                .map(|(health, count)| format!("{health} {count}"))
+                .collect();
+            let mut said = format!(
+                "{} (of a listener that answers 200 OK)",
+                if counts.is_empty() {
+                    "none".to_string()
+                } else {
+                    counts.join(", ")
+                }
+            );
+            if let Some(reason) = &verdicts.last_not_healthy {
+                said.push_str(&format!("; last not healthy: {reason}"));
+            }
+            line("verdicts", said);
+        }
         match self.verdict.status {
             Status::Ok => out.push_str("verdict: ok\n"),
             Status::Warn => out.push_str(&format!("verdict: warn: {}\n", self.reasons())),
@@ -738,6 +791,74 @@ mod tests {
         assert_eq!(percentile(&values, 99), Some(99));
         assert_eq!(percentile(&[7], 99), Some(7));
         assert_eq!(percentile(&[], 50), None);
+    }
+
+    fn report_with(p99_ns: u64, fault: Option<&str>, memory_mib: u64) -> Report {
+        Report {
+            file: "p.wasm".into(),
+            size_bytes: 1,
+            settings: Settings {
+                source: "defaults".into(),
+                call_timeout_ms: 1,
+                memory_limit_mib: 32,
+                quarantine_after: 10,
+            },
+            world: Some("balancer".into()),
+            contract: Some("0.2.0".into()),
+            imports: Vec::new(),
+            compile_micros: Some(1),
+            config: "{}".into(),
+            configure_accepted: Some(true),
+            memory_after_setup_bytes: Some(memory_mib << 20),
+            memory_after_calls_bytes: Some(memory_mib << 20),
+            measurements: vec![Measurement {
+                call: "pick".into(),
+                endpoints: 10,
+                calls: 5_000,
+                p50_ns: Some(p99_ns / 2),
+                p99_ns: Some(p99_ns),
+                max_ns: Some(p99_ns),
+                budget_ns: Some(1_000_000),
+                fault: fault.map(str::to_string),
+            }],
+            health_verdicts: None,
+            verdict: Verdict {
+                status: Status::Ok,
+                reasons: Vec::new(),
+            },
+        }
+    }
+
+    fn judged(mut report: Report) -> (Status, Vec<String>) {
+        let plugins = PluginsConfig::default();
+        judge(&mut report, &plugins);
+        (report.verdict.status, report.verdict.reasons)
+    }
+
+    #[test]
+    fn the_verdict_holds_p99_to_the_budget_and_memory_to_the_cap() {
+        assert_eq!(judged(report_with(4_000, None, 1)).0, Status::Ok);
+        let (status, reasons) = judged(report_with(600_000, None, 1));
+        assert_eq!(status, Status::Warn);
+        assert!(
+            reasons[0].contains("over half the per-call budget"),
+            "{reasons:?}"
+        );
+        let (status, reasons) = judged(report_with(1_200_000, None, 1));
+        assert_eq!(status, Status::Rejected);
+        assert!(
+            reasons[0].contains("over the per-call budget"),
+            "{reasons:?}"
+        );
+        let (status, reasons) = judged(report_with(4_000, None, 30));
+        assert_eq!(status, Status::Warn);
+        assert!(
+            reasons[0].contains("of the 32.0 MiB memory cap"),
+            "{reasons:?}"
+        );
+        let (status, reasons) = judged(report_with(4_000, Some("pick trapped"), 1));
+        assert_eq!(status, Status::Rejected);
+        assert!(reasons[0].ends_with("faulted after 5000 timed call(s): pick trapped"));
     }
 
     #[test]

@@ -109,6 +109,9 @@ fn a_health_check_is_timed_against_a_local_listener() {
     assert!(series["p50_ns"].as_u64() <= series["p99_ns"].as_u64());
     // A check waits on the network: no CPU budget applies.
     assert!(series["budget_ns"].is_null());
+    // The listener answers, so every verdict is healthy.
+    let counts = &json["health_verdicts"]["counts"];
+    assert_eq!(counts["healthy"], series["calls"], "{counts}");
 }
 
 #[test]
