@@ -115,6 +115,18 @@ fn a_health_check_is_timed_against_a_local_listener() {
 }
 
 #[test]
+fn a_recovery_policy_is_timed_per_decision() {
+    let (json, code) = report(&[&built("retry-backoff")]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["world"], "recovery");
+    for series in json["measurements"].as_array().unwrap() {
+        assert_eq!(series["call"], "decision");
+        assert!(series["fault"].is_null(), "{series}");
+        assert!(series["p50_ns"].as_u64() <= series["p99_ns"].as_u64());
+    }
+}
+
+#[test]
 fn a_balancer_that_overruns_its_budget_is_rejected() {
     let output = check(&[&built("looping-balancer")]);
     let text = stdout(&output);
