@@ -37,7 +37,9 @@ pub use health::{
     eligibility, eligibility_with_out, Alert, Alerts, Eligibility, EndpointHealth, Health,
     HealthPolicy, OutlierPolicy, Severity,
 };
-pub use histogram::{ClassHistograms, Histogram, HistogramSnapshot, BUCKET_BOUNDS_US};
+pub use histogram::{
+    ClassHistograms, Histogram, HistogramSnapshot, PLUGIN_CALL_BOUNDS_NS, REQUEST_BOUNDS_NS,
+};
 pub use pool::{
     MirrorResult, Pool, PoolHealthView, Recovery, TickQueue, UpstreamProtocol, UpstreamTls,
 };

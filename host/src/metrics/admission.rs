@@ -5,9 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::family;
-use crate::engine::{
-    HistogramSnapshot, MirrorResult, Pool, Priority, Routes, ShedReason, BUCKET_BOUNDS_US,
-};
+use crate::engine::{HistogramSnapshot, MirrorResult, Pool, Priority, Routes, ShedReason};
 
 /// Writes the admission families (pools that limit requests) and the
 /// latency histograms (classes and pools that saw requests).
@@ -194,12 +192,17 @@ pub(super) fn render_mirrors(out: &mut String, pools: &[Arc<Pool>]) {
 }
 
 /// One histogram's `_bucket`, `_sum` and `_count` lines.
-fn histogram_series(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
-    for (bound_us, count) in BUCKET_BOUNDS_US.iter().zip(snapshot.cumulative) {
+pub(super) fn histogram_series<const N: usize>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    snapshot: &HistogramSnapshot<N>,
+) {
+    for (bound_ns, count) in snapshot.bounds_ns.iter().zip(snapshot.cumulative) {
         let _ = writeln!(
             out,
             "{name}_bucket{{{labels},le=\"{}\"}} {count}",
-            *bound_us as f64 / 1e6
+            *bound_ns as f64 / 1e9
         );
     }
     let _ = writeln!(
