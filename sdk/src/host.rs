@@ -28,6 +28,11 @@ pub enum LogLevel {
 
 /// Writes a line to the host's log, tagged with the plugin's name.
 ///
+/// The host bounds it: a line is cut at `plugins.log_line_bytes` (1 KiB by
+/// default), and a plugin's lines, every instance together, are limited to
+/// `plugins.log_lines_per_second` (50); lines over the rate are dropped,
+/// counted and summarised.
+///
 /// ```
 /// use switchyard_sdk::host::{log, LogLevel};
 /// log(LogLevel::Info, "configured with 3 endpoints");

@@ -14,6 +14,7 @@ mod grpc;
 mod health;
 mod hostile;
 mod plugin_check;
+mod plugin_logs;
 mod priority;
 mod protocols;
 mod proxying;

@@ -27,7 +27,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 24] = [
+const PLUGIN_CRATES: [&str; 25] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -51,6 +51,7 @@ const PLUGIN_CRATES: [&str; 24] = [
     "tests/plugins/eject-0-1-0",
     "tests/plugins/turns-0-1-1",
     "tests/plugins/by-priority",
+    "tests/plugins/chatty-balancer",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];

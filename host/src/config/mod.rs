@@ -34,6 +34,10 @@ pub const DEFAULT_QUARANTINE_AFTER: u32 = 10;
 pub const DEFAULT_DEBOUNCE_MS: u64 = 10;
 /// Upper bound of live plugin instances (pools × workers, plus validation).
 pub const DEFAULT_MAX_INSTANCES: u32 = 512;
+/// Bytes of a plugin's log line kept; the rest is cut.
+pub const DEFAULT_LOG_LINE_BYTES: u32 = 1024;
+/// Log lines a plugin (all its instances together) may write a second.
+pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 50;
 /// Below this available share of its serving tier, a pool balances over all of it.
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 /// A tier serves while at least this share of it is available.
@@ -351,6 +355,17 @@ pub struct PluginsConfig {
     /// `max_instances = 512`: live plugin instances at most.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// `log_line_bytes = 1024`: bytes of a plugin's log line written; a
+    /// longer line is cut on a character boundary and marked
+    /// `… [cut: KEPT of LEN bytes kept]`. From 64 to 65536.
+    #[serde(default = "default_log_line_bytes")]
+    pub log_line_bytes: u32,
+    /// `log_lines_per_second = 50`: log lines one plugin, all its instances
+    /// together, may write a second, after a burst of as many; the excess is
+    /// dropped, counted, and summarised in one line at most once a second.
+    /// From 1 to 10000.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
 }
 
 impl Default for PluginsConfig {
@@ -364,6 +379,8 @@ impl Default for PluginsConfig {
             watch: true,
             debounce_ms: DEFAULT_DEBOUNCE_MS,
             max_instances: DEFAULT_MAX_INSTANCES,
+            log_line_bytes: DEFAULT_LOG_LINE_BYTES,
+            log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
         }
     }
 }
@@ -1080,6 +1097,12 @@ fn default_debounce_ms() -> u64 {
 fn default_max_instances() -> u32 {
     DEFAULT_MAX_INSTANCES
 }
+fn default_log_line_bytes() -> u32 {
+    DEFAULT_LOG_LINE_BYTES
+}
+fn default_log_lines_per_second() -> u32 {
+    DEFAULT_LOG_LINES_PER_SECOND
+}
 fn default_true() -> bool {
     true
 }
@@ -1387,6 +1410,24 @@ impl Config {
         }
         if self.plugins.max_instances < 4 {
             report("plugins.max_instances".into(), "must be at least 4".into());
+        }
+        if !(64..=65_536).contains(&self.plugins.log_line_bytes) {
+            report(
+                "plugins.log_line_bytes".into(),
+                format!(
+                    "must be from 64 to 65536, got {}",
+                    self.plugins.log_line_bytes
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.plugins.log_lines_per_second) {
+            report(
+                "plugins.log_lines_per_second".into(),
+                format!(
+                    "must be from 1 to 10000, got {}",
+                    self.plugins.log_lines_per_second
+                ),
+            );
         }
         if self.plugins.quarantine_after == 0 {
             report(

@@ -53,6 +53,8 @@ pub(super) struct PluginView {
     calls: u64,
     /// Calls that trapped, timed out or answered out of the set.
     faults: u64,
+    /// Its log lines since start, by what became of them.
+    log_lines: LogLinesView,
     /// Versions swapped in after the first.
     reloads: u64,
     /// Files refused.
@@ -66,6 +68,21 @@ pub(super) struct PluginView {
     /// Set while the last good version from an earlier run serves because
     /// the file in the folder was rejected at start.
     fallback: Option<NoteView>,
+}
+
+/// A plugin's log lines by outcome, and the limits applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LogLinesView {
+    /// Written whole.
+    written: u64,
+    /// Written cut at `line_bytes`.
+    cut: u64,
+    /// Dropped over `lines_per_second`, and summarised.
+    dropped: u64,
+    /// `plugins.log_line_bytes`.
+    line_bytes: usize,
+    /// `plugins.log_lines_per_second`.
+    lines_per_second: u32,
 }
 
 /// Whether a plugin serves.
@@ -172,6 +189,16 @@ fn view(slot: &PluginSlot) -> PluginView {
         routes,
         calls: slot.calls(),
         faults: slot.faults(),
+        log_lines: {
+            let (lines, limits) = (slot.log_lines(), slot.log_limits());
+            LogLinesView {
+                written: lines.written,
+                cut: lines.cut,
+                dropped: lines.dropped,
+                line_bytes: limits.line_bytes,
+                lines_per_second: limits.lines_per_second,
+            }
+        },
         reloads: history.reloads,
         rejected_files: history.rejections,
         last_error: note(&history.last_error),

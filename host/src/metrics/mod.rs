@@ -377,7 +377,7 @@ impl Metrics {
 
 /// Renders every metric in the Prometheus text format.
 ///
-/// Cardinality: about 40 proxy-wide series, one per pool, five per plugin,
+/// Cardinality: about 40 proxy-wide series, one per pool, eight per plugin,
 /// and six per endpoint when `per_endpoint` (`control.per_endpoint_metrics`).
 pub fn render(
     metrics: &Metrics,
@@ -641,6 +641,27 @@ pub fn render(
                 _ => slot.history.lock().unwrap().rejections,
             };
             let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {value}", slot.name);
+        }
+    }
+    family(
+        &mut out,
+        "switchyard_plugin_log_lines_total",
+        "counter",
+        "Log lines the plugin wrote: written whole, cut at plugins.log_line_bytes, \
+         or dropped over plugins.log_lines_per_second.",
+    );
+    for slot in &slots {
+        let lines = slot.log_lines();
+        for (outcome, value) in [
+            ("written", lines.written),
+            ("cut", lines.cut),
+            ("dropped", lines.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchyard_plugin_log_lines_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {value}",
+                slot.name
+            );
         }
     }
     family(

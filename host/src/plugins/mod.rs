@@ -8,6 +8,7 @@ mod cache;
 mod health;
 mod imports;
 mod last_good;
+mod log;
 mod pooled;
 mod recovery;
 mod registry;
@@ -28,6 +29,7 @@ use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, Store, 
 
 pub use balancer::WasmBalancer;
 pub use health::WasmHealthCheck;
+pub use log::{LogCounts, LogLimits};
 pub use recovery::WasmRecovery;
 pub use registry::{Note, Owner, PluginSlot, PluginVersion, PoolUse, Role, World};
 pub use watcher::{watch, Watcher};
@@ -80,6 +82,7 @@ pub(crate) struct Limits {
     pub memory_limit: usize,
     pub quarantine_after: u32,
     pub max_instances: u32,
+    pub log: LogLimits,
 }
 
 pub(crate) struct Shared {
@@ -201,6 +204,10 @@ impl PluginRuntime {
             memory_limit,
             quarantine_after: config.quarantine_after,
             max_instances: config.max_instances,
+            log: LogLimits {
+                line_bytes: config.log_line_bytes as usize,
+                lines_per_second: config.log_lines_per_second,
+            },
         };
         let stop_ticker = Arc::new(AtomicBool::new(false));
         start_epoch_ticker(engine.clone(), Arc::clone(&stop_ticker))?;
@@ -338,6 +345,7 @@ impl PluginRuntime {
                 name,
                 self.shared.dir.join(format!("{name}.wasm")),
                 Arc::clone(&self.shared.events),
+                self.shared.limits.log,
             ))
         }))
     }
@@ -996,7 +1004,11 @@ pub(crate) fn instantiate<P>(
                 shared.limits.max_instances
             ))
         })?;
-    let mut state = StoreState::new(Arc::clone(&slot.name), shared.limits.memory_limit);
+    let mut state = StoreState::new(
+        Arc::clone(&slot.name),
+        Arc::clone(&slot.log),
+        shared.limits.memory_limit,
+    );
     state.count = Some(count);
     state.memory_high = Some(Arc::clone(&slot.memory_high));
     let mut store = state::new_store(&shared.engine, state);

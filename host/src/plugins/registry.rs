@@ -10,6 +10,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use super::bindings;
+use super::log::{LogCounts, LogLimits, PluginLog};
 use super::state::StoreState;
 use crate::engine::{Pool, Recovery};
 
@@ -299,6 +300,8 @@ pub struct PluginSlot {
     /// The largest linear memory any instance of this plugin reached, in
     /// bytes (all of an instance's memories together).
     pub(crate) memory_high: Arc<AtomicU64>,
+    /// Its log lines, bounded; every instance writes through it.
+    pub(crate) log: Arc<PluginLog>,
     /// History for the API, off the hot path.
     pub history: Mutex<SlotHistory>,
     /// Pools and routes using this plugin.
@@ -308,11 +311,18 @@ pub struct PluginSlot {
 }
 
 impl PluginSlot {
-    pub(crate) fn new(name: &str, path: PathBuf, events: Arc<crate::engine::Events>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        path: PathBuf,
+        events: Arc<crate::engine::Events>,
+        log: LogLimits,
+    ) -> Self {
         static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
+        let name: Arc<str> = name.into();
         PluginSlot {
+            log: Arc::new(PluginLog::new(Arc::clone(&name), log)),
             events,
-            name: name.into(),
+            name,
             index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
             scratch: Mutex::new(None),
             checks: super::health::SharedChecks::default(),
@@ -370,6 +380,16 @@ impl PluginSlot {
     /// Counts one call.
     pub fn count_call(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How its log lines are bounded.
+    pub fn log_limits(&self) -> LogLimits {
+        self.log.limits()
+    }
+
+    /// The plugin's log lines so far, by outcome.
+    pub fn log_lines(&self) -> LogCounts {
+        self.log.counts()
     }
 
     /// Counts a successful call: the version's fault streak ends.

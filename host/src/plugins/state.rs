@@ -10,10 +10,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::EndpointSet;
 
-/// Log lines a single instance may write per second; beyond it lines are
-/// counted and dropped, so a chatty plugin cannot flood the host's log.
-pub const LOG_LINES_PER_SECOND: u32 = 50;
-
 /// Ticks a call may be extended while its thread is not actually running it
 /// (descheduled on a busy machine) before it is cut off regardless.
 pub const MAX_DESCHEDULED_TICKS: u32 = 100;
@@ -134,8 +130,10 @@ pub struct StoreState {
     /// The instance count this store holds (none in tests that make stores
     /// by hand).
     pub count: Option<InstanceCount>,
-    /// The plugin's name, for log lines.
+    /// The plugin's name, for messages.
     pub plugin: Arc<str>,
+    /// The plugin's log, bounded; shared by all its instances.
+    pub log: Arc<super::log::PluginLog>,
     /// The pool's endpoints, for `endpoint-load`; `None` outside a pool.
     pub endpoints: Option<Arc<EndpointSet>>,
     /// The headers of the request being placed, lent for one `pick` call.
@@ -153,10 +151,6 @@ pub struct StoreState {
     /// The linear memory of this store's instance, all its memories, in bytes.
     memory_bytes: usize,
     memory_limit: usize,
-    log_window: Instant,
-    log_lines: u32,
-    /// Lines dropped by the log rate limit.
-    pub log_dropped: u64,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -170,11 +164,13 @@ impl std::fmt::Debug for StoreState {
 }
 
 impl StoreState {
-    /// A store for `plugin` whose linear memory may grow to `memory_limit` bytes.
-    pub fn new(plugin: Arc<str>, memory_limit: usize) -> Self {
+    /// A store for `plugin` whose linear memory may grow to `memory_limit`
+    /// bytes, writing its lines to `log`.
+    pub fn new(plugin: Arc<str>, log: Arc<super::log::PluginLog>, memory_limit: usize) -> Self {
         StoreState {
             count: None,
             plugin,
+            log,
             endpoints: None,
             headers: http::HeaderMap::new(),
             probe: None,
@@ -183,9 +179,6 @@ impl StoreState {
             memory_high: None,
             memory_bytes: 0,
             memory_limit,
-            log_window: Instant::now(),
-            log_lines: 0,
-            log_dropped: 0,
             wasi: locked_down_wasi(),
             table: ResourceTable::new(),
         }
@@ -194,20 +187,6 @@ impl StoreState {
     /// The linear memory this store's instance may grow to, in bytes.
     pub fn memory_limit(&self) -> usize {
         self.memory_limit
-    }
-
-    /// Whether one more log line fits in this second's budget.
-    pub fn take_log_budget(&mut self) -> bool {
-        if self.log_window.elapsed().as_secs() >= 1 {
-            self.log_window = Instant::now();
-            self.log_lines = 0;
-        }
-        self.log_lines += 1;
-        if self.log_lines > LOG_LINES_PER_SECOND {
-            self.log_dropped += 1;
-            return false;
-        }
-        true
     }
 }
 

@@ -16,17 +16,15 @@ fn clock_base() -> Instant {
 
 impl Host for StoreState {
     fn log(&mut self, level: LogLevel, message: String) {
-        if !self.take_log_budget() {
-            return;
-        }
-        let plugin = &*self.plugin;
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
+        let level = match level {
+            LogLevel::Trace => tracing::Level::TRACE,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Error => tracing::Level::ERROR,
+        };
+        // Cut and rate-limited per plugin (`plugins::log`).
+        self.log.write(level, &message);
     }
 
     fn now_ns(&mut self) -> u64 {
