@@ -1,5 +1,5 @@
 //! A plugin's log is bounded (lines cut, a rate per plugin, the excess
-//! summarised), seen through the real binary.
+//! summarised), and its calls are timed: both seen through the real binary.
 
 use std::time::{Duration, Instant};
 
@@ -105,4 +105,59 @@ async fn a_chatty_plugin_is_cut_and_rate_limited_and_its_excess_summarised() {
     assert_eq!(plugin["log_lines"]["line_bytes"], 1024);
     assert_eq!(plugin["log_lines"]["lines_per_second"], RATE);
     assert_eq!(plugin["faults"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_is_timed_in_the_api_and_a_histogram() {
+    let plugins = plugin_dir(&[("round-robin", "round-robin")]);
+    let upstream = Upstream::start("a").await;
+    let proxy = Switchyard::start(plugins.path(), &pool("round-robin", &upstream));
+    let client = HttpClient::default();
+    let plugin = proxy.plugins(&client).await.remove("round-robin").unwrap();
+    assert!(plugin["call_micros"].is_null(), "no calls yet: {plugin:#}");
+
+    let (_, failures) = client.spread(&proxy.url("/"), 300, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let calls = metric(
+        &proxy,
+        "switchyard_plugin_calls_total{plugin=\"round-robin\"}",
+    )
+    .await;
+    assert_eq!(calls, 300);
+    let plugin = proxy.plugins(&client).await.remove("round-robin").unwrap();
+    let timings = &plugin["call_micros"];
+    assert_eq!(timings["count"], calls, "{plugin:#}");
+    let (p50, p99, max) = (
+        timings["p50"].as_f64().unwrap(),
+        timings["p99"].as_f64().unwrap(),
+        timings["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{timings}");
+
+    let text = client.get(&proxy.control_url("/metrics")).await.body;
+    assert!(
+        text.contains("# TYPE switchyard_plugin_call_seconds histogram"),
+        "{text}"
+    );
+    let series = |suffix: &str| format!("switchyard_plugin_call_seconds{suffix}");
+    assert_eq!(
+        metric(&proxy, &series("_count{plugin=\"round-robin\"}")).await,
+        calls
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            &series("_bucket{plugin=\"round-robin\",le=\"+Inf\"}")
+        )
+        .await,
+        calls
+    );
+    // The finest bucket is 100 ns: a pick is seen below 10 µs.
+    assert!(
+        text.contains(
+            "switchyard_plugin_call_seconds_bucket{plugin=\"round-robin\",le=\"0.0000001\"}"
+        ),
+        "{text}"
+    );
 }

@@ -53,6 +53,9 @@ pub(super) struct PluginView {
     calls: u64,
     /// Calls that trapped, timed out or answered out of the set.
     faults: u64,
+    /// How long calls into its export took (`pick`, `check`,
+    /// `on-failure`), in µs; `null` before its first call.
+    call_micros: Option<CallTimesView>,
     /// Its log lines since start, by what became of them.
     log_lines: LogLinesView,
     /// Versions swapped in after the first.
@@ -68,6 +71,23 @@ pub(super) struct PluginView {
     /// Set while the last good version from an earlier run serves because
     /// the file in the folder was rejected at start.
     fallback: Option<NoteView>,
+}
+
+/// Call timings, in µs. The quantiles are estimated from the histogram's
+/// buckets (`switchyard_plugin_call_seconds`: linear within a bucket, never
+/// above the maximum); the count and maximum are exact.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CallTimesView {
+    /// Calls timed.
+    count: u64,
+    /// Median, estimated.
+    p50: f64,
+    /// 99th percentile, estimated.
+    p99: f64,
+    /// The longest call.
+    max: f64,
+    /// The mean.
+    mean: f64,
 }
 
 /// A plugin's log lines by outcome, and the limits applied.
@@ -189,6 +209,7 @@ fn view(slot: &PluginSlot) -> PluginView {
         routes,
         calls: slot.calls(),
         faults: slot.faults(),
+        call_micros: call_times(slot),
         log_lines: {
             let (lines, limits) = (slot.log_lines(), slot.log_limits());
             LogLinesView {
@@ -206,6 +227,18 @@ fn view(slot: &PluginSlot) -> PluginView {
         last_rejected: note(&history.last_rejected),
         fallback: note(&history.fallback),
     }
+}
+
+fn call_times(slot: &PluginSlot) -> Option<CallTimesView> {
+    let times = slot.call_times();
+    let micros = |seconds: f64| (seconds * 1e9).round() / 1e3;
+    Some(CallTimesView {
+        p50: micros(times.quantile(0.5)?),
+        p99: micros(times.quantile(0.99)?),
+        max: micros(times.max_seconds),
+        mean: micros(times.sum_seconds / times.count as f64),
+        count: times.count,
+    })
 }
 
 /// What a reload of a plugin's file did.

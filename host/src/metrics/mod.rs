@@ -377,7 +377,8 @@ impl Metrics {
 
 /// Renders every metric in the Prometheus text format.
 ///
-/// Cardinality: about 40 proxy-wide series, one per pool, eight per plugin,
+/// Cardinality: about 40 proxy-wide series, one per pool, about 30 per
+/// plugin (eight counters and gauges, a histogram of 19 buckets),
 /// and six per endpoint when `per_endpoint` (`control.per_endpoint_metrics`).
 pub fn render(
     metrics: &Metrics,
@@ -663,6 +664,21 @@ pub fn render(
                 slot.name
             );
         }
+    }
+    family(
+        &mut out,
+        "switchyard_plugin_call_seconds",
+        "histogram",
+        "Time of each call into the plugin's export (pick, check, on-failure), \
+         from 100 ns.",
+    );
+    for slot in &slots {
+        admission::histogram_series(
+            &mut out,
+            "switchyard_plugin_call_seconds",
+            &format!("plugin=\"{}\"", slot.name),
+            &slot.call_times(),
+        );
     }
     family(
         &mut out,

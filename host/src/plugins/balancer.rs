@@ -351,12 +351,13 @@ impl WasmBalancer {
             &mut request.headers,
             reads_headers,
         );
-        begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
         let result = instance
             .exports
             .switchyard_plugin_balancer()
             .pool_balancer()
             .call_pick(&mut instance.store, handle, info);
+        self.slot.time_call(started);
         return_headers(&mut instance.store.data_mut().headers, &mut request.headers);
         result.map_err(|error| call_fault(&instance.store, &error))
     }
@@ -398,11 +399,12 @@ impl WasmBalancer {
             &mut request.headers,
             version.reads_headers,
         );
-        begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
         let result = live
             .plugin
             .switchyard_plugin_balancer()
             .call_pick(&mut live.store, info);
+        self.slot.time_call(started);
         return_headers(&mut live.store.data_mut().headers, &mut request.headers);
         match result {
             Ok(answer) => Ok(answer),

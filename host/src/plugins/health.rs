@@ -330,12 +330,13 @@ impl Inner {
             Err(PoolError::Trapped(reason)) => return Err(SetUpError::Plugin(reason)),
         };
         instance.store.data_mut().probe = Some(probe);
-        begin_call(&mut instance.store, ticks);
+        let started = begin_call(&mut instance.store, ticks);
         let result = instance
             .exports
             .switchyard_plugin_health_check()
             .pool_check()
             .call_check(&mut instance.store, handle, target);
+        self.slot.time_call(started);
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {
@@ -369,11 +370,12 @@ impl Inner {
             None => OwnInstance::create(&self.shared, &self.slot, version, &self.config_json)?,
         };
         instance.store.data_mut().probe = Some(probe);
-        begin_call(&mut instance.store, ticks);
+        let started = begin_call(&mut instance.store, ticks);
         let result = instance
             .plugin
             .switchyard_plugin_health_check()
             .call_check(&mut instance.store, target);
+        self.slot.time_call(started);
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {

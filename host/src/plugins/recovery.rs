@@ -259,12 +259,13 @@ impl WasmRecovery {
                 wit::FailureKind::GrpcStatus
             );
             instance.store.data_mut().endpoints = Some(Arc::clone(endpoints));
-            begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+            let started = begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
             let decision = instance
                 .exports
                 .switchyard_plugin_recovery()
                 .pool_recovery()
                 .call_on_failure(&mut instance.store, handle, &wit_failure);
+            self.slot.time_call(started);
             instance.store.data_mut().endpoints = None;
             decision
                 .map(|decision| from_wit!(wit, decision))
@@ -303,7 +304,7 @@ impl WasmRecovery {
         }
         let live = entry.as_mut().expect("created above");
         live.store.data_mut().endpoints = Some(Arc::clone(endpoints));
-        begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
         let decision = match &live.plugin {
             OwnExports::V0_1_1(plugin) => {
                 let wit_failure = wit_failure!(
@@ -331,6 +332,7 @@ impl WasmRecovery {
                     .map(|decision| from_wit!(wit_0_1_0, decision))
             }
         };
+        self.slot.time_call(started);
         live.store.data_mut().endpoints = None;
         match decision {
             Ok(decision) => Ok(decision),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::bindings;
 use super::log::{LogCounts, LogLimits, PluginLog};
 use super::state::StoreState;
-use crate::engine::{Pool, Recovery};
+use crate::engine::{Histogram, HistogramSnapshot, Pool, Recovery, PLUGIN_CALL_BOUNDS_NS};
 
 /// Which contract a component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -300,6 +300,8 @@ pub struct PluginSlot {
     /// The largest linear memory any instance of this plugin reached, in
     /// bytes (all of an instance's memories together).
     pub(crate) memory_high: Arc<AtomicU64>,
+    /// How long each call into the plugin's export took.
+    call_time: Histogram<{ PLUGIN_CALL_BOUNDS_NS.len() }>,
     /// Its log lines, bounded; every instance writes through it.
     pub(crate) log: Arc<PluginLog>,
     /// History for the API, off the hot path.
@@ -321,6 +323,7 @@ impl PluginSlot {
         let name: Arc<str> = name.into();
         PluginSlot {
             log: Arc::new(PluginLog::new(Arc::clone(&name), log)),
+            call_time: Histogram::new(&PLUGIN_CALL_BOUNDS_NS),
             events,
             name,
             index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
@@ -380,6 +383,17 @@ impl PluginSlot {
     /// Counts one call.
     pub fn count_call(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts how long one call into the plugin's export took (`started`
+    /// read just before it).
+    pub fn time_call(&self, started: Instant) {
+        self.call_time.observe(started.elapsed());
+    }
+
+    /// How long calls took so far.
+    pub fn call_times(&self) -> HistogramSnapshot<{ PLUGIN_CALL_BOUNDS_NS.len() }> {
+        self.call_time.snapshot()
     }
 
     /// How its log lines are bounded.

@@ -211,10 +211,12 @@ pub fn new_store(engine: &wasmtime::Engine, state: StoreState) -> wasmtime::Stor
     store
 }
 
-/// Starts the budget of one call of `ticks` epoch ticks.
-pub fn begin_call(store: &mut wasmtime::Store<StoreState>, ticks: u64) {
+/// Starts the budget of one call of `ticks` epoch ticks; returns when it
+/// started, for the plugin's call timings.
+pub fn begin_call(store: &mut wasmtime::Store<StoreState>, ticks: u64) -> Instant {
     store.data_mut().clock.begin();
     store.set_epoch_deadline(ticks);
+    Instant::now()
 }
 
 impl WasiView for StoreState {
