@@ -16,6 +16,7 @@
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`build`]: `switchyard plugin build`.
 //! - [`check`]: `switchyard plugin check`.
+//! - [`templates`]: `switchyard plugin new`, from templates in the binary.
 //! - [`demo`]: `switchyard demo`, with upstreams of its own.
 //!
 //! [`Server::bind`] then [`Server::run`] is the whole program; tests bind
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
+pub mod templates;
 
 use std::future::Future;
 use std::net::SocketAddr;

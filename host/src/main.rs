@@ -55,6 +55,27 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// Write a plugin project from a template: a standalone crate with a
+    /// working policy, its unit tests and a README. Exits with 2 when the
+    /// name is not a valid crate name, the folder is not empty, the SDK is
+    /// not found, or the language has no SDK yet (only Rust has one).
+    New {
+        /// The crate's name, and the built file's (`NAME.wasm`).
+        name: String,
+        /// The kind of plugin.
+        #[arg(long, value_enum)]
+        kind: switchyard::templates::Kind,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: switchyard::templates::Lang,
+        /// Where the project goes (missing or empty); default `./NAME`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The `switchyard-sdk` folder the project depends on; default the
+        /// `sdk` folder of the checkout this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Build plugin crates into components: OUT/NAME.wasm for each.
     Build {
         /// Folders of plugin crates.
@@ -156,6 +177,22 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Plugin {
             command:
+                PluginCommand::New {
+                    name,
+                    kind,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => plugin_new(switchyard::templates::NewRequest {
+            kind,
+            lang,
+            name,
+            dir,
+            sdk,
+        }),
+        Command::Plugin {
+            command:
                 PluginCommand::Check {
                     file,
                     config,
@@ -168,6 +205,28 @@ fn main() -> anyhow::Result<()> {
             port,
             control_port,
         } => runtime(2)?.block_on(switchyard::demo::run(plugins, port, control_port)),
+    }
+}
+
+/// `switchyard plugin new`: the project's folder and the next commands, or
+/// the reason nothing was written.
+fn plugin_new(request: switchyard::templates::NewRequest) -> anyhow::Result<()> {
+    match switchyard::templates::new_plugin(&request) {
+        Ok(dir) => {
+            println!(
+                "wrote {} plugin `{}` in {}",
+                request.kind,
+                request.name,
+                dir.display()
+            );
+            println!("next: cd {} && cargo test", dir.display());
+            println!("      switchyard plugin build . --out ../plugins");
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("switchyard plugin new: {error}");
+            std::process::exit(if error.is_usage() { USAGE_ERROR } else { 1 });
+        }
     }
 }
 
