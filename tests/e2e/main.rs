@@ -15,6 +15,7 @@ mod health;
 mod hostile;
 mod plugin_check;
 mod plugin_logs;
+mod plugin_new;
 mod priority;
 mod protocols;
 mod proxying;

@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 
-fn workspace() -> PathBuf {
+/// The repository's root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
