@@ -398,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_pool_is_a_valid_config() {
+        for kind in KINDS {
+            let files = render(kind, "my-plugin", Path::new("/sdk"));
+            let readme = &files[1].1;
+            let pool = readme
+                .split("```toml\n")
+                .nth(1)
+                .and_then(|rest| rest.split("```").next())
+                .expect("a toml block");
+            let text =
+                format!("[proxy]\nlisten = \"127.0.0.1:0\"\n{pool}[[routes]]\npool = \"web\"\n");
+            let config = crate::config::Config::parse(&text, "README.md")
+                .unwrap_or_else(|error| panic!("{kind:?}: {error}\n{text}"));
+            let plugins: Vec<_> = config
+                .plugin_keys()
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            assert_eq!(plugins, ["my-plugin"], "{kind:?}");
+        }
+    }
+
+    #[test]
     fn a_project_is_written_into_a_missing_or_empty_folder() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("new");
