@@ -609,21 +609,29 @@ fn least_loaded_with_room(
     class: Priority,
     reserve: u32,
 ) -> Option<Arc<Endpoint>> {
-    let mut candidates: Vec<&Arc<Endpoint>> = set
-        .eligible
-        .iter()
-        .filter_map(|&id| set.get(id))
-        .filter(|e| e.id != skip.id && has_room(e, class_share(e.capacity, class, reserve)))
-        .collect();
-    // Least loaded by share of capacity; unlimited ones by count.
-    candidates.sort_by_key(|e| match e.capacity {
+    // Least loaded by share of capacity (unlimited ones by count), found by
+    // a scan rather than a sorted copy: this runs on the request path
+    // whenever the picked endpoint is full. Another worker may take the
+    // room first; then the next scan finds what is left.
+    let load = |e: &Endpoint| match e.capacity {
         0 => u64::from(e.stats.in_flight()),
         capacity => u64::from(e.stats.in_flight()) * 1000 / u64::from(capacity),
-    });
-    candidates
-        .into_iter()
-        .find(|e| e.stats.try_begin(class_share(e.capacity, class, reserve)))
-        .cloned()
+    };
+    for _ in 0..set.eligible.len() {
+        let least = set
+            .eligible
+            .iter()
+            .filter_map(|&id| set.get(id))
+            .filter(|e| e.id != skip.id && has_room(e, class_share(e.capacity, class, reserve)))
+            .min_by_key(|e| load(e))?;
+        if least
+            .stats
+            .try_begin(class_share(least.capacity, class, reserve))
+        {
+            return Some(Arc::clone(least));
+        }
+    }
+    None
 }
 
 fn effective_limit(max_in_flight: u32, adaptive: Option<&Gradient>) -> u32 {
