@@ -185,13 +185,16 @@ impl Verdict {
 /// folder, no async runtime); everything about the file is in the report.
 pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
     let plugins = &request.plugins;
+    let name = crate::plugins::plugin_name(&request.file).unwrap_or_else(|| "checked".into());
+    // `[plugins.limits.NAME]` applies to the file as it would in the folder.
+    let own = plugins.limits_of(&name);
     let mut report = Report {
         file: request.file.display().to_string(),
         size_bytes: 0,
         settings: Settings {
             source: request.settings_from.clone(),
-            call_timeout_ms: plugins.call_timeout_ms,
-            memory_limit_mib: plugins.memory_limit_mib,
+            call_timeout_ms: own.call_timeout_ms,
+            memory_limit_mib: own.memory_limit_mib,
             quarantine_after: plugins.quarantine_after,
         },
         world: None,
@@ -223,7 +226,6 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
     // A folder of its own: the file under a valid plugin name, and a cache
     // that is empty, so the compile time is a real one.
     let folder = Scratch::new()?;
-    let name = crate::plugins::plugin_name(&request.file).unwrap_or_else(|| "checked".into());
     let path = folder.0.join(format!("{name}.wasm"));
     std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
     let runtime = PluginRuntime::new(&PluginsConfig {
@@ -249,7 +251,7 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
     report.compile_micros = Some(version.load_micros);
 
     let slot = runtime.slot(&name);
-    let budget_ns = plugins.call_timeout_ms * 1_000_000;
+    let budget_ns = own.call_timeout_ms * 1_000_000;
     let measured = match version.world {
         World::Balancer => measure_balancer(&runtime, &slot, request, budget_ns, &mut report),
         World::Recovery => measure_recovery(&runtime, &slot, request, budget_ns, &mut report),
@@ -262,12 +264,12 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
     }
     report.configure_accepted = Some(true);
     report.memory_after_calls_bytes = Some(slot.memory_high_bytes());
-    judge(&mut report, plugins);
+    judge(&mut report);
     Ok(report)
 }
 
 /// The verdict from the measurements and memory.
-fn judge(report: &mut Report, plugins: &PluginsConfig) {
+fn judge(report: &mut Report) {
     let measurements = report.measurements.clone();
     for series in &measurements {
         let what = format!("{} on {} endpoint(s)", series.call, series.endpoints);
@@ -304,7 +306,7 @@ fn judge(report: &mut Report, plugins: &PluginsConfig) {
             );
         }
     }
-    let cap = u64::from(plugins.memory_limit_mib) * 1024 * 1024;
+    let cap = u64::from(report.settings.memory_limit_mib) * 1024 * 1024;
     let high = report.memory_after_calls_bytes.unwrap_or(0);
     if high > cap / 4 * 3 {
         report.verdict.raise(
@@ -838,8 +840,7 @@ mod tests {
     }
 
     fn judged(mut report: Report) -> (Status, Vec<String>) {
-        let plugins = PluginsConfig::default();
-        judge(&mut report, &plugins);
+        judge(&mut report);
         (report.verdict.status, report.verdict.reasons)
     }
 

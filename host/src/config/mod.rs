@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 512;
 pub const DEFAULT_LOG_LINE_BYTES: u32 = 1024;
 /// Log lines a plugin (all its instances together) may write a second.
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 50;
+/// Default `[plugins] recycle_at_percent`.
+pub const DEFAULT_RECYCLE_AT_PERCENT: u32 = 75;
 /// Below this available share of its serving tier, a pool balances over all of it.
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;
 /// A tier serves while at least this share of it is available.
@@ -366,6 +368,44 @@ pub struct PluginsConfig {
     /// From 1 to 10000.
     #[serde(default = "default_log_lines_per_second")]
     pub log_lines_per_second: u32,
+    /// `recycle_at_percent = 75`: an instance whose linear memory has
+    /// reached this share of its cap is replaced, after the call, by a fresh
+    /// one made from the compiled plugin (counted as a recycle, not a fault),
+    /// so a guest that leaks a little per call is renewed before the cap
+    /// stops it. From 10 to 100; 100 never recycles.
+    #[serde(default = "default_recycle_at_percent")]
+    pub recycle_at_percent: u32,
+    /// `[plugins.limits.NAME]`: the sandbox settings of one plugin, where
+    /// they differ from the ones above (a Python plugin needs more memory
+    /// than a Rust one).
+    #[serde(default)]
+    pub limits: BTreeMap<String, PluginLimitsConfig>,
+}
+
+/// `[plugins.limits.NAME]`: one plugin's own sandbox settings; each key left
+/// out is taken from `[plugins]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimitsConfig {
+    /// `memory_limit_mib`: the linear-memory cap of one of its instances.
+    pub memory_limit_mib: Option<u32>,
+    /// `call_timeout_ms`: the budget of one call into it.
+    pub call_timeout_ms: Option<u64>,
+    /// `recycle_at_percent`: the share of its cap at which an instance is
+    /// replaced by a fresh one.
+    pub recycle_at_percent: Option<u32>,
+}
+
+/// The sandbox settings one plugin gets: `[plugins]`, overridden by its
+/// `[plugins.limits.NAME]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectivePluginLimits {
+    /// The linear-memory cap of one instance, in MiB.
+    pub memory_limit_mib: u32,
+    /// The budget of one call, in ms.
+    pub call_timeout_ms: u64,
+    /// The share of the cap at which an instance is recycled.
+    pub recycle_at_percent: u32,
 }
 
 impl Default for PluginsConfig {
@@ -381,6 +421,8 @@ impl Default for PluginsConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             log_line_bytes: DEFAULT_LOG_LINE_BYTES,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            recycle_at_percent: DEFAULT_RECYCLE_AT_PERCENT,
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -391,6 +433,22 @@ impl PluginsConfig {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.dir.join(".cache"))
+    }
+
+    /// The settings plugin `name` runs with.
+    pub fn limits_of(&self, name: &str) -> EffectivePluginLimits {
+        let own = self.limits.get(name);
+        EffectivePluginLimits {
+            memory_limit_mib: own
+                .and_then(|l| l.memory_limit_mib)
+                .unwrap_or(self.memory_limit_mib),
+            call_timeout_ms: own
+                .and_then(|l| l.call_timeout_ms)
+                .unwrap_or(self.call_timeout_ms),
+            recycle_at_percent: own
+                .and_then(|l| l.recycle_at_percent)
+                .unwrap_or(self.recycle_at_percent),
+        }
     }
 }
 
@@ -1103,6 +1161,10 @@ fn default_log_line_bytes() -> u32 {
 fn default_log_lines_per_second() -> u32 {
     DEFAULT_LOG_LINES_PER_SECOND
 }
+
+fn default_recycle_at_percent() -> u32 {
+    DEFAULT_RECYCLE_AT_PERCENT
+}
 fn default_true() -> bool {
     true
 }
@@ -1407,6 +1469,45 @@ impl Config {
                 "plugins.memory_limit_mib".into(),
                 "must be at least 2 (a Rust plugin needs about 1.1 MiB to start)".into(),
             );
+        }
+        let recycle_range = 10..=100;
+        if !recycle_range.contains(&self.plugins.recycle_at_percent) {
+            report(
+                "plugins.recycle_at_percent".into(),
+                format!(
+                    "must be from 10 to 100 (100: never recycle), got {}",
+                    self.plugins.recycle_at_percent
+                ),
+            );
+        }
+        for (name, limits) in &self.plugins.limits {
+            let key = format!("plugins.limits.{name}");
+            if !is_valid_name(name) {
+                report(
+                    key.clone(),
+                    format!("`{name}` is not a plugin name (letters, digits, `-`, `_`; 1 to 64 characters)"),
+                );
+            }
+            if limits.memory_limit_mib.is_some_and(|mib| mib < 2) {
+                report(
+                    format!("{key}.memory_limit_mib"),
+                    "must be at least 2 (a Rust plugin needs about 1.1 MiB to start)".into(),
+                );
+            }
+            if limits.call_timeout_ms == Some(0) {
+                report(
+                    format!("{key}.call_timeout_ms"),
+                    "must be at least 1".into(),
+                );
+            }
+            if let Some(percent) = limits.recycle_at_percent {
+                if !recycle_range.contains(&percent) {
+                    report(
+                        format!("{key}.recycle_at_percent"),
+                        format!("must be from 10 to 100 (100: never recycle), got {percent}"),
+                    );
+                }
+            }
         }
         if self.plugins.max_instances < 4 {
             report("plugins.max_instances".into(), "must be at least 4".into());

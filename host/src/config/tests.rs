@@ -302,3 +302,50 @@ recovery = {}
     assert!(native.plugin.is_none());
     assert_eq!(native.max_replay_body_bytes, 65536);
 }
+
+#[test]
+fn a_plugin_may_have_limits_of_its_own_and_a_bad_one_is_named_with_its_line() {
+    let text = r#"
+[plugins]
+memory_limit_mib = 16
+
+[plugins.limits.py-rr]
+memory_limit_mib = 64
+recycle_at_percent = 80
+
+[plugins.limits.js-retry]
+call_timeout_ms = 0
+recycle_at_percent = 5
+
+[[pools]]
+name = "web"
+endpoints = [{ address = "127.0.0.1:8081" }]
+"#;
+    let ConfigError::Invalid { problems, .. } = Config::parse(text, "test").unwrap_err() else {
+        panic!("expected validation problems");
+    };
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "line 10: `plugins.limits.js-retry.call_timeout_ms`: must be at least 1",
+            "line 11: `plugins.limits.js-retry.recycle_at_percent`: must be from 10 to 100 (100: never recycle), got 5",
+        ]
+    );
+    let good = text.replace(
+        "call_timeout_ms = 0\nrecycle_at_percent = 5",
+        "call_timeout_ms = 4",
+    );
+    let config = Config::parse(&good, "test").unwrap();
+    let own = config.plugins.limits_of("py-rr");
+    assert_eq!(
+        (
+            own.memory_limit_mib,
+            own.call_timeout_ms,
+            own.recycle_at_percent
+        ),
+        (64, DEFAULT_CALL_TIMEOUT_MS, 80)
+    );
+    assert_eq!(config.plugins.limits_of("js-retry").call_timeout_ms, 4);
+    assert_eq!(config.plugins.limits_of("other").memory_limit_mib, 16);
+}

@@ -58,6 +58,11 @@ pub(super) struct PluginView {
     call_micros: Option<CallTimesView>,
     /// Its log lines since start, by what became of them.
     log_lines: LogLinesView,
+    /// Instances replaced by fresh ones for the memory they had reached
+    /// (`recycle_at_percent` of the cap); not faults.
+    recycles: u64,
+    /// The sandbox it runs in: `[plugins]` with its `[plugins.limits.NAME]`.
+    limits: LimitsView,
     /// Versions swapped in after the first.
     reloads: u64,
     /// Files refused.
@@ -220,6 +225,13 @@ fn view(slot: &PluginSlot) -> PluginView {
                 lines_per_second: limits.lines_per_second,
             }
         },
+        recycles: slot.recycles(),
+        limits: LimitsView {
+            memory_limit_mib: (slot.limits.memory_limit / (1024 * 1024)) as u64,
+            recycle_at_mib: (slot.limits.recycle_at != usize::MAX)
+                .then_some((slot.limits.recycle_at / (1024 * 1024)) as u64),
+            call_timeout_ms: slot.limits.call_timeout_ms,
+        },
         reloads: history.reloads,
         rejected_files: history.rejections,
         last_error: note(&history.last_error),
@@ -227,6 +239,17 @@ fn view(slot: &PluginSlot) -> PluginView {
         last_rejected: note(&history.last_rejected),
         fallback: note(&history.fallback),
     }
+}
+
+/// One plugin's sandbox settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct LimitsView {
+    /// The linear-memory cap of one instance.
+    memory_limit_mib: u64,
+    /// The memory at which an instance is recycled; `null`: never.
+    recycle_at_mib: Option<u64>,
+    /// The budget of one call.
+    call_timeout_ms: u64,
 }
 
 fn call_times(slot: &PluginSlot) -> Option<CallTimesView> {

@@ -604,7 +604,7 @@ pub fn render(
     }
 
     let slots = runtime.slots();
-    let plugin_families: [(&str, &str, &str); 5] = [
+    let plugin_families: [(&str, &str, &str); 6] = [
         (
             "switchyard_plugin_calls_total",
             "counter",
@@ -630,6 +630,12 @@ pub fn render(
             "counter",
             "Files refused (invalid, wrong world, configure error).",
         ),
+        (
+            "switchyard_plugin_recycles_total",
+            "counter",
+            "Instances replaced by fresh ones after reaching plugins.recycle_at_percent \
+             of their memory cap (not faults).",
+        ),
     ];
     for (index, (name, kind, help)) in plugin_families.iter().enumerate() {
         family(&mut out, name, kind, help);
@@ -639,7 +645,8 @@ pub fn render(
                 1 => slot.faults(),
                 2 => u64::from(slot.current().is_some_and(|v| v.is_quarantined())),
                 3 => slot.history.lock().unwrap().reloads,
-                _ => slot.history.lock().unwrap().rejections,
+                4 => slot.history.lock().unwrap().rejections,
+                _ => slot.recycles(),
             };
             let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {value}", slot.name);
         }

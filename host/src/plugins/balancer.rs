@@ -317,9 +317,17 @@ impl WasmBalancer {
         }
         let instance = entry.as_mut().expect("instance created above");
         let answer = self.pick_in(instance, set, request, version.reads_headers);
-        if matches!(answer, Err(PickFault::Trap(_) | PickFault::Timeout(_))) {
+        match answer {
             // A trapped component instance cannot be entered again.
-            *entry = None;
+            Err(PickFault::Trap(_) | PickFault::Timeout(_)) => *entry = None,
+            Ok(_) if instance.store.data_mut().served_and_due_for_recycling() => {
+                // The next pick makes a fresh instance, and each pool's
+                // resource in it again, before the cap would stop this one.
+                self.slot
+                    .count_recycle(instance.store.data().memory_bytes());
+                *entry = None;
+            }
+            _ => {}
         }
         answer
     }
@@ -351,7 +359,7 @@ impl WasmBalancer {
             &mut request.headers,
             reads_headers,
         );
-        let started = begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut instance.store, self.slot.limits.call_deadline_ticks);
         let result = instance
             .exports
             .switchyard_plugin_balancer()
@@ -399,7 +407,7 @@ impl WasmBalancer {
             &mut request.headers,
             version.reads_headers,
         );
-        let started = begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut live.store, self.slot.limits.call_deadline_ticks);
         let result = live
             .plugin
             .switchyard_plugin_balancer()

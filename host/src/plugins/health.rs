@@ -340,7 +340,13 @@ impl Inner {
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {
-                checks.idle.lock().unwrap().push(instance);
+                if instance.store.data_mut().served_and_due_for_recycling() {
+                    // Dropped: the next check makes a fresh one.
+                    self.slot
+                        .count_recycle(instance.store.data().memory_bytes());
+                } else {
+                    checks.idle.lock().unwrap().push(instance);
+                }
                 Ok((health_of(verdict.health), verdict.reason))
             }
             Err(error) => Err(SetUpError::Plugin(describe_failure(

@@ -77,12 +77,56 @@ pub enum LoadOutcome {
 /// Sandbox and timing settings derived from `[plugins]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    pub call_deadline_ticks: u64,
     pub setup_deadline_ticks: u64,
-    pub memory_limit: usize,
     pub quarantine_after: u32,
     pub max_instances: u32,
     pub log: LogLimits,
+    /// Every plugin's own settings come from here (`[plugins]` and its
+    /// `[plugins.limits.NAME]`).
+    plugins: crate::config::PluginsConfig,
+}
+
+impl Limits {
+    /// The settings plugin `name`'s instances run with.
+    pub fn of(&self, name: &str) -> PluginLimits {
+        PluginLimits::from(self.plugins.limits_of(name))
+    }
+}
+
+/// One plugin's sandbox, as its instances are held to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// The budget of one call, in epoch ticks.
+    pub call_deadline_ticks: u64,
+    /// The linear-memory cap of one instance, in bytes.
+    pub memory_limit: usize,
+    /// The linear memory, in bytes, at which an instance is replaced by a
+    /// fresh one after its call; `usize::MAX` never.
+    pub recycle_at: usize,
+    /// The budget of one call, in ms, as configured.
+    pub call_timeout_ms: u64,
+}
+
+impl From<crate::config::EffectivePluginLimits> for PluginLimits {
+    fn from(limits: crate::config::EffectivePluginLimits) -> Self {
+        let memory_limit = limits.memory_limit_mib as usize * 1024 * 1024;
+        PluginLimits {
+            call_deadline_ticks: ticks(Duration::from_millis(limits.call_timeout_ms)),
+            call_timeout_ms: limits.call_timeout_ms,
+            memory_limit,
+            recycle_at: if limits.recycle_at_percent >= 100 {
+                usize::MAX
+            } else {
+                memory_limit / 100 * limits.recycle_at_percent as usize
+            },
+        }
+    }
+}
+
+/// A budget in epoch ticks; the CPU clock then allows one more tick (see
+/// `state::CallClock`), so a call is cut off within budget + 1 tick.
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
 
 pub(crate) struct Shared {
@@ -168,7 +212,6 @@ impl PluginRuntime {
         config: &PluginsConfig,
         events: Arc<crate::engine::Events>,
     ) -> anyhow::Result<Self> {
-        let memory_limit = config.memory_limit_mib as usize * 1024 * 1024;
         // Instances are allocated as they are made and freed as they are
         // dropped, so memory and address space follow the instances the
         // config has live (counted against `max_instances`), not a pool
@@ -195,13 +238,9 @@ impl PluginRuntime {
         )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
 
-        // The budget in ticks; the CPU clock then allows one more tick (see
-        // `state::CallClock`), so a call is cut off within budget + 1 tick.
-        let ticks = |d: Duration| (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let limits = Limits {
-            call_deadline_ticks: ticks(Duration::from_millis(config.call_timeout_ms)),
             setup_deadline_ticks: ticks(SETUP_TIMEOUT),
-            memory_limit,
+            plugins: config.clone(),
             quarantine_after: config.quarantine_after,
             max_instances: config.max_instances,
             log: LogLimits {
@@ -346,6 +385,7 @@ impl PluginRuntime {
                 self.shared.dir.join(format!("{name}.wasm")),
                 Arc::clone(&self.shared.events),
                 self.shared.limits.log,
+                self.shared.limits.of(name),
             ))
         }))
     }
@@ -1007,8 +1047,9 @@ pub(crate) fn instantiate<P>(
     let mut state = StoreState::new(
         Arc::clone(&slot.name),
         Arc::clone(&slot.log),
-        shared.limits.memory_limit,
+        slot.limits.memory_limit,
     );
+    state.recycle_at = slot.limits.recycle_at;
     state.count = Some(count);
     state.memory_high = Some(Arc::clone(&slot.memory_high));
     let mut store = state::new_store(&shared.engine, state);

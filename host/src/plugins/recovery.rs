@@ -259,7 +259,7 @@ impl WasmRecovery {
                 wit::FailureKind::GrpcStatus
             );
             instance.store.data_mut().endpoints = Some(Arc::clone(endpoints));
-            let started = begin_call(&mut instance.store, self.shared.limits.call_deadline_ticks);
+            let started = begin_call(&mut instance.store, self.slot.limits.call_deadline_ticks);
             let decision = instance
                 .exports
                 .switchyard_plugin_recovery()
@@ -272,7 +272,14 @@ impl WasmRecovery {
                 .map_err(|e| Trapped(describe_failure(&instance.store, &e, "on-failure")))
         })();
         match decided {
-            Ok(decision) => Ok(decision),
+            Ok(decision) => {
+                if instance.store.data_mut().served_and_due_for_recycling() {
+                    self.slot
+                        .count_recycle(instance.store.data().memory_bytes());
+                    *entry = None;
+                }
+                Ok(decision)
+            }
             Err(Refused(reason)) => Err(SetUpError::Plugin(reason)),
             Err(Trapped(reason)) => {
                 // A trapped component instance cannot be entered again.
@@ -304,7 +311,7 @@ impl WasmRecovery {
         }
         let live = entry.as_mut().expect("created above");
         live.store.data_mut().endpoints = Some(Arc::clone(endpoints));
-        let started = begin_call(&mut live.store, self.shared.limits.call_deadline_ticks);
+        let started = begin_call(&mut live.store, self.slot.limits.call_deadline_ticks);
         let decision = match &live.plugin {
             OwnExports::V0_1_1(plugin) => {
                 let wit_failure = wit_failure!(

@@ -304,6 +304,10 @@ pub struct PluginSlot {
     call_time: Histogram<{ PLUGIN_CALL_BOUNDS_NS.len() }>,
     /// Its log lines, bounded; every instance writes through it.
     pub(crate) log: Arc<PluginLog>,
+    /// The sandbox its instances are held to.
+    pub limits: super::PluginLimits,
+    /// Instances replaced by fresh ones for the memory they had reached.
+    recycles: AtomicU64,
     /// History for the API, off the hot path.
     pub history: Mutex<SlotHistory>,
     /// Pools and routes using this plugin.
@@ -318,11 +322,14 @@ impl PluginSlot {
         path: PathBuf,
         events: Arc<crate::engine::Events>,
         log: LogLimits,
+        limits: super::PluginLimits,
     ) -> Self {
         static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
         let name: Arc<str> = name.into();
         PluginSlot {
             log: Arc::new(PluginLog::new(Arc::clone(&name), log)),
+            limits,
+            recycles: AtomicU64::new(0),
             call_time: Histogram::new(&PLUGIN_CALL_BOUNDS_NS),
             events,
             name,
@@ -337,6 +344,22 @@ impl PluginSlot {
             history: Mutex::new(SlotHistory::default()),
             users: Mutex::new(Vec::new()),
         }
+    }
+
+    /// An instance of the plugin was replaced by a fresh one for the linear
+    /// memory it had reached (`recycle_at_percent` of its cap).
+    pub(crate) fn count_recycle(&self, memory_bytes: usize) {
+        self.recycles.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            plugin = %self.name,
+            memory_mib = memory_bytes / (1024 * 1024),
+            "instance recycled for its memory"
+        );
+    }
+
+    /// How many instances were recycled for their memory.
+    pub fn recycles(&self) -> u64 {
+        self.recycles.load(Ordering::Relaxed)
     }
 
     /// The serving version, if any.

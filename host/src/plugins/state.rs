@@ -148,6 +148,11 @@ pub struct StoreState {
     /// Where the largest linear memory of the plugin's instances is kept
     /// (its slot's), if anywhere.
     pub memory_high: Option<Arc<AtomicU64>>,
+    /// The linear memory at which the instance is replaced by a fresh one
+    /// after its call (`usize::MAX`: never).
+    pub recycle_at: usize,
+    /// Calls the instance has served, for recycling.
+    calls_served: u64,
     /// The linear memory of this store's instance, all its memories, in bytes.
     memory_bytes: usize,
     memory_limit: usize,
@@ -177,6 +182,8 @@ impl StoreState {
             memory_refused: false,
             clock: CallClock::default(),
             memory_high: None,
+            recycle_at: usize::MAX,
+            calls_served: 0,
             memory_bytes: 0,
             memory_limit,
             wasi: locked_down_wasi(),
@@ -188,7 +195,24 @@ impl StoreState {
     pub fn memory_limit(&self) -> usize {
         self.memory_limit
     }
+
+    /// Counts a call the instance served; true when it has grown to where
+    /// it is to be recycled. An instance serves at least
+    /// `RECYCLE_AFTER_CALLS` calls first, so a plugin whose settled need is
+    /// above the mark is renewed now and then rather than on every call.
+    pub fn served_and_due_for_recycling(&mut self) -> bool {
+        self.calls_served += 1;
+        self.calls_served >= RECYCLE_AFTER_CALLS && self.memory_bytes >= self.recycle_at
+    }
+
+    /// The linear memory of the instance, all its memories, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
 }
+
+/// Calls an instance serves before it may be recycled for its memory.
+pub const RECYCLE_AFTER_CALLS: u64 = 1000;
 
 /// WASI with nothing in it: no files, no environment, no arguments, no
 /// sockets, no stdin; output goes nowhere. Components built for wasm32-wasip2

@@ -380,3 +380,81 @@ fn an_instance_left_serving_no_pool_is_dropped_at_the_next_pick() {
     .join()
     .unwrap();
 }
+
+/// A plugin that leaks a little per call is renewed from its compiled form
+/// before its cap stops it: each recycle is counted, none is a fault, and
+/// the pool keeps being served. With recycling off, the same plugin reaches
+/// its cap and faults.
+#[test]
+fn an_instance_that_keeps_growing_is_recycled_before_its_cap() {
+    let picks_with = |recycle_at_percent: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut limits = std::collections::BTreeMap::new();
+        limits.insert(
+            "drip".to_string(),
+            crate::config::PluginLimitsConfig {
+                memory_limit_mib: Some(8),
+                recycle_at_percent: Some(recycle_at_percent),
+                call_timeout_ms: None,
+            },
+        );
+        let config = crate::config::PluginsConfig {
+            dir: dir.path().to_path_buf(),
+            call_timeout_ms: 1_000,
+            max_instances: 8,
+            limits,
+            ..Default::default()
+        };
+        let runtime = PluginRuntime::new(&config).unwrap();
+        load(&runtime, "drip", &built_plugin("tests/plugins/memory-hog"));
+        let balancer = runtime.balancer("drip", "web", r#"{"leak_bytes": 4096}"#);
+        let set = endpoint_set(2);
+        std::thread::spawn(move || {
+            // 4 KiB a pick: 8 MiB are reached after about 1,800 picks.
+            let served = (0..6_000)
+                .filter(|_| pick_once(&balancer, &set).is_ok())
+                .count();
+            let slot = runtime.slot("drip");
+            (served, slot.recycles(), slot.faults())
+        })
+        .join()
+        .unwrap()
+    };
+    let (served, recycles, faults) = picks_with(50);
+    assert_eq!((served, faults), (6_000, 0));
+    // Recycled at 4 MiB once an instance has served 1,000 calls.
+    assert!((4..=6).contains(&recycles), "{recycles} recycles");
+    let (served, recycles, faults) = picks_with(100);
+    assert_eq!(recycles, 0);
+    assert!(
+        faults > 0 && served < 6_000,
+        "{served} served, {faults} faults"
+    );
+}
+
+/// `[plugins.limits.NAME]` gives one plugin its own sandbox; the others keep
+/// `[plugins]`'s.
+#[test]
+fn a_plugin_with_limits_of_its_own_gets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::config::PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.limits.insert(
+        "python-rr".into(),
+        crate::config::PluginLimitsConfig {
+            memory_limit_mib: Some(64),
+            call_timeout_ms: Some(3),
+            recycle_at_percent: None,
+        },
+    );
+    let runtime = PluginRuntime::new(&config).unwrap();
+    let own = runtime.slot("python-rr").limits;
+    assert_eq!(own.memory_limit, 64 << 20);
+    assert_eq!(own.call_timeout_ms, 3);
+    assert_eq!(own.recycle_at, (64 << 20) / 100 * 75);
+    let other = runtime.slot("rust-rr").limits;
+    assert_eq!(other.memory_limit, 32 << 20);
+    assert_eq!(other.call_timeout_ms, 1);
+}
