@@ -76,9 +76,10 @@ enum PluginCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Build plugin crates into components: OUT/NAME.wasm for each.
+    /// Build plugin projects (Rust, Python or JavaScript) into components:
+    /// OUT/NAME.wasm for each.
     Build {
-        /// Folders of plugin crates.
+        /// Folders of plugin projects.
         #[arg(required = true)]
         crate_dirs: Vec<PathBuf>,
         /// Where the .wasm files go.
@@ -87,7 +88,7 @@ enum PluginCommand {
         /// Cargo's target folder for wasm builds.
         #[arg(long)]
         target_dir: Option<PathBuf>,
-        /// Never install missing toolchain packages.
+        /// Never install missing tools (Debian packages, componentize-py, jco).
         #[arg(long)]
         no_install: bool,
     },

@@ -1,7 +1,9 @@
-//! `switchyard plugin build`: turns a plugin crate into a component in the
-//! plugin folder, with whichever wasm toolchain the machine has.
+//! `switchyard plugin build`: turns a plugin project into a component in
+//! the plugin folder. A Rust crate is built with whichever wasm toolchain
+//! the machine has; Python and JavaScript projects with the tools of
+//! [`guest`], installed on first use (see [`tools`]).
 //!
-//! Toolchains, in order: a rustup toolchain with the `wasm32-unknown-unknown`
+//! Rust toolchains, in order: a rustup toolchain with the `wasm32-unknown-unknown`
 //! target; else Debian's `rustc-web`, `cargo-web`, `rust-web-src` and
 //! `lld-19`, building std from source (`-Zbuild-std`); else, when running as
 //! root with apt-get, those packages are installed first. Otherwise the error
@@ -12,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
+
+pub mod guest;
+pub mod tools;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// Debian packages of the fallback toolchain.
@@ -24,14 +29,16 @@ const DEBIAN_WASM_LD: &str = "wasm-ld-19";
 /// What `plugin build` was asked to do.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    /// The plugin crate (the folder holding its Cargo.toml).
+    /// The plugin project: a crate's folder (Cargo.toml), a Python
+    /// project's (pyproject.toml) or a JavaScript project's (package.json).
     pub crate_dir: PathBuf,
     /// Where `NAME.wasm` is written.
     pub out_dir: PathBuf,
     /// Cargo's target folder; default: `wasm-plugins` inside the crate's
     /// workspace target folder.
     pub target_dir: Option<PathBuf>,
-    /// Whether missing Debian packages may be installed.
+    /// Whether missing tools may be installed: Debian packages for Rust,
+    /// componentize-py or jco into the tools folder.
     pub allow_install: bool,
 }
 
@@ -80,17 +87,31 @@ pub fn find_toolchain(allow_install: bool) -> anyhow::Result<Toolchain> {
     )
 }
 
-/// Builds the crate and writes `OUT/NAME.wasm` (NAME is the package name);
-/// returns that path. The file is written under a temporary name and renamed,
-/// so a watching host never sees half a file.
+/// Builds the project and writes `OUT/NAME.wasm` (NAME is the package's
+/// name); returns that path. The file is written under a temporary name and
+/// renamed, so a watching host never sees half a file.
 pub fn build_plugin(request: &BuildRequest) -> anyhow::Result<PathBuf> {
+    let (component, name) = match guest::Language::of(&request.crate_dir)? {
+        guest::Language::Rust => build_rust(request)?,
+        guest::Language::Python => guest::build_python(&request.crate_dir, request.allow_install)?,
+        guest::Language::JavaScript => {
+            guest::build_javascript(&request.crate_dir, request.allow_install)?
+        }
+    };
+    std::fs::create_dir_all(&request.out_dir)
+        .with_context(|| format!("cannot create {}", request.out_dir.display()))?;
+    let output = request.out_dir.join(format!("{name}.wasm"));
+    let temporary = request.out_dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::write(&temporary, component)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    Ok(output)
+}
+
+/// Builds a Rust plugin crate; returns the component and the package name.
+fn build_rust(request: &BuildRequest) -> anyhow::Result<(Vec<u8>, String)> {
     let manifest = request.crate_dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        bail!(
-            "{} has no Cargo.toml: give the folder of a plugin crate",
-            request.crate_dir.display()
-        );
-    }
     let metadata = Metadata::read(&manifest)?;
     let toolchain = find_toolchain(request.allow_install)?;
     let target_dir = request
@@ -102,19 +123,7 @@ pub fn build_plugin(request: &BuildRequest) -> anyhow::Result<PathBuf> {
         std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
     let component = componentize(&bytes)
         .with_context(|| format!("{} is not a plugin module", module.display()))?;
-    std::fs::create_dir_all(&request.out_dir)
-        .with_context(|| format!("cannot create {}", request.out_dir.display()))?;
-    let output = request
-        .out_dir
-        .join(format!("{}.wasm", metadata.package_name));
-    let temporary = request
-        .out_dir
-        .join(format!(".{}.wasm.tmp", metadata.package_name));
-    std::fs::write(&temporary, component)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, &output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    Ok(output)
+    Ok((component, metadata.package_name))
 }
 
 /// Wraps a core module that carries wit-bindgen's component-type section
