@@ -403,7 +403,8 @@ fn relative_import(from: &Path, target: &Path) -> String {
 /// Runs a build step, its output shown; an error names the step.
 fn run(mut command: Command, step: &str) -> anyhow::Result<()> {
     let status = command
-        .stdout(Stdio::inherit())
+        // Its output goes to stderr: stdout says only what was built.
+        .stdout(Stdio::from(std::io::stderr()))
         .stderr(Stdio::inherit())
         .status()
         .with_context(|| format!("cannot run {step}"))?;

@@ -70,6 +70,7 @@ impl ComponentizePy {
                 |temporary| {
                     let mut pip = Command::new(&python);
                     pip.args(["-m", "pip", "install", "--disable-pip-version-check"])
+                        .args(["--root-user-action", "ignore"])
                         .arg("--target")
                         .arg(temporary)
                         .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"));
@@ -177,9 +178,9 @@ fn install(
         folder.display()
     );
     let status = installer(&temporary)
-        // The installer's own output is its progress; stdout would mix with
-        // what `plugin build` prints.
-        .stdout(Stdio::inherit())
+        // The installer's own output is its progress, on stderr: stdout
+        // says only what was built.
+        .stdout(Stdio::from(std::io::stderr()))
         .stderr(Stdio::inherit())
         .status()
         .with_context(|| format!("cannot run the installer of {tool}"))?;

@@ -53,7 +53,14 @@ impl ArtifactCache {
 
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let temporary = path.with_extension("tmp");
+        // A name of its own: hosts sharing a cache folder may store the same
+        // entry at once, and each renames a whole file into place.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let temporary = path.with_extension(format!(
+            "{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::write(&temporary, component.serialize()?)?;
         std::fs::rename(&temporary, path)?;
         Ok(())
