@@ -56,6 +56,9 @@ pub struct CheckRequest {
     /// Where those settings came from, for the report (`defaults`, or the
     /// config file).
     pub settings_from: String,
+    /// Timed calls per pool of a balancer or recovery policy ([`CALLS`] by
+    /// default); a large count soaks the plugin, as a long run would.
+    pub calls: u32,
 }
 
 /// Everything `plugin check` found, as printed (`--json` prints it as is).
@@ -84,6 +87,9 @@ pub struct Report {
     pub memory_after_setup_bytes: Option<u64>,
     /// The largest instance's linear memory after the timed calls, bytes.
     pub memory_after_calls_bytes: Option<u64>,
+    /// Instances recycled for their memory during the calls
+    /// (`recycle_at_percent` of the cap); not faults.
+    pub recycles: u64,
     /// One entry per timed series.
     pub measurements: Vec<Measurement>,
     /// A health check's verdicts on the listener (which answers `200 OK`
@@ -205,6 +211,7 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
         configure_accepted: None,
         memory_after_setup_bytes: None,
         memory_after_calls_bytes: None,
+        recycles: 0,
         measurements: Vec::new(),
         health_verdicts: None,
         verdict: Verdict {
@@ -264,6 +271,7 @@ pub fn check(request: &CheckRequest) -> anyhow::Result<Report> {
     }
     report.configure_accepted = Some(true);
     report.memory_after_calls_bytes = Some(slot.memory_high_bytes());
+    report.recycles = slot.recycles();
     judge(&mut report);
     Ok(report)
 }
@@ -356,7 +364,7 @@ fn measure_balancer(
             .map_err(|error| error.reason)?;
         let set = Arc::clone(&pool.endpoints());
         let mut key = 0u64;
-        let series = time_calls("pick", size, Some(budget_ns), slot, |_| {
+        let series = time_calls("pick", size, request.calls, Some(budget_ns), slot, |_| {
             key = key.wrapping_add(1);
             let mut request = PickRequest {
                 info: RequestInfo {
@@ -391,7 +399,7 @@ fn measure_recovery(
             .attach(name, Role::Recovery, &pool, &request.config_json)
             .map_err(|error| error.reason)?;
         let set = Arc::clone(&pool.endpoints());
-        let series = time_calls("decision", size, Some(budget_ns), slot, |call| {
+        let series = time_calls("decision", size, request.calls, Some(budget_ns), slot, |call| {
             let failure = Failure {
                 endpoint: call % size,
                 kind: if call % 2 == 0 {
@@ -508,17 +516,18 @@ async fn answer_ok(listener: tokio::net::TcpListener) {
     }
 }
 
-/// Makes `WARM_UP_CALLS` untimed calls, then times up to `CALLS` of
+/// Makes `WARM_UP_CALLS` untimed calls, then times up to `calls` of
 /// `call(n)`, stopping at the first fault. Returns the series and the
 /// plugin's memory after the warm-up.
 fn time_calls(
     what: &str,
     endpoints: u32,
+    calls: u32,
     budget_ns: Option<u64>,
     slot: &PluginSlot,
     mut call: impl FnMut(u32) -> Result<(), String>,
 ) -> (Measurement, u64) {
-    let mut series = Series::new(CALLS as usize);
+    let mut series = Series::new(calls as usize);
     let mut fault = None;
     for n in 0..WARM_UP_CALLS {
         if let Err(error) = call(n) {
@@ -528,7 +537,7 @@ fn time_calls(
     }
     let memory = slot.memory_high_bytes();
     let mut n = WARM_UP_CALLS;
-    while fault.is_none() && series.len() < CALLS as usize {
+    while fault.is_none() && series.len() < calls as usize {
         // The calling thread's CPU time, as the runtime's budget counts it:
         // time the machine gave to other work is not the plugin's.
         let started = thread_cpu_time();
@@ -711,10 +720,14 @@ impl Report {
             line(
                 "memory",
                 format!(
-                    "{} after set-up and warm-up, {} after the timed calls (largest instance; cap {} MiB)",
+                    "{} after set-up and warm-up, {} after the timed calls (largest instance; cap {} MiB){}",
                     mebibytes(setup),
                     mebibytes(calls),
-                    self.settings.memory_limit_mib
+                    self.settings.memory_limit_mib,
+                    match self.recycles {
+                        0 => String::new(),
+                        n => format!("; {n} instance(s) recycled for their memory"),
+                    }
                 ),
             );
         }
@@ -821,6 +834,7 @@ mod tests {
             configure_accepted: Some(true),
             memory_after_setup_bytes: Some(memory_mib << 20),
             memory_after_calls_bytes: Some(memory_mib << 20),
+            recycles: 0,
             measurements: vec![Measurement {
                 call: "pick".into(),
                 endpoints: 10,

@@ -110,6 +110,11 @@ enum PluginCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Timed calls per pool size for a balancer or recovery policy;
+        /// a million soaks it as a long run would.
+        #[arg(long, default_value_t = switchyard::check::CALLS,
+              value_parser = clap::value_parser!(u32).range(100..=10_000_000))]
+        calls: u32,
     },
 }
 
@@ -199,8 +204,9 @@ fn main() -> anyhow::Result<()> {
                     config,
                     plugins_config,
                     json,
+                    calls,
                 },
-        } => plugin_check(file, config, plugins_config, json),
+        } => plugin_check(file, config, plugins_config, json, calls),
         Command::Demo {
             plugins,
             port,
@@ -287,6 +293,7 @@ fn plugin_check(
     config_json: String,
     plugins_config: Option<PathBuf>,
     json: bool,
+    calls: u32,
 ) -> anyhow::Result<()> {
     let usage = |message: String| -> ! {
         eprintln!("error: {message}");
@@ -313,6 +320,7 @@ fn plugin_check(
         config_json,
         plugins,
         settings_from,
+        calls,
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
