@@ -1,0 +1,17 @@
+// The balancer world: pick an endpoint for each request. Declarations and
+// examples: balancer.d.ts.
+
+export class Balancer {
+  constructor(config) {
+    /** @type {import('./types.js').Endpoint[]} */
+    this.endpoints = [];
+  }
+
+  setEndpoints(endpoints) {
+    this.endpoints = endpoints;
+  }
+
+  pick(request) {
+    throw new Error(`${this.constructor.name} does not implement pick(request)`);
+  }
+}
