@@ -115,63 +115,65 @@ function failureFromHost(raw) {
   return failure;
 }
 
+/** A value of the wrong shape returned by the plugin (not thrown by it). */
+class BadAnswer extends TypeError {}
+
 const isU32 = (value) => Number.isInteger(value) && value >= 0 && value <= 0xffffffff;
 const isU16 = (value) => Number.isInteger(value) && value >= 0 && value <= 0xffff;
 
 function retryToHost(retry, what) {
   if (retry === null || typeof retry !== 'object') {
-    throw new TypeError(`${what} must be an object with delayMs and sameEndpoint`);
+    throw new BadAnswer(`returned ${what} ${String(retry)}, not { delayMs, sameEndpoint }`);
   }
   const delayMs = retry.delayMs ?? 0;
   if (!isU32(delayMs)) {
-    throw new TypeError(`${what}.delayMs must be a whole number of ms, got ${delayMs}`);
+    throw new BadAnswer(`returned ${what} whose delayMs is ${delayMs}, not a whole number of ms`);
   }
   return { delayMs, sameEndpoint: Boolean(retry.sameEndpoint) };
 }
 
-/** A Decision as the host's `decision` variant; throws a TypeError naming what is wrong. */
+/** A Decision as the host's `decision` variant; a BadAnswer says what is wrong. */
 function decisionToHost(decision) {
   if (decision === null || typeof decision !== 'object') {
-    throw new TypeError(`onFailure must return a Decision, got ${String(decision)}`);
+    throw new BadAnswer(`returned ${String(decision)}, not a Decision`);
   }
   switch (decision.action) {
     case 'retry':
-      return { tag: 'retry', val: retryToHost(decision, 'the retry') };
+      return { tag: 'retry', val: retryToHost(decision, 'a retry') };
     case 'eject': {
       if (!isU32(decision.durationMs)) {
-        throw new TypeError(`an ejection's durationMs must be a whole number of ms, got ${decision.durationMs}`);
+        throw new BadAnswer(`returned an ejection whose durationMs is ${decision.durationMs}, not a whole number of ms`);
       }
       const retry = orUndefined(decision.retry);
       return {
         tag: 'eject',
         val: {
           durationMs: decision.durationMs,
-          retry: retry === undefined ? undefined : retryToHost(retry, "the ejection's retry"),
+          retry: retry === undefined ? undefined : retryToHost(retry, "an ejection's retry"),
         },
       };
     }
     case 'give-up': {
       const status = orUndefined(decision.status);
       if (status !== undefined && !isU16(status)) {
-        throw new TypeError(`giveUp's status must be an HTTP status, got ${status}`);
+        throw new BadAnswer(`returned a give-up with status ${status}, not an HTTP status`);
       }
       return { tag: 'give-up', val: status };
     }
     default:
-      throw new TypeError(
-        `onFailure must return a Decision (Decision.retry, eject or giveUp), got action ${String(decision.action)}`,
+      throw new BadAnswer(
+        `returned action ${String(decision.action)}, not a Decision (Decision.retry, eject or giveUp)`,
       );
   }
 }
 
-/** A Verdict as the host's record; a malformed one becomes an `unknown` verdict saying why. */
+/** A Verdict as the host's record; a BadAnswer says what is wrong. */
 function verdictToHost(verdict) {
-  if (verdict === null || typeof verdict !== 'object' || !HEALTH.includes(verdict.health)) {
-    const health = verdict !== null && typeof verdict === 'object' ? verdict.health : verdict;
-    return {
-      health: 'unknown',
-      reason: `check returned no Verdict (health ${String(health)}, expected one of ${HEALTH.join(', ')})`,
-    };
+  if (verdict === null || typeof verdict !== 'object') {
+    throw new BadAnswer(`returned ${String(verdict)}, not a Verdict`);
+  }
+  if (!HEALTH.includes(verdict.health)) {
+    throw new BadAnswer(`returned health ${String(verdict.health)}, not one of ${HEALTH.join(', ')}`);
   }
   return { health: verdict.health, reason: String(verdict.reason ?? '') };
 }
@@ -191,11 +193,13 @@ function construct(Plugin, Base, world, json) {
 }
 
 function report(host, method, thrown, outcome) {
+  const what = thrown instanceof BadAnswer ? `${method} ${thrown.message}` : `${method} threw: ${describe(thrown)}`;
   try {
-    host.log('error', `${method} threw: ${describe(thrown)}; ${outcome}`);
+    host.log('error', `${what}; ${outcome}`);
   } catch {
     // Logging must never turn a caught error into a trap.
   }
+  return what;
 }
 
 export function balancerExports(Plugin, host) {
@@ -229,7 +233,7 @@ export function balancerExports(Plugin, host) {
         return undefined;
       }
       if (!isU32(id)) {
-        report(hostApi, 'pick', new TypeError(`returned ${String(id)}, not an endpoint id`), 'the pick is declined');
+        report(hostApi, 'pick', new BadAnswer(`returned ${String(id)}, not an endpoint id`), 'the pick is declined');
         return undefined;
       }
       return id;
@@ -253,8 +257,7 @@ export function healthExports(Plugin, host, probe) {
       try {
         return verdictToHost(this.plugin.check(endpointFromHost(target)));
       } catch (thrown) {
-        report(hostApi, 'check', thrown, 'the verdict is unknown');
-        return { health: 'unknown', reason: `check threw: ${describe(thrown)}` };
+        return { health: 'unknown', reason: report(hostApi, 'check', thrown, 'the verdict is unknown') };
       }
     }
   }

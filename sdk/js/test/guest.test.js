@@ -119,7 +119,7 @@ test('a throwing or wrong pick declines and is logged', () => {
   assert.equal(pool.pick({ priority: 'p2', attempt: 0, hash: null }), undefined);
   assert.deepEqual(fake.lines, [
     ['error', 'pick threw: no endpoints; the pick is declined'],
-    ['error', 'pick threw: returned -1, not an endpoint id; the pick is declined'],
+    ['error', 'pick returned -1, not an endpoint id; the pick is declined'],
   ]);
 });
 
@@ -175,8 +175,14 @@ test('a health check gets probes with errors as ProbeErrors, and a throw is an u
   assert.deepEqual(PoolCheck.create('{"path": "/refused"}').check(target(1)), { health: 'unknown', reason: 'not allowed: bad path' });
   assert.deepEqual(PoolCheck.create('{"path": "/bare"}').check(target(1)), { health: 'unhealthy', reason: 'timed out' });
   assert.deepEqual(PoolCheck.create('{"path": "/up"}').check(target(13)), { health: 'unknown', reason: 'check threw: unlucky' });
-  assert.equal(PoolCheck.create('{"path": "/up"}').check(target(14)).health, 'unknown');
-  assert.deepEqual(fake.lines, [['error', 'check threw: unlucky; the verdict is unknown']]);
+  assert.deepEqual(PoolCheck.create('{"path": "/up"}').check(target(14)), {
+    health: 'unknown',
+    reason: 'check returned health fine, not one of healthy, degraded, unhealthy, unknown',
+  });
+  assert.deepEqual(fake.lines, [
+    ['error', 'check threw: unlucky; the verdict is unknown'],
+    ['error', 'check returned health fine, not one of healthy, degraded, unhealthy, unknown; the verdict is unknown'],
+  ]);
   let tcpError;
   try {
     probe.tcpConnect(1);
@@ -257,8 +263,8 @@ test('a recovery policy sees failures in SDK shape and its decisions become vari
     fake.lines.map(([level, line]) => [level, line.split(';')[0]]),
     [
       ['error', 'onFailure threw: oops'],
-      ['error', 'onFailure threw: the retry.delayMs must be a whole number of ms, got -1'],
-      ['error', 'onFailure threw: onFailure must return a Decision, got retry'],
+      ['error', 'onFailure returned a retry whose delayMs is -1, not a whole number of ms'],
+      ['error', 'onFailure returned retry, not a Decision'],
     ],
   );
 });
