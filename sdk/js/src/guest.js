@@ -38,8 +38,11 @@ function bindHost(host, probe) {
     randomU64: () => toU64(hostApi.randomU64()),
     endpointLoad: (id) => orUndefined(hostApi.endpointLoad(id)),
     endpointLoadPair: (first, second) => {
-      const [a, b] = hostApi.endpointLoadPair(first, second);
-      return [orUndefined(a), orUndefined(b)];
+      // The tuple is the plugin's own fresh array: fixed in place, not copied.
+      const pair = hostApi.endpointLoadPair(first, second);
+      if (pair[0] === null) pair[0] = undefined;
+      if (pair[1] === null) pair[1] = undefined;
+      return pair;
     },
     requestHeader: (name) => orUndefined(hostApi.requestHeader(name)),
     http:
@@ -80,22 +83,18 @@ function probeError(thrown) {
   return new ProbeError('invalid-response', `the host's probe failed: ${describe(thrown)}`);
 }
 
+// The component lifts every argument into a fresh object, so the
+// conversions below fix it in place rather than copy it: a pick is the hot
+// path, and QuickJS pays for each allocation.
+
 function requestFromHost(raw) {
-  return {
-    priority: raw.priority,
-    attempt: raw.attempt,
-    hash: raw.hash === null || raw.hash === undefined ? undefined : toU64(raw.hash),
-  };
+  raw.hash = raw.hash === null || raw.hash === undefined ? undefined : toU64(raw.hash);
+  return raw;
 }
 
 function endpointFromHost(raw) {
-  return {
-    id: raw.id,
-    address: raw.address,
-    weight: raw.weight,
-    zone: orUndefined(raw.zone),
-    labels: raw.labels,
-  };
+  raw.zone = orUndefined(raw.zone);
+  return raw;
 }
 
 function failureFromHost(raw) {

@@ -1,7 +1,7 @@
 // What the host offers every plugin: log, clock, randomness, live load and
 // the current request's headers. Declarations and examples: host.d.ts.
 
-import { current, next32 } from './runtime.js';
+import { backend, next32 } from './runtime.js';
 
 export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error']);
 
@@ -9,7 +9,7 @@ export function log(level, message) {
   if (!LOG_LEVELS.includes(level)) {
     throw new TypeError(`unknown log level \`${level}\`, expected one of ${LOG_LEVELS.join(', ')}`);
   }
-  current().log(level, String(message));
+  backend.log(level, String(message));
 }
 
 export const trace = (message) => log('trace', message);
@@ -19,7 +19,7 @@ export const warn = (message) => log('warn', message);
 export const error = (message) => log('error', message);
 
 export function nowNs() {
-  return current().nowNs();
+  return backend.nowNs();
 }
 
 export function randomU64() {
@@ -37,13 +37,13 @@ export function randomBelow(bound) {
 }
 
 export function endpointLoad(id) {
-  return current().endpointLoad(id);
+  return backend.endpointLoad(id);
 }
 
 export function endpointLoadPair(first, second) {
-  return current().endpointLoadPair(first, second);
+  return backend.endpointLoadPair(first, second);
 }
 
 export function requestHeader(name) {
-  return current().requestHeader(name);
+  return backend.requestHeader(name);
 }

@@ -1,7 +1,7 @@
 // Probes a health check uses to reach the endpoint under check, and
 // nothing else. Declarations and examples: probe.d.ts.
 
-import { current } from './runtime.js';
+import { backend } from './runtime.js';
 
 export const DEFAULT_TIMEOUT_MS = 1000;
 
@@ -56,11 +56,11 @@ export function httpRequest(request) {
 }
 
 export function http(request) {
-  return current().http(httpRequest(request));
+  return backend.http(httpRequest(request));
 }
 
 export function tcpConnect(timeoutMs = DEFAULT_TIMEOUT_MS) {
-  return current().tcpConnect(timeoutMs);
+  return backend.tcpConnect(timeoutMs);
 }
 
 // QuickJS, the engine of a built plugin, has no TextDecoder.
