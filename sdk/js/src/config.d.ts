@@ -15,6 +15,13 @@
  * console.assert(error.message === 'config key `path`: must start with `/`');
  */
 export declare class ConfigError extends Error {
+  /**
+   * An error about `key` (or, when `undefined`, the config as a whole).
+   *
+   * @example
+   * import { ConfigError } from '@switchyard/sdk';
+   * throw new ConfigError('retry_on[1]', 'unknown failure `timeout`');
+   */
   constructor(key: string | undefined, problem: string);
   /** The key at fault; `undefined` for the config as a whole. */
   key: string | undefined;
@@ -34,7 +41,14 @@ export declare class ConfigError extends Error {
  * console.assert(window === 4 && sticky === false);
  */
 export declare class ConfigReader {
-  /** Throws a ConfigError unless `config` is a table (a plain object). */
+  /**
+   * A reader of `config`; throws a ConfigError unless it is a table (a
+   * plain object).
+   *
+   * @example
+   * import { ConfigReader } from '@switchyard/sdk';
+   * const read = new ConfigReader({ retries: 2 });
+   */
   constructor(config: unknown);
 
   /**

@@ -22,10 +22,21 @@ import type { Balancer } from './balancer.js';
 import type { HealthCheck } from './health.js';
 import type { Recovery } from './recovery.js';
 
-/** The `switchyard:plugin/host` import module, as jco gives it (named exports or a default object). */
+/**
+ * The `switchyard:plugin/host` import module, as jco gives it (named
+ * exports or a default object).
+ *
+ * @example
+ * import * as host from 'switchyard:plugin/host@0.2.0';
+ */
 export type HostImports = Record<string, unknown>;
 
-/** The `switchyard:plugin/probe` import module, as jco gives it. */
+/**
+ * The `switchyard:plugin/probe` import module, as jco gives it.
+ *
+ * @example
+ * import * as probe from 'switchyard:plugin/probe@0.2.0';
+ */
 export type ProbeImports = Record<string, unknown>;
 
 /**

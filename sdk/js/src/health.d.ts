@@ -32,13 +32,37 @@ export interface Verdict {
  * console.assert(slow.reason === 'slow: 900 ms');
  */
 export declare const Verdict: {
-  /** A passing check. */
+  /**
+   * A passing check.
+   *
+   * @example
+   * import { Verdict } from '@switchyard/sdk';
+   * Verdict.healthy('200 in 3 ms');
+   */
   healthy(reason: string): Verdict;
-  /** A check that passed but found the endpoint slow or partly failing. */
+  /**
+   * A check that passed but found the endpoint slow or partly failing.
+   *
+   * @example
+   * import { Verdict } from '@switchyard/sdk';
+   * Verdict.degraded('slow: 900 ms');
+   */
   degraded(reason: string): Verdict;
-  /** A failing check. */
+  /**
+   * A failing check.
+   *
+   * @example
+   * import { Verdict } from '@switchyard/sdk';
+   * Verdict.unhealthy('status 503, expected 200-399');
+   */
   unhealthy(reason: string): Verdict;
-  /** A check that could not judge the endpoint. */
+  /**
+   * A check that could not judge the endpoint (it is not at fault).
+   *
+   * @example
+   * import { Verdict } from '@switchyard/sdk';
+   * Verdict.unknown('the host refused the probe: bad path');
+   */
   unknown(reason: string): Verdict;
 };
 

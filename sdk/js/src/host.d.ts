@@ -13,8 +13,7 @@ import type { Load } from './types.js';
  *
  * @example
  * import { host } from '@switchyard/sdk';
- * const level = (slow) => (slow ? 'warn' : 'debug');
- * host.log(level(true), 'took 900 ms');
+ * host.log('warn', 'took 900 ms');
  */
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 

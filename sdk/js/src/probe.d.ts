@@ -53,7 +53,14 @@ export declare function httpRequest(request: HttpRequest): Required<HttpRequest>
  * console.assert(response.text() === 'ok');
  */
 export declare class HttpResponse {
-  /** A response; a string body is encoded as UTF-8. Missing fields are empty or 0. */
+  /**
+   * A response; a string body is encoded as UTF-8. Missing fields are
+   * empty or 0.
+   *
+   * @example
+   * import { probe } from '@switchyard/sdk';
+   * const teapot = new probe.HttpResponse({ status: 418, body: 'short and stout', latencyUs: 90 });
+   */
   constructor(fields: {
     status: number;
     headers?: Array<[string, string]>;
@@ -119,7 +126,14 @@ export type ProbeErrorKind = 'refused' | 'timeout' | 'reset' | 'invalid-response
  * }
  */
 export declare class ProbeError extends Error {
-  /** An error of this kind; `detail` says more for `'invalid-response'` and `'not-allowed'`. */
+  /**
+   * An error of this kind; `detail` says more for `'invalid-response'` and
+   * `'not-allowed'`. Throw one from a `TestHost` handler.
+   *
+   * @example
+   * import { probe } from '@switchyard/sdk';
+   * throw new probe.ProbeError('invalid-response', 'no status line');
+   */
   constructor(kind: ProbeErrorKind, detail?: string);
   /** What went wrong. */
   kind: ProbeErrorKind;

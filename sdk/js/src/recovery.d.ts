@@ -112,11 +112,30 @@ export type Decision =
  * Decision.giveUp(); // the endpoint's own response, or the host's error status
  */
 export declare const Decision: {
-  /** Send the request again; by default at once, to another endpoint. */
+  /**
+   * Send the request again; by default at once, to another endpoint.
+   *
+   * @example
+   * import { Decision } from '@switchyard/sdk';
+   * Decision.retry({ delayMs: 20, sameEndpoint: true });
+   */
   retry(retry?: Partial<Retry>): Decision;
-  /** Take the endpoint out of the eligible set for `durationMs`, and retry elsewhere when `retry` is given. */
+  /**
+   * Take the endpoint out of the eligible set for `durationMs`, and retry
+   * the request elsewhere when `retry` is given.
+   *
+   * @example
+   * import { Decision } from '@switchyard/sdk';
+   * Decision.eject({ durationMs: 10_000, retry: { delayMs: 0 } });
+   */
   eject(ejection: { durationMs: number; retry?: Partial<Retry> }): Decision;
-  /** Answer the client: the endpoint's own response, or `status` when given. */
+  /**
+   * Answer the client: the endpoint's own response, or `status` when given.
+   *
+   * @example
+   * import { Decision } from '@switchyard/sdk';
+   * Decision.giveUp(503);
+   */
   giveUp(status?: number): Decision;
 };
 

@@ -40,6 +40,13 @@ import type { HttpResponse, ProbeError } from './probe.js';
  * console.assert(host.nowNs() - start === 5_000_000n);
  */
 export declare class TestHost {
+  /**
+   * A fresh stand-in host, bound in place of any earlier one.
+   *
+   * @example
+   * import { TestHost } from '@switchyard/sdk/testing';
+   * const testHost = new TestHost();
+   */
   constructor();
 
   /**
