@@ -3,7 +3,6 @@
 
 export class Balancer {
   constructor(config) {
-    /** @type {import('./types.js').Endpoint[]} */
     this.endpoints = [];
   }
 
