@@ -4,8 +4,9 @@
 
 function unbound() {
   throw new Error(
-    'switchyard host functions run only inside a built plugin, or in tests ' +
-      'after `new TestHost()` from @switchyard/sdk/testing',
+    'switchyard host functions run only inside a built plugin, from its constructor ' +
+      'and methods (not at the top level of a module), or in tests after ' +
+      '`new TestHost()` from @switchyard/sdk/testing',
   );
 }
 
