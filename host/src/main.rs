@@ -55,10 +55,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Write a plugin project from a template: a standalone crate with a
-    /// working policy, its unit tests and a README. Exits with 2 when the
-    /// name is not a valid crate name, the folder is not empty, the SDK is
-    /// not found, or the language has no SDK yet (only Rust has one).
+    /// Write a plugin project from a template: a standalone project with a
+    /// working policy, its unit tests and a README, in Rust, JavaScript or
+    /// Python. Exits with 2 when the name is not a valid plugin name, the
+    /// folder is not empty, or the SDK is not found.
     New {
         /// The crate's name, and the built file's (`NAME.wasm`).
         name: String,
@@ -71,8 +71,9 @@ enum PluginCommand {
         /// Where the project goes (missing or empty); default `./NAME`.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The `switchyard-sdk` folder the project depends on; default the
-        /// `sdk` folder of the checkout this binary was built from.
+        /// The SDK folder the project depends on (`sdk`, `sdk/js` or
+        /// `sdk/python` of a checkout); default the one of the checkout this
+        /// binary was built from.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -226,7 +227,12 @@ fn plugin_new(request: switchyard::templates::NewRequest) -> anyhow::Result<()> 
                 request.name,
                 dir.display()
             );
-            println!("next: cd {} && cargo test", dir.display());
+            let test = match request.lang {
+                switchyard::templates::Lang::Rust => "cargo test",
+                switchyard::templates::Lang::Js => "npm install && npm test",
+                switchyard::templates::Lang::Python => "python3 -m pytest",
+            };
+            println!("next: cd {} && {test}", dir.display());
             println!("      switchyard plugin build . --out ../plugins");
             Ok(())
         }

@@ -1,10 +1,13 @@
 //! `switchyard plugin new`: a plugin project written from a template embedded
-//! in the binary, ready to `cargo test` and `switchyard plugin build`.
+//! in the binary, ready for its language's test runner and `switchyard
+//! plugin build`.
 //!
-//! A project is a standalone Cargo crate with a `[workspace]` of its own, so
-//! it builds wherever it is written. It depends on the SDK by path: the SDK
-//! is not published, so the project points at a checkout of it, by default
-//! the one this binary was built from (`sdk/` beside `host/`).
+//! A Rust project is a standalone Cargo crate with a `[workspace]` of its
+//! own, so it builds wherever it is written; a JavaScript project an npm
+//! package tested with `node --test`; a Python project a pyproject tested
+//! with pytest. Each depends on its language's SDK by path: the SDKs are not
+//! published, so the project points at a checkout, by default the one this
+//! binary was built from (`sdk/`, `sdk/js`, `sdk/python` beside `host/`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,12 +33,40 @@ impl Kind {
         }
     }
 
+    /// The key `plugin build` reads the kind from in a JavaScript or Python
+    /// project.
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Balancer => "balancer",
+            Kind::Health => "health",
+            Kind::Recovery => "recovery",
+        }
+    }
+
     /// The template's `src/lib.rs`.
     fn lib_rs(self) -> &'static str {
         match self {
             Kind::Balancer => include_str!("../templates/rust/balancer/lib.rs"),
             Kind::Health => include_str!("../templates/rust/health/lib.rs"),
             Kind::Recovery => include_str!("../templates/rust/recovery/lib.rs"),
+        }
+    }
+
+    /// The JavaScript template's plugin and its tests.
+    fn js(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Balancer => (
+                include_str!("../templates/js/balancer/plugin.js"),
+                include_str!("../templates/js/balancer/plugin.test.js"),
+            ),
+            Kind::Health => (
+                include_str!("../templates/js/health/plugin.js"),
+                include_str!("../templates/js/health/plugin.test.js"),
+            ),
+            Kind::Recovery => (
+                include_str!("../templates/js/recovery/plugin.js"),
+                include_str!("../templates/js/recovery/plugin.test.js"),
+            ),
         }
     }
 
@@ -71,16 +102,26 @@ impl fmt::Display for Kind {
     }
 }
 
-/// The language of the plugin. Only Rust has an SDK today; the others are
-/// accepted so that asking for them gets a clear answer.
+/// The language of the plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
-    /// Rust, with `switchyard-sdk`.
+    /// Rust, with `switchyard-sdk` (`sdk/`).
     Rust,
-    /// JavaScript (no SDK yet).
+    /// JavaScript, with `@switchyard/sdk` (`sdk/js`).
     Js,
-    /// Python (no SDK yet).
+    /// Python, with the `switchyard` package (`sdk/python`).
     Python,
+}
+
+impl Lang {
+    /// The file that tells an SDK folder of the language.
+    fn sdk_marker(self) -> &'static str {
+        match self {
+            Lang::Rust => "Cargo.toml",
+            Lang::Js => "package.json",
+            Lang::Python => "switchyard/__init__.py",
+        }
+    }
 }
 
 impl fmt::Display for Lang {
@@ -111,9 +152,6 @@ pub struct NewRequest {
 /// Why a project was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum NewError {
-    /// No SDK exists for the language.
-    #[error("no {0} SDK exists yet: only Rust plugins can be written today (`--lang rust`)")]
-    NoSdkForLang(Lang),
     /// The name cannot be a crate's.
     #[error("`{name}` is not a valid plugin name: {why}")]
     InvalidName {
@@ -124,12 +162,16 @@ pub enum NewError {
     },
     /// No SDK at the path given or assumed.
     #[error(
-        "no switchyard-sdk at {}: pass `--sdk PATH` with the `sdk` folder of a Switchyard checkout",
+        "no {lang} SDK at {}: pass `--sdk PATH` with the `{folder}` folder of a Switchyard checkout",
         path.display()
     )]
     SdkMissing {
+        /// The language.
+        lang: Lang,
         /// The folder looked in.
         path: PathBuf,
+        /// The SDK's folder in a checkout.
+        folder: &'static str,
     },
     /// The target folder already holds something.
     #[error("{} exists and is not empty: choose another NAME or `--dir`", path.display())]
@@ -155,9 +197,20 @@ impl NewError {
     }
 }
 
-/// The SDK of the checkout this binary was built from.
-pub fn default_sdk() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
+/// The SDK of `lang` in the checkout this binary was built from.
+pub fn default_sdk(lang: Lang) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(sdk_folder(lang))
+}
+
+/// Where `lang`'s SDK is in a checkout.
+fn sdk_folder(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "sdk",
+        Lang::Js => "sdk/js",
+        Lang::Python => "sdk/python",
+    }
 }
 
 /// Names Cargo or Rust keep for themselves, and the template's own
@@ -227,6 +280,21 @@ const RESERVED: &[&str] = &[
 const MAX_NAME_LEN: usize = 64;
 
 /// Checks that `name` is a crate name Cargo accepts: an ASCII letter, then
+/// letters, digits, `-` or `_`, not a keyword or reserved crate name. It is
+/// the plugin's file name whatever the language, so every language is held
+/// to it; npm also wants it in lower case.
+pub fn validate_name_for(name: &str, lang: Lang) -> Result<(), NewError> {
+    validate_name(name)?;
+    if lang == Lang::Js && name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(NewError::InvalidName {
+            name: name.to_string(),
+            why: "npm package names are lower case".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a crate name Cargo accepts: an ASCII letter, then
 /// letters, digits, `-` or `_`, not a keyword or reserved crate name.
 pub fn validate_name(name: &str) -> Result<(), NewError> {
     let invalid = |why: &str| NewError::InvalidName {
@@ -262,17 +330,18 @@ pub fn validate_name(name: &str) -> Result<(), NewError> {
 
 /// Writes the project and returns its folder.
 pub fn new_plugin(request: &NewRequest) -> Result<PathBuf, NewError> {
-    if request.lang != Lang::Rust {
-        return Err(NewError::NoSdkForLang(request.lang));
+    let lang = request.lang;
+    validate_name_for(&request.name, lang)?;
+    let sdk = request.sdk.clone().unwrap_or_else(|| default_sdk(lang));
+    let missing = |path: PathBuf| NewError::SdkMissing {
+        lang,
+        path,
+        folder: sdk_folder(lang),
+    };
+    if !sdk.join(lang.sdk_marker()).is_file() {
+        return Err(missing(sdk));
     }
-    validate_name(&request.name)?;
-    let sdk = request.sdk.clone().unwrap_or_else(default_sdk);
-    if !sdk.join("Cargo.toml").is_file() {
-        return Err(NewError::SdkMissing { path: sdk });
-    }
-    let sdk = sdk
-        .canonicalize()
-        .map_err(|_| NewError::SdkMissing { path: sdk.clone() })?;
+    let sdk = sdk.canonicalize().map_err(|_| missing(sdk.clone()))?;
     let dir = request
         .dir
         .clone()
@@ -284,7 +353,7 @@ pub fn new_plugin(request: &NewRequest) -> Result<PathBuf, NewError> {
     } else if dir.exists() {
         return Err(NewError::NotEmpty { path: dir });
     }
-    for (path, text) in render(request.kind, &request.name, &sdk) {
+    for (path, text) in render(lang, request.kind, &request.name, &sdk) {
         let path = dir.join(path);
         let write = |path: &Path| {
             if let Some(parent) = path.parent() {
@@ -299,36 +368,63 @@ pub fn new_plugin(request: &NewRequest) -> Result<PathBuf, NewError> {
 
 /// The project's files, relative to its folder, with every placeholder
 /// filled in.
-fn render(kind: Kind, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
-    // A TOML basic string's escapes; the path is written as it is.
-    let sdk = sdk
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    let fill = |template: &str| {
+fn render(lang: Lang, kind: Kind, name: &str, sdk: &Path) -> Vec<(&'static str, String)> {
+    let sdk = sdk.display().to_string();
+    // The path as the manifest's syntax needs it: a TOML basic string's
+    // escapes, a JSON string's.
+    let sdk_in_manifest = match lang {
+        Lang::Rust | Lang::Python => sdk.replace('\\', "\\\\").replace('"', "\\\""),
+        Lang::Js => {
+            let quoted = serde_json::to_string(&sdk).expect("a string");
+            quoted[1..quoted.len() - 1].to_string()
+        }
+    };
+    let fill = |template: &str, in_manifest: bool| {
         template
             .replace("{{pool}}", kind.pool())
             .replace("{{kind}}", &kind.to_string())
+            .replace("{{kind_key}}", kind.key())
             .replace("{{feature}}", kind.feature())
-            .replace("{{sdk}}", &sdk)
+            .replace("{{sdk}}", if in_manifest { &sdk_in_manifest } else { &sdk })
             .replace("{{name}}", name)
     };
-    vec![
-        (
-            "Cargo.toml",
-            fill(include_str!("../templates/rust/Cargo.toml")),
-        ),
-        (
-            "README.md",
-            fill(include_str!("../templates/rust/README.md")),
-        ),
-        (
-            ".gitignore",
-            fill(include_str!("../templates/rust/gitignore")),
-        ),
-        ("src/lib.rs", fill(kind.lib_rs())),
-    ]
+    match lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                fill(include_str!("../templates/rust/Cargo.toml"), true),
+            ),
+            (
+                "README.md",
+                fill(include_str!("../templates/rust/README.md"), false),
+            ),
+            (
+                ".gitignore",
+                fill(include_str!("../templates/rust/gitignore"), false),
+            ),
+            ("src/lib.rs", fill(kind.lib_rs(), false)),
+        ],
+        Lang::Js => {
+            let (plugin, test) = kind.js();
+            vec![
+                (
+                    "package.json",
+                    fill(include_str!("../templates/js/package.json"), true),
+                ),
+                (
+                    "README.md",
+                    fill(include_str!("../templates/js/README.md"), false),
+                ),
+                (
+                    ".gitignore",
+                    fill(include_str!("../templates/js/gitignore"), false),
+                ),
+                ("src/plugin.js", fill(plugin, false)),
+                ("test/plugin.test.js", fill(test, false)),
+            ]
+        }
+        Lang::Python => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +432,7 @@ mod tests {
     use super::*;
 
     const KINDS: [Kind; 3] = [Kind::Balancer, Kind::Health, Kind::Recovery];
+    const LANGS: [Lang; 2] = [Lang::Rust, Lang::Js];
 
     fn request(kind: Kind, dir: &Path) -> NewRequest {
         NewRequest {
@@ -373,7 +470,12 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled_and_each_kind_has_its_feature() {
         for kind in KINDS {
-            let files = render(kind, "my-plugin", Path::new("/opt/switchyard/sdk"));
+            let files = render(
+                Lang::Rust,
+                kind,
+                "my-plugin",
+                Path::new("/opt/switchyard/sdk"),
+            );
             let names: Vec<_> = files.iter().map(|(path, _)| *path).collect();
             assert_eq!(
                 names,
@@ -399,8 +501,8 @@ mod tests {
 
     #[test]
     fn the_readme_pool_is_a_valid_config() {
-        for kind in KINDS {
-            let files = render(kind, "my-plugin", Path::new("/sdk"));
+        for (lang, kind) in LANGS.into_iter().flat_map(|l| KINDS.map(|k| (l, k))) {
+            let files = render(lang, kind, "my-plugin", Path::new("/sdk"));
             let readme = &files[1].1;
             let pool = readme
                 .split("```toml\n")
@@ -429,7 +531,7 @@ mod tests {
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("export_health_check!"), "{lib}");
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        let sdk = default_sdk().canonicalize().unwrap();
+        let sdk = default_sdk(Lang::Rust).canonicalize().unwrap();
         assert!(manifest.contains(&sdk.display().to_string()), "{manifest}");
 
         let empty = root.path().join("empty");
@@ -463,18 +565,49 @@ mod tests {
     }
 
     #[test]
-    fn languages_without_an_sdk_are_refused() {
-        let root = tempfile::tempdir().unwrap();
-        for (lang, shown) in [(Lang::Js, "JavaScript"), (Lang::Python, "Python")] {
-            let mut asked = request(Kind::Balancer, &root.path().join("p"));
-            asked.lang = lang;
-            let error = new_plugin(&asked).unwrap_err();
-            assert!(error.is_usage());
+    fn a_javascript_project_names_its_kind_and_the_sdk_as_json_says() {
+        for kind in KINDS {
+            let files = render(
+                Lang::Js,
+                kind,
+                "my-plugin",
+                Path::new("/opt/sw \"x\"/sdk/js"),
+            );
+            let names: Vec<_> = files.iter().map(|(path, _)| *path).collect();
             assert_eq!(
-                error.to_string(),
-                format!("no {shown} SDK exists yet: only Rust plugins can be written today (`--lang rust`)")
+                names,
+                [
+                    "package.json",
+                    "README.md",
+                    ".gitignore",
+                    "src/plugin.js",
+                    "test/plugin.test.js"
+                ]
+            );
+            for (path, text) in &files {
+                assert!(!text.contains("{{"), "{kind:?} {path}: {text}");
+            }
+            let manifest: serde_json::Value = serde_json::from_str(&files[0].1).unwrap();
+            assert_eq!(manifest["name"], "my-plugin");
+            assert_eq!(manifest["switchyard"]["kind"], kind.key());
+            assert_eq!(
+                manifest["devDependencies"]["@switchyard/sdk"],
+                "file:/opt/sw \"x\"/sdk/js"
             );
         }
+        let error = validate_name_for("MyPlugin", Lang::Js).unwrap_err();
+        assert!(error.to_string().contains("lower case"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_sdk_names_the_language_and_its_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let mut asked = request(Kind::Balancer, &root.path().join("p"));
+        asked.lang = Lang::Js;
+        asked.sdk = Some(root.path().join("nowhere"));
+        let error = new_plugin(&asked).unwrap_err().to_string();
+        assert!(error.starts_with("no JavaScript SDK at "), "{error}");
+        assert!(error.contains("the `sdk/js` folder"), "{error}");
         assert!(!root.path().join("p").exists());
     }
 }

@@ -1,7 +1,8 @@
-//! `switchyard plugin new`: the real binary writes a project of each kind
-//! whose unit tests pass under `cargo test`, which `switchyard plugin build`
-//! builds and `switchyard plugin check` accepts; languages without an SDK
-//! and unusable names or folders are refused with exit 2.
+//! `switchyard plugin new`: the real binary writes a project of each kind,
+//! in each language, whose unit tests pass under the language's own runner
+//! (`cargo test`, `node --test`, pytest), which `switchyard plugin build`
+//! builds and `switchyard plugin check` accepts; unusable names, folders or
+//! SDK paths are refused with exit 2.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -66,43 +67,86 @@ fn each_kind_is_written_tested_built_and_checked() {
             .unwrap_or_else(|| panic!("no test summary: {text}"));
         assert!(passed > 0, "{kind}: no unit test ran: {text}");
 
-        let built = Command::new(BINARY)
-            .args(["plugin", "build"])
-            .arg(&project)
-            .arg("--out")
-            .arg(&out)
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("run switchyard plugin build");
-        succeeded(&format!("plugin build of the {kind}"), built);
-
-        let file = out.join(format!("{name}.wasm"));
-        let checked = Command::new(BINARY)
-            .args(["plugin", "check", "--json"])
-            .arg(&file)
-            .output()
-            .expect("run switchyard plugin check");
-        let text = succeeded(&format!("plugin check of the {kind}"), checked);
-        let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
-        assert_eq!(report["world"], world, "{report}");
-        assert_eq!(report["verdict"]["status"], "ok", "{report}");
+        build_and_check(&project, name, world, &out, Some(&target));
     }
 }
 
+/// The three kinds as `--kind` names them, and the world `plugin check`
+/// reports for each.
+const KINDS: [(&str, &str); 3] = [
+    ("balancer", "balancer"),
+    ("health", "health-check"),
+    ("recovery", "recovery"),
+];
+
+/// Builds `project` into `out` and checks the file: the world is `world`
+/// and the verdict ok.
+fn build_and_check(project: &Path, name: &str, world: &str, out: &Path, target: Option<&Path>) {
+    let mut build = Command::new(BINARY);
+    build
+        .args(["plugin", "build"])
+        .arg(project)
+        .arg("--out")
+        .arg(out);
+    if let Some(target) = target {
+        build.arg("--target-dir").arg(target);
+    }
+    succeeded(
+        &format!("plugin build of {name}"),
+        build.output().expect("run switchyard plugin build"),
+    );
+    let file = out.join(format!("{name}.wasm"));
+    let checked = Command::new(BINARY)
+        .args(["plugin", "check", "--json"])
+        .arg(&file)
+        .output()
+        .expect("run switchyard plugin check");
+    let text = succeeded(&format!("plugin check of {name}"), checked);
+    let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    assert_eq!(report["world"], world, "{report}");
+    assert_eq!(report["verdict"]["status"], "ok", "{report}");
+}
+
 #[test]
-fn only_rust_has_an_sdk_yet() {
+fn each_kind_in_javascript_is_written_tested_built_and_checked() {
     let root = tempfile::tempdir().unwrap();
-    for (lang, shown) in [("js", "JavaScript"), ("python", "Python")] {
-        let dir = root.path().join(lang);
-        let output = new(&["--kind", "balancer", "--lang", lang, "p"], &dir);
-        assert_eq!(output.status.code(), Some(2));
-        let error = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            error.contains(&format!("no {shown} SDK exists yet")),
-            "{error}"
+    let out = root.path().join("plugins");
+    for (kind, world) in KINDS {
+        let name = format!("my-js-{kind}");
+        let project = root.path().join(&name);
+        let text = succeeded(
+            "plugin new",
+            new(&["--kind", kind, "--lang", "js", &name], &project),
         );
-        assert!(!dir.exists());
+        assert!(text.contains("npm install && npm test"), "{text}");
+        for file in [
+            "package.json",
+            "README.md",
+            ".gitignore",
+            "src/plugin.js",
+            "test/plugin.test.js",
+        ] {
+            assert!(project.join(file).is_file(), "{kind}: no {file}");
+        }
+        let npm = |args: &[&str]| {
+            Command::new("npm")
+                .args(args)
+                .current_dir(&project)
+                .output()
+                .expect("run npm")
+        };
+        succeeded("npm install", npm(&["install", "--no-audit", "--no-fund"]));
+        let text = succeeded(&format!("npm test of the {kind}"), npm(&["test"]));
+        // node --test's summary: some tests ran, none failed.
+        let passed: u32 = text
+            .split("# pass ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no test summary: {text}"));
+        assert!(passed > 0, "{kind}: no test ran: {text}");
+        assert!(text.contains("# fail 0"), "{text}");
+        build_and_check(&project, &name, world, &out, None);
     }
 }
 
@@ -130,4 +174,23 @@ fn a_bad_name_a_used_folder_or_a_missing_sdk_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("pass `--sdk PATH`"), "{error}");
+
+    // The Rust SDK is not a JavaScript one.
+    let rust_sdk = workspace().join("sdk");
+    let output = new(
+        &[
+            "--kind",
+            "balancer",
+            "--lang",
+            "js",
+            "--sdk",
+            rust_sdk.to_str().unwrap(),
+            "ok",
+        ],
+        &root.path().join("c"),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("no JavaScript SDK at"), "{error}");
+    assert!(!root.path().join("c").exists());
 }
