@@ -135,7 +135,8 @@ def health_from_wit(raw: Any) -> Health:
 
 
 def endpoint_from_wit(raw: Any) -> Endpoint:
-    return Endpoint(raw.id, raw.address, raw.weight, raw.zone, dict(raw.labels))
+    labels = raw.labels
+    return Endpoint(raw.id, raw.address, raw.weight, raw.zone, dict(labels) if labels else {})
 
 
 def request_from_wit(raw: Any) -> RequestInfo:
