@@ -35,6 +35,53 @@ _MASK = 2**64 - 1
 P = TypeVar("P")
 
 
+class _StandIn:
+    """The state a `TestHost` sets and the backend the `switchyard.host` and
+    `switchyard.probe` functions call."""
+
+    def __init__(self) -> None:
+        self.loads: dict[int, Load] = {}
+        self.headers: dict[str, str] = {}
+        self.now = 1_000_000_000
+        self.rng = 0x9E37_79B9_7F4A_7C15
+        self.on_http: Callable[[HttpRequest], HttpResponse] | None = None
+        self.on_tcp: Callable[[int], int] | None = None
+        self.logs: list[tuple[LogLevel, str]] = []
+
+    def log(self, level: LogLevel, message: str) -> None:
+        self.logs.append((LogLevel(level), message))
+
+    def now_ns(self) -> int:
+        return self.now
+
+    def random_u64(self) -> int:
+        """splitmix64: tiny, fast, and good enough for tests."""
+        self.rng = (self.rng + 0x9E37_79B9_7F4A_7C15) & _MASK
+        z = self.rng
+        z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _MASK
+        return z ^ (z >> 31)
+
+    def endpoint_load(self, id: int) -> Load | None:
+        return self.loads.get(id)
+
+    def endpoint_load_pair(self, first: int, second: int) -> tuple[Load | None, Load | None]:
+        return self.loads.get(first), self.loads.get(second)
+
+    def request_header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def http(self, request: HttpRequest) -> HttpResponse:
+        if self.on_http is None:
+            raise Refused()
+        return self.on_http(request)
+
+    def tcp_connect(self, timeout_ms: int) -> int:
+        if self.on_tcp is None:
+            raise Refused()
+        return self.on_tcp(timeout_ms)
+
+
 class TestHost:
     """The stand-in host. Making one resets the host every `switchyard.host`
     and `switchyard.probe` call reads: no loads, no headers, a fixed clock
@@ -52,13 +99,11 @@ class TestHost:
     __test__ = False  # not a pytest test class, despite its name
 
     def __init__(self) -> None:
-        self._loads: dict[int, Load] = {}
-        self._headers: dict[str, str] = {}
-        self._now_ns = 1_000_000_000
-        self._rng = 0x9E37_79B9_7F4A_7C15
-        self._http: Callable[[HttpRequest], HttpResponse] | None = None
-        self._tcp: Callable[[int], int] | None = None
-        self.logs: list[tuple[LogLevel, str]] = []
+        self._state = _StandIn()
+        _backend.bind(self._state)
+
+    @property
+    def logs(self) -> list[tuple[LogLevel, str]]:
         """The lines logged so far through `switchyard.host`, oldest first.
 
         >>> from switchyard import host
@@ -67,7 +112,7 @@ class TestHost:
         >>> test_host.logs
         [(<LogLevel.WARN: 3>, 'odd')]
         """
-        _backend.bind(self)
+        return self._state.logs
 
     def set_load(self, id: int, load: Load) -> None:
         """Sets the load `switchyard.host.endpoint_load` reports for `id`.
@@ -78,7 +123,7 @@ class TestHost:
         >>> host.endpoint_load(0).in_flight
         7
         """
-        self._loads[id] = load
+        self._state.loads[id] = load
 
     def set_header(self, name: str, value: str) -> None:
         """Sets a header of the current request (names are case-insensitive).
@@ -89,7 +134,7 @@ class TestHost:
         >>> host.request_header("cookie")
         'session=7'
         """
-        self._headers[name.lower()] = value
+        self._state.headers[name.lower()] = value
 
     def clear_headers(self) -> None:
         """Removes every header of the current request.
@@ -101,7 +146,7 @@ class TestHost:
         >>> host.request_header("a") is None
         True
         """
-        self._headers.clear()
+        self._state.headers.clear()
 
     def advance(self, *, ms: int = 0, ns: int = 0) -> None:
         """Moves the clock forward by `ms` milliseconds plus `ns` nanoseconds.
@@ -113,7 +158,7 @@ class TestHost:
         >>> host.now_ns() - start
         1000005
         """
-        self._now_ns += ms * 1_000_000 + ns
+        self._state.now += ms * 1_000_000 + ns
 
     def seed(self, seed: int) -> None:
         """Seeds the random generator, for reproducible runs.
@@ -126,7 +171,7 @@ class TestHost:
         >>> host.random_u64() == a
         True
         """
-        self._rng = (seed | 1) & _MASK
+        self._state.rng = (seed | 1) & _MASK
 
     def on_http(self, handler: Callable[[HttpRequest], HttpResponse]) -> None:
         """Answers `switchyard.probe.http` with `handler`, which returns an
@@ -143,7 +188,7 @@ class TestHost:
         ...     print(error)
         timed out
         """
-        self._http = handler
+        self._state.on_http = handler
 
     def on_tcp_connect(self, handler: Callable[[int], int]) -> None:
         """Answers `switchyard.probe.tcp_connect` with `handler`, given the
@@ -156,42 +201,7 @@ class TestHost:
         >>> probe.tcp_connect(500)
         120
         """
-        self._tcp = handler
-
-    # The backend the host and probe functions call.
-
-    def log(self, level: LogLevel, message: str) -> None:
-        self.logs.append((LogLevel(level), message))
-
-    def now_ns(self) -> int:
-        return self._now_ns
-
-    def random_u64(self) -> int:
-        """splitmix64: tiny, fast, and good enough for tests."""
-        self._rng = (self._rng + 0x9E37_79B9_7F4A_7C15) & _MASK
-        z = self._rng
-        z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _MASK
-        return z ^ (z >> 31)
-
-    def endpoint_load(self, id: int) -> Load | None:
-        return self._loads.get(id)
-
-    def endpoint_load_pair(self, first: int, second: int) -> tuple[Load | None, Load | None]:
-        return self._loads.get(first), self._loads.get(second)
-
-    def request_header(self, name: str) -> str | None:
-        return self._headers.get(name.lower())
-
-    def http(self, request: HttpRequest) -> HttpResponse:
-        if self._http is None:
-            raise Refused()
-        return self._http(request)
-
-    def tcp_connect(self, timeout_ms: int) -> int:
-        if self._tcp is None:
-            raise Refused()
-        return self._tcp(timeout_ms)
+        self._state.on_tcp = handler
 
 
 def endpoints(count: int) -> list[Endpoint]:
