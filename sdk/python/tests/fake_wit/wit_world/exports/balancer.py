@@ -1,0 +1,5 @@
+from typing import Protocol
+
+
+class PoolBalancer(Protocol):
+    pass
