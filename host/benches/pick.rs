@@ -6,7 +6,13 @@
 //! endpoints; plus the host's own `engine::RoundRobin` and the cheapest
 //! possible WASM call (`pin-first`, which returns a remembered id).
 //!
-//! Benchmark ids read as a table: `pick/<strategy>/<native|wasm|engine>/<size>`.
+//! The guest-language ports of two of them are measured beside them:
+//! Python's round robin (`examples/python/round-robin`) and JavaScript's
+//! least request (`examples/js/least-request`), as `wasm-python` and
+//! `wasm-js`: the same policy in three languages, side by side in one run.
+//!
+//! Benchmark ids read as a table:
+//! `pick/<strategy>/<native|wasm|wasm-js|wasm-python|engine>/<size>`.
 //! At the end a summary table (native ns, wasm ns, ratio) is printed from the
 //! estimates criterion wrote during this run.
 //!
@@ -52,6 +58,23 @@ const BUNDLED: [(&str, &str); 5] = [
     ("random", "plugins/random"),
 ];
 
+/// The guest-language ports: (package name, project path, the bundled
+/// strategy it ports, its benchmark function).
+const GUESTS: [(&str, &str, &str, &str); 2] = [
+    (
+        "py-round-robin",
+        "examples/python/round-robin",
+        "round-robin",
+        "wasm-python",
+    ),
+    (
+        "js-least-request",
+        "examples/js/least-request",
+        "least-request",
+        "wasm-js",
+    ),
+];
+
 /// The per-call budget unless `PICK_CALL_TIMEOUT_MS` says otherwise.
 const CALL_TIMEOUT_MS: u64 = switchyard::config::DEFAULT_CALL_TIMEOUT_MS;
 
@@ -63,6 +86,9 @@ fn main() {
     let mut paths = vec![(FLOOR, common::build("pin-first", "tests/plugins/pin-first"))];
     for (name, crate_path) in BUNDLED {
         paths.push((name, common::build(name, crate_path)));
+    }
+    for (name, project, _, _) in GUESTS {
+        paths.push((name, common::build(name, project)));
     }
     assert!(consistent_hash::is_prime(LARGE_TABLE_SIZE));
 
@@ -99,7 +125,7 @@ fn main() {
     {
         let mut group = criterion.benchmark_group(format!("pick/{FLOOR}"));
         for fleet in &fleets {
-            wasm(FLOOR).bench(&mut group, fleet, "{}", &mut faults);
+            wasm(FLOOR).bench(&mut group, fleet, "{}", "wasm", &mut faults);
         }
         group.finish();
     }
@@ -120,7 +146,12 @@ fn main() {
                 "random" => native::<random::WeightedRandom>(&mut group, fleet, &config),
                 _ => unreachable!("every bundled plugin is listed"),
             }
-            wasm(name).bench(&mut group, fleet, &config, &mut faults);
+            wasm(name).bench(&mut group, fleet, &config, "wasm", &mut faults);
+            for (guest, _, ports, function) in GUESTS {
+                if ports == name {
+                    wasm(guest).bench(&mut group, fleet, &config, function, &mut faults);
+                }
+            }
         }
         group.finish();
     }
@@ -301,13 +332,14 @@ impl Wasm<'_> {
         }
     }
 
-    /// Benchmarks `wasm/<size>`; pushes (slot, size, faults during it) to
-    /// `faults`.
+    /// Benchmarks `<function>/<size>`; pushes (slot, size, faults during
+    /// it) to `faults`.
     fn bench(
         &self,
         group: &mut BenchmarkGroup<'_, WallTime>,
         fleet: &Fleet,
         config: &str,
+        function: &str,
         faults: &mut Vec<(String, u32, u64)>,
     ) {
         let slot = self.runtime.slot(self.name());
@@ -315,7 +347,7 @@ impl Wasm<'_> {
         let mut state: Option<WasmPool> = None;
         let mut headers = http::HeaderMap::new();
         let mut key = 0u64;
-        group.bench_function(BenchmarkId::new("wasm", fleet.size), |b| {
+        group.bench_function(BenchmarkId::new(function, fleet.size), |b| {
             let pool = state.get_or_insert_with(|| self.pool(fleet, config));
             b.iter(|| {
                 key = key.wrapping_add(1);
@@ -332,7 +364,7 @@ impl Wasm<'_> {
         let during = slot.faults() - faults_before;
         if during > 0 {
             eprintln!(
-                "WARNING: pick/.../wasm/{}: plugin {} faulted {during} times while measured \
+                "WARNING: pick/.../{function}/{}: plugin {} faulted {during} times while measured \
                  (last: {:?}); the figure includes rebuilding its instance",
                 fleet.size,
                 slot.name,
@@ -402,6 +434,17 @@ fn print_summary(started: SystemTime, faults: &[(String, u32, u64)]) {
                 estimate(&group, "wasm", size),
                 faults_of(name, size),
             ));
+            for (guest, _, ports, function) in GUESTS {
+                if ports == name {
+                    rows.push((
+                        format!("{guest} ({function})"),
+                        size,
+                        estimate(&group, "native", size),
+                        estimate(&group, function, size),
+                        faults_of(guest, size),
+                    ));
+                }
+            }
         }
     }
     if rows.iter().all(|row| row.2.is_none() && row.3.is_none()) {

@@ -399,26 +399,33 @@ fn measure_recovery(
             .attach(name, Role::Recovery, &pool, &request.config_json)
             .map_err(|error| error.reason)?;
         let set = Arc::clone(&pool.endpoints());
-        let series = time_calls("decision", size, request.calls, Some(budget_ns), slot, |call| {
-            let failure = Failure {
-                endpoint: call % size,
-                kind: if call % 2 == 0 {
-                    FailureKind::Status(503)
-                } else {
-                    FailureKind::ConnectRefused
-                },
-                request: RequestInfo::default(),
-                method: "GET".to_string(),
-                replayable: true,
-                elapsed: Duration::from_millis(1),
-            };
-            let faults = slot.faults();
-            policy.on_failure(&failure, &set);
-            if slot.faults() > faults {
-                return Err(last_fault(slot));
-            }
-            Ok(())
-        });
+        let series = time_calls(
+            "decision",
+            size,
+            request.calls,
+            Some(budget_ns),
+            slot,
+            |call| {
+                let failure = Failure {
+                    endpoint: call % size,
+                    kind: if call % 2 == 0 {
+                        FailureKind::Status(503)
+                    } else {
+                        FailureKind::ConnectRefused
+                    },
+                    request: RequestInfo::default(),
+                    method: "GET".to_string(),
+                    replayable: true,
+                    elapsed: Duration::from_millis(1),
+                };
+                let faults = slot.faults();
+                policy.on_failure(&failure, &set);
+                if slot.faults() > faults {
+                    return Err(last_fault(slot));
+                }
+                Ok(())
+            },
+        );
         report.memory_after_setup_bytes.get_or_insert(series.1);
         report.measurements.push(series.0);
     }

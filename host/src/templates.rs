@@ -52,6 +52,24 @@ impl Kind {
         }
     }
 
+    /// The Python template's plugin and its tests.
+    fn python(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Balancer => (
+                include_str!("../templates/python/balancer/plugin.py"),
+                include_str!("../templates/python/balancer/test_plugin.py"),
+            ),
+            Kind::Health => (
+                include_str!("../templates/python/health/plugin.py"),
+                include_str!("../templates/python/health/test_plugin.py"),
+            ),
+            Kind::Recovery => (
+                include_str!("../templates/python/recovery/plugin.py"),
+                include_str!("../templates/python/recovery/test_plugin.py"),
+            ),
+        }
+    }
+
     /// The JavaScript template's plugin and its tests.
     fn js(self) -> (&'static str, &'static str) {
         match self {
@@ -423,7 +441,25 @@ fn render(lang: Lang, kind: Kind, name: &str, sdk: &Path) -> Vec<(&'static str, 
                 ("test/plugin.test.js", fill(test, false)),
             ]
         }
-        Lang::Python => Vec::new(),
+        Lang::Python => {
+            let (plugin, test) = kind.python();
+            vec![
+                (
+                    "pyproject.toml",
+                    fill(include_str!("../templates/python/pyproject.toml"), true),
+                ),
+                (
+                    "README.md",
+                    fill(include_str!("../templates/python/README.md"), false),
+                ),
+                (
+                    ".gitignore",
+                    fill(include_str!("../templates/python/gitignore"), false),
+                ),
+                ("src/plugin.py", fill(plugin, false)),
+                ("tests/test_plugin.py", fill(test, false)),
+            ]
+        }
     }
 }
 
@@ -432,7 +468,7 @@ mod tests {
     use super::*;
 
     const KINDS: [Kind; 3] = [Kind::Balancer, Kind::Health, Kind::Recovery];
-    const LANGS: [Lang; 2] = [Lang::Rust, Lang::Js];
+    const LANGS: [Lang; 3] = [Lang::Rust, Lang::Js, Lang::Python];
 
     fn request(kind: Kind, dir: &Path) -> NewRequest {
         NewRequest {
@@ -597,6 +633,37 @@ mod tests {
         }
         let error = validate_name_for("MyPlugin", Lang::Js).unwrap_err();
         assert!(error.to_string().contains("lower case"), "{error}");
+    }
+
+    #[test]
+    fn a_python_project_names_its_kind_and_the_sdk_as_toml_says() {
+        for kind in KINDS {
+            let files = render(
+                Lang::Python,
+                kind,
+                "my-plugin",
+                Path::new("/opt/sw \"x\"/sdk/python"),
+            );
+            let names: Vec<_> = files.iter().map(|(path, _)| *path).collect();
+            assert_eq!(
+                names,
+                [
+                    "pyproject.toml",
+                    "README.md",
+                    ".gitignore",
+                    "src/plugin.py",
+                    "tests/test_plugin.py"
+                ]
+            );
+            for (path, text) in &files {
+                assert!(!text.contains("{{"), "{kind:?} {path}: {text}");
+            }
+            let manifest: toml::Value = toml::from_str(&files[0].1).unwrap();
+            assert_eq!(manifest["project"]["name"].as_str(), Some("my-plugin"));
+            let switchyard = &manifest["tool"]["switchyard"];
+            assert_eq!(switchyard["kind"].as_str(), Some(kind.key()));
+            assert_eq!(switchyard["sdk"].as_str(), Some("/opt/sw \"x\"/sdk/python"));
+        }
     }
 
     #[test]

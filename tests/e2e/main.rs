@@ -11,6 +11,7 @@ mod control_api;
 mod demo;
 mod fast_path;
 mod grpc;
+mod guest_plugins;
 mod health;
 mod hostile;
 mod plugin_check;

@@ -151,6 +151,47 @@ fn each_kind_in_javascript_is_written_tested_built_and_checked() {
 }
 
 #[test]
+fn each_kind_in_python_is_written_tested_built_and_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("plugins");
+    for (kind, world) in KINDS {
+        let name = format!("my-py-{kind}");
+        let project = root.path().join(&name);
+        let text = succeeded(
+            "plugin new",
+            new(&["--kind", kind, "--lang", "python", &name], &project),
+        );
+        assert!(text.contains("python3 -m pytest"), "{text}");
+        for file in [
+            "pyproject.toml",
+            "README.md",
+            ".gitignore",
+            "src/plugin.py",
+            "tests/test_plugin.py",
+        ] {
+            assert!(project.join(file).is_file(), "{kind}: no {file}");
+        }
+        let tests = pytest().current_dir(&project).output().expect("run pytest");
+        let text = succeeded(&format!("pytest of the {kind}"), tests);
+        // pytest's summary: `N passed in …`, none failed.
+        let passed: u32 = text
+            .lines()
+            .rev()
+            .find_map(|line| {
+                line.split(" passed")
+                    .next()
+                    .filter(|_| line.contains(" passed"))
+            })
+            .and_then(|count| count.trim().rsplit(' ').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no test summary: {text}"));
+        assert!(passed > 0, "{kind}: no test ran: {text}");
+        assert!(!text.contains(" failed"), "{text}");
+        build_and_check(&project, &name, world, &out, None);
+    }
+}
+
+#[test]
 fn a_bad_name_a_used_folder_or_a_missing_sdk_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let output = new(&["--kind", "health", "my.plugin"], &root.path().join("a"));

@@ -77,9 +77,75 @@ pub fn built_plugins() -> &'static Path {
     })
 }
 
-/// The bytes of a built plugin.
+/// The bundled plugins written in guest languages: their projects.
+const GUEST_PROJECTS: [&str; 4] = [
+    "examples/js/least-request",
+    "examples/js/retry-backoff",
+    "examples/python/round-robin",
+    "examples/python/http-health",
+];
+
+/// The folder of the guest-language plugins, built once per test run with
+/// `switchyard plugin build` (which installs the build tools into the tools
+/// cache on first use).
+pub fn built_guest_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = workspace().join("target/e2e-guest-plugins");
+        let output = Command::new(BINARY)
+            .args(["plugin", "build", "--out"])
+            .arg(&out)
+            .args(GUEST_PROJECTS.iter().map(|c| workspace().join(c)))
+            .output()
+            .expect("run switchyard plugin build");
+        assert!(
+            output.status.success(),
+            "switchyard plugin build of the guest plugins failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
+
+/// A command running pytest: the virtualenv `scripts/ensure-guest-tools`
+/// keeps in the tools folder, made first when missing.
+pub fn pytest() -> Command {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
+        let output = Command::new(workspace().join("scripts/ensure-guest-tools"))
+            .output()
+            .expect("run scripts/ensure-guest-tools");
+        assert!(
+            output.status.success(),
+            "scripts/ensure-guest-tools failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    });
+    let mut command = Command::new(tools.join("python-test/bin/python"));
+    command.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]);
+    command
+}
+
+/// `[plugins]` keys giving a test the compiled-plugin cache every test
+/// shares: a Python plugin takes seconds to compile, and is compiled once.
+pub fn shared_compile_cache() -> String {
+    format!(
+        "cache_dir = \"{}\"",
+        workspace().join("target/e2e-plugin-cache").display()
+    )
+}
+
+/// The bytes of a built plugin, Rust or guest language.
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(built_plugins().join(format!("{name}.wasm"))).expect("built plugin")
+    let file = format!("{name}.wasm");
+    let guest = name.starts_with("js-") || name.starts_with("py-");
+    let folder = if guest {
+        built_guest_plugins()
+    } else {
+        built_plugins()
+    };
+    std::fs::read(folder.join(&file)).expect("built plugin")
 }
 
 /// A fresh plugin folder holding copies of `plugins`, as `(file stem, built plugin)`.

@@ -32,7 +32,7 @@ pub fn bench_plugin_dir() -> PathBuf {
     target_dir().join("bench-plugins")
 }
 
-/// Builds the plugin crate at `<workspace>/<crate_path>` (package `name`)
+/// Builds the plugin project at `<workspace>/<crate_path>` (package `name`)
 /// into `<target>/bench-plugins/<name>.wasm`, unless that file exists and is
 /// newer than the crate's manifest and sources, the SDK's and the WIT
 /// contract. Returns the file.
@@ -41,11 +41,18 @@ pub fn build(name: &str, crate_path: &str) -> PathBuf {
     let crate_dir = workspace.join(crate_path);
     let out_dir = bench_plugin_dir();
     let output = out_dir.join(format!("{name}.wasm"));
+    // A Rust crate's inputs, or a JavaScript or Python project's: the
+    // files missing for one language are skipped.
     let inputs = [
         crate_dir.join("Cargo.toml"),
+        crate_dir.join("package.json"),
+        crate_dir.join("pyproject.toml"),
         crate_dir.join("src"),
         workspace.join("sdk/Cargo.toml"),
         workspace.join("sdk/src"),
+        workspace.join("sdk/js/src"),
+        workspace.join("sdk/python/switchyard"),
+        workspace.join("sdk/python/guest"),
         workspace.join("wit"),
     ];
     let newest_input = inputs.iter().filter_map(|p| newest_mtime(p)).max();
