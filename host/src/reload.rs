@@ -1080,11 +1080,26 @@ impl Builder<'_> {
         if slot.current().is_some() {
             return Ok(());
         }
-        let why = self
-            .load_errors
-            .iter()
-            .find(|e| e.name == name)
-            .map(ToString::to_string)
+        // A file written just before the config that names it may not have
+        // been loaded by the folder's watcher yet (a Python plugin takes
+        // seconds to compile): it is loaded here rather than the config
+        // refused. A file refused before is not judged again.
+        let mut load_error = None;
+        if slot.path.is_file() {
+            if let Err(error) = self.runtime.load(&slot.path) {
+                load_error = Some(error.to_string());
+            }
+            if slot.current().is_some() {
+                return Ok(());
+            }
+        }
+        let why = load_error
+            .or_else(|| {
+                self.load_errors
+                    .iter()
+                    .find(|e| e.name == name)
+                    .map(ToString::to_string)
+            })
             .unwrap_or_else(|| format!("no file {}", slot.path.display()));
         self.fall_back(name, &why, pool)
             .map_err(|no_fallback| anyhow::anyhow!("{key} = \"{name}\": {why}; {no_fallback}"))

@@ -196,6 +196,49 @@ async fn reloads_under_load_apply_the_difference_without_a_failed_request() {
     assert_eq!(rr["pools"], serde_json::json!(["web"]), "{rr:#}");
 }
 
+/// A plugin file written just before the config that names it is loaded
+/// by the reload itself, watched folder or not; a file that cannot load is
+/// named with its reason and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_loads_a_plugin_file_written_just_before_it() {
+    let plugins = plugin_dir(&[("rr", "round-robin")]);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    // Nothing watches the folder: only the reload can load the new file.
+    let proxy = Switchyard::try_start_full(
+        plugins.path(),
+        "",
+        "watch_config = false",
+        "watch = false",
+        &web_only(&a, &b),
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let client = HttpClient::default();
+
+    std::fs::write(plugins.path().join("broken.wasm"), b"not wasm").unwrap();
+    proxy.rewrite_config(&web_only(&a, &b).replace("\"rr\"", "\"broken\""));
+    let (status, answer) = reload(&proxy, &client).await;
+    assert_eq!(status, 422, "{answer:#}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("balancer.plugin = \"broken\""),
+        "{message}"
+    );
+    assert!(!message.contains("no file"), "{message}");
+
+    std::fs::write(
+        plugins.path().join("p2c.wasm"),
+        plugin_bytes("least-request"),
+    )
+    .unwrap();
+    proxy.rewrite_config(&web_only(&a, &b).replace("\"rr\"", "\"p2c\""));
+    let (status, answer) = reload(&proxy, &client).await;
+    assert_eq!(status, 200, "{answer:#}");
+    let (_, failures) = client.spread(&proxy.url("/"), 20, 2).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let p2c = &proxy.plugins(&client).await["p2c"];
+    assert!(p2c["calls"].as_u64().unwrap() >= 20, "{p2c:#}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_needs_a_restart_or_a_missing_plugin_changes_nothing() {
     let plugins = plugin_dir(&[("rr", "round-robin")]);
