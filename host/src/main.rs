@@ -142,9 +142,17 @@ fn main() -> anyhow::Result<()> {
             filter = filter.add_directive(quiet);
         }
     }
+    // The log is written by a thread of its own: a worker (or a plugin's
+    // log line during a call) never waits on a slow stderr. Lines beyond the
+    // buffer are dropped and counted; the guard flushes the rest at exit.
+    let (log_writer, _log_flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("switchyard-log")
+        .finish(std::io::stderr());
+    switchyard::metrics::count_log_drops(log_writer.error_counter());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .init();
     match cli.command {
         Command::Run { config: path } => {

@@ -375,6 +375,18 @@ impl Metrics {
     }
 }
 
+/// Lines the host's log writer dropped, set by the binary when it installs
+/// its non-blocking writer (none in tests that log nowhere).
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Counts the log lines the host's writer drops: the log is written off
+/// the request path by a thread of its own, and lines beyond its buffer are
+/// dropped rather than wait.
+pub fn count_log_drops(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(counter);
+}
+
 /// Renders every metric in the Prometheus text format.
 ///
 /// Cardinality: about 40 proxy-wide series, one per pool, about 30 per
@@ -415,6 +427,18 @@ pub fn render(
         "Attempts sent again after a failure.",
     );
     let _ = writeln!(out, "switchyard_retries_total {}", metrics.retries());
+
+    family(
+        &mut out,
+        "switchyard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the log writer's buffer was full.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_log_lines_dropped_total {}",
+        LOG_DROPS.get().map_or(0, |drops| drops.dropped_lines())
+    );
 
     family(
         &mut out,
