@@ -117,7 +117,7 @@ impl From<crate::config::EffectivePluginLimits> for PluginLimits {
             recycle_at: if limits.recycle_at_percent >= 100 {
                 usize::MAX
             } else {
-                memory_limit / 100 * limits.recycle_at_percent as usize
+                (memory_limit as u64 * u64::from(limits.recycle_at_percent) / 100) as usize
             },
         }
     }

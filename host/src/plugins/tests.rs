@@ -453,7 +453,7 @@ fn a_plugin_with_limits_of_its_own_gets_them() {
     let own = runtime.slot("python-rr").limits;
     assert_eq!(own.memory_limit, 64 << 20);
     assert_eq!(own.call_timeout_ms, 3);
-    assert_eq!(own.recycle_at, (64 << 20) / 100 * 75);
+    assert_eq!(own.recycle_at, 48 << 20);
     let other = runtime.slot("rust-rr").limits;
     assert_eq!(other.memory_limit, 32 << 20);
     assert_eq!(other.call_timeout_ms, 1);
