@@ -12,8 +12,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The kind of plugin to write: one per world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The kind of plugin: one per world. Also what a JavaScript or Python
+/// project's `kind` key says (`balancer`, `health`, `recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Picks an endpoint per request.
     Balancer,
@@ -30,6 +32,15 @@ impl Kind {
             Kind::Balancer => "balancer",
             Kind::Health => "health-check",
             Kind::Recovery => "recovery",
+        }
+    }
+
+    /// The WIT world a plugin of the kind targets.
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Balancer => "balancer-plugin",
+            Kind::Health => "health-plugin",
+            Kind::Recovery => "recovery-plugin",
         }
     }
 

@@ -47,6 +47,17 @@ fn load(
         .collect()
 }
 
+/// The binary over `plugins`, its config file unwatched: a reload happens
+/// only when asked for.
+fn reloaded_only_when_asked(
+    plugins: &std::path::Path,
+    plugin_keys: &str,
+    body: &str,
+) -> Switchyard {
+    Switchyard::try_start_full(plugins, "", "watch_config = false", plugin_keys, body)
+        .unwrap_or_else(|log| panic!("{log}"))
+}
+
 fn web_only(a: &Upstream, b: &Upstream) -> String {
     format!(
         "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"rr\" }}\nendpoints = [{}, {}]\n",
@@ -204,14 +215,7 @@ async fn a_reload_loads_a_plugin_file_written_just_before_it() {
     let plugins = plugin_dir(&[("rr", "round-robin")]);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     // Nothing watches the folder: only the reload can load the new file.
-    let proxy = Switchyard::try_start_full(
-        plugins.path(),
-        "",
-        "watch_config = false",
-        "watch = false",
-        &web_only(&a, &b),
-    )
-    .unwrap_or_else(|log| panic!("{log}"));
+    let proxy = reloaded_only_when_asked(plugins.path(), "watch = false", &web_only(&a, &b));
     let client = HttpClient::default();
 
     std::fs::write(plugins.path().join("broken.wasm"), b"not wasm").unwrap();
@@ -243,14 +247,7 @@ async fn a_reload_loads_a_plugin_file_written_just_before_it() {
 async fn a_reload_that_needs_a_restart_or_a_missing_plugin_changes_nothing() {
     let plugins = plugin_dir(&[("rr", "round-robin")]);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let proxy = Switchyard::try_start_full(
-        plugins.path(),
-        "",
-        "watch_config = false",
-        "",
-        &web_only(&a, &b),
-    )
-    .unwrap_or_else(|log| panic!("{log}"));
+    let proxy = reloaded_only_when_asked(plugins.path(), "", &web_only(&a, &b));
     let client = HttpClient::default();
 
     proxy.rewrite_config(&web_only(&a, &b).replace("\"rr\"", "\"p2c\""));

@@ -16,34 +16,13 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use super::tools::{ComponentizePy, Jco};
+use crate::templates::{Kind, Lang};
 
 /// The contract, as this host speaks it.
 const PLUGIN_WIT: &str = include_str!("../../../wit/plugin.wit");
 /// The import names a JavaScript bundle leaves to the component.
 const JS_HOST_IMPORT: &str = "switchyard:plugin/host@0.2.0";
 const JS_PROBE_IMPORT: &str = "switchyard:plugin/probe@0.2.0";
-
-/// A plugin kind, as `[tool.switchyard] kind` and `"switchyard".kind` name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GuestKind {
-    /// `balancer-plugin`.
-    Balancer,
-    /// `health-plugin`.
-    Health,
-    /// `recovery-plugin`.
-    Recovery,
-}
-
-impl GuestKind {
-    fn world(self) -> &'static str {
-        match self {
-            GuestKind::Balancer => "balancer-plugin",
-            GuestKind::Health => "health-plugin",
-            GuestKind::Recovery => "recovery-plugin",
-        }
-    }
-}
 
 /// The language of a plugin project, told by the file at its top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +79,7 @@ struct PyTools {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PySwitchyard {
-    kind: GuestKind,
+    kind: Kind,
     #[serde(default = "default_python_module")]
     module: String,
     sdk: Option<PathBuf>,
@@ -119,7 +98,7 @@ struct PackageJson {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsSwitchyard {
-    kind: GuestKind,
+    kind: Kind,
     #[serde(default = "default_js_main")]
     main: String,
 }
@@ -171,7 +150,7 @@ pub fn build_python(dir: &Path, allow_install: bool) -> anyhow::Result<(Vec<u8>,
     }
     let sdk = match settings.sdk {
         Some(sdk) => dir.join(sdk),
-        None => default_sdk("python"),
+        None => crate::templates::default_sdk(Lang::Python),
     };
     if !sdk.join("switchyard").join("__init__.py").is_file() || !sdk.join("guest").is_dir() {
         bail!(
@@ -187,7 +166,7 @@ pub fn build_python(dir: &Path, allow_install: bool) -> anyhow::Result<(Vec<u8>,
     let output = staging.join(format!("{name}.wasm"));
     eprintln!(
         "switchyard: building {name} ({} plugin, Python, componentize-py {})",
-        kind_words(settings.kind),
+        settings.kind,
         super::tools::COMPONENTIZE_PY_VERSION
     );
     let mut command = tool.command();
@@ -268,7 +247,7 @@ pub fn build_javascript(dir: &Path, allow_install: bool) -> anyhow::Result<(Vec<
         .with_context(|| format!("cannot write {}", entry.display()))?;
     eprintln!(
         "switchyard: building {name} ({} plugin, JavaScript, jco {} QuickJS)",
-        kind_words(settings.kind),
+        settings.kind,
         super::tools::JCO_VERSION
     );
     let bundle = staging.join("bundle.js");
@@ -302,23 +281,23 @@ pub fn build_javascript(dir: &Path, allow_install: bool) -> anyhow::Result<(Vec<
 
 /// The module the bundle starts from: the host's imports bound into the
 /// SDK, and the project's default export served as the world's resource.
-fn js_entry(kind: GuestKind, main: &str) -> String {
+fn js_entry(kind: Kind, main: &str) -> String {
     let main = serde_json::to_string(main).expect("a string");
     match kind {
-        GuestKind::Balancer => format!(
+        Kind::Balancer => format!(
             "import * as host from '{JS_HOST_IMPORT}';\n\
              import {{ balancerExports }} from '@switchyard/sdk/guest';\n\
              import Plugin from {main};\n\
              export const balancer = balancerExports(Plugin, host);\n"
         ),
-        GuestKind::Health => format!(
+        Kind::Health => format!(
             "import * as host from '{JS_HOST_IMPORT}';\n\
              import * as probe from '{JS_PROBE_IMPORT}';\n\
              import {{ healthExports }} from '@switchyard/sdk/guest';\n\
              import Plugin from {main};\n\
              export const healthCheck = healthExports(Plugin, host, probe);\n"
         ),
-        GuestKind::Recovery => format!(
+        Kind::Recovery => format!(
             "import * as host from '{JS_HOST_IMPORT}';\n\
              import {{ recoveryExports }} from '@switchyard/sdk/guest';\n\
              import Plugin from {main};\n\
@@ -327,24 +306,11 @@ fn js_entry(kind: GuestKind, main: &str) -> String {
     }
 }
 
-fn kind_words(kind: GuestKind) -> &'static str {
-    match kind {
-        GuestKind::Balancer => "balancer",
-        GuestKind::Health => "health check",
-        GuestKind::Recovery => "recovery",
-    }
-}
-
 /// The plugin's name: its file is `NAME.wasm`, and pools name it so.
 fn plugin_name(name: Option<String>, manifest: &Path, key: &str) -> anyhow::Result<String> {
     let name = name.with_context(|| format!("{}: {key} is missing", manifest.display()))?;
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-');
-    if !valid {
+    // The name the runtime will find the file under.
+    if !crate::config::is_valid_name(&name) {
         bail!(
             "{}: {key} `{name}` cannot name a plugin file: use letters, digits, `-` and `_`",
             manifest.display()
@@ -368,13 +334,6 @@ fn write_wit(staging: &Path) -> anyhow::Result<PathBuf> {
     std::fs::write(wit.join("plugin.wit"), PLUGIN_WIT)
         .with_context(|| format!("cannot write {}", wit.display()))?;
     Ok(wit)
-}
-
-/// The SDK of the checkout this binary was built from.
-fn default_sdk(language: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sdk")
-        .join(language)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
