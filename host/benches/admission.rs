@@ -60,10 +60,16 @@ fn allocate(pool: &Pool, class: Priority, headers: &mut http::HeaderMap) {
             ..RequestInfo::default()
         },
         headers: RequestHeaders::Map(headers),
+        placement: switchyard::engine::Placement::NONE,
     };
     let picked = pool.pick(&mut request).expect("eligible endpoints");
     let guard = pool.try_start(&picked, class).expect("room");
-    pool.record_outcome(guard.endpoint(), 1_000_000, true);
+    pool.record_outcome(
+        guard.endpoint(),
+        1_000_000,
+        true,
+        &switchyard::engine::Placement::NONE,
+    );
     black_box(&guard);
 }
 

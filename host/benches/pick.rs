@@ -270,6 +270,7 @@ fn engine_round_robin(group: &mut BenchmarkGroup<'_, WallTime>, fleet: &Fleet) {
             let mut request = PickRequest {
                 info: RequestInfo::default(),
                 headers: RequestHeaders::Map(&mut headers),
+                placement: switchyard::engine::Placement::NONE,
             };
             black_box(balancer.pick(black_box(&set), &mut request))
         });
@@ -321,6 +322,7 @@ impl Wasm<'_> {
         let mut request = PickRequest {
             info: RequestInfo::default(),
             headers: RequestHeaders::Map(&mut headers),
+            placement: switchyard::engine::Placement::NONE,
         };
         if let Err(fault) = balancer.pick(&set, &mut request) {
             panic!("warm-up pick of {name} failed: {fault}");
@@ -357,6 +359,7 @@ impl Wasm<'_> {
                         ..RequestInfo::default()
                     },
                     headers: RequestHeaders::Map(&mut headers),
+                    placement: switchyard::engine::Placement::NONE,
                 };
                 black_box(pool.balancer.pick(black_box(&pool.set), &mut request))
             });

@@ -233,6 +233,7 @@ fn pick(pool: &Pool) -> Option<EndpointId> {
     let mut request = PickRequest {
         info: RequestInfo::default(),
         headers: RequestHeaders::Map(&mut headers),
+        placement: switchyard::engine::Placement::NONE,
     };
     let fallbacks = pool.fallback_picks();
     let endpoint = pool.pick(&mut request)?;

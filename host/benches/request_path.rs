@@ -253,10 +253,16 @@ fn bench_allocate(criterion: &mut Criterion) {
                     .pick(&mut PickRequest {
                         info,
                         headers: RequestHeaders::Map(&mut headers),
+                        placement: switchyard::engine::Placement::NONE,
                     })
                     .expect("every endpoint is eligible");
                 let guard = endpoint.start();
-                pool.record_outcome(&endpoint, black_box(LATENCY_NS), true);
+                pool.record_outcome(
+                    &endpoint,
+                    black_box(LATENCY_NS),
+                    true,
+                    &switchyard::engine::Placement::NONE,
+                );
                 drop(guard);
                 endpoint
             });
@@ -385,6 +391,7 @@ fn host_work(
         .pick(&mut PickRequest {
             info,
             headers: RequestHeaders::Map(&mut parts.headers),
+            placement: switchyard::engine::Placement::NONE,
         })
         .expect("every endpoint is eligible");
     let uri = upstream_uri(&parts.uri);
@@ -405,7 +412,12 @@ fn host_work(
     black_box(deadline);
     let elapsed = sent.elapsed().as_nanos() as u64;
     let status = StatusCode::OK;
-    pool.record_outcome(&endpoint, elapsed, !status.is_server_error());
+    pool.record_outcome(
+        &endpoint,
+        elapsed,
+        !status.is_server_error(),
+        &switchyard::engine::Placement::NONE,
+    );
     if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
         counters.count_status(status);
         remove_hop_by_hop(&mut response);

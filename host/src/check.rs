@@ -372,6 +372,7 @@ fn measure_balancer(
                     ..RequestInfo::default()
                 },
                 headers: RequestHeaders::Map(&mut headers),
+                placement: crate::engine::Placement::NONE,
             };
             balancer
                 .pick(&set, &mut request)

@@ -88,6 +88,7 @@ impl Server {
         };
         let load_errors = runtime.load_dir();
         let alerts = Arc::new(Alerts::with_events(events));
+        runtime.set_alerts(Arc::clone(&alerts));
         let proxy_config = config.proxy.clone();
         let listeners = config.listeners.clone();
         let control_listen = config.control.listen;
@@ -109,6 +110,10 @@ impl Server {
         // What serves now configured for every pool: the versions to fall
         // back on if a later start finds their files rejected.
         runtime.keep_serving_as_good();
+        // Candidates are compared in the pools that use their plugin.
+        for error in runtime.load_candidates() {
+            tracing::warn!("{error}");
+        }
 
         let metrics = Arc::new(Metrics::new(proxy_config.workers));
         let mut proxy_listeners = vec![(

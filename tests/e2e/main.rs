@@ -24,6 +24,7 @@ mod rate_limit;
 mod recovery;
 mod reload;
 mod restart;
+mod rollout;
 mod route_recovery;
 mod routes_match;
 mod runtime_api;

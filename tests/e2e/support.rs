@@ -28,7 +28,7 @@ pub fn workspace() -> PathBuf {
 }
 
 /// Every plugin the tests use, bundled and hostile.
-const PLUGIN_CRATES: [&str; 25] = [
+const PLUGIN_CRATES: [&str; 26] = [
     "plugins/round-robin",
     "plugins/least-request",
     "plugins/peak-ewma",
@@ -53,6 +53,7 @@ const PLUGIN_CRATES: [&str; 25] = [
     "tests/plugins/turns-0-1-1",
     "tests/plugins/by-priority",
     "tests/plugins/chatty-balancer",
+    "tests/plugins/flaky-balancer",
     // Written outside the workspace, as a user would.
     "examples/canary-balancer",
 ];

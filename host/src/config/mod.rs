@@ -380,6 +380,143 @@ pub struct PluginsConfig {
     /// than a Rust one).
     #[serde(default)]
     pub limits: BTreeMap<String, PluginLimitsConfig>,
+    /// `[plugins.rollout.NAME]`: how a candidate version of plugin NAME
+    /// (`NAME.canary.wasm`, or uploaded through the API) is tried on live
+    /// traffic before it replaces the serving one; a plugin without its own
+    /// table uses [`RolloutConfig::default`].
+    #[serde(default)]
+    pub rollout: BTreeMap<String, RolloutConfig>,
+}
+
+/// `[plugins.rollout.NAME]`: a candidate is first called beside the live
+/// version on `shadow_percent` of picks (its answer compared and
+/// discarded), then answers `canary_percent / steps`, `2 × canary_percent /
+/// steps`, ... up to `canary_percent` of picks, one step after another.
+/// Each phase lasts until the candidate has made `promote_after_calls`
+/// calls; it passes when every threshold holds over them, and the first
+/// breach rolls the candidate back.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// `shadow_percent = 10`: share of picks on which the candidate is
+    /// called too, in the shadow phase; 0 skips the phase.
+    pub shadow_percent: f64,
+    /// `canary_percent = 50`: share of picks the candidate answers in the
+    /// last canary step; 0 promotes after the shadow phase.
+    pub canary_percent: f64,
+    /// `steps = 5`: canary steps, rising evenly to `canary_percent`.
+    pub steps: u32,
+    /// `promote_after_calls = 1000`: candidate calls each phase lasts.
+    pub promote_after_calls: u64,
+    /// `max_fault_rate = 0.001`: share of the candidate's calls that may
+    /// trap, time out, decline or answer out of the set.
+    pub max_fault_rate: f64,
+    /// `max_cost_ratio = 2.0`: the candidate's cost per call (p50 and p99)
+    /// at most this many times the live version's over the same phase.
+    pub max_cost_ratio: f64,
+    /// `max_disagreement = 0.2`: in the shadow phase, how far the
+    /// candidate's picks may stray from the live version's on the same
+    /// requests (see `agreement`), from 0 to 1.
+    pub max_disagreement: f64,
+    /// `agreement = "distribution"`: how picks are compared. `distribution`:
+    /// the share of picks each endpoint got from either (total variation
+    /// distance), right for balancers that count or draw at random;
+    /// `exact`: the share of requests placed on a different endpoint, for
+    /// deterministic ones (hashing).
+    pub agreement: Agreement,
+    /// `max_error_rate_increase = 0.01`: in canary steps, the error rate of
+    /// the requests the candidate placed may exceed the live version's by
+    /// at most this (absolute share).
+    pub max_error_rate_increase: f64,
+    /// `max_latency_ratio = 1.5`: in canary steps, the p99 latency of the
+    /// requests the candidate placed at most this many times the live
+    /// version's.
+    pub max_latency_ratio: f64,
+    /// `auto_promote = true`: promote when the last phase passes; `false`
+    /// holds the candidate at its last step until an operator promotes or
+    /// aborts it.
+    pub auto_promote: bool,
+}
+
+impl RolloutConfig {
+    /// Each key that is out of its range, with why.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        let share = |key: &'static str, value: f64, problems: &mut Vec<(&'static str, String)>| {
+            if !(0.0..=100.0).contains(&value) {
+                problems.push((key, format!("must be from 0 to 100, got {value}")));
+            }
+        };
+        share("shadow_percent", self.shadow_percent, &mut problems);
+        share("canary_percent", self.canary_percent, &mut problems);
+        if self.shadow_percent == 0.0 && self.canary_percent == 0.0 {
+            problems.push((
+                "canary_percent",
+                "a rollout needs a shadow phase or canary steps: shadow_percent or canary_percent above 0".into(),
+            ));
+        }
+        if !(1..=20).contains(&self.steps) {
+            problems.push(("steps", format!("must be from 1 to 20, got {}", self.steps)));
+        }
+        if self.promote_after_calls < 10 {
+            problems.push(("promote_after_calls", "must be at least 10".into()));
+        }
+        let rate = |key: &'static str, value: f64, problems: &mut Vec<(&'static str, String)>| {
+            if !(0.0..=1.0).contains(&value) {
+                problems.push((key, format!("must be from 0 to 1, got {value}")));
+            }
+        };
+        rate("max_fault_rate", self.max_fault_rate, &mut problems);
+        rate("max_disagreement", self.max_disagreement, &mut problems);
+        rate(
+            "max_error_rate_increase",
+            self.max_error_rate_increase,
+            &mut problems,
+        );
+        let ratio = |key: &'static str, value: f64, problems: &mut Vec<(&'static str, String)>| {
+            if !(value >= 1.0 && value.is_finite()) {
+                problems.push((key, format!("must be at least 1, got {value}")));
+            }
+        };
+        ratio("max_cost_ratio", self.max_cost_ratio, &mut problems);
+        ratio("max_latency_ratio", self.max_latency_ratio, &mut problems);
+        problems
+    }
+
+    /// The share of picks the candidate answers in canary step `step`
+    /// (1-based), in percent.
+    pub fn canary_share(&self, step: u32) -> f64 {
+        self.canary_percent * f64::from(step.min(self.steps)) / f64::from(self.steps.max(1))
+    }
+}
+
+/// How a shadow phase compares the candidate's picks with the live
+/// version's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Agreement {
+    /// The share of picks each endpoint got.
+    Distribution,
+    /// The endpoint each request was placed on.
+    Exact,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            shadow_percent: 10.0,
+            canary_percent: 50.0,
+            steps: 5,
+            promote_after_calls: 1000,
+            max_fault_rate: 0.001,
+            max_cost_ratio: 2.0,
+            max_disagreement: 0.2,
+            agreement: Agreement::Distribution,
+            max_error_rate_increase: 0.01,
+            max_latency_ratio: 1.5,
+            auto_promote: true,
+        }
+    }
 }
 
 /// `[plugins.limits.NAME]`: one plugin's own sandbox settings; each key left
@@ -423,6 +560,7 @@ impl Default for PluginsConfig {
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             recycle_at_percent: DEFAULT_RECYCLE_AT_PERCENT,
             limits: BTreeMap::new(),
+            rollout: BTreeMap::new(),
         }
     }
 }
@@ -433,6 +571,11 @@ impl PluginsConfig {
         self.cache_dir
             .clone()
             .unwrap_or_else(|| self.dir.join(".cache"))
+    }
+
+    /// How a candidate of plugin `name` is rolled out.
+    pub fn rollout_of(&self, name: &str) -> RolloutConfig {
+        self.rollout.get(name).cloned().unwrap_or_default()
     }
 
     /// The settings plugin `name` runs with.
@@ -1507,6 +1650,18 @@ impl Config {
                         format!("must be from 10 to 100 (100: never recycle), got {percent}"),
                     );
                 }
+            }
+        }
+        for (name, rollout) in &self.plugins.rollout {
+            let key = format!("plugins.rollout.{name}");
+            if !is_valid_name(name) {
+                report(
+                    key.clone(),
+                    format!("`{name}` is not a plugin name (letters, digits, `-`, `_`; 1 to 64 characters)"),
+                );
+            }
+            for problem in rollout.problems() {
+                report(format!("{key}.{}", problem.0), problem.1);
             }
         }
         if self.plugins.max_instances < 4 {

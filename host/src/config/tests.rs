@@ -349,3 +349,47 @@ endpoints = [{ address = "127.0.0.1:8081" }]
     assert_eq!(config.plugins.limits_of("js-retry").call_timeout_ms, 4);
     assert_eq!(config.plugins.limits_of("other").memory_limit_mib, 16);
 }
+
+#[test]
+fn a_plugin_may_have_rollout_settings_and_a_bad_one_is_named_with_its_line() {
+    let text = r#"
+[plugins.rollout.p2c]
+shadow_percent = 5
+canary_percent = 40
+steps = 4
+agreement = "exact"
+
+[plugins.rollout.hash]
+shadow_percent = 0
+canary_percent = 0
+max_cost_ratio = 0.5
+max_fault_rate = 2
+
+[[pools]]
+name = "web"
+endpoints = [{ address = "127.0.0.1:8081" }]
+"#;
+    let ConfigError::Invalid { problems, .. } = Config::parse(text, "test").unwrap_err() else {
+        panic!("expected validation problems");
+    };
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "line 10: `plugins.rollout.hash.canary_percent`: a rollout needs a shadow phase or canary steps: shadow_percent or canary_percent above 0",
+            "line 12: `plugins.rollout.hash.max_fault_rate`: must be from 0 to 1, got 2",
+            "line 11: `plugins.rollout.hash.max_cost_ratio`: must be at least 1, got 0.5",
+        ]
+    );
+    let good = text.replace(
+        "canary_percent = 0\nmax_cost_ratio = 0.5\nmax_fault_rate = 2",
+        "canary_percent = 10",
+    );
+    let config = Config::parse(&good, "test").unwrap();
+    let p2c = config.plugins.rollout_of("p2c");
+    assert_eq!(p2c.agreement, crate::config::Agreement::Exact);
+    let shares: Vec<f64> = (1..=4).map(|step| p2c.canary_share(step)).collect();
+    assert_eq!(shares, [10.0, 20.0, 30.0, 40.0]);
+    assert_eq!(p2c.promote_after_calls, 1000, "the default");
+    assert_eq!(config.plugins.rollout_of("other"), Default::default());
+}

@@ -15,6 +15,7 @@ mod plugins;
 mod pool_changes;
 mod pools;
 mod reload;
+mod rollouts;
 mod status;
 
 use std::future::Future;
@@ -127,6 +128,10 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::reload))
         .routes(routes!(plugins::unquarantine))
+        .routes(routes!(rollouts::show))
+        .routes(routes!(rollouts::upload))
+        .routes(routes!(rollouts::promote))
+        .routes(routes!(rollouts::abort))
         .routes(routes!(alerts::list))
         .routes(routes!(events::stream))
         .routes(routes!(reload::reload))

@@ -76,6 +76,23 @@ pub(super) struct PluginView {
     /// Set while the last good version from an earlier run serves because
     /// the file in the folder was rejected at start.
     fallback: Option<NoteView>,
+    /// Its candidate's rollout, running or the last that ended, in brief
+    /// (`GET /v1/plugins/{name}/rollout` has it all).
+    rollout: Option<RolloutBrief>,
+}
+
+/// A rollout in brief.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RolloutBrief {
+    /// `shadow`, `canary`, `held`, `promoted`, `rolled-back` or `aborted`.
+    #[schema(value_type = String)]
+    state: crate::plugins::RolloutState,
+    /// `shadow`, or `canary 2/5`.
+    phase: String,
+    /// The candidate's SHA-256.
+    candidate: String,
+    /// Why it ended.
+    reason: Option<String>,
 }
 
 /// Call timings, in µs. The quantiles are estimated from the histogram's
@@ -136,7 +153,7 @@ pub(super) enum WorldView {
 
 /// A timestamped message.
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct NoteView {
+pub(crate) struct NoteView {
     /// When, in ms since the Unix epoch.
     at_unix_ms: u64,
     /// What.
@@ -238,6 +255,12 @@ fn view(slot: &PluginSlot) -> PluginView {
         last_fault: note(&history.last_fault),
         last_rejected: note(&history.last_rejected),
         fallback: note(&history.fallback),
+        rollout: slot.rollout().map(|rollout| RolloutBrief {
+            state: rollout.state(),
+            phase: rollout.phase_name(),
+            candidate: rollout.candidate.hash.clone(),
+            reason: rollout.end().map(|end| end.message),
+        }),
     }
 }
 
@@ -351,7 +374,7 @@ pub(super) async fn unquarantine(
     Ok(Json(view(&slot)))
 }
 
-fn no_such_plugin(name: &str) -> ApiError {
+pub(super) fn no_such_plugin(name: &str) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::NOT_FOUND,
         "no_such_plugin",

@@ -74,6 +74,68 @@ pub struct PickRequest<'a> {
     pub info: RequestInfo,
     /// The request's headers.
     pub headers: RequestHeaders<'a>,
+    /// Set by the balancer during a plugin rollout: which version placed
+    /// the request, so its outcome is counted for that version.
+    pub placement: Placement,
+}
+
+impl<'a> PickRequest<'a> {
+    /// A pick of a request with `info` and `headers`.
+    pub fn new(info: RequestInfo, headers: RequestHeaders<'a>) -> Self {
+        PickRequest {
+            info,
+            headers,
+            placement: Placement::NONE,
+        }
+    }
+}
+
+/// Which version of a plugin under rollout placed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacedBy {
+    /// The serving version.
+    Live,
+    /// The candidate.
+    Candidate,
+}
+
+/// Where the outcomes of requests placed during a rollout are counted.
+pub trait PlacementOutcomes: Send + Sync + fmt::Debug {
+    /// Counts one forwarded attempt's outcome.
+    fn record(&self, by: PlacedBy, latency_ns: u64, success: bool);
+}
+
+/// Who placed a request, while a rollout compares two versions of its
+/// pool's balancer; empty otherwise (then recording costs a branch).
+#[derive(Debug, Clone)]
+pub struct Placement(Option<(Arc<dyn PlacementOutcomes>, PlacedBy)>);
+
+impl Placement {
+    /// Placed outside any rollout.
+    pub const NONE: Placement = Placement(None);
+
+    /// Placed by `by`, its outcome counted in `outcomes`.
+    pub fn by(outcomes: Arc<dyn PlacementOutcomes>, by: PlacedBy) -> Self {
+        Placement(Some((outcomes, by)))
+    }
+
+    /// Which version placed it, during a rollout.
+    pub fn placed_by(&self) -> Option<PlacedBy> {
+        self.0.as_ref().map(|(_, by)| *by)
+    }
+
+    /// Counts the outcome of the attempt it placed.
+    pub fn record(&self, latency_ns: u64, success: bool) {
+        if let Some((outcomes, by)) = &self.0 {
+            outcomes.record(*by, latency_ns, success);
+        }
+    }
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement::NONE
+    }
 }
 
 /// A request's headers as the proxy holds them.

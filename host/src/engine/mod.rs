@@ -23,7 +23,8 @@ pub use admission::{
     AdaptiveSettings, Admission, AdmissionSettings, AdmissionView, NotStarted, ShedReason,
 };
 pub use balancer::{
-    Balancer, PickFault, PickRequest, Priority, RequestHeaders, RequestInfo, RoundRobin,
+    Balancer, PickFault, PickRequest, PlacedBy, Placement, PlacementOutcomes, Priority,
+    RequestHeaders, RequestInfo, RoundRobin,
 };
 pub use checker::{
     check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,

@@ -374,6 +374,7 @@ impl Pool {
             Some(balancer) => match balancer.pick(&set, request) {
                 Ok(id) => id,
                 Err(_fault) => {
+                    request.placement = super::Placement::NONE;
                     self.fallback_picks.fetch_add(1, Ordering::Relaxed);
                     self.fallback.pick(&set, request).ok()?
                 }
@@ -389,8 +390,16 @@ impl Pool {
     }
 
     /// Records the outcome of one forwarded attempt and ejects the endpoint
-    /// when it reaches the outlier policy's failure streak.
-    pub fn record_outcome(&self, endpoint: &Endpoint, latency_ns: u64, success: bool) {
+    /// when it reaches the outlier policy's failure streak. `placement`
+    /// says who placed it, during a rollout of the pool's balancer.
+    pub fn record_outcome(
+        &self,
+        endpoint: &Endpoint,
+        latency_ns: u64,
+        success: bool,
+        placement: &super::Placement,
+    ) {
+        placement.record(latency_ns, success);
         if let Some(admission) = &self.admission {
             admission.sample(latency_ns);
         }

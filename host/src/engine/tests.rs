@@ -24,6 +24,7 @@ fn pick_ids(pool: &Pool, times: usize) -> Vec<EndpointId> {
             let mut request = PickRequest {
                 info: RequestInfo::default(),
                 headers: RequestHeaders::Map(&mut headers),
+                placement: crate::engine::Placement::NONE,
             };
             pool.pick(&mut request).unwrap().id
         })
@@ -56,6 +57,7 @@ fn empty_pool_gives_none() {
     let mut request = PickRequest {
         info: RequestInfo::default(),
         headers: RequestHeaders::Map(&mut headers),
+        placement: crate::engine::Placement::NONE,
     };
     assert!(pool.pick(&mut request).is_none());
 }
@@ -172,8 +174,8 @@ fn ejection_respects_the_maximum_share_and_expires() {
     );
     let all = pool.endpoints().all.clone();
     for endpoint in &all {
-        pool.record_outcome(endpoint, 1_000, false);
-        pool.record_outcome(endpoint, 1_000, false);
+        pool.record_outcome(endpoint, 1_000, false, &crate::engine::Placement::NONE);
+        pool.record_outcome(endpoint, 1_000, false, &crate::engine::Placement::NONE);
     }
     // Two consecutive failures each, but at most half of the pool goes.
     assert_eq!(pool.endpoints().eligible, vec![2, 3]);
@@ -210,10 +212,10 @@ fn a_low_success_rate_ejects_once_per_interval() {
     for n in 0..40 {
         // Endpoint 0 fails 3 in 4 (never 1,000 in a row); 1 fails 1 in 4;
         // 2 fails every time but serves too few requests to be judged.
-        pool.record_outcome(&all[0], 1_000, n % 4 == 0);
-        pool.record_outcome(&all[1], 1_000, n % 4 != 0);
+        pool.record_outcome(&all[0], 1_000, n % 4 == 0, &crate::engine::Placement::NONE);
+        pool.record_outcome(&all[1], 1_000, n % 4 != 0, &crate::engine::Placement::NONE);
         if n < 10 {
-            pool.record_outcome(&all[2], 1_000, false);
+            pool.record_outcome(&all[2], 1_000, false, &crate::engine::Placement::NONE);
         }
     }
     let start = std::time::Instant::now();
@@ -291,8 +293,8 @@ fn checked_pool(count: u32, policy: HealthPolicy) -> Pool {
 fn a_passing_active_check_ends_an_outlier_ejection_at_once() {
     let pool = checked_pool(4, outlier_policy(2));
     let all = pool.endpoints().all.clone();
-    pool.record_outcome(&all[1], 1_000, false);
-    pool.record_outcome(&all[1], 1_000, false);
+    pool.record_outcome(&all[1], 1_000, false, &crate::engine::Placement::NONE);
+    pool.record_outcome(&all[1], 1_000, false, &crate::engine::Placement::NONE);
     assert!(!pool.endpoints().is_eligible(1));
     let generation = pool.endpoints().generation;
     pool.apply_check(1, Health::Healthy, "200 in 1 ms", 2, 2);
@@ -318,8 +320,8 @@ fn an_ejection_stays_when_unejection_is_off_or_the_recovery_policy_asked_for_it(
     }
     let pool = checked_pool(4, policy);
     let all = pool.endpoints().all.clone();
-    pool.record_outcome(&all[1], 1_000, false);
-    pool.record_outcome(&all[1], 1_000, false);
+    pool.record_outcome(&all[1], 1_000, false, &crate::engine::Placement::NONE);
+    pool.record_outcome(&all[1], 1_000, false, &crate::engine::Placement::NONE);
     pool.apply_check(1, Health::Healthy, "200", 2, 2);
     assert!(!pool.endpoints().is_eligible(1));
 
@@ -338,13 +340,13 @@ fn endpoints_marked_down_do_not_use_up_the_ejection_share() {
     let all = pool.endpoints().all.clone();
     // Two endpoints die: ejected, then marked down by their checks.
     for id in [0, 1] {
-        pool.record_outcome(&all[id], 1_000, false);
-        pool.record_outcome(&all[id], 1_000, false);
+        pool.record_outcome(&all[id], 1_000, false, &crate::engine::Placement::NONE);
+        pool.record_outcome(&all[id], 1_000, false, &crate::engine::Placement::NONE);
         pool.apply_check(id as u32, Health::Unhealthy, "refused", 2, 1);
     }
     // A third dies: it can still be ejected, though half the pool is.
-    pool.record_outcome(&all[2], 1_000, false);
-    pool.record_outcome(&all[2], 1_000, false);
+    pool.record_outcome(&all[2], 1_000, false, &crate::engine::Placement::NONE);
+    pool.record_outcome(&all[2], 1_000, false, &crate::engine::Placement::NONE);
     assert!(pool.health().endpoints[2].ejected_until.is_some());
     let set = pool.endpoints();
     // One of four available: panic mode, but not over the ejected third.
@@ -400,11 +402,11 @@ fn without_active_checks_a_connect_failure_hold_runs_out() {
 fn a_cut_response_is_a_failure_of_its_endpoint() {
     let pool = checked_pool(2, outlier_policy(3));
     let all = pool.endpoints().all.clone();
-    pool.record_outcome(&all[0], 1_000, true);
+    pool.record_outcome(&all[0], 1_000, true, &crate::engine::Placement::NONE);
     pool.record_cut(&all[0]);
     let load = all[0].stats.snapshot();
     assert_eq!((load.requests, load.failures, load.cuts), (0, 1, 1));
-    pool.record_outcome(&all[0], 1_000, false);
+    pool.record_outcome(&all[0], 1_000, false, &crate::engine::Placement::NONE);
     pool.record_cut(&all[0]);
     assert!(
         !pool.endpoints().is_eligible(0),

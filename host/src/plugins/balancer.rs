@@ -5,6 +5,7 @@
 //! instances are thread-local (no locks on the hot path) and re-synced
 //! lazily when the plugin version or the pool's endpoint set moves.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -15,10 +16,12 @@ use super::bindings::v0_1::balancer::BalancerPlugin as BalancerPlugin0_1;
 use super::pooled::{PerThread, PoolError, SharedInstance};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
+use super::rollout::{Lane, PhaseStats, Rollout};
 use super::state::{begin_call, StoreState};
 use super::{describe_failure, instantiate, set_up, SetUpError, Shared};
 use crate::engine::{
-    Balancer, EndpointId, EndpointSet, PickFault, PickRequest, Priority, RequestHeaders,
+    Balancer, EndpointId, EndpointSet, Histogram, PickFault, PickRequest, PlacedBy, Placement,
+    Priority, RequestHeaders, PLUGIN_CALL_BOUNDS_NS,
 };
 
 /// Keys of the pools' balancers: an index of the per-pool instance tables
@@ -30,6 +33,21 @@ thread_local! {
     static PER_POOL: Table<OwnInstance> = const { Table::new() };
     /// Contract 0.2: this thread's instance of each plugin, by slot index.
     static PER_PLUGIN: PerThread<BalancerPlugin> = const { PerThread::new() };
+    /// This thread's instance of each plugin's candidate under rollout, by
+    /// slot index.
+    static CANDIDATES: PerThread<BalancerPlugin> = const { PerThread::new() };
+    /// Whether `CANDIDATES` may hold an instance, so picks outside
+    /// rollouts look at it only then.
+    static HOLDS_CANDIDATES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Where a call's cost is counted.
+#[derive(Clone, Copy)]
+enum CostTo<'a> {
+    /// The serving version: its slot's timings, and a rollout's phase.
+    Live(Option<&'a Histogram<{ PLUGIN_CALL_BOUNDS_NS.len() }>>),
+    /// A candidate: its rollout's phase only.
+    Candidate(&'a Histogram<{ PLUGIN_CALL_BOUNDS_NS.len() }>),
 }
 
 /// A pool's balancer backed by a plugin.
@@ -301,6 +319,7 @@ impl WasmBalancer {
         version: &PluginVersion,
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
+        cost: CostTo<'_>,
     ) -> Result<Option<EndpointId>, PickFault> {
         let Prepared::Balancer(pre) = &version.prepared else {
             return Err(PickFault::Unavailable("not a balancer".into()));
@@ -316,7 +335,7 @@ impl WasmBalancer {
             *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
         }
         let instance = entry.as_mut().expect("instance created above");
-        let answer = self.pick_in(instance, set, request, version.reads_headers);
+        let answer = self.pick_in(instance, set, request, version.reads_headers, cost);
         match answer {
             // A trapped component instance cannot be entered again.
             Err(PickFault::Trap(_) | PickFault::Timeout(_)) => *entry = None,
@@ -338,6 +357,7 @@ impl WasmBalancer {
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
         reads_headers: bool,
+        cost: CostTo<'_>,
     ) -> Result<Option<EndpointId>, PickFault> {
         // Retired pools' resources were dropped by `PerThread::with`.
         serve_set(&mut instance.store, set);
@@ -365,7 +385,15 @@ impl WasmBalancer {
             .switchyard_plugin_balancer()
             .pool_balancer()
             .call_pick(&mut instance.store, handle, info);
-        self.slot.time_call(started);
+        match cost {
+            CostTo::Live(phase) => {
+                self.slot.time_call(started);
+                if let Some(phase) = phase {
+                    phase.observe(started.elapsed());
+                }
+            }
+            CostTo::Candidate(phase) => phase.observe(started.elapsed()),
+        }
         return_headers(&mut instance.store.data_mut().headers, &mut request.headers);
         result.map_err(|error| call_fault(&instance.store, &error))
     }
@@ -477,11 +505,39 @@ impl Balancer for WasmBalancer {
         if version.is_quarantined() {
             return Err(PickFault::Unavailable("quarantined".into()));
         }
+        match self.slot.running_rollout() {
+            Some(rollout) => self.pick_in_rollout(&rollout, version, set, request),
+            None => {
+                if HOLDS_CANDIDATES.get() {
+                    self.drop_candidate();
+                }
+                self.pick_live(version, set, request, None)
+            }
+        }
+    }
+}
+
+impl WasmBalancer {
+    /// The serving version's pick, its cost also counted in a rollout's
+    /// phase (`phase_cost`).
+    fn pick_live(
+        &self,
+        version: &Arc<PluginVersion>,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+        phase_cost: Option<&Histogram<{ PLUGIN_CALL_BOUNDS_NS.len() }>>,
+    ) -> Result<EndpointId, PickFault> {
         self.slot.count_call();
         let answer = if version.prepared.serves_many_pools() {
             PER_PLUGIN.with(|table| {
                 table.with(self.slot.index, &self.shared, &KEYS, |entry| {
-                    self.pick_shared(entry, version, set, request)
+                    if entry
+                        .as_ref()
+                        .is_none_or(|instance| instance.version_id != version.id)
+                    {
+                        self.adopt_candidate(entry, version.id);
+                    }
+                    self.pick_shared(entry, version, set, request, CostTo::Live(phase_cost))
                 })
             })
         } else {
@@ -503,6 +559,106 @@ impl Balancer for WasmBalancer {
             }
             Err(fault) => Err(self.fault(version, fault)),
         }
+    }
+
+    /// A pick while a candidate is on trial: the live version's, the
+    /// candidate's, or the live one's with the candidate's compared after
+    /// it (so the request waits for no more than the candidate's call).
+    fn pick_in_rollout(
+        &self,
+        rollout: &Arc<Rollout>,
+        version: &Arc<PluginVersion>,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+    ) -> Result<EndpointId, PickFault> {
+        let (lane, stats) = rollout.lane();
+        match lane {
+            Lane::Live => self.pick_live(version, set, request, Some(&stats.live_cost)),
+            Lane::LiveCompared => {
+                let picked = self.pick_live(version, set, request, Some(&stats.live_cost));
+                if picked.is_ok() {
+                    request.placement = Placement::by(stats, PlacedBy::Live);
+                }
+                picked
+            }
+            Lane::Shadow => {
+                let picked = self.pick_live(version, set, request, Some(&stats.live_cost));
+                let shadow = self.pick_candidate(rollout, &stats, set, request);
+                if let (Ok(live), Ok(candidate)) = (&picked, shadow) {
+                    rollout.compare(&stats, &self.pool_name, *live, candidate);
+                }
+                picked
+            }
+            Lane::Candidate => {
+                let picked = self.pick_candidate(rollout, &stats, set, request)?;
+                request.placement = Placement::by(stats, PlacedBy::Candidate);
+                Ok(picked)
+            }
+        }
+    }
+
+    /// The candidate's pick, on this thread's instance of it. Its faults
+    /// count against the rollout, never the serving version.
+    fn pick_candidate(
+        &self,
+        rollout: &Rollout,
+        stats: &PhaseStats,
+        set: &Arc<EndpointSet>,
+        request: &mut PickRequest<'_>,
+    ) -> Result<EndpointId, PickFault> {
+        stats.candidate_calls.fetch_add(1, Ordering::Relaxed);
+        HOLDS_CANDIDATES.set(true);
+        let answer = CANDIDATES.with(|table| {
+            table.with(self.slot.index, &self.shared, &KEYS, |entry| {
+                self.pick_shared(
+                    entry,
+                    &rollout.candidate,
+                    set,
+                    request,
+                    CostTo::Candidate(&stats.candidate_cost),
+                )
+            })
+        });
+        let fault = match answer {
+            Ok(Some(id)) if set.is_eligible(id) => return Ok(id),
+            Ok(Some(id)) => PickFault::OutOfSet(id),
+            Ok(None) => PickFault::Declined,
+            Err(PickFault::HostCapacity(reason)) => {
+                self.shared
+                    .capacity_exhausted(&self.slot.name, &self.pool_name, &reason);
+                return Err(PickFault::HostCapacity(reason));
+            }
+            Err(fault) => fault,
+        };
+        rollout.count_fault(stats, &self.pool_name, &fault);
+        Err(fault)
+    }
+
+    /// Moves this thread's instance of a promoted candidate into the live
+    /// table, warm, with its pools' state.
+    fn adopt_candidate(&self, entry: &mut Option<SharedInstance<BalancerPlugin>>, version_id: u64) {
+        if !HOLDS_CANDIDATES.get() {
+            return;
+        }
+        let adopted = CANDIDATES.with(|table| {
+            table.with(self.slot.index, &self.shared, &KEYS, |candidate| {
+                candidate.take_if(|instance| instance.version_id == version_id)
+            })
+        });
+        if adopted.is_some() {
+            *entry = adopted;
+        }
+    }
+
+    /// Drops this thread's instance of the plugin's ended candidate.
+    fn drop_candidate(&self) {
+        let held = CANDIDATES.with(|table| {
+            table.with(self.slot.index, &self.shared, &KEYS, |candidate| {
+                *candidate = None;
+            });
+            table.any()
+        });
+        HOLDS_CANDIDATES.set(held);
     }
 }
 

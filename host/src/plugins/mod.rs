@@ -5,6 +5,7 @@
 mod balancer;
 pub mod bindings;
 mod cache;
+mod candidate;
 mod health;
 mod imports;
 mod last_good;
@@ -13,6 +14,7 @@ mod pooled;
 mod recovery;
 mod registry;
 mod retire;
+pub mod rollout;
 mod state;
 mod watcher;
 
@@ -28,10 +30,12 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config as WasmConfig, Engine, InstanceAllocationStrategy, Store, Trap};
 
 pub use balancer::WasmBalancer;
+pub use candidate::{candidate_name, CandidateOutcome, RolloutError, CANDIDATE_SUFFIX};
 pub use health::WasmHealthCheck;
 pub use log::{LogCounts, LogLimits};
 pub use recovery::WasmRecovery;
 pub use registry::{Note, Owner, PluginSlot, PluginVersion, PoolUse, Role, World};
+pub use rollout::{Rollout, RolloutState};
 pub use watcher::{watch, Watcher};
 
 use crate::config::PluginsConfig;
@@ -148,6 +152,8 @@ pub(crate) struct Shared {
     live_instances: Arc<AtomicU32>,
     /// Proxy workers, each holding its own balancer and recovery instances.
     workers: AtomicU32,
+    /// Where rollouts' ends are raised.
+    alerts: std::sync::OnceLock<Arc<crate::engine::Alerts>>,
 }
 
 /// How often running out of instance slots is logged and published.
@@ -266,6 +272,7 @@ impl PluginRuntime {
                 started: Instant::now(),
                 live_instances: Arc::new(AtomicU32::new(0)),
                 workers: AtomicU32::new(1),
+                alerts: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -274,6 +281,11 @@ impl PluginRuntime {
     /// instances, for the instance counts a new file is checked against.
     pub fn set_workers(&self, workers: u32) {
         self.shared.workers.store(workers.max(1), Ordering::Relaxed);
+    }
+
+    /// Where the end of a rollout is raised as an alert.
+    pub fn set_alerts(&self, alerts: Arc<crate::engine::Alerts>) {
+        let _ = self.shared.alerts.set(alerts);
     }
 
     /// How many plugin instances are alive now.
@@ -548,18 +560,23 @@ impl PluginRuntime {
     /// Loads every `*.wasm` file of the folder; returns the errors of the
     /// files that did not load.
     pub fn load_dir(&self) -> Vec<LoadError> {
+        self.files_named(plugin_name)
+            .iter()
+            .filter_map(|path| self.load(path).err())
+            .collect()
+    }
+
+    /// The files of the folder that `name` names, sorted.
+    fn files_named(&self, name: fn(&Path) -> Option<String>) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&self.shared.dir) else {
             return Vec::new();
         };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| plugin_name(path).is_some())
+            .filter(|path| name(path).is_some())
             .collect();
         paths.sort();
         paths
-            .iter()
-            .filter_map(|path| self.load(path).err())
-            .collect()
     }
 
     /// Loads (or reloads) the plugin file at `path`: compiles it (or takes the
@@ -648,6 +665,31 @@ impl PluginRuntime {
                 });
             }
         }
+        let mut version = self.compile(bytes, hash, &fail)?;
+
+        self.check_capacity_with(slot, &version)
+            .map_err(|reason| fail("capacity", reason))?;
+        let users = slot.users.lock().unwrap().clone();
+        for usage in &users {
+            self.check_use(slot, &version, usage)?;
+        }
+        version.load_micros = started.elapsed().as_micros() as u64;
+        let version = Arc::new(version);
+        slot.install(Arc::clone(&version));
+        if !users.is_empty() {
+            self.keep_good(slot, &version.hash, bytes);
+        }
+        Ok(LoadOutcome::Loaded(version))
+    }
+
+    /// Compiles `bytes` (or takes the cached artifact) into a new version,
+    /// not yet checked against the pools using it.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        hash: String,
+        fail: &dyn Fn(&'static str, String) -> LoadError,
+    ) -> Result<PluginVersion, LoadError> {
         let (component, from_cache) = self
             .shared
             .cache
@@ -672,20 +714,7 @@ impl PluginRuntime {
             .imports(&self.shared.engine)
             .map(|(name, _)| name.to_string())
             .collect();
-
-        self.check_capacity_with(slot, &version)
-            .map_err(|reason| fail("capacity", reason))?;
-        let users = slot.users.lock().unwrap().clone();
-        for usage in &users {
-            self.check_use(slot, &version, usage)?;
-        }
-        version.load_micros = started.elapsed().as_micros() as u64;
-        let version = Arc::new(version);
-        slot.install(Arc::clone(&version));
-        if !users.is_empty() {
-            self.keep_good(slot, &version.hash, bytes);
-        }
-        Ok(LoadOutcome::Loaded(version))
+        Ok(version)
     }
 
     /// Keeps `bytes`, a version that configured for every pool using it, as

@@ -206,6 +206,11 @@ impl<E> PerThread<E> {
         }
         call(&mut instances[index])
     }
+
+    /// Whether this thread holds any instance in the table.
+    pub(crate) fn any(&self) -> bool {
+        self.instances.borrow().iter().any(Option::is_some)
+    }
 }
 
 /// Checks a version (contract 0.2) against pool `pool_name` in the slot's

@@ -314,6 +314,11 @@ pub struct PluginSlot {
     pub users: Mutex<Vec<PoolUse>>,
     /// Where loads, rejections, faults and quarantines are published.
     events: Arc<crate::engine::Events>,
+    /// The last rollout of a candidate version, running or ended.
+    rollout: ArcSwapOption<super::rollout::Rollout>,
+    /// Whether `rollout` is running: the one load a pick pays outside
+    /// rollouts.
+    rolling: AtomicBool,
 }
 
 impl PluginSlot {
@@ -343,7 +348,40 @@ impl PluginSlot {
             memory_high: Arc::default(),
             history: Mutex::new(SlotHistory::default()),
             users: Mutex::new(Vec::new()),
+            rollout: ArcSwapOption::empty(),
+            rolling: AtomicBool::new(false),
         }
+    }
+
+    /// The running rollout, if any.
+    pub(crate) fn running_rollout(&self) -> Option<Arc<super::rollout::Rollout>> {
+        if !self.rolling.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rollout
+            .load_full()
+            .filter(|rollout| rollout.is_running())
+    }
+
+    /// The last rollout, running or ended.
+    pub fn rollout(&self) -> Option<Arc<super::rollout::Rollout>> {
+        self.rollout.load_full()
+    }
+
+    /// Starts `rollout`; the one it replaces must have ended.
+    pub(crate) fn start_rollout(&self, rollout: Arc<super::rollout::Rollout>) {
+        self.rollout.store(Some(rollout));
+        self.rolling.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the rollout ended (it was `finish`ed).
+    pub(crate) fn rollout_ended(&self) {
+        self.rolling.store(false, Ordering::Relaxed);
+    }
+
+    /// Publishes a plugin event about it.
+    pub(crate) fn publish(&self, data: serde_json::Value) {
+        self.events.publish("plugin", data);
     }
 
     /// An instance of the plugin was replaced by a fresh one for the linear

@@ -149,6 +149,7 @@ fn a_header_reading_balancer_sees_raw_headers_as_it_sees_a_map() {
                 ..RequestInfo::default()
             },
             headers,
+            placement: crate::engine::Placement::NONE,
         };
         balancer.pick(&set, &mut request).unwrap()
     };
@@ -221,6 +222,7 @@ fn pick_once(
     let mut request = PickRequest {
         info: RequestInfo::default(),
         headers: RequestHeaders::Raw(&[]),
+        placement: crate::engine::Placement::NONE,
     };
     balancer.pick(set, &mut request)
 }

@@ -14,7 +14,7 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio::time::Instant;
 
-use super::{plugin_name, PluginRuntime};
+use super::{candidate_name, plugin_name, PluginRuntime};
 
 /// Whether an event can mean the file's content or presence changed.
 fn is_change(kind: &EventKind) -> bool {
@@ -38,7 +38,7 @@ pub fn watch(runtime: PluginRuntime, debounce: Duration) -> anyhow::Result<Watch
         notify::recommended_watcher(move |result: notify::Result<Event>| match result {
             Ok(event) if is_change(&event.kind) => {
                 for path in event.paths {
-                    if plugin_name(&path).is_some() {
+                    if plugin_name(&path).is_some() || candidate_name(&path).is_some() {
                         let _ = sender.send(path);
                     }
                 }
@@ -82,11 +82,13 @@ pub fn watch(runtime: PluginRuntime, debounce: Duration) -> anyhow::Result<Watch
 
 async fn reload(runtime: PluginRuntime, path: PathBuf) {
     let outcome = tokio::task::spawn_blocking(move || {
-        if path.exists() {
-            // The outcome is logged and recorded in the slot.
-            let _ = runtime.load(&path);
-        } else {
-            runtime.file_removed(&path);
+        // Outcomes are logged and recorded in the slot.
+        let candidate = candidate_name(&path).is_some();
+        match (path.exists(), candidate) {
+            (true, false) => drop(runtime.load(&path)),
+            (true, true) => drop(runtime.load_candidate(&path)),
+            (false, false) => runtime.file_removed(&path),
+            (false, true) => runtime.candidate_removed(&path),
         }
     })
     .await;

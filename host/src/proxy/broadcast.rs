@@ -267,19 +267,24 @@ async fn exchange(
     let (response, lent) = match answered {
         Ok(Ok(answered)) => answered,
         Ok(Err(error)) => {
-            pool.record_outcome(endpoint, elapsed, false);
+            pool.record_outcome(endpoint, elapsed, false, &crate::engine::Placement::NONE);
             if error.is_connect() {
                 pool.record_connect_failure(endpoint, &error.to_string());
             }
             return (None, Some(error.into()));
         }
         Err(_elapsed) => {
-            pool.record_outcome(endpoint, elapsed, false);
+            pool.record_outcome(endpoint, elapsed, false, &crate::engine::Placement::NONE);
             return (None, Some(timeout()));
         }
     };
     let status = response.status();
-    pool.record_outcome(endpoint, elapsed, !status.is_server_error());
+    pool.record_outcome(
+        endpoint,
+        elapsed,
+        !status.is_server_error(),
+        &crate::engine::Placement::NONE,
+    );
     let read = tokio::time::timeout_at(deadline.into(), drain(response.into_body())).await;
     let error = match read {
         Ok(Ok(())) => {

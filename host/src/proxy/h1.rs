@@ -259,6 +259,8 @@ struct LocalAnswer {
 
 /// A request on its way to an endpoint.
 struct Plan {
+    /// Who placed `endpoint`, during a rollout of the pool's balancer.
+    placement: crate::engine::Placement,
     head_len: usize,
     /// The client asked for the connection to close after this exchange.
     close: bool,
@@ -471,7 +473,8 @@ fn parse_request(
         ..RequestInfo::default()
     };
     let headers = RequestHeaders::Raw(request.headers);
-    let Some(endpoint) = pick_avoiding(pool, request_info, headers, None) else {
+    let mut placement = crate::engine::Placement::NONE;
+    let Some(endpoint) = pick_avoiding(pool, request_info, headers, None, &mut placement) else {
         let close = facts.close || facts.content_length > 0;
         no_endpoint(proxy, pool, close, &mut scratch.out);
         return Parsed::Local(LocalAnswer { head_len, close });
@@ -486,6 +489,7 @@ fn parse_request(
         rewrite.as_deref(),
     );
     Parsed::Forward(Plan {
+        placement,
         head_len,
         close: facts.close,
         head_method: method == "HEAD",
@@ -825,7 +829,8 @@ async fn forward<S: ClientStream>(
             Some(guard) => guard,
             None => {
                 let request = &scratch.request;
-                let pick = || repick(pool, info, request, avoid);
+                let placement = &mut plan.placement;
+                let pick = || repick(pool, info, request, avoid, placement);
                 match pool.wait_for_room(plan.class, deadline, pick).await {
                     Ok(guard) => guard,
                     Err(not_started) => {
@@ -858,7 +863,7 @@ async fn forward<S: ClientStream>(
         let (kind, answer): (_, Result<_, (ProxyError, String)>) = match exchanged {
             Ok(Ok((conn, head))) => {
                 let failed = head.status.is_server_error();
-                pool.record_outcome(&plan.endpoint, elapsed, !failed);
+                pool.record_outcome(&plan.endpoint, elapsed, !failed, &plan.placement);
                 if !plan.replayable
                     || !(failed || head.status == http::StatusCode::TOO_MANY_REQUESTS)
                 {
@@ -869,7 +874,7 @@ async fn forward<S: ClientStream>(
             // Not the endpoint's doing: nothing to record against it.
             Ok(Err(ExchangeError::Client(error))) => return Err(error),
             Ok(Err(ExchangeError::Endpoint(error))) => {
-                pool.record_outcome(&plan.endpoint, elapsed, false);
+                pool.record_outcome(&plan.endpoint, elapsed, false, &plan.placement);
                 if error.is_connect() {
                     pool.record_connect_failure(&plan.endpoint, &error.to_string());
                 }
@@ -878,7 +883,7 @@ async fn forward<S: ClientStream>(
                 (kind, Err((error_kind, reason)))
             }
             Err(_elapsed) => {
-                pool.record_outcome(&plan.endpoint, elapsed, false);
+                pool.record_outcome(&plan.endpoint, elapsed, false, &plan.placement);
                 let reason = format!(
                     "endpoint {} sent no response within {} ms",
                     plan.endpoint.address,
@@ -930,7 +935,7 @@ async fn forward<S: ClientStream>(
                 info.attempt += 1;
                 if !retry.same_endpoint {
                     avoid = Some(plan.endpoint.id);
-                    match repick(pool, info, &scratch.request, avoid) {
+                    match repick(pool, info, &scratch.request, avoid, &mut plan.placement) {
                         Some(next) => plan.endpoint = next,
                         None => {
                             no_endpoint(proxy, pool, close, &mut scratch.out);
@@ -1039,6 +1044,7 @@ fn repick(
     info: RequestInfo,
     request: &[u8],
     avoid: Option<crate::engine::EndpointId>,
+    placement: &mut crate::engine::Placement,
 ) -> Option<Arc<Endpoint>> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -1046,7 +1052,13 @@ fn repick(
         Ok(_) => parsed.headers.len(),
         Err(_) => 0,
     };
-    pick_avoiding(pool, info, RequestHeaders::Raw(&fields[..count]), avoid)
+    pick_avoiding(
+        pool,
+        info,
+        RequestHeaders::Raw(&fields[..count]),
+        avoid,
+        placement,
+    )
 }
 
 /// The client's side of a request body on its way through.

@@ -77,7 +77,15 @@ impl Proxy {
                 hash: Some(copy.hash),
                 ..RequestInfo::default()
             };
-            let picked = pick_avoiding(&pool, info, RequestHeaders::Map(&mut copy.headers), None);
+            // A copy's outcome says nothing about who placed the original.
+            let mut placement = crate::engine::Placement::NONE;
+            let picked = pick_avoiding(
+                &pool,
+                info,
+                RequestHeaders::Map(&mut copy.headers),
+                None,
+                &mut placement,
+            );
             let Some(guard) = picked.and_then(|picked| pool.try_start(&picked, copy.class)) else {
                 pool.count_mirror(MirrorResult::Dropped);
                 return;
@@ -109,7 +117,7 @@ impl Proxy {
             let outcome = tokio::time::timeout_at(deadline.into(), exchange).await;
             let elapsed = sent.elapsed().as_nanos() as u64;
             let served = matches!(&outcome, Ok(Ok(status)) if !status.is_server_error());
-            pool.record_outcome(&endpoint, elapsed, served);
+            pool.record_outcome(&endpoint, elapsed, served, &crate::engine::Placement::NONE);
             drop(guard);
             pool.count_mirror(if served {
                 MirrorResult::Sent

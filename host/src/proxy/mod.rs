@@ -34,7 +34,8 @@ pub use upstream::{UpstreamError, Upstreams};
 use crate::config::ProxyConfig;
 use crate::engine::{
     Decision, Endpoint, EndpointId, Failure, FailureKind, Limited, NotStarted, PathRewrite,
-    PickRequest, Pool, RateLimit, Recovery, RequestInfo, Retry, RouteRequest, SharedTopology,
+    PickRequest, Placement, Pool, RateLimit, Recovery, RequestInfo, Retry, RouteRequest,
+    SharedTopology,
 };
 use crate::metrics::{Limit, Metrics, ProxyError, WorkerCounters};
 use framing::{ClientLimits, Refusal};
@@ -268,6 +269,7 @@ impl Proxy {
         };
         let mut avoid = None;
         let mut same = None;
+        let mut placement = Placement::NONE;
         loop {
             let picked = match same.take() {
                 Some(endpoint) => endpoint,
@@ -276,6 +278,7 @@ impl Proxy {
                     info,
                     crate::engine::RequestHeaders::Map(&mut parts.headers),
                     avoid,
+                    &mut placement,
                 ) {
                     Some(endpoint) => endpoint,
                     None => return self.no_endpoint(pool),
@@ -285,9 +288,10 @@ impl Proxy {
                 Some(guard) => guard,
                 None => {
                     let headers = &mut parts.headers;
+                    let placement = &mut placement;
                     let pick = || {
                         let headers = crate::engine::RequestHeaders::Map(headers);
-                        pick_avoiding(pool, info, headers, avoid)
+                        pick_avoiding(pool, info, headers, avoid, placement)
                     };
                     match pool.wait_for_room(class, deadline, pick).await {
                         Ok(guard) => guard,
@@ -350,7 +354,7 @@ impl Proxy {
                         .then(|| grpc::failing_status(response.headers()))
                         .flatten();
                     let failed = status.is_server_error() || grpc_failure.is_some();
-                    pool.record_outcome(&endpoint, elapsed, !failed);
+                    pool.record_outcome(&endpoint, elapsed, !failed, &placement);
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade.take() {
                             // The endpoint's connection is the tunnel's now.
@@ -391,7 +395,7 @@ impl Proxy {
                     if let Some(refusal) = client_fault.refusal(route.max_body_bytes) {
                         return self.refused(&refusal);
                     }
-                    pool.record_outcome(&endpoint, elapsed, false);
+                    pool.record_outcome(&endpoint, elapsed, false, &placement);
                     if error.is_connect() {
                         pool.record_connect_failure(&endpoint, &error.to_string());
                     }
@@ -406,7 +410,7 @@ impl Proxy {
                     )
                 }
                 Err(_elapsed) => {
-                    pool.record_outcome(&endpoint, elapsed, false);
+                    pool.record_outcome(&endpoint, elapsed, false, &placement);
                     (
                         FailureKind::ResponseTimeout,
                         None,
@@ -800,31 +804,34 @@ async fn replayable_body(
 }
 
 /// Picks an endpoint, trying twice more for one other than `avoid` when
-/// other endpoints are eligible. One request serves every try.
+/// other endpoints are eligible. One request serves every try. During a
+/// plugin rollout, `placement` is set to who placed the endpoint returned.
 pub(crate) fn pick_avoiding(
     pool: &Pool,
     info: RequestInfo,
     headers: crate::engine::RequestHeaders<'_>,
     avoid: Option<EndpointId>,
+    placement: &mut Placement,
 ) -> Option<std::sync::Arc<Endpoint>> {
-    let mut request = PickRequest { info, headers };
+    let mut request = PickRequest::new(info, headers);
     let mut picked = pool.pick(&mut request)?;
-    let Some(avoid) = avoid else {
-        return Some(picked);
-    };
-    if pool.endpoints().eligible.len() > 1 {
-        for _ in 0..2 {
-            if picked.id != avoid {
-                break;
+    if let Some(avoid) = avoid {
+        if pool.endpoints().eligible.len() > 1 {
+            for _ in 0..2 {
+                if picked.id != avoid {
+                    break;
+                }
+                picked = pool.pick(&mut request)?;
             }
-            picked = pool.pick(&mut request)?;
-        }
-        if picked.id == avoid {
-            let set = pool.endpoints();
-            let next = set.eligible.iter().copied().find(|id| *id != avoid)?;
-            picked = set.get(next)?.clone();
+            if picked.id == avoid {
+                let set = pool.endpoints();
+                let next = set.eligible.iter().copied().find(|id| *id != avoid)?;
+                picked = set.get(next)?.clone();
+                request.placement = Placement::NONE;
+            }
         }
     }
+    *placement = request.placement;
     Some(picked)
 }
 
