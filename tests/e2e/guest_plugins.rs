@@ -233,3 +233,45 @@ fn a_million_picks_through_each_guest_language_fault_nothing() {
         assert_eq!(picks, 1_000_000, "{plugin}: {report:#}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_port_is_uploaded_as_a_candidate_and_called_beside_the_rust_version() {
+    let plugins = plugin_dir(&[("policy", "round-robin")]);
+    let upstreams = [Upstream::start("a").await, Upstream::start("b").await];
+    let body = format!(
+        "[plugins.rollout.policy]\nshadow_percent = 100\ncanary_percent = 0\n\
+         promote_after_calls = 1000000\nmax_cost_ratio = 1000\n\n\
+         [[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"policy\" }}\nendpoints = [{}]\n",
+        endpoints(&upstreams.iter().collect::<Vec<_>>())
+    );
+    let proxy = start(plugins.path(), &body);
+    let client = HttpClient::default();
+    // About 19 MB: more than any other write's body may be.
+    let python = plugin_bytes("py-round-robin");
+    assert!(python.len() > 16 << 20, "{} bytes", python.len());
+    let reply = client
+        .post(&proxy.control_url("/v1/plugins/policy/candidate"), python)
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    let (_seen, failures) = client.spread(&proxy.url("/"), 200, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let rollout: serde_json::Value = serde_json::from_str(
+        &client
+            .get(&proxy.control_url("/v1/plugins/policy/rollout"))
+            .await
+            .body,
+    )
+    .unwrap();
+    let comparison = &rollout["comparison"];
+    assert_eq!(rollout["state"], "shadow", "{rollout:#}");
+    assert_eq!(comparison["candidate_calls"], 200, "{comparison:#}");
+    assert_eq!(comparison["candidate_faults"], 0, "{comparison:#}");
+    // Turns against turns: the same share of picks for each endpoint.
+    let distance = comparison["distribution_disagreement"].as_f64().unwrap();
+    assert!(distance < 0.05, "{comparison:#}");
+    assert!(
+        comparison["cost_micros"]["candidate"]["p50"].as_f64() > Some(0.0),
+        "{comparison:#}"
+    );
+}

@@ -238,7 +238,13 @@ async fn record_write(state: Arc<super::ControlState>, request: Request, next: N
         .map(|info| info.0.to_string());
     let (parts, body) = request.into_parts();
     let version_before = state.reloader.version();
-    let response = match to_bytes(body, REQUEST_LIMIT).await {
+    // A plugin component is the one large body a write sends.
+    let limit = if path.ends_with("/candidate") {
+        super::rollouts::MAX_CANDIDATE_BYTES
+    } else {
+        REQUEST_LIMIT
+    };
+    let response = match to_bytes(body, limit).await {
         Ok(bytes) => {
             let asked = match bytes.len() {
                 0..=BODY_LIMIT => as_json(&bytes),
@@ -254,9 +260,7 @@ async fn record_write(state: Arc<super::ControlState>, request: Request, next: N
             super::ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!(
-                    "the body could not be read whole (at most {REQUEST_LIMIT} bytes): {error}"
-                ),
+                format!("the body could not be read whole (at most {limit} bytes): {error}"),
             )
             .into_response(),
         ),

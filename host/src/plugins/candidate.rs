@@ -87,7 +87,13 @@ impl PluginRuntime {
             )
         })?;
         let slot = self.slot(&name);
-        let result = self.try_load_candidate(&slot, path);
+        let result = {
+            let _judging = slot
+                .candidate_loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.try_load_candidate(&slot, path)
+        };
         if let Err(error) = &result {
             tracing::warn!("{error}; the serving version keeps every pick");
             slot.warn(format!("candidate refused: {error}"));

@@ -319,6 +319,9 @@ pub struct PluginSlot {
     /// Whether `rollout` is running: the one load a pick pays outside
     /// rollouts.
     rolling: AtomicBool,
+    /// Held while a candidate file is judged, so the watch and an upload
+    /// of the same file judge it once.
+    pub(crate) candidate_loading: Mutex<()>,
 }
 
 impl PluginSlot {
@@ -350,6 +353,7 @@ impl PluginSlot {
             users: Mutex::new(Vec::new()),
             rollout: ArcSwapOption::empty(),
             rolling: AtomicBool::new(false),
+            candidate_loading: Mutex::new(()),
         }
     }
 
