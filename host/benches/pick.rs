@@ -388,20 +388,8 @@ impl Wasm<'_> {
 /// the middle of `time: [...]`), with the plugin faults counted while each
 /// WASM figure was measured.
 fn print_summary(started: SystemTime, faults: &[(String, u32, u64)]) {
-    let estimate = |group: &str, function: &str, size: u32| -> Option<f64> {
-        let path = criterion_home()
-            .join(group.replace('/', "_"))
-            .join(function)
-            .join(size.to_string())
-            .join("new/estimates.json");
-        let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= started;
-        if !fresh {
-            return None;
-        }
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-        json["slope"]["point_estimate"]
-            .as_f64()
-            .or_else(|| json["mean"]["point_estimate"].as_f64())
+    let estimate = |group: &str, function: &str, size: u32| {
+        common::estimate_ns(started, group, function, &size.to_string())
     };
     let faults_of = |slot: &str, size: u32| {
         faults
@@ -470,11 +458,4 @@ fn print_summary(started: SystemTime, faults: &[(String, u32, u64)]) {
             show(wasm)
         );
     }
-}
-
-/// Where criterion writes: `$CRITERION_HOME`, else `<target>/criterion`.
-fn criterion_home() -> PathBuf {
-    std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::target_dir().join("criterion"))
 }

@@ -638,10 +638,12 @@ fn world_name(world: World) -> &'static str {
 }
 
 /// A temporary folder, removed when dropped.
-struct Scratch(PathBuf);
+/// A folder of its own under the system's temporary folder, removed when
+/// dropped.
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -651,6 +653,13 @@ impl Scratch {
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create the folder {}", path.display()))?;
         Ok(Scratch(path))
+    }
+}
+
+impl Scratch {
+    /// The folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
     }
 }
 

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
 pub mod templates;
 
 use std::future::Future;

@@ -98,6 +98,31 @@ enum PluginCommand {
     /// (p50, p99, max) on pools of 10 and 10,000 endpoints against the
     /// per-call budget. Exits with 1 when the host would refuse the file or
     /// it faulted, 2 on a usage error.
+    /// Make the picks of a recording (a pool's `record = { ... }`) again
+    /// through a plugin file, every host call answered from the recording,
+    /// and report the decisions that differ (with what led to them), the
+    /// faults, and the cost per call beside the recorded version's. Exits
+    /// with 1 when a decision differs and `--fail-on-difference` is given.
+    Replay {
+        /// The recording.
+        recording: PathBuf,
+        /// The plugin file to replay it through.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The JSON each pool's state is made with; by default the config
+        /// recorded.
+        #[arg(long)]
+        config: Option<String>,
+        /// Differing picks shown in full.
+        #[arg(long, default_value_t = switchyard::replay::EXAMPLES)]
+        examples: usize,
+        /// Exit with 1 when any decision differs.
+        #[arg(long)]
+        fail_on_difference: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Check {
         /// The `.wasm` file.
         file: PathBuf,
@@ -216,6 +241,26 @@ fn main() -> anyhow::Result<()> {
                     calls,
                 },
         } => plugin_check(file, config, plugins_config, json, calls),
+        Command::Plugin {
+            command:
+                PluginCommand::Replay {
+                    recording,
+                    plugin,
+                    config,
+                    examples,
+                    fail_on_difference,
+                    json,
+                },
+        } => plugin_replay(
+            switchyard::replay::ReplayRequest {
+                recording,
+                plugin,
+                config_json: config,
+                examples,
+            },
+            fail_on_difference,
+            json,
+        ),
         Command::Demo {
             plugins,
             port,
@@ -297,6 +342,37 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.pools.len(),
         config.routes.len()
     );
+    Ok(())
+}
+
+/// `switchyard plugin replay`: the report on stdout; exit 1 when a decision
+/// differs and `fail_on_difference`, 2 on a usage error.
+fn plugin_replay(
+    request: switchyard::replay::ReplayRequest,
+    fail_on_difference: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(config) = &request.config_json {
+        if let Err(error) = serde_json::from_str::<serde_json::Value>(config) {
+            eprintln!("error: --config is not JSON: {error}");
+            std::process::exit(USAGE_ERROR);
+        }
+    }
+    for file in [&request.recording, &request.plugin] {
+        if !file.is_file() {
+            eprintln!("error: {}: no such file", file.display());
+            std::process::exit(USAGE_ERROR);
+        }
+    }
+    let report = switchyard::replay::replay(&request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", switchyard::replay::render(&report));
+    }
+    if fail_on_difference && report.agreed != report.picks {
+        std::process::exit(1);
+    }
     Ok(())
 }
 

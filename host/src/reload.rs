@@ -937,9 +937,14 @@ impl Builder<'_> {
         let (plugin, balancer) = match &pool_config.balancer {
             Some(balancer) => {
                 self.require(&balancer.plugin, &format!("{key}.balancer.plugin"), name)?;
-                let wasm: Arc<dyn engine::Balancer> =
-                    self.runtime
-                        .balancer(&balancer.plugin, name, &balancer.config_json());
+                let config_json = balancer.config_json();
+                let wasm: Arc<dyn engine::Balancer> = match &pool_config.record {
+                    Some(record) => self
+                        .runtime
+                        .recorded_balancer(&balancer.plugin, name, &config_json, record)
+                        .map_err(|reason| anyhow::anyhow!("{key}.record.file: {reason}"))?,
+                    None => self.runtime.balancer(&balancer.plugin, name, &config_json),
+                };
                 (Some(balancer.plugin.clone()), Some(wasm))
             }
             None => (None, None),

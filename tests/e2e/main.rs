@@ -23,6 +23,7 @@ mod proxying;
 mod rate_limit;
 mod recovery;
 mod reload;
+mod replay;
 mod restart;
 mod rollout;
 mod route_recovery;

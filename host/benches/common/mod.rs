@@ -88,3 +88,36 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
         .chain(own)
         .max()
 }
+
+/// Where criterion writes: `$CRITERION_HOME`, else `<target>/criterion`.
+#[allow(dead_code)]
+pub fn criterion_home() -> PathBuf {
+    std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"))
+}
+
+/// Criterion's estimate, in ns, of `<group>/<function>/<parameter>`, if
+/// it was written since `started` (the figure in the middle of
+/// `time: [...]`).
+#[allow(dead_code)]
+pub fn estimate_ns(
+    started: SystemTime,
+    group: &str,
+    function: &str,
+    parameter: &str,
+) -> Option<f64> {
+    let path = criterion_home()
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join(parameter)
+        .join("new/estimates.json");
+    let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= started;
+    if !fresh {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| json["mean"]["point_estimate"].as_f64())
+}

@@ -388,6 +388,29 @@ pub struct PluginsConfig {
     pub rollout: BTreeMap<String, RolloutConfig>,
 }
 
+/// `record = { percent, file, max_bytes }`: a pool's recording of its
+/// balancer plugin's picks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// `percent = 1`: the share of picks recorded, above 0 and up to 100.
+    /// A policy that keeps state from pick to pick (a cursor) replays
+    /// exactly only from a full recording (100).
+    pub percent: f64,
+    /// `file = "recordings/web.jsonl"`: JSON lines, appended.
+    pub file: PathBuf,
+    /// `max_bytes = 104857600`: recording stops when the file reaches it.
+    #[serde(default = "default_record_max_bytes")]
+    pub max_bytes: u64,
+}
+
+/// The default `record.max_bytes`: 100 MiB.
+pub const DEFAULT_RECORD_MAX_BYTES: u64 = 100 * 1024 * 1024;
+
+fn default_record_max_bytes() -> u64 {
+    DEFAULT_RECORD_MAX_BYTES
+}
+
 /// `[plugins.rollout.NAME]`: a candidate is first called beside the live
 /// version on `shadow_percent` of picks (its answer compared and
 /// discarded), then answers `canary_percent / steps`, `2 × canary_percent /
@@ -605,6 +628,11 @@ pub struct PoolConfig {
     /// round robin.
     #[serde(default)]
     pub balancer: Option<BalancerConfig>,
+    /// `record = { percent = 1, file = "recordings/web.jsonl" }`: record a
+    /// sample of the balancer plugin's picks for `switchyard plugin
+    /// replay`; none: nothing is recorded.
+    #[serde(default)]
+    pub record: Option<RecordConfig>,
     /// `endpoints = [{ address = "10.0.0.1:80", weight = 1, tier = 0 }]`
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
@@ -1717,6 +1745,26 @@ impl Config {
                             "`{}` is not a plugin name (the file stem of plugins/NAME.wasm)",
                             balancer.plugin
                         ),
+                    );
+                }
+            }
+            if let Some(record) = &pool.record {
+                if pool.balancer.is_none() {
+                    report(
+                        format!("{key}.record"),
+                        "records a balancer plugin's picks, and the pool has none (`balancer = { plugin = ... }`)".into(),
+                    );
+                }
+                if !(record.percent > 0.0 && record.percent <= 100.0) {
+                    report(
+                        format!("{key}.record.percent"),
+                        format!("must be above 0 and at most 100, got {}", record.percent),
+                    );
+                }
+                if record.max_bytes < 4096 {
+                    report(
+                        format!("{key}.record.max_bytes"),
+                        format!("must be at least 4096, got {}", record.max_bytes),
                     );
                 }
             }

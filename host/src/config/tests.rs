@@ -393,3 +393,37 @@ endpoints = [{ address = "127.0.0.1:8081" }]
     assert_eq!(p2c.promote_after_calls, 1000, "the default");
     assert_eq!(config.plugins.rollout_of("other"), Default::default());
 }
+
+#[test]
+fn a_pool_may_record_its_balancers_picks_and_a_bad_recording_is_named_with_its_line() {
+    let text = r#"
+[[pools]]
+name = "web"
+balancer = { plugin = "peak-ewma" }
+record = { percent = 1, file = "recordings/web.jsonl" }
+endpoints = [{ address = "127.0.0.1:8081" }]
+
+[[pools]]
+name = "native"
+record = { percent = 0, file = "native.jsonl", max_bytes = 10 }
+endpoints = [{ address = "127.0.0.1:8082" }]
+"#;
+    let ConfigError::Invalid { problems, .. } = Config::parse(text, "test").unwrap_err() else {
+        panic!("expected validation problems");
+    };
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "line 10: `pools[1].record`: records a balancer plugin's picks, and the pool has none (`balancer = { plugin = ... }`)",
+            "line 10: `pools[1].record.percent`: must be above 0 and at most 100, got 0",
+            "line 10: `pools[1].record.max_bytes`: must be at least 4096, got 10",
+            "line 1: `routes`: with 2 pools, [[routes]] must say which requests go where",
+        ]
+    );
+    let good = text.replace("\n[[pools]]\nname = \"native\"\nrecord = { percent = 0, file = \"native.jsonl\", max_bytes = 10 }\nendpoints = [{ address = \"127.0.0.1:8082\" }]\n", "");
+    let config = Config::parse(&good, "test").unwrap();
+    let record = config.pools[0].record.as_ref().unwrap();
+    assert_eq!(record.max_bytes, crate::config::DEFAULT_RECORD_MAX_BYTES);
+    assert_eq!(record.file, std::path::Path::new("recordings/web.jsonl"));
+}

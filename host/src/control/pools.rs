@@ -47,6 +47,11 @@ pub(super) struct PoolView {
     /// `max_in_flight`, `adaptive_concurrency` or endpoint capacities.
     #[serde(skip_serializing_if = "Option::is_none")]
     admission: Option<AdmissionView>,
+    /// What the pool's recording has written, while it records
+    /// (`record = { ... }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    recording: Option<crate::plugins::RecorderView>,
     /// Every endpoint, by id.
     endpoints: Vec<EndpointView>,
 }
@@ -231,7 +236,7 @@ pub(super) async fn list(
             next = page.last().map(|last: &PoolView| last.name.clone());
             break;
         }
-        page.push(view(pool));
+        page.push(view(pool, &state.runtime));
     }
     Ok(Json(PoolsView { pools: page, next }))
 }
@@ -285,7 +290,7 @@ impl PoolQuery {
     }
 }
 
-fn view(pool: &Pool) -> PoolView {
+fn view(pool: &Pool, runtime: &crate::plugins::PluginRuntime) -> PoolView {
     let set = pool.endpoints();
     let health = pool.health();
     let now = Instant::now();
@@ -339,6 +344,7 @@ fn view(pool: &Pool) -> PoolView {
         serving_tier: health.tier,
         panic: health.panic,
         fallback_picks: pool.fallback_picks(),
+        recording: runtime.recording_of(&pool.name),
         admission: pool.admission().map(|admission| {
             let view = admission.view();
             AdmissionView {

@@ -47,8 +47,8 @@ pub use pool::{
 pub use rate_limit::{Limited, RateKey, RateLimit};
 pub use recovery::{Decision, Failure, FailureKind, RecoveryPolicy, Retry, RetryBudget, RetryOnce};
 pub use route::{
-    hash_bytes, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, Mirror, PathMatch,
-    PathRewrite, Rewrite, Route, RouteRequest, Routes, Split,
+    hash_bytes, mix64, FieldMatch, FieldTest, Fields, HashKey, HeaderEdits, HostMatch, Mirror,
+    PathMatch, PathRewrite, Rewrite, Route, RouteRequest, Routes, Split,
 };
 pub use topology::{SharedTopology, Topology};
 

@@ -455,9 +455,15 @@ impl Default for Route {
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut z = bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+    mix64(bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
+    }))
+}
+
+/// The splitmix64 finaliser: every bit of `z` moves about half the bits
+/// of the result. Over a Weyl sequence (`n × 0x9e3779b97f4a7c15`), a
+/// well-spread pseudo-random sequence.
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

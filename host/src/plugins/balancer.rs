@@ -14,6 +14,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::balancer::BalancerPlugin;
 use super::bindings::v0_1::balancer::BalancerPlugin as BalancerPlugin0_1;
 use super::pooled::{PerThread, PoolError, SharedInstance};
+use super::recording::{RecordedEndpoint, RecordedPick, RecordedRequest, Recorder};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::rollout::{Lane, PhaseStats, Rollout};
@@ -57,6 +58,8 @@ pub struct WasmBalancer {
     slot: Arc<PluginSlot>,
     pool_name: String,
     config_json: Arc<str>,
+    /// Where a sample of its picks is recorded, if the pool records.
+    pub(crate) recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for WasmBalancer {
@@ -292,6 +295,7 @@ impl WasmBalancer {
             slot,
             pool_name: pool_name.to_string(),
             config_json: config_json.into(),
+            recorder: None,
         }
     }
 
@@ -335,7 +339,7 @@ impl WasmBalancer {
             *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
         }
         let instance = entry.as_mut().expect("instance created above");
-        let answer = self.pick_in(instance, set, request, version.reads_headers, cost);
+        let answer = self.pick_in(instance, set, request, version, cost);
         match answer {
             // A trapped component instance cannot be entered again.
             Err(PickFault::Trap(_) | PickFault::Timeout(_)) => *entry = None,
@@ -356,7 +360,7 @@ impl WasmBalancer {
         instance: &mut SharedInstance<BalancerPlugin>,
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
-        reads_headers: bool,
+        version: &PluginVersion,
         cost: CostTo<'_>,
     ) -> Result<Option<EndpointId>, PickFault> {
         // Retired pools' resources were dropped by `PerThread::with`.
@@ -374,10 +378,19 @@ impl WasmBalancer {
             instance.mark_synced(self.key, set.generation);
         }
         let info = wit_request!(super::bindings::types, &request.info);
+        // The serving version's picks are recorded, never a candidate's.
+        let recorder = match (cost, &self.recorder) {
+            (CostTo::Live(_), Some(recorder)) if recorder.sample() => Some(recorder),
+            _ => None,
+        };
+        let recorded_request = recorder.map(|_| RecordedRequest::from(&info));
+        if recorder.is_some() {
+            instance.store.data_mut().recording = Some(Vec::new());
+        }
         lend_headers(
             &mut instance.store.data_mut().headers,
             &mut request.headers,
-            reads_headers,
+            version.reads_headers,
         );
         let started = begin_call(&mut instance.store, self.slot.limits.call_deadline_ticks);
         let result = instance
@@ -395,7 +408,35 @@ impl WasmBalancer {
             CostTo::Candidate(phase) => phase.observe(started.elapsed()),
         }
         return_headers(&mut instance.store.data_mut().headers, &mut request.headers);
-        result.map_err(|error| call_fault(&instance.store, &error))
+        let result = result.map_err(|error| call_fault(&instance.store, &error));
+        if let (Some(recorder), Some(request)) = (recorder, recorded_request) {
+            let cost_ns = started.elapsed().as_nanos() as u64;
+            let calls = instance
+                .store
+                .data_mut()
+                .recording
+                .take()
+                .unwrap_or_default();
+            recorder.offer(RecordedPick {
+                version: recorder
+                    .first_of_version(version.id)
+                    .then(|| version.hash.clone()),
+                worker: super::recording::worker_id(),
+                generation: set.generation,
+                endpoints: recorder.first_of_generation(set.generation).then(|| {
+                    wit_endpoints!(super::bindings::types, set)
+                        .iter()
+                        .map(RecordedEndpoint::from)
+                        .collect()
+                }),
+                request,
+                calls,
+                picked: result.as_ref().ok().copied().flatten(),
+                fault: result.as_ref().err().map(ToString::to_string),
+                cost_ns,
+            });
+        }
+        result
     }
 
     /// The pick on this pool's own instance (contract 0.1), creating or
@@ -505,8 +546,11 @@ impl Balancer for WasmBalancer {
         if version.is_quarantined() {
             return Err(PickFault::Unavailable("quarantined".into()));
         }
-        match self.slot.running_rollout() {
-            Some(rollout) => self.pick_in_rollout(&rollout, version, set, request),
+        match self.slot.running_rollout_guard() {
+            Some(rollout) => {
+                let rollout = rollout.as_ref().expect("a running rollout");
+                self.pick_in_rollout(rollout, version, set, request)
+            }
             None => {
                 if HOLDS_CANDIDATES.get() {
                     self.drop_candidate();
@@ -566,7 +610,7 @@ impl WasmBalancer {
     /// it (so the request waits for no more than the candidate's call).
     fn pick_in_rollout(
         &self,
-        rollout: &Arc<Rollout>,
+        rollout: &Rollout,
         version: &Arc<PluginVersion>,
         set: &Arc<EndpointSet>,
         request: &mut PickRequest<'_>,
@@ -577,7 +621,8 @@ impl WasmBalancer {
             Lane::LiveCompared => {
                 let picked = self.pick_live(version, set, request, Some(&stats.live_cost));
                 if picked.is_ok() {
-                    request.placement = Placement::by(stats, PlacedBy::Live);
+                    request.placement =
+                        Placement::by(Arc::<PhaseStats>::clone(&stats), PlacedBy::Live);
                 }
                 picked
             }
@@ -591,7 +636,8 @@ impl WasmBalancer {
             }
             Lane::Candidate => {
                 let picked = self.pick_candidate(rollout, &stats, set, request)?;
-                request.placement = Placement::by(stats, PlacedBy::Candidate);
+                request.placement =
+                    Placement::by(Arc::<PhaseStats>::clone(&stats), PlacedBy::Candidate);
                 Ok(picked)
             }
         }

@@ -11,8 +11,10 @@ mod imports;
 mod last_good;
 mod log;
 mod pooled;
+mod recording;
 mod recovery;
 mod registry;
+mod replay;
 mod retire;
 pub mod rollout;
 mod state;
@@ -33,8 +35,13 @@ pub use balancer::WasmBalancer;
 pub use candidate::{candidate_name, CandidateOutcome, RolloutError, CANDIDATE_SUFFIX};
 pub use health::WasmHealthCheck;
 pub use log::{LogCounts, LogLimits};
+pub use recording::{
+    HostCall, Line, RecordedEndpoint, RecordedLoad, RecordedPick, RecordedRequest, Recorder,
+    RecorderView, Session,
+};
 pub use recovery::WasmRecovery;
 pub use registry::{Note, Owner, PluginSlot, PluginVersion, PoolUse, Role, World};
+pub use replay::{Replayed, Replayer};
 pub use rollout::{Rollout, RolloutState};
 pub use watcher::{watch, Watcher};
 
@@ -154,6 +161,8 @@ pub(crate) struct Shared {
     workers: AtomicU32,
     /// Where rollouts' ends are raised.
     alerts: std::sync::OnceLock<Arc<crate::engine::Alerts>>,
+    /// Each recording pool's recorder (the latest build of the pool).
+    recorders: std::sync::Mutex<BTreeMap<String, std::sync::Weak<Recorder>>>,
 }
 
 /// How often running out of instance slots is logged and published.
@@ -273,6 +282,7 @@ impl PluginRuntime {
                 live_instances: Arc::new(AtomicU32::new(0)),
                 workers: AtomicU32::new(1),
                 alerts: std::sync::OnceLock::new(),
+                recorders: std::sync::Mutex::default(),
             }),
         })
     }
@@ -422,6 +432,45 @@ impl PluginRuntime {
             pool_name,
             config_json,
         ))
+    }
+
+    /// As [`PluginRuntime::balancer`], recording a sample of the picks as
+    /// `record` says; the error names why the file cannot be written.
+    pub fn recorded_balancer(
+        &self,
+        name: &str,
+        pool_name: &str,
+        config_json: &str,
+        record: &crate::config::RecordConfig,
+    ) -> Result<Arc<WasmBalancer>, String> {
+        let recorder = Recorder::start(record, pool_name, name, config_json)
+            .map_err(|error| format!("cannot record to {}: {error}", record.file.display()))?;
+        let mut balancer = WasmBalancer::new(
+            Arc::clone(&self.shared),
+            self.slot(name),
+            pool_name,
+            config_json,
+        );
+        self.shared
+            .recorders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pool_name.to_string(), Arc::downgrade(&recorder));
+        balancer.recorder = Some(recorder);
+        Ok(Arc::new(balancer))
+    }
+
+    /// Pool `pool`'s recording, while it records.
+    pub fn recording_of(&self, pool: &str) -> Option<RecorderView> {
+        let recorders = self
+            .shared
+            .recorders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recorders
+            .get(pool)?
+            .upgrade()
+            .map(|recorder| recorder.view())
     }
 
     /// A health check for `pool` backed by plugin `name`.

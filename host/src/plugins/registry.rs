@@ -367,6 +367,21 @@ impl PluginSlot {
             .filter(|rollout| rollout.is_running())
     }
 
+    /// The running rollout, if any, without touching its reference count
+    /// (the request path's form).
+    pub(crate) fn running_rollout_guard(
+        &self,
+    ) -> Option<arc_swap::Guard<Option<Arc<super::rollout::Rollout>>>> {
+        if !self.rolling.load(Ordering::Relaxed) {
+            return None;
+        }
+        let guard = self.rollout.load();
+        guard
+            .as_ref()
+            .is_some_and(|rollout| rollout.is_running())
+            .then_some(guard)
+    }
+
     /// The last rollout, running or ended.
     pub fn rollout(&self) -> Option<Arc<super::rollout::Rollout>> {
         self.rollout.load_full()

@@ -398,8 +398,8 @@ impl Rollout {
     }
 
     /// Which side the next pick goes to, and the phase's counts.
-    pub(crate) fn lane(&self) -> (Lane, Arc<PhaseStats>) {
-        let stats = self.stats.load_full();
+    pub(crate) fn lane(&self) -> (Lane, arc_swap::Guard<Arc<PhaseStats>>) {
+        let stats = self.stats.load();
         if self.breached.load(Ordering::Relaxed) {
             return (Lane::Live, stats);
         }
@@ -416,13 +416,10 @@ impl Rollout {
     /// A number below 10,000, spread evenly: a Weyl sequence through a
     /// splitmix finaliser, one relaxed add shared by the workers.
     fn draw(&self) -> u32 {
-        let mut z = self
+        let step = self
             .sampler
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z % 10_000) as u32
+        (crate::engine::mix64(step) % 10_000) as u32
     }
 
     /// Counts a candidate fault in `pool`; past the phase's fault budget

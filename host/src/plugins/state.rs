@@ -140,6 +140,10 @@ pub struct StoreState {
     pub headers: http::HeaderMap,
     /// The endpoint a health check may probe, during `check` only.
     pub probe: Option<ProbeTarget>,
+    /// The host calls of a pick being recorded, with their answers.
+    pub recording: Option<Vec<super::recording::HostCall>>,
+    /// The answers to the host calls of a pick being replayed.
+    pub replay: Option<Box<super::replay::ReplayFeed>>,
     /// Set when the memory cap refused a growth, to name the cause of the
     /// trap that follows.
     pub memory_refused: bool,
@@ -179,6 +183,8 @@ impl StoreState {
             endpoints: None,
             headers: http::HeaderMap::new(),
             probe: None,
+            recording: None,
+            replay: None,
             memory_refused: false,
             clock: CallClock::default(),
             memory_high: None,

@@ -460,3 +460,119 @@ fn a_plugin_with_limits_of_its_own_gets_them() {
     assert_eq!(other.memory_limit, 32 << 20);
     assert_eq!(other.call_timeout_ms, 1);
 }
+
+/// Lines in `path` so far.
+fn lines_in(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_recording_of_100_000_picks_replays_exactly_through_its_version_and_shows_where_another_differs(
+) {
+    const PICKS: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let peak = built_plugin("plugins/peak-ewma");
+    load(&runtime, "peak", &peak);
+    let record = crate::config::RecordConfig {
+        percent: 100.0,
+        file: dir.path().join("recordings/web.jsonl"),
+        max_bytes: 1 << 30,
+    };
+    let balancer = runtime
+        .recorded_balancer("peak", "web", "{}", &record)
+        .unwrap();
+    let endpoints: Vec<Arc<Endpoint>> = (0..8)
+        .map(|id| Arc::new(Endpoint::new(id, &format!("10.0.0.{id}:80"), 1 + id % 3, 0).unwrap()))
+        .collect();
+    let everyone = Arc::new(EndpointSet::all_eligible(1, endpoints.clone()));
+    let all_but_one = Arc::new(EndpointSet::new(2, endpoints.clone(), (1..8).collect()));
+
+    // Two workers, each its own instance; loads move and the set changes
+    // half-way, so the recording holds two generations and varied loads.
+    std::thread::scope(|scope| {
+        for worker in 0..2u64 {
+            let (balancer, endpoints, runtime) = (&balancer, &endpoints, &runtime);
+            let (everyone, all_but_one) = (&everyone, &all_but_one);
+            scope.spawn(move || {
+                for n in 0..PICKS / 2 {
+                    // Paced to the writer: an unoptimised build writes
+                    // slower than it picks, and a full queue drops.
+                    while n % 1000 == 0 && {
+                        let view = runtime.recording_of("web").unwrap();
+                        view.recorded - view.written > 4_000
+                    } {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    if n % 500 == 0 {
+                        let endpoint = &endpoints[(n / 500 % 8) as usize];
+                        endpoint.stats.record((n % 7 + 1) * 300_000, n % 11 != 0);
+                    }
+                    let set = if n < PICKS / 4 { everyone } else { all_but_one };
+                    let mut request = PickRequest {
+                        info: RequestInfo {
+                            hash: Some(worker << 32 | n),
+                            ..RequestInfo::default()
+                        },
+                        headers: RequestHeaders::Raw(&[]),
+                        placement: crate::engine::Placement::NONE,
+                    };
+                    balancer.pick(set, &mut request).unwrap();
+                }
+            });
+        }
+    });
+    let recording = runtime.recording_of("web").unwrap();
+    assert_eq!((recording.recorded, recording.dropped), (PICKS, 0));
+    drop(balancer);
+    // The writer drains and ends once its recorder is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines_in(&record.file) < PICKS as usize + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} lines",
+            lines_in(&record.file)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let replay = |plugin: &Path| {
+        crate::replay::replay(&crate::replay::ReplayRequest {
+            recording: record.file.clone(),
+            plugin: plugin.to_path_buf(),
+            config_json: None,
+            examples: 3,
+        })
+        .unwrap()
+    };
+    let itself = replay(&dir.path().join("peak.wasm"));
+    assert!(itself.same_version, "{itself:#?}");
+    assert_eq!(itself.sessions, 1);
+    assert_eq!((itself.picks, itself.agreed), (PICKS, PICKS));
+    assert_eq!(itself.diverged_calls, 0);
+    assert_eq!((itself.faults.recorded, itself.faults.replayed), (0, 0));
+    assert!(
+        itself.unreadable_lines.is_empty(),
+        "{:?}",
+        itself.unreadable_lines
+    );
+
+    let turns = dir.path().join("turns.wasm");
+    std::fs::write(&turns, built_plugin("plugins/round-robin")).unwrap();
+    let other = replay(&turns);
+    assert!(!other.same_version);
+    assert_eq!(other.picks, PICKS);
+    assert!(other.agreed < PICKS / 2, "{} agreed", other.agreed);
+    assert_eq!(other.differences.len(), 3);
+    let first = &other.differences[0];
+    assert_ne!(first.recorded, first.replayed);
+    assert!(!first.calls.is_empty(), "the inputs that led to it");
+    // Round robin never asks the host; peak-EWMA's draws and loads go unused.
+    assert_eq!(other.diverged_calls, PICKS);
+    assert_eq!(
+        other.placements.iter().map(|p| p.replayed).sum::<u64>(),
+        PICKS
+    );
+}
