@@ -1,12 +1,13 @@
-//! What a rollout adds to a pick: a pool of 100 endpoints balanced by
-//! `round-robin`, alone and with a candidate on trial in shadow on 1%,
-//! 10% and 100% of picks (the candidate is the same round robin, so the
-//! added cost is the candidate's own call, the sampling and the
-//! comparison), and with the candidate answering half the picks (canary).
-//! Each pick goes through `WasmBalancer` as `Pool::pick` calls it.
+//! What trying and recording a balancer adds to a pick: a pool of 100
+//! endpoints balanced by `peak-ewma`, alone; with a candidate on trial in
+//! shadow on 1%, 10% and 100% of picks (the candidate is the same
+//! peak-EWMA, so the added cost is the candidate's own call, the sampling
+//! and the comparison); with the candidate answering half the picks
+//! (canary); and recording 1% and 100% of its picks. Each pick goes
+//! through `WasmBalancer` as `Pool::pick` calls it.
 //!
 //! At the end a table gives each setting's ns per pick, what it adds over
-//! the plugin alone, and the candidate's own call for comparison.
+//! the plugin alone, and that per candidate call or recorded pick.
 //!
 //! `cargo bench -p switchyard --bench rollout -- --warm-up-time 1 --measurement-time 2`
 
@@ -27,23 +28,28 @@ use switchyard::plugins::{PluginRuntime, Role, WasmBalancer};
 /// Endpoints in the pool.
 const POOL_SIZE: u32 = 100;
 
-/// The settings measured: (benchmark function, shadow %, canary %).
-const SETTINGS: [(&str, f64, f64); 5] = [
-    ("alone", 0.0, 0.0),
-    ("shadow-1", 1.0, 0.0),
-    ("shadow-10", 10.0, 0.0),
-    ("shadow-100", 100.0, 0.0),
-    ("canary-50", 0.0, 50.0),
+/// The settings measured: (benchmark function, shadow %, canary %,
+/// recorded %).
+const SETTINGS: [(&str, f64, f64, f64); 8] = [
+    ("alone", 0.0, 0.0, 0.0),
+    ("shadow-1", 1.0, 0.0, 0.0),
+    ("shadow-10", 10.0, 0.0, 0.0),
+    ("shadow-100", 100.0, 0.0, 0.0),
+    ("canary-50", 0.0, 50.0, 0.0),
+    ("record-1", 0.0, 0.0, 1.0),
+    ("record-100", 0.0, 0.0, 100.0),
+    // The plugin alone again, last: how far the machine drifted meanwhile.
+    ("alone-again", 0.0, 0.0, 0.0),
 ];
 
 /// The group every figure is in.
-const GROUP: &str = "rollout/round-robin";
+const GROUP: &str = "rollout/peak-ewma";
 
 fn main() {
-    let built = std::fs::read(common::build("round-robin", "plugins/round-robin")).unwrap();
+    let built = std::fs::read(common::build("peak-ewma", "plugins/peak-ewma")).unwrap();
     let folder = tempfile::tempdir().unwrap();
     let mut rollout = BTreeMap::new();
-    for (function, shadow, canary) in SETTINGS {
+    for (function, shadow, canary, _) in SETTINGS {
         std::fs::write(folder.path().join(format!("{function}.wasm")), &built).unwrap();
         rollout.insert(
             function.to_string(),
@@ -78,8 +84,13 @@ fn main() {
     let started = SystemTime::now();
     let mut group = criterion.benchmark_group(GROUP);
     let mut kept = Vec::new();
-    for (function, shadow, canary) in SETTINGS {
-        let (pool, balancer) = pool(&runtime, folder.path(), function, &endpoints);
+    for (function, shadow, canary, recorded) in SETTINGS {
+        let record = (recorded > 0.0).then(|| switchyard::config::RecordConfig {
+            percent: recorded,
+            file: folder.path().join(format!("{function}.jsonl")),
+            max_bytes: u64::MAX,
+        });
+        let (pool, balancer) = pool(&runtime, folder.path(), function, &endpoints, record);
         if shadow > 0.0 || canary > 0.0 {
             // The same round robin with one byte more: another version.
             let mut candidate = built.clone();
@@ -122,7 +133,13 @@ fn main() {
                 100.0 * comparison.candidate_calls as f64 / picks as f64
             );
         }
-        kept.push(pool);
+        if let Some(recording) = runtime.recording_of(function) {
+            eprintln!(
+                "{function}: {} picks recorded, {} dropped (the writer was behind)",
+                recording.recorded, recording.dropped
+            );
+        }
+        kept.push((pool, balancer));
     }
     group.finish();
     criterion.final_summary();
@@ -130,17 +147,24 @@ fn main() {
 }
 
 /// Loads plugin `name` from `folder`, and makes pool `name` of `endpoints`
-/// balanced by it, attached as the server attaches it.
+/// balanced by it (recording as `record` says), attached as the server
+/// attaches it.
 fn pool(
     runtime: &PluginRuntime,
     folder: &std::path::Path,
     name: &str,
     endpoints: &[Arc<Endpoint>],
+    record: Option<switchyard::config::RecordConfig>,
 ) -> (Arc<Pool>, Arc<WasmBalancer>) {
     runtime
         .load(&folder.join(format!("{name}.wasm")))
         .unwrap_or_else(|e| panic!("cannot load {name}: {e}"));
-    let balancer = runtime.balancer(name, name, "{}");
+    let balancer = match record {
+        Some(record) => runtime
+            .recorded_balancer(name, name, "{}", &record)
+            .expect("recording"),
+        None => runtime.balancer(name, name, "{}"),
+    };
     let pool = Arc::new(Pool::new(
         name.to_string(),
         endpoints.to_vec(),
@@ -162,21 +186,22 @@ fn print_summary(started: SystemTime) {
     println!();
     println!("one pick of {POOL_SIZE} endpoints, ns (criterion's estimate):");
     println!(
-        "{:<12} {:>10} {:>10} {:>22}",
-        "setting", "ns/pick", "added", "added per candidate call"
+        "{:<12} {:>10} {:>10} {:>32}",
+        "setting", "ns/pick", "added", "added per candidate call or record"
     );
-    for (function, shadow, canary) in SETTINGS {
+    for (function, shadow, _, recorded) in SETTINGS {
         let Some(ns) = estimate(function) else {
             continue;
         };
-        let share = (shadow + canary) / 100.0;
-        let per_call = if share > 0.0 && shadow > 0.0 {
+        // Canary picks swap one call for another: nothing per call to add.
+        let share = (shadow + recorded) / 100.0;
+        let per_call = if share > 0.0 {
             format!("{:.1}", (ns - alone) / share)
         } else {
             "-".to_string()
         };
         println!(
-            "{function:<12} {ns:>10.1} {:>10.1} {per_call:>22}",
+            "{function:<12} {ns:>10.1} {:>10.1} {per_call:>32}",
             ns - alone
         );
     }
