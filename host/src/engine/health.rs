@@ -94,9 +94,10 @@ pub enum Severity {
     P1,
     /// An endpoint ejected or down.
     P2,
-    /// Reserved for warnings that need no action.
+    /// A warning that needs no action now: a candidate plugin version
+    /// rolled back (the serving one kept every request).
     P3,
-    /// Recovery: an endpoint or tier is back.
+    /// Recovery: an endpoint or tier is back; news: a candidate promoted.
     P4,
 }
 

@@ -359,6 +359,15 @@ impl PluginRuntime {
         state: RolloutState,
         reason: String,
     ) {
+        // A pool that came during the rollout was checked against the
+        // serving version only: the candidate must configure for it too.
+        let (state, reason) = match state {
+            RolloutState::Promoted => match self.check_candidate_uses(slot, rollout) {
+                Ok(()) => (state, reason),
+                Err(refused) => (RolloutState::RolledBack, refused),
+            },
+            _ => (state, reason),
+        };
         if !rollout.finish(state, reason.clone()) {
             return;
         }
@@ -446,6 +455,17 @@ impl PluginRuntime {
             ),
             None => tracing::warn!("{message}"),
         }
+    }
+
+    /// Checks the candidate of `rollout` against every pool and route using
+    /// the plugin now.
+    fn check_candidate_uses(&self, slot: &PluginSlot, rollout: &Rollout) -> Result<(), String> {
+        let users = slot.users.lock().unwrap().clone();
+        for usage in &users {
+            self.check_use(slot, &rollout.candidate, usage)
+                .map_err(|error| format!("not promoted: {}: {}", error.stage, error.reason))?;
+        }
+        Ok(())
     }
 
     /// Moves a rolled-back candidate's file to `.rolled-back/`, where the

@@ -113,7 +113,7 @@ pub(crate) struct PhaseStats {
     pub compared: AtomicU64,
     pub agreed: AtomicU64,
     outcomes: [LaneOutcomes; 2],
-    last_fault: Mutex<Option<Note>>,
+    last_fault: arc_swap::ArcSwapOption<Note>,
 }
 
 impl PhaseStats {
@@ -128,7 +128,7 @@ impl PhaseStats {
             compared: AtomicU64::new(0),
             agreed: AtomicU64::new(0),
             outcomes: [LaneOutcomes::new(), LaneOutcomes::new()],
-            last_fault: Mutex::new(None),
+            last_fault: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -427,8 +427,9 @@ impl Rollout {
     pub(crate) fn count_fault(&self, stats: &PhaseStats, pool: &str, fault: &PickFault) {
         let faults = stats.candidate_faults.fetch_add(1, Ordering::Relaxed) + 1;
         let calls = stats.candidate_calls.load(Ordering::Relaxed);
-        *stats.last_fault.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Note::now(format!("pool `{pool}`: {fault}")));
+        stats
+            .last_fault
+            .store(Some(Arc::new(Note::now(format!("pool `{pool}`: {fault}")))));
         if faults as f64 > self.fault_budget(calls) {
             self.breached.store(true, Ordering::Relaxed);
         }
@@ -534,9 +535,8 @@ impl Rollout {
         self.stats
             .load()
             .last_fault
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .load_full()
+            .map(|note| (*note).clone())
     }
 
     /// Judges the current phase: what happens next.
