@@ -205,6 +205,8 @@ async fn a_candidate_that_always_picks_one_endpoint_is_rolled_back_in_shadow_wit
         alerts.contains("rolled back") && alerts.contains("disagree"),
         "{alerts}"
     );
+    let rolled_back = r#"switchyard_plugin_rollouts_total{plugin="policy",outcome="rolled-back"}"#;
+    assert_eq!(metric(&proxy, rolled_back).await, 1);
     let policy = &proxy.plugins(&client).await["policy"];
     assert_eq!(policy["rollout"]["state"], "rolled-back");
     assert_eq!(policy["faults"], 0, "{policy:#}");
@@ -316,6 +318,8 @@ async fn a_good_candidate_is_promoted_through_every_step_with_no_failed_request(
     assert_eq!(served.len(), 3, "{served:?}");
     let alerts = client.get(&proxy.control_url("/v1/alerts")).await.body;
     assert!(alerts.contains("promoted"), "{alerts}");
+    let promoted = r#"switchyard_plugin_rollouts_total{plugin="policy",outcome="promoted"}"#;
+    assert_eq!(metric(&proxy, promoted).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -677,6 +677,40 @@ pub fn render(
     }
     family(
         &mut out,
+        "switchyard_plugin_rollouts_total",
+        "counter",
+        "Rollouts of a candidate version that ended, by outcome: promoted, \
+         rolled-back, aborted.",
+    );
+    for slot in &slots {
+        for (outcome, value) in slot.rollouts_ended() {
+            let _ = writeln!(
+                out,
+                "switchyard_plugin_rollouts_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {value}",
+                slot.name
+            );
+        }
+    }
+    family(
+        &mut out,
+        "switchyard_plugin_rollout_share_percent",
+        "gauge",
+        "The share of picks a running rollout's candidate is called on (shadow) or \
+         answers (canary), by phase.",
+    );
+    for slot in &slots {
+        if let Some(rollout) = slot.rollout().filter(|rollout| rollout.is_running()) {
+            let _ = writeln!(
+                out,
+                "switchyard_plugin_rollout_share_percent{{plugin=\"{}\",phase=\"{}\"}} {}",
+                slot.name,
+                rollout.phase_name(),
+                rollout.share_percent()
+            );
+        }
+    }
+    family(
+        &mut out,
         "switchyard_plugin_log_lines_total",
         "counter",
         "Log lines the plugin wrote: written whole, cut at plugins.log_line_bytes, \

@@ -371,7 +371,7 @@ impl PluginRuntime {
         if !rollout.finish(state, reason.clone()) {
             return;
         }
-        slot.rollout_ended();
+        slot.rollout_ended(state);
         let candidate = &rollout.candidate;
         let short = &candidate.hash[..12];
         let file = PathBuf::from(&rollout.source);

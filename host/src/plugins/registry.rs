@@ -279,6 +279,13 @@ impl PoolUse {
     }
 }
 
+/// How a rollout can end, as metrics name it.
+const ROLLOUT_ENDS: [(super::rollout::RolloutState, &str); 3] = [
+    (super::rollout::RolloutState::Promoted, "promoted"),
+    (super::rollout::RolloutState::RolledBack, "rolled-back"),
+    (super::rollout::RolloutState::Aborted, "aborted"),
+];
+
 /// Everything known about one plugin name.
 #[derive(Debug)]
 pub struct PluginSlot {
@@ -322,6 +329,8 @@ pub struct PluginSlot {
     /// Held while a candidate file is judged, so the watch and an upload
     /// of the same file judge it once.
     pub(crate) candidate_loading: Mutex<()>,
+    /// Rollouts ended: promoted, rolled back, aborted.
+    rollouts_ended: [AtomicU64; 3],
 }
 
 impl PluginSlot {
@@ -354,6 +363,7 @@ impl PluginSlot {
             rollout: ArcSwapOption::empty(),
             rolling: AtomicBool::new(false),
             candidate_loading: Mutex::new(()),
+            rollouts_ended: Default::default(),
         }
     }
 
@@ -393,9 +403,23 @@ impl PluginSlot {
         self.rolling.store(true, Ordering::Relaxed);
     }
 
-    /// Marks the rollout ended (it was `finish`ed).
-    pub(crate) fn rollout_ended(&self) {
+    /// Marks the rollout ended (it was `finish`ed) in `state`.
+    pub(crate) fn rollout_ended(&self, state: super::rollout::RolloutState) {
         self.rolling.store(false, Ordering::Relaxed);
+        if let Some(index) = ROLLOUT_ENDS.iter().position(|(end, _)| *end == state) {
+            self.rollouts_ended[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rollouts ended so far, by how (`promoted`, `rolled-back`,
+    /// `aborted`).
+    pub fn rollouts_ended(&self) -> [(&'static str, u64); 3] {
+        std::array::from_fn(|index| {
+            (
+                ROLLOUT_ENDS[index].1,
+                self.rollouts_ended[index].load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Publishes a plugin event about it.
