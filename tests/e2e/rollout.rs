@@ -341,6 +341,16 @@ async fn the_api_uploads_a_candidate_shows_it_holds_it_and_promotes_or_aborts_it
     assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(reply.body.contains("no_rollout_running"), "{}", reply.body);
 
+    // Only a plugin that serves takes a candidate.
+    let reply = client
+        .post(
+            &proxy.control_url("/v1/plugins/nothing/candidate"),
+            b"\0asm".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert!(!proxy.plugins(&client).await.contains_key("nothing"));
+
     // A file that is not a component is refused; the serving version stays.
     let reply = client.post(&candidate_url, b"not wasm".to_vec()).await;
     assert_eq!(reply.status, 422, "{}", reply.body);

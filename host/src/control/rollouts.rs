@@ -135,6 +135,7 @@ pub(super) async fn show(
         (status = 201, description = "The rollout started", body = CandidateAccepted),
         (status = 200, description = "It is the candidate on trial already", body = CandidateAccepted),
         (status = 400, description = "Not a plugin name, or an unreadable body (`bad_request`)", body = ErrorBody),
+        (status = 404, description = "No version of the plugin serves (`no_such_plugin`)", body = ErrorBody),
         (status = 413, description = "Over 128 MiB (`too_large`)", body = ErrorBody),
         (status = 422, description = "The candidate was refused (`candidate_rejected`): the serving version keeps every pick", body = ErrorBody),
     ))]
@@ -167,6 +168,19 @@ pub(super) async fn upload(
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error.to_string())
             }
         })?;
+    if state
+        .runtime
+        .find_slot(&name)
+        .is_none_or(|slot| slot.current().is_none())
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_plugin",
+            format!(
+                "no version of plugin `{name}` serves: a candidate is tried against the serving version (write the first as {name}.wasm)"
+            ),
+        ));
+    }
     let runtime = state.runtime.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let path = runtime.candidate_path(&name);
@@ -176,10 +190,17 @@ pub(super) async fn upload(
         std::fs::write(&partial, &bytes)
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-        runtime
-            .load_candidate(&path)
-            .map(|outcome| (name, outcome))
-            .map_err(|error| error.to_string())
+        match runtime.load_candidate(&path) {
+            Ok(outcome) => Ok((name, outcome)),
+            Err(error) => {
+                // A refused upload leaves nothing for the watch or a
+                // restart to try again.
+                if std::fs::read(&path).is_ok_and(|now| now == bytes) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(error.to_string())
+            }
+        }
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

@@ -86,7 +86,23 @@ impl PluginRuntime {
                     .into(),
             )
         })?;
-        let slot = self.slot(&name);
+        // Only a plugin that serves has a candidate: no slot is made for a
+        // name nothing uses.
+        let Some(slot) = self
+            .find_slot(&name)
+            .filter(|slot| slot.current().is_some())
+        else {
+            let error = LoadError {
+                name: name.clone(),
+                path: path.display().to_string(),
+                stage: "rollout",
+                reason: format!(
+                    "no version of `{name}` serves to compare the candidate with: write it as {name}.wasm"
+                ),
+            };
+            tracing::warn!("{error}");
+            return Err(error);
+        };
         let result = {
             let _judging = slot
                 .candidate_loading
@@ -126,10 +142,7 @@ impl PluginRuntime {
         let live = slot.current().ok_or_else(|| {
             fail(
                 "rollout",
-                format!(
-                    "no version of `{}` serves to compare the candidate with: write it as {}.wasm",
-                    slot.name, slot.name
-                ),
+                format!("no version of `{}` serves any more", slot.name),
             )
         })?;
         if live.world != super::World::Balancer || !live.prepared.serves_many_pools() {
