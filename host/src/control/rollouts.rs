@@ -129,7 +129,7 @@ pub(super) async fn show(
 /// is aborted for it.
 #[utoipa::path(post, path = "/v1/plugins/{name}/candidate", tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
-    request_body(content = Vec<u8>, content_type = "application/wasm",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "The candidate component, at most 128 MiB"),
     responses(
         (status = 201, description = "The rollout started", body = CandidateAccepted),
