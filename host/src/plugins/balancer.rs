@@ -398,19 +398,20 @@ impl WasmBalancer {
             .switchyard_plugin_balancer()
             .pool_balancer()
             .call_pick(&mut instance.store, handle, info);
+        let took = started.elapsed();
         match cost {
             CostTo::Live(phase) => {
-                self.slot.time_call(started);
+                self.slot.observe_call(took);
                 if let Some(phase) = phase {
-                    phase.observe(started.elapsed());
+                    phase.observe(took);
                 }
             }
-            CostTo::Candidate(phase) => phase.observe(started.elapsed()),
+            CostTo::Candidate(phase) => phase.observe(took),
         }
         return_headers(&mut instance.store.data_mut().headers, &mut request.headers);
         let result = result.map_err(|error| call_fault(&instance.store, &error));
         if let (Some(recorder), Some(request)) = (recorder, recorded_request) {
-            let cost_ns = started.elapsed().as_nanos() as u64;
+            let cost_ns = took.as_nanos() as u64;
             let calls = instance
                 .store
                 .data_mut()

@@ -492,7 +492,12 @@ impl PluginSlot {
     /// Counts how long one call into the plugin's export took (`started`
     /// read just before it).
     pub fn time_call(&self, started: Instant) {
-        self.call_time.observe(started.elapsed());
+        self.observe_call(started.elapsed());
+    }
+
+    /// Counts one call into the plugin's export that took `took`.
+    pub fn observe_call(&self, took: std::time::Duration) {
+        self.call_time.observe(took);
     }
 
     /// How long calls took so far.
