@@ -141,6 +141,9 @@ pub struct PluginVersion {
     consecutive_faults: AtomicU32,
     quarantined: AtomicBool,
     faulted: AtomicBool,
+    /// Set when a worker found it could not carry a pool's state into it
+    /// after it was swapped in (`PluginSlot::reject_serving`).
+    refused_state: AtomicBool,
 }
 
 impl PluginVersion {
@@ -167,6 +170,7 @@ impl PluginVersion {
             consecutive_faults: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
+            refused_state: AtomicBool::new(false),
         }
     }
 
@@ -297,11 +301,17 @@ pub struct PluginSlot {
     /// The instance that checks a new version or a new pool against this
     /// plugin (contract 0.2), kept between checks.
     pub(crate) scratch: Mutex<Option<super::pooled::Scratch>>,
+    /// While a new version is checked: the serving version's scratch
+    /// instance, whose pools' state the new version must be able to restore.
+    pub(crate) outgoing: Mutex<Option<super::pooled::Scratch>>,
     /// The shared instances of a health plugin (contract 0.2).
     pub(crate) checks: super::health::SharedChecks,
     /// The file.
     pub path: PathBuf,
     current: ArcSwapOption<PluginVersion>,
+    /// The version `current` replaced, reinstated if a worker finds the new
+    /// one cannot take a pool's state.
+    previous: ArcSwapOption<PluginVersion>,
     calls: AtomicU64,
     faults: AtomicU64,
     /// The largest linear memory any instance of this plugin reached, in
@@ -352,9 +362,11 @@ impl PluginSlot {
             name,
             index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
             scratch: Mutex::new(None),
+            outgoing: Mutex::new(None),
             checks: super::health::SharedChecks::default(),
             path,
             current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
             calls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             memory_high: Arc::default(),
@@ -459,6 +471,7 @@ impl PluginSlot {
             serde_json::json!({ "plugin": &*self.name, "event": "loaded", "hash": version.hash }),
         );
         let previous = self.current.swap(Some(version));
+        self.previous.store(previous.clone());
         let mut history = self.history.lock().unwrap();
         history.file_present = true;
         history.last_rejected_hash = None;
@@ -478,6 +491,30 @@ impl PluginSlot {
         history.rejections += 1;
         history.last_rejected = Some(note.clone());
         history.last_error = Some(note);
+    }
+
+    /// A worker could not carry a pool's state into `version`, swapped in
+    /// already, for `reason`: the version is rejected as a file refused at
+    /// load would have been, and the version it replaced serves again (each
+    /// worker's instance goes back to it at its next call). Said once per
+    /// version, whichever worker finds it first.
+    pub(crate) fn reject_serving(&self, version: &PluginVersion, reason: String) {
+        if version.refused_state.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|c| c.id == version.id) {
+            if let Some(previous) = self.previous.load_full() {
+                self.current.compare_and_swap(&*current, Some(previous));
+            }
+        }
+        let message = format!(
+            "plugin `{}` ({}): restore: {reason}; the version before it serves again",
+            self.name,
+            self.path.display()
+        );
+        tracing::warn!("{message}");
+        self.reject(message, Some(version.hash.clone()));
     }
 
     pub(crate) fn warn(&self, message: String) {
