@@ -277,9 +277,11 @@ impl WasmBalancer {
         pool_name: &str,
         config_json: &str,
     ) -> Self {
+        let pool_store = Arc::new(PoolStore::new(shared.limits.store()));
+        slot.add_store(format!("pool `{pool_name}`"), &pool_store);
         WasmBalancer {
             key: KEYS.allocate(),
-            pool_store: Arc::new(PoolStore::new(shared.limits.store())),
+            pool_store,
             shared,
             slot,
             pool_name: pool_name.to_string(),

@@ -207,9 +207,11 @@ impl WasmRecovery {
         user: String,
         config_json: &str,
     ) -> Self {
+        let pool_store = Arc::new(PoolStore::new(shared.limits.store()));
+        slot.add_store(user.clone(), &pool_store);
         WasmRecovery {
             key: KEYS.allocate(),
-            pool_store: Arc::new(PoolStore::new(shared.limits.store())),
+            pool_store,
             shared,
             slot,
             pool_name: pool_name.to_string(),

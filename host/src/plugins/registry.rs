@@ -329,6 +329,9 @@ pub struct PluginSlot {
     pub history: Mutex<SlotHistory>,
     /// Pools and routes using this plugin.
     pub users: Mutex<Vec<PoolUse>>,
+    /// The store of each pool (or route) served by the plugin, by how
+    /// messages name the user; a store is gone once its pool is.
+    stores: Mutex<Vec<(String, Weak<super::pool_store::PoolStore>)>>,
     /// Where loads, rejections, faults and quarantines are published.
     events: Arc<crate::engine::Events>,
     /// The last rollout of a candidate version, running or ended.
@@ -376,6 +379,7 @@ impl PluginSlot {
             rolling: AtomicBool::new(false),
             candidate_loading: Mutex::new(()),
             rollouts_ended: Default::default(),
+            stores: Mutex::new(Vec::new()),
         }
     }
 
@@ -612,6 +616,28 @@ impl PluginSlot {
             }
             None => false,
         }
+    }
+
+    /// Records the store the plugin's instances share for `user` ("pool
+    /// `web`"), for the API.
+    pub(crate) fn add_store(&self, user: String, store: &Arc<super::pool_store::PoolStore>) {
+        let mut stores = self.stores.lock().unwrap();
+        stores.retain(|(_, store)| store.strong_count() > 0);
+        stores.push((user, Arc::downgrade(store)));
+    }
+
+    /// The stores of the pools and routes the plugin serves now: who uses
+    /// each, its entries and the most it may hold.
+    pub fn stores(&self) -> Vec<(String, usize, usize)> {
+        let mut stores = self.stores.lock().unwrap();
+        stores.retain(|(_, store)| store.strong_count() > 0);
+        stores
+            .iter()
+            .filter_map(|(user, store)| {
+                let store = store.upgrade()?;
+                Some((user.clone(), store.len(), store.limits().entries))
+            })
+            .collect()
     }
 
     /// Calls made since start.
