@@ -122,9 +122,9 @@ pub struct PluginVersion {
     pub hash: String,
     /// Its contract.
     pub world: World,
-    /// The contract version its export names (`0.2.0`, `0.1.1`, ...).
+    /// The contract version its export names (`0.2.1`, `0.1.1`, ...).
     pub contract: String,
-    /// What the component imports, by name (`switchyard:plugin/host@0.2.0`,
+    /// What the component imports, by name (`switchyard:plugin/host@0.2.1`,
     /// `wasi:io/streams@0.2.0`, ...), in the file's order.
     pub imports: Vec<String>,
     /// When it started serving.
