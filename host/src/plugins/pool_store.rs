@@ -10,10 +10,11 @@
 //! The entries are a `papaya` map of atomics: lookups never lock, values are
 //! changed with atomic adds and compare-and-swaps, and a new entry is made by
 //! one insertion, reserved first against the store's bound so a full store
-//! refuses rather than grows. papaya only blocks while resizing, which a
-//! store bounded to a few thousand entries does a handful of times in its
-//! life; a hand-written open-addressing table would avoid even that, at the
-//! cost of keeping names of any length in atomics, which papaya does for us.
+//! refuses rather than grows. papaya resizes incrementally, and a writer
+//! waits only while a larger table is allocated, which a store bounded to a
+//! few thousand entries does a handful of times in its life; a hand-written
+//! open-addressing table of atomics would avoid even that, at the cost of
+//! keeping names of any length in atomics, which papaya does for us.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
