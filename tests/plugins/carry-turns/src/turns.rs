@@ -1,5 +1,5 @@
 //! The balancer both `carry-turns` crates build, each with its own
-//! snapshot format (`super::FORMAT`).
+//! snapshot format (`crate::FORMAT`).
 
 use serde::Deserialize;
 use switchyard_sdk::{config, Balancer, Endpoint, EndpointId, RequestInfo};
@@ -44,14 +44,14 @@ impl Balancer for CarryTurns {
         if self.empty_when_fresh && self.next == 0 {
             return Vec::new();
         }
-        let mut state = vec![super::FORMAT];
+        let mut state = vec![crate::FORMAT];
         state.extend_from_slice(&self.next.to_le_bytes());
         state
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         match state.split_first() {
-            Some((&format, next)) if format == super::FORMAT => {
+            Some((&format, next)) if format == crate::FORMAT => {
                 let next: [u8; 8] = next
                     .try_into()
                     .map_err(|_| format!("expected 8 bytes of place, got {}", next.len()))?;
@@ -60,7 +60,7 @@ impl Balancer for CarryTurns {
             }
             Some((&format, _)) => Err(format!(
                 "a snapshot of format {format}; this version reads format {}",
-                super::FORMAT
+                crate::FORMAT
             )),
             None => Err("an empty snapshot".into()),
         }
@@ -82,7 +82,7 @@ mod tests {
         next.restore(&state).unwrap();
         assert_eq!(next.pick(&RequestInfo::default()), Some(1));
         let mut other = state.clone();
-        other[0] = super::FORMAT + 1;
+        other[0] = crate::FORMAT + 1;
         assert!(next.restore(&other).unwrap_err().contains("format"));
     }
 
