@@ -734,3 +734,50 @@ fn a_restore_error_on_a_worker_reinstates_the_version_before() {
         "{published:?}"
     );
 }
+
+/// The store is a host call like the others: a recorded pick records what
+/// it asked the store and was answered, and a replay answers it again, so
+/// a version that uses the store replays exactly. The live store counted
+/// every pick.
+#[test]
+fn picks_that_use_the_store_are_recorded_and_replay_exactly() {
+    const PICKS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/carry-turns"),
+    );
+    let record = crate::config::RecordConfig {
+        percent: 100.0,
+        file: dir.path().join("recordings/web.jsonl"),
+        max_bytes: 1 << 30,
+    };
+    let balancer = runtime
+        .recorded_balancer("turns", "web", "{}", &record)
+        .unwrap();
+    let set = endpoint_set(3);
+    for _ in 0..PICKS {
+        pick_once(&balancer, &set).unwrap();
+    }
+    assert_eq!(balancer.pool_store().get(None, "picks"), PICKS as i64);
+    drop(balancer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines_in(&record.file) < PICKS as usize + 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recorded = std::fs::read_to_string(&record.file).unwrap();
+    assert!(recorded.contains("store-add"), "{}", &recorded[..400]);
+    let replayed = crate::replay::replay(&crate::replay::ReplayRequest {
+        recording: record.file.clone(),
+        plugin: dir.path().join("turns.wasm"),
+        config_json: None,
+        examples: 3,
+    })
+    .unwrap();
+    assert!(replayed.same_version, "{replayed:#?}");
+    assert_eq!((replayed.picks, replayed.agreed), (PICKS, PICKS));
+    assert_eq!(replayed.diverged_calls, 0);
+}

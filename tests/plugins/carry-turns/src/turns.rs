@@ -2,7 +2,7 @@
 //! snapshot format (`crate::FORMAT`).
 
 use serde::Deserialize;
-use switchyard_sdk::{config, Balancer, Endpoint, EndpointId, RequestInfo};
+use switchyard_sdk::{config, store, Balancer, Endpoint, EndpointId, RequestInfo};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -12,7 +12,8 @@ struct Options {
     empty_when_fresh: bool,
 }
 
-/// Takes turns over the pushed endpoints; its place is its state.
+/// Takes turns over the pushed endpoints; its place is its state, and it
+/// counts the pool's picks in the store.
 #[derive(Debug, Default)]
 pub struct CarryTurns {
     empty_when_fresh: bool,
@@ -37,6 +38,8 @@ impl Balancer for CarryTurns {
         let len = self.endpoints.len().max(1) as u64;
         let id = *self.endpoints.get((self.next % len) as usize)?;
         self.next += 1;
+        // Every worker's picks, counted in the pool's store.
+        let _ = store::add(None, "picks", 1);
         Some(id)
     }
 
