@@ -31,6 +31,9 @@ pub(crate) struct PoolResource {
     /// The config it was made from, to make it again in a new version's
     /// instance when its state is carried there.
     config: Arc<str>,
+    /// The pool's store, served to `snapshot` and `restore` as to any call
+    /// for the pool.
+    pool_store: Option<Arc<PoolStore>>,
 }
 
 /// What the host calls on a world's exports to make a pool's resource and
@@ -156,10 +159,13 @@ impl<E> SharedInstance<E> {
                         )))
                     }
                 };
+                // The caller served the pool's store before asking.
+                let pool_store = store.data().pool_store.clone();
                 Ok(entry.insert(PoolResource {
                     handle,
                     generation: 0,
                     config: Arc::clone(config),
+                    pool_store,
                 }))
             }
         }
@@ -183,6 +189,7 @@ impl<E> SharedInstance<E> {
         }
         let mut states = Vec::new();
         for (&key, resource) in &old.pools {
+            old.store.data_mut().pool_store = resource.pool_store.clone();
             begin_call(&mut old.store, shared.limits.setup_deadline_ticks);
             let state = old
                 .exports
@@ -191,10 +198,16 @@ impl<E> SharedInstance<E> {
                     CarryError::OldTrapped(describe_failure(&old.store, &e, "snapshot"))
                 })?;
             if !state.is_empty() {
-                states.push((key, Arc::clone(&resource.config), state));
+                states.push((
+                    key,
+                    Arc::clone(&resource.config),
+                    resource.pool_store.clone(),
+                    state,
+                ));
             }
         }
-        for (key, config, state) in states {
+        for (key, config, pool_store, state) in states {
+            self.store.data_mut().pool_store = pool_store;
             self.restore_pool(shared, key, &config, &state)?;
         }
         Ok(())
@@ -482,6 +495,7 @@ fn carry_checked<E: InScratch + PoolExports>(
         return Ok(());
     }
     let (handle, config) = (resource.handle, Arc::clone(&resource.config));
+    old.store.data_mut().pool_store = resource.pool_store.clone();
     begin_call(&mut old.store, shared.limits.setup_deadline_ticks);
     // A serving version that cannot give its state is not the new one's
     // fault: there is nothing to check against.
