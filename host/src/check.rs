@@ -72,7 +72,7 @@ pub struct Report {
     pub settings: Settings,
     /// `balancer`, `health-check` or `recovery`, once known.
     pub world: Option<String>,
-    /// The contract version its export names (`0.2.0`, `0.1.1`).
+    /// The contract version its export names (`0.2.1`, `0.1.1`).
     pub contract: Option<String>,
     /// What it imports, by name.
     pub imports: Vec<String>,
@@ -844,7 +844,7 @@ mod tests {
                 quarantine_after: 10,
             },
             world: Some("balancer".into()),
-            contract: Some("0.2.0".into()),
+            contract: Some("0.2.1".into()),
             imports: Vec::new(),
             compile_micros: Some(1),
             config: "{}".into(),

@@ -38,8 +38,8 @@ mod wasm {
             export_macro_name: "export_balancer_world",
             default_bindings_module: "switchyard_sdk::__private::balancer_world",
             with: {
-                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -54,8 +54,8 @@ mod wasm {
             export_macro_name: "export_health_world",
             default_bindings_module: "switchyard_sdk::__private::health_world",
             with: {
-                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -70,8 +70,8 @@ mod wasm {
             export_macro_name: "export_recovery_world",
             default_bindings_module: "switchyard_sdk::__private::recovery_world",
             with: {
-                "switchyard:plugin/types@0.2.0": crate::__private::common::switchyard::plugin::types,
-                "switchyard:plugin/host@0.2.0": crate::__private::common::switchyard::plugin::host,
+                "switchyard:plugin/types@0.2.1": crate::__private::common::switchyard::plugin::types,
+                "switchyard:plugin/host@0.2.1": crate::__private::common::switchyard::plugin::host,
             },
         });
     }
@@ -151,6 +151,74 @@ mod wasm {
             LogLevel::Error => raw_host::LogLevel::Error,
         };
         raw_host::log(level, message);
+    }
+
+    #[cfg(feature = "balancer")]
+    use balancer_world::switchyard::plugin::store as raw_store;
+    #[cfg(all(feature = "recovery", not(feature = "balancer")))]
+    use recovery_world::switchyard::plugin::store as raw_store;
+
+    #[cfg(any(feature = "balancer", feature = "recovery"))]
+    fn store_error_from_wit(error: raw_store::StoreError) -> crate::store::StoreError {
+        match error {
+            raw_store::StoreError::Full => crate::store::StoreError::Full,
+            raw_store::StoreError::BadName => crate::store::StoreError::BadName,
+            raw_store::StoreError::NoPool => crate::store::StoreError::NoPool,
+        }
+    }
+
+    pub fn raw_store_get(endpoint: Option<crate::EndpointId>, name: &str) -> i64 {
+        #[cfg(any(feature = "balancer", feature = "recovery"))]
+        return raw_store::get(endpoint, name);
+        #[cfg(not(any(feature = "balancer", feature = "recovery")))]
+        return {
+            let _ = (endpoint, name);
+            0
+        };
+    }
+
+    pub fn raw_store_add(
+        endpoint: Option<crate::EndpointId>,
+        name: &str,
+        delta: i64,
+    ) -> Result<i64, crate::store::StoreError> {
+        #[cfg(any(feature = "balancer", feature = "recovery"))]
+        return raw_store::add(endpoint, name, delta).map_err(store_error_from_wit);
+        #[cfg(not(any(feature = "balancer", feature = "recovery")))]
+        return {
+            let _ = (endpoint, name, delta);
+            Err(crate::store::StoreError::NoPool)
+        };
+    }
+
+    pub fn raw_store_compare_and_swap(
+        endpoint: Option<crate::EndpointId>,
+        name: &str,
+        expected: i64,
+        new: i64,
+    ) -> Result<i64, crate::store::StoreError> {
+        #[cfg(any(feature = "balancer", feature = "recovery"))]
+        return raw_store::compare_and_swap(endpoint, name, expected, new)
+            .map_err(store_error_from_wit);
+        #[cfg(not(any(feature = "balancer", feature = "recovery")))]
+        return {
+            let _ = (endpoint, name, expected, new);
+            Err(crate::store::StoreError::NoPool)
+        };
+    }
+
+    /// A pool's state for `snapshot`, given the plugin value.
+    pub fn state_snapshot<P>(state: &PoolState<P>, snapshot: fn(&mut P) -> Vec<u8>) -> Vec<u8> {
+        state.with(snapshot)
+    }
+
+    /// Restores a pool's state from an earlier version's `snapshot`.
+    pub fn state_restore<P>(
+        state: &PoolState<P>,
+        bytes: &[u8],
+        restore: fn(&mut P, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        state.with(|plugin| restore(plugin, bytes))
     }
 
     pub fn raw_load(id: crate::EndpointId) -> Option<crate::Load> {

@@ -97,6 +97,68 @@ pub trait Balancer: Sized + 'static {
     /// # }
     /// ```
     fn pick(&mut self, request: &RequestInfo) -> Option<EndpointId>;
+
+    /// The pool's state, to be carried to the next version of the plugin
+    /// when its file is swapped: each worker asks its old instance's value
+    /// for it and hands it to [`restore`](Balancer::restore) of the new
+    /// version's value for the same pool. The default carries nothing (an
+    /// empty snapshot), and the new version starts afresh. The bytes are
+    /// yours to shape; put a version in them if the shape may change.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Balancer, Endpoint, EndpointId, RequestInfo};
+    /// # struct Turns { next: u32 }
+    /// # impl Balancer for Turns {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Turns { next: 0 }) }
+    /// #     fn set_endpoints(&mut self, _: Vec<Endpoint>) {}
+    /// #     fn pick(&mut self, _: &RequestInfo) -> Option<EndpointId> { None }
+    /// fn snapshot(&mut self) -> Vec<u8> {
+    ///     self.next.to_le_bytes().to_vec()
+    /// }
+    /// #     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+    /// #         let bytes: [u8; 4] = state.try_into().map_err(|_| "not a turn".to_string())?;
+    /// #         self.next = u32::from_le_bytes(bytes);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// let mut turns = Turns::configure("{}").unwrap();
+    /// turns.next = 7;
+    /// assert_eq!(turns.snapshot(), vec![7, 0, 0, 0]);
+    /// ```
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Takes over the pool's state from an earlier version's
+    /// [`snapshot`](Balancer::snapshot) (never called with an empty one).
+    /// An error refuses the new version: the host keeps the running one and
+    /// shows the message, so answer an error for bytes you cannot read
+    /// rather than starting cold by mistake. The default ignores them.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Balancer, Endpoint, EndpointId, RequestInfo};
+    /// # struct Turns { next: u32 }
+    /// # impl Balancer for Turns {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Turns { next: 0 }) }
+    /// #     fn set_endpoints(&mut self, _: Vec<Endpoint>) {}
+    /// #     fn pick(&mut self, _: &RequestInfo) -> Option<EndpointId> { None }
+    /// fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+    ///     let bytes: [u8; 4] = state
+    ///         .try_into()
+    ///         .map_err(|_| format!("expected 4 bytes of turn, got {}", state.len()))?;
+    ///     self.next = u32::from_le_bytes(bytes);
+    ///     Ok(())
+    /// }
+    /// # }
+    /// let mut turns = Turns::configure("{}").unwrap();
+    /// turns.restore(&[3, 0, 0, 0]).unwrap();
+    /// assert_eq!(turns.next, 3);
+    /// assert!(turns.restore(&[1]).is_err());
+    /// ```
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// Registers a [`Balancer`] as the plugin's export. Use it once per crate,
@@ -138,6 +200,15 @@ macro_rules! export_balancer {
                 }
                 fn pick(&self, request: wit_types::RequestInfo) -> ::std::option::Option<u32> {
                     $crate::__private::balancer_pick::<$plugin>(&self.0, request)
+                }
+            }
+
+            impl $crate::__private::balancer_world::exports::switchyard::plugin::balancer_state::Guest for Export {
+                fn snapshot(pool: wit::PoolBalancerBorrow<'_>) -> ::std::vec::Vec<u8> {
+                    $crate::__private::state_snapshot(&pool.get::<Pool>().0, <$plugin as $crate::Balancer>::snapshot)
+                }
+                fn restore(pool: wit::PoolBalancerBorrow<'_>, state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::state_restore(&pool.get::<Pool>().0, &state, <$plugin as $crate::Balancer>::restore)
                 }
             }
 

@@ -40,6 +40,7 @@
 //! - [`balancer`], [`health`], [`recovery`]: one trait per world.
 //! - [`config`]: parsing the JSON config `configure` receives.
 //! - [`host`]: what the host offers every plugin (log, clock, randomness, load, headers).
+//! - [`store`]: numbers a pool's instances share across worker threads and versions.
 //! - [`probe`]: what the host offers health checks (HTTP and TCP probes).
 //! - [`testing`]: the native stand-in for the host.
 
@@ -56,6 +57,7 @@ pub mod health;
 pub mod host;
 pub mod probe;
 pub mod recovery;
+pub mod store;
 pub mod testing;
 pub mod types;
 

@@ -181,6 +181,54 @@ pub trait Recovery: Sized + 'static {
     /// # }
     /// ```
     fn on_failure(&mut self, failure: &Failure) -> Decision;
+
+    /// The pool's state, to be carried to the next version of the plugin
+    /// when its file is swapped, as [`crate::Balancer::snapshot`] does for
+    /// a balancer. The default carries nothing. State every worker shares
+    /// is better kept in the [`crate::store`], which outlives versions by
+    /// itself.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Decision, Failure, Recovery};
+    /// # struct Budget { spent: u16 }
+    /// # impl Recovery for Budget {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Budget { spent: 0 }) }
+    /// #     fn on_failure(&mut self, _: &Failure) -> Decision { Decision::GiveUp(None) }
+    /// fn snapshot(&mut self) -> Vec<u8> {
+    ///     self.spent.to_le_bytes().to_vec()
+    /// }
+    /// # }
+    /// assert_eq!(Budget { spent: 2 }.snapshot(), vec![2, 0]);
+    /// ```
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Takes over the pool's state from an earlier version's
+    /// [`snapshot`](Recovery::snapshot) (never called with an empty one);
+    /// an error refuses the new version, with the message shown. The
+    /// default ignores it.
+    ///
+    /// ```
+    /// # use switchyard_sdk::{Decision, Failure, Recovery};
+    /// # struct Budget { spent: u16 }
+    /// # impl Recovery for Budget {
+    /// #     fn configure(_: &str) -> Result<Self, String> { Ok(Budget { spent: 0 }) }
+    /// #     fn on_failure(&mut self, _: &Failure) -> Decision { Decision::GiveUp(None) }
+    /// fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+    ///     let bytes: [u8; 2] = state.try_into().map_err(|_| "not a budget".to_string())?;
+    ///     self.spent = u16::from_le_bytes(bytes);
+    ///     Ok(())
+    /// }
+    /// # }
+    /// let mut budget = Budget { spent: 0 };
+    /// budget.restore(&[5, 0]).unwrap();
+    /// assert_eq!(budget.spent, 5);
+    /// ```
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
 }
 
 /// Registers a [`Recovery`] policy as the plugin's export. Use it once per
@@ -216,6 +264,15 @@ macro_rules! export_recovery {
                 }
                 fn on_failure(&self, failure: wit::Failure) -> wit::Decision {
                     $crate::__private::recovery_on_failure::<$plugin>(&self.0, failure)
+                }
+            }
+
+            impl $crate::__private::recovery_world::exports::switchyard::plugin::recovery_state::Guest for Export {
+                fn snapshot(pool: wit::PoolRecoveryBorrow<'_>) -> ::std::vec::Vec<u8> {
+                    $crate::__private::state_snapshot(&pool.get::<Pool>().0, <$plugin as $crate::Recovery>::snapshot)
+                }
+                fn restore(pool: wit::PoolRecoveryBorrow<'_>, state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::state_restore(&pool.get::<Pool>().0, &state, <$plugin as $crate::Recovery>::restore)
                 }
             }
 

@@ -43,7 +43,12 @@ struct State {
     logs: Vec<(LogLevel, String)>,
     http: Option<HttpHandler>,
     tcp: Option<TcpHandler>,
+    store: HashMap<(Option<EndpointId>, String), i64>,
+    store_entries: usize,
 }
+
+/// The host's default `plugins.store_entries`.
+const STORE_ENTRIES: usize = 4096;
 
 impl Default for State {
     fn default() -> Self {
@@ -55,6 +60,8 @@ impl Default for State {
             logs: Vec::new(),
             http: None,
             tcp: None,
+            store: HashMap::new(),
+            store_entries: STORE_ENTRIES,
         }
     }
 }
@@ -189,6 +196,32 @@ impl TestHost {
         with(|state| state.tcp = Some(Rc::new(handler)));
     }
 
+    /// Bounds the store ([`crate::store`]) to `entries`, as the host's
+    /// `plugins.store_entries` does (4096 unless set).
+    ///
+    /// ```
+    /// use switchyard_sdk::{store, testing::TestHost};
+    /// let test_host = TestHost::new();
+    /// test_host.set_store_entries(1);
+    /// store::add(None, "a", 1).unwrap();
+    /// assert_eq!(store::add(None, "b", 1), Err(store::StoreError::Full));
+    /// ```
+    pub fn set_store_entries(&self, entries: usize) {
+        with(|state| state.store_entries = entries);
+    }
+
+    /// How many entries the store ([`crate::store`]) holds.
+    ///
+    /// ```
+    /// use switchyard_sdk::{store, testing::TestHost};
+    /// let test_host = TestHost::new();
+    /// store::add(Some(1), "run", 1).unwrap();
+    /// assert_eq!(test_host.store_len(), 1);
+    /// ```
+    pub fn store_len(&self) -> usize {
+        with(|state| state.store.len())
+    }
+
     /// The lines logged so far through [`crate::host::log`].
     ///
     /// ```
@@ -251,6 +284,9 @@ pub fn pick_counts<B: Balancer>(
 pub(crate) mod native {
     use super::*;
 
+    /// The host's default `plugins.store_name_bytes`.
+    const STORE_NAME_BYTES: usize = 64;
+
     pub fn log(level: LogLevel, message: &str) {
         with(|state| state.logs.push((level, message.to_string())));
     }
@@ -276,6 +312,63 @@ pub(crate) mod native {
 
     pub fn request_header(name: &str) -> Option<String> {
         with(|state| state.headers.get(&name.to_ascii_lowercase()).cloned())
+    }
+
+    fn store_entry<'s>(
+        state: &'s mut State,
+        endpoint: Option<EndpointId>,
+        name: &str,
+    ) -> Result<&'s mut i64, crate::store::StoreError> {
+        use crate::store::StoreError;
+        if name.is_empty() || name.len() > STORE_NAME_BYTES {
+            return Err(StoreError::BadName);
+        }
+        let key = (endpoint, name.to_string());
+        if !state.store.contains_key(&key) && state.store.len() >= state.store_entries {
+            return Err(StoreError::Full);
+        }
+        Ok(state.store.entry(key).or_insert(0))
+    }
+
+    pub fn store_get(endpoint: Option<EndpointId>, name: &str) -> i64 {
+        with(|state| {
+            state
+                .store
+                .get(&(endpoint, name.to_string()))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    pub fn store_add(
+        endpoint: Option<EndpointId>,
+        name: &str,
+        delta: i64,
+    ) -> Result<i64, crate::store::StoreError> {
+        with(|state| {
+            let value = store_entry(state, endpoint, name)?;
+            *value = value.wrapping_add(delta);
+            Ok(*value)
+        })
+    }
+
+    pub fn store_compare_and_swap(
+        endpoint: Option<EndpointId>,
+        name: &str,
+        expected: i64,
+        new: i64,
+    ) -> Result<i64, crate::store::StoreError> {
+        if expected != 0 && store_get(endpoint, name) == 0 {
+            return Ok(0);
+        }
+        with(|state| {
+            let value = store_entry(state, endpoint, name)?;
+            let held = *value;
+            if held == expected {
+                *value = new;
+            }
+            Ok(held)
+        })
     }
 
     pub fn http(request: &HttpRequest) -> Result<HttpResponse, ProbeError> {

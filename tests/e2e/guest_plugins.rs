@@ -2,7 +2,8 @@
 //! build` from the bundled examples and served by the real binary: traffic
 //! through each language's balancer, a Python health check and a
 //! JavaScript recovery policy at work, a Rust balancer swapped for its
-//! Python port under load, and a million picks through each language.
+//! Python port under load, a million picks through each language, and the
+//! store and state carried across a swap in each language.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -274,4 +275,82 @@ async fn a_python_port_is_uploaded_as_a_candidate_and_called_beside_the_rust_ver
         comparison["cost_micros"]["candidate"]["p50"].as_f64() > Some(0.0),
         "{comparison:#}"
     );
+}
+
+/// Another file (another hash: a new version) of the same component.
+fn another_build_of(bytes: &[u8]) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    let name = b"switchyard-e2e";
+    bytes.extend_from_slice(&[0, name.len() as u8 + 1, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes
+}
+
+/// A guest-language balancer that takes turns keeps its place across a
+/// swap (its `snapshot` and `restore`) and counts its picks in the pool's
+/// store.
+async fn turns_carry_across_a_swap(plugin: &str) {
+    let plugins = plugin_dir(&[(plugin, plugin)]);
+    let upstreams = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"{plugin}\" }}\nendpoints = [{}]\n",
+        endpoints(&upstreams.iter().collect::<Vec<_>>())
+    );
+    // One worker: one instance, so the turns are one sequence.
+    let proxy = Switchyard::try_start_full(
+        plugins.path(),
+        "workers = 1",
+        "",
+        &shared_compile_cache(),
+        &body,
+    )
+    .unwrap_or_else(|error| panic!("switchyard did not start: {error}"));
+    let client = HttpClient::default();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reply = client
+            .try_get_with(&proxy.url("/"), &[])
+            .await
+            .unwrap_or_else(|error| panic!("{error}\n{}", proxy.log_tail()));
+        seen.push(reply.upstream().to_string());
+    }
+    replace_plugin(
+        plugins.path(),
+        plugin,
+        &another_build_of(&plugin_bytes(plugin)),
+    );
+    proxy
+        .wait_for_plugin(&client, plugin, "the new file swapped in", |p| {
+            p["reloads"] == 1
+        })
+        .await;
+    for _ in 0..2 {
+        seen.push(client.get(&proxy.url("/")).await.upstream().to_string());
+    }
+    assert_eq!(
+        seen,
+        ["a", "b", "c", "a"],
+        "the place went on across the swap"
+    );
+    let state = &proxy.plugins(&client).await[plugin];
+    assert_eq!(state["faults"], 0, "{state:#}");
+    assert_eq!(state["rejected_files"], 0, "{state:#}");
+    assert_eq!(
+        state["stores"][0]["entries"], 1,
+        "the picks counter: {state:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_balancer_keeps_its_place_across_a_swap() {
+    turns_carry_across_a_swap("js-turns").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_balancer_keeps_its_place_across_a_swap() {
+    turns_carry_across_a_swap("py-turns").await;
 }

@@ -17,6 +17,7 @@ mod hostile;
 mod plugin_check;
 mod plugin_logs;
 mod plugin_new;
+mod plugin_state;
 mod priority;
 mod protocols;
 mod proxying;

@@ -42,7 +42,7 @@ fn a_bundled_balancer_is_ok_with_its_costs_on_10_and_10000_endpoints() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("world      balancer, contract 0.2.0"),
+        text.contains("world      balancer, contract 0.2.1"),
         "{text}"
     );
     assert!(text.contains("settings   defaults"), "{text}");
@@ -52,7 +52,7 @@ fn a_bundled_balancer_is_ok_with_its_costs_on_10_and_10000_endpoints() {
     let (json, code) = report(&[&built("round-robin")]);
     assert_eq!(code, 0);
     assert_eq!(json["world"], "balancer");
-    assert_eq!(json["contract"], "0.2.0");
+    assert_eq!(json["contract"], "0.2.1");
     assert_eq!(json["verdict"]["status"], "ok");
     assert!(json["size_bytes"].as_u64().unwrap() > 0);
     assert!(json["compile_micros"].as_u64().unwrap() > 0);

@@ -70,7 +70,7 @@ async fn two_thousand_pools_are_served_by_their_plugin_from_one_instance_per_wor
     let client = HttpClient::default();
     let plugin = &proxy.plugins(&client).await["pin"];
     assert_eq!(plugin["faults"], 0, "{plugin:#}");
-    assert_eq!(plugin["contract"], "0.2.0", "{plugin:#}");
+    assert_eq!(plugin["contract"], "0.2.1", "{plugin:#}");
     assert_eq!(plugin["instances"], "shared", "{plugin:#}");
     assert!(
         plugin["calls"].as_u64().unwrap() >= pools as u64,

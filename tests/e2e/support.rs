@@ -78,12 +78,15 @@ pub fn built_plugins() -> &'static Path {
     })
 }
 
-/// The bundled plugins written in guest languages: their projects.
-const GUEST_PROJECTS: [&str; 4] = [
+/// The bundled plugins written in guest languages, and the tests' own:
+/// their projects.
+const GUEST_PROJECTS: [&str; 6] = [
     "examples/js/least-request",
     "examples/js/retry-backoff",
     "examples/python/round-robin",
     "examples/python/http-health",
+    "tests/guest-plugins/js-turns",
+    "tests/guest-plugins/py-turns",
 ];
 
 /// The folder of the guest-language plugins, built once per test run with

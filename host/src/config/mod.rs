@@ -38,6 +38,10 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 512;
 pub const DEFAULT_LOG_LINE_BYTES: u32 = 1024;
 /// Log lines a plugin (all its instances together) may write a second.
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 50;
+/// Entries of one pool's plugin store (`switchyard:plugin/store`).
+pub const DEFAULT_STORE_ENTRIES: u32 = 4096;
+/// Bytes of a plugin store entry's name at most.
+pub const DEFAULT_STORE_NAME_BYTES: u32 = 64;
 /// Default `[plugins] recycle_at_percent`.
 pub const DEFAULT_RECYCLE_AT_PERCENT: u32 = 75;
 /// Below this available share of its serving tier, a pool balances over all of it.
@@ -375,6 +379,16 @@ pub struct PluginsConfig {
     /// stops it. From 10 to 100; 100 never recycles.
     #[serde(default = "default_recycle_at_percent")]
     pub recycle_at_percent: u32,
+    /// `store_entries = 4096`: entries at most in the store a plugin's
+    /// instances share for one pool (`switchyard:plugin/store`); a full
+    /// store refuses new entries. Each entry costs about 100 bytes of host
+    /// memory. From 16 to 1048576.
+    #[serde(default = "default_store_entries")]
+    pub store_entries: u32,
+    /// `store_name_bytes = 64`: the longest name of a store entry, in bytes.
+    /// From 8 to 1024.
+    #[serde(default = "default_store_name_bytes")]
+    pub store_name_bytes: u32,
     /// `[plugins.limits.NAME]`: the sandbox settings of one plugin, where
     /// they differ from the ones above (a Python plugin needs more memory
     /// than a Rust one).
@@ -582,6 +596,8 @@ impl Default for PluginsConfig {
             log_line_bytes: DEFAULT_LOG_LINE_BYTES,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             recycle_at_percent: DEFAULT_RECYCLE_AT_PERCENT,
+            store_entries: DEFAULT_STORE_ENTRIES,
+            store_name_bytes: DEFAULT_STORE_NAME_BYTES,
             limits: BTreeMap::new(),
             rollout: BTreeMap::new(),
         }
@@ -1336,6 +1352,12 @@ fn default_log_lines_per_second() -> u32 {
 fn default_recycle_at_percent() -> u32 {
     DEFAULT_RECYCLE_AT_PERCENT
 }
+fn default_store_entries() -> u32 {
+    DEFAULT_STORE_ENTRIES
+}
+fn default_store_name_bytes() -> u32 {
+    DEFAULT_STORE_NAME_BYTES
+}
 fn default_true() -> bool {
     true
 }
@@ -1701,6 +1723,24 @@ impl Config {
                 format!(
                     "must be from 64 to 65536, got {}",
                     self.plugins.log_line_bytes
+                ),
+            );
+        }
+        if !(16..=1_048_576).contains(&self.plugins.store_entries) {
+            report(
+                "plugins.store_entries".into(),
+                format!(
+                    "must be from 16 to 1048576, got {}",
+                    self.plugins.store_entries
+                ),
+            );
+        }
+        if !(8..=1024).contains(&self.plugins.store_name_bytes) {
+            report(
+                "plugins.store_name_bytes".into(),
+                format!(
+                    "must be from 8 to 1024, got {}",
+                    self.plugins.store_name_bytes
                 ),
             );
         }

@@ -61,6 +61,9 @@ pub(super) struct PluginView {
     /// Instances replaced by fresh ones for the memory they had reached
     /// (`recycle_at_percent` of the cap); not faults.
     recycles: u64,
+    /// The store its instances share for each pool or route it serves
+    /// (`switchyard:plugin/store`, balancers and recovery policies).
+    stores: Vec<StoreView>,
     /// The sandbox it runs in: `[plugins]` with its `[plugins.limits.NAME]`.
     limits: LimitsView,
     /// Versions swapped in after the first.
@@ -243,6 +246,15 @@ fn view(slot: &PluginSlot) -> PluginView {
             }
         },
         recycles: slot.recycles(),
+        stores: slot
+            .stores()
+            .into_iter()
+            .map(|(user, entries, max_entries)| StoreView {
+                user,
+                entries,
+                max_entries,
+            })
+            .collect(),
         limits: LimitsView {
             memory_limit_mib: (slot.limits.memory_limit / (1024 * 1024)) as u64,
             recycle_at_mib: (slot.limits.recycle_at != usize::MAX)
@@ -262,6 +274,18 @@ fn view(slot: &PluginSlot) -> PluginView {
             reason: rollout.end().map(|end| end.message),
         }),
     }
+}
+
+/// The store a plugin's instances share for one pool or route.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StoreView {
+    /// Who it serves: "pool `web`", "route `routes[3]`".
+    user: String,
+    /// Entries it holds.
+    entries: usize,
+    /// The most it may hold (`plugins.store_entries`); a full store refuses
+    /// new entries.
+    max_entries: usize,
 }
 
 /// One plugin's sandbox settings.

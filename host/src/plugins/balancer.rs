@@ -13,13 +13,14 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::balancer::BalancerPlugin;
 use super::bindings::v0_1::balancer::BalancerPlugin as BalancerPlugin0_1;
-use super::pooled::{PerThread, PoolError, SharedInstance};
+use super::pool_store::PoolStore;
+use super::pooled::{upgrade, PerThread, PoolError, SharedInstance, Upgrade};
 use super::recording::{RecordedEndpoint, RecordedPick, RecordedRequest, Recorder};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
 use super::rollout::{Lane, PhaseStats, Rollout};
-use super::state::{begin_call, StoreState};
-use super::{describe_failure, instantiate, set_up, SetUpError, Shared};
+use super::state::{begin_call, serve_store, StoreState};
+use super::{describe_failure, set_up, SetUpError, Shared};
 use crate::engine::{
     Balancer, EndpointId, EndpointSet, Histogram, PickFault, PickRequest, PlacedBy, Placement,
     Priority, RequestHeaders, PLUGIN_CALL_BOUNDS_NS,
@@ -54,6 +55,9 @@ enum CostTo<'a> {
 /// A pool's balancer backed by a plugin.
 pub struct WasmBalancer {
     key: usize,
+    /// The store the plugin's instances share for this pool; it outlives
+    /// the plugin's versions.
+    pool_store: Arc<PoolStore>,
     shared: Arc<Shared>,
     slot: Arc<PluginSlot>,
     pool_name: String,
@@ -163,22 +167,6 @@ fn push_endpoints(
         .map_err(|e| describe_failure(&instance.store, &e, "set-endpoints"))
 }
 
-/// Makes a pool's `pool-balancer` from its config.
-fn create(
-    config: &str,
-) -> impl FnOnce(
-    &BalancerPlugin,
-    &mut Store<StoreState>,
-) -> wasmtime::Result<Result<wasmtime::component::ResourceAny, String>>
-       + '_ {
-    move |exports, store| {
-        exports
-            .switchyard_plugin_balancer()
-            .pool_balancer()
-            .call_create(store, config)
-    }
-}
-
 /// Checks that `version` (contract 0.2) serves a pool with `config_json`
 /// and the endpoints of `set`, in the slot's scratch instance: `create` and
 /// `set-endpoints` on a resource that is dropped afterwards.
@@ -206,7 +194,7 @@ pub(crate) fn check_shared(
         |instance, key| {
             serve_set(&mut instance.store, set);
             let handle = instance
-                .pool(shared, key, create(config_json))
+                .pool(shared, key, &Arc::from(config_json))
                 .map_err(SetUpError::from)?
                 .handle;
             push_endpoints(shared, instance, handle, set).map_err(SetUpError::Plugin)
@@ -289,8 +277,11 @@ impl WasmBalancer {
         pool_name: &str,
         config_json: &str,
     ) -> Self {
+        let pool_store = Arc::new(PoolStore::new(shared.limits.store()));
+        slot.add_store(format!("pool `{pool_name}`"), &pool_store);
         WasmBalancer {
             key: KEYS.allocate(),
+            pool_store,
             shared,
             slot,
             pool_name: pool_name.to_string(),
@@ -302,6 +293,11 @@ impl WasmBalancer {
     /// The plugin's slot.
     pub fn slot(&self) -> &Arc<PluginSlot> {
         &self.slot
+    }
+
+    /// The store the plugin's instances share for this pool.
+    pub fn pool_store(&self) -> &Arc<PoolStore> {
+        &self.pool_store
     }
 
     fn fault(&self, version: &PluginVersion, fault: PickFault) -> PickFault {
@@ -332,11 +328,27 @@ impl WasmBalancer {
             .as_ref()
             .is_none_or(|instance| instance.version_id != version.id)
         {
-            *entry = None;
-            let (store, exports) =
-                instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))
-                    .map_err(set_up_fault)?;
-            *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
+            // The serving version carries each pool's state from the one
+            // before; a candidate on trial starts afresh beside it.
+            let old = match cost {
+                CostTo::Live(_) => entry.take(),
+                CostTo::Candidate(_) => {
+                    *entry = None;
+                    None
+                }
+            };
+            let upgraded = upgrade(&self.shared, &self.slot, version.id, &KEYS, old, |store| {
+                pre.instantiate(store)
+            })
+            .map_err(set_up_fault)?;
+            *entry = Some(match upgraded {
+                Upgrade::Upgraded(instance) => instance,
+                Upgrade::KeptOld(old, reason) => {
+                    self.slot
+                        .reject_serving(version, format!("pool `{}`: {reason}", self.pool_name));
+                    old
+                }
+            });
         }
         let instance = entry.as_mut().expect("instance created above");
         let answer = self.pick_in(instance, set, request, version, cost);
@@ -365,9 +377,9 @@ impl WasmBalancer {
     ) -> Result<Option<EndpointId>, PickFault> {
         // Retired pools' resources were dropped by `PerThread::with`.
         serve_set(&mut instance.store, set);
-        let config = &*self.config_json;
+        serve_store(&mut instance.store, &self.pool_store);
         let resource = instance
-            .pool(&self.shared, self.key, create(config))
+            .pool(&self.shared, self.key, &self.config_json)
             .map_err(|error| match error {
                 PoolError::Refused(reason) => PickFault::Unavailable(reason),
                 PoolError::Trapped(reason) => PickFault::Trap(reason),

@@ -186,14 +186,19 @@ impl PluginRuntime {
         }
         let users = slot.users.lock().unwrap().clone();
         let mut pools = Vec::new();
-        for usage in &users {
+        let checked = users.iter().try_for_each(|usage| {
             self.check_use(slot, &candidate, usage)?;
             if let (Role::Balancer, Owner::Pool(pool)) = (usage.role, &usage.owner) {
                 if let Some(pool) = pool.upgrade() {
                     pools.push((usage.pool_name.clone(), pool.endpoints().all.len()));
                 }
             }
-        }
+            Ok(())
+        });
+        // As for a file loaded whole: the serving version's scratch
+        // instance was kept aside only for the checks.
+        *slot.outgoing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        checked?;
         let rollout = Arc::new(Rollout::new(
             Arc::new(candidate),
             live,

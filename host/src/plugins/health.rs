@@ -82,12 +82,7 @@ pub(crate) fn check_shared(
         |store| pre.instantiate(store),
         |instance, key| {
             instance
-                .pool(shared, key, |exports, store| {
-                    exports
-                        .switchyard_plugin_health_check()
-                        .pool_check()
-                        .call_create(store, config_json)
-                })
+                .pool(shared, key, &Arc::from(config_json))
                 .map(drop)
                 .map_err(SetUpError::from)
         },
@@ -314,13 +309,7 @@ impl Inner {
         instance
             .sweep(&self.shared, &KEYS)
             .map_err(SetUpError::Plugin)?;
-        let config = &*self.config_json;
-        let handle = match instance.pool(&self.shared, self.key, |exports, store| {
-            exports
-                .switchyard_plugin_health_check()
-                .pool_check()
-                .call_create(store, config)
-        }) {
+        let handle = match instance.pool(&self.shared, self.key, &self.config_json) {
             Ok(resource) => resource.handle,
             Err(PoolError::Refused(reason)) => {
                 checks.idle.lock().unwrap().push(instance);

@@ -10,6 +10,7 @@ mod health;
 mod imports;
 mod last_good;
 mod log;
+pub mod pool_store;
 mod pooled;
 mod recording;
 mod recovery;
@@ -101,6 +102,14 @@ impl Limits {
     /// The settings plugin `name`'s instances run with.
     pub fn of(&self, name: &str) -> PluginLimits {
         PluginLimits::from(self.plugins.limits_of(name))
+    }
+
+    /// The bounds of each pool's plugin store.
+    pub fn store(&self) -> pool_store::StoreLimits {
+        pool_store::StoreLimits {
+            entries: self.plugins.store_entries as usize,
+            name_bytes: self.plugins.store_name_bytes as usize,
+        }
     }
 }
 
@@ -245,6 +254,7 @@ impl PluginRuntime {
             &mut linker,
             |s| s,
         )?;
+        bindings::store::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         // Contract 0.1's imports under their own names.
         bindings::v0_1::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         bindings::v0_1::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
@@ -719,9 +729,13 @@ impl PluginRuntime {
         self.check_capacity_with(slot, &version)
             .map_err(|reason| fail("capacity", reason))?;
         let users = slot.users.lock().unwrap().clone();
-        for usage in &users {
-            self.check_use(slot, &version, usage)?;
-        }
+        let checked = users
+            .iter()
+            .try_for_each(|usage| self.check_use(slot, &version, usage));
+        // The serving version's scratch instance, kept aside while its
+        // pools' state was restored into the new one's, is done with.
+        *slot.outgoing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        checked?;
         version.load_micros = started.elapsed().as_micros() as u64;
         let version = Arc::new(version);
         slot.install(Arc::clone(&version));

@@ -11,10 +11,13 @@
 //! is counted against the pool that trapped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
+use super::bindings::{balancer::BalancerPlugin, health::HealthPlugin, recovery::RecoveryPlugin};
+use super::pool_store::PoolStore;
 use super::retire::Keys;
 use super::state::{begin_call, StoreState};
 use super::{describe_failure, SetUpError, Shared};
@@ -25,6 +28,58 @@ pub(crate) struct PoolResource {
     pub handle: ResourceAny,
     /// The endpoint-set generation last pushed to it (balancers).
     pub generation: u64,
+    /// The config it was made from, to make it again in a new version's
+    /// instance when its state is carried there.
+    config: Arc<str>,
+    /// The pool's store, served to `snapshot` and `restore` as to any call
+    /// for the pool.
+    pool_store: Option<Arc<PoolStore>>,
+}
+
+/// What the host calls on a world's exports to make a pool's resource and
+/// to carry its state from one version to the next.
+pub(crate) trait PoolExports {
+    /// `create` with the pool's config.
+    fn create(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<ResourceAny, String>>;
+
+    /// Whether the component exports `snapshot` and `restore`.
+    fn has_state(&self) -> bool {
+        false
+    }
+
+    /// `snapshot` of a pool's resource (an empty state without the export).
+    fn snapshot(
+        &self,
+        _store: &mut Store<StoreState>,
+        _pool: ResourceAny,
+    ) -> wasmtime::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    /// `restore` into a pool's resource (nothing to do without the export).
+    fn restore(
+        &self,
+        _store: &mut Store<StoreState>,
+        _pool: ResourceAny,
+        _state: &[u8],
+    ) -> wasmtime::Result<Result<(), String>> {
+        Ok(Ok(()))
+    }
+}
+
+/// Why a pool's state could not be carried into a new version's instance.
+#[derive(Debug)]
+pub(crate) enum CarryError {
+    /// The new version refused the state (or its config), or trapped
+    /// taking it: the new version is at fault.
+    Refused(String),
+    /// The old instance trapped giving it: it cannot be entered again, and
+    /// there is nothing to carry.
+    OldTrapped(String),
 }
 
 /// One instance of a version, with the resources of the pools it has served.
@@ -74,8 +129,11 @@ impl<E> SharedInstance<E> {
         &mut self,
         shared: &Shared,
         key: usize,
-        create: impl FnOnce(&E, &mut Store<StoreState>) -> wasmtime::Result<Result<ResourceAny, String>>,
-    ) -> Result<&mut PoolResource, PoolError> {
+        config: &Arc<str>,
+    ) -> Result<&mut PoolResource, PoolError>
+    where
+        E: PoolExports,
+    {
         // One lookup on the hot path: the entry holds only `pools`, so the
         // store and exports stay free for `create`.
         let SharedInstance {
@@ -88,7 +146,7 @@ impl<E> SharedInstance<E> {
             std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 begin_call(store, shared.limits.setup_deadline_ticks);
-                let handle = match create(exports, store) {
+                let handle = match exports.create(store, config) {
                     Ok(Ok(handle)) => handle,
                     Ok(Err(message)) => {
                         return Err(PoolError::Refused(format!(
@@ -101,11 +159,93 @@ impl<E> SharedInstance<E> {
                         )))
                     }
                 };
+                // The caller served the pool's store before asking.
+                let pool_store = store.data().pool_store.clone();
                 Ok(entry.insert(PoolResource {
                     handle,
                     generation: 0,
+                    config: Arc::clone(config),
+                    pool_store,
                 }))
             }
+        }
+    }
+
+    /// Carries every pool's state from `old`, another version's instance on
+    /// this thread, into this one: `snapshot` of each of `old`'s resources
+    /// and, for a state that is not empty, the pool's resource made here
+    /// from the same config and `restore`d. Endpoints are pushed to a made
+    /// balancer at its pool's next pick, as to any new resource.
+    pub(crate) fn carry_from(
+        &mut self,
+        shared: &Shared,
+        old: &mut SharedInstance<E>,
+    ) -> Result<(), CarryError>
+    where
+        E: PoolExports,
+    {
+        if !old.exports.has_state() {
+            return Ok(());
+        }
+        let mut states = Vec::new();
+        for (&key, resource) in &old.pools {
+            old.store.data_mut().pool_store = resource.pool_store.clone();
+            begin_call(&mut old.store, shared.limits.setup_deadline_ticks);
+            let state = old
+                .exports
+                .snapshot(&mut old.store, resource.handle)
+                .map_err(|e| {
+                    CarryError::OldTrapped(describe_failure(&old.store, &e, "snapshot"))
+                })?;
+            if !state.is_empty() {
+                states.push((
+                    key,
+                    Arc::clone(&resource.config),
+                    resource.pool_store.clone(),
+                    state,
+                ));
+            }
+        }
+        for (key, config, pool_store, state) in states {
+            self.store.data_mut().pool_store = pool_store;
+            self.restore_pool(shared, key, &config, &state)?;
+        }
+        Ok(())
+    }
+
+    /// Makes pool `key`'s resource from `config` and restores `state` into it.
+    pub(crate) fn restore_pool(
+        &mut self,
+        shared: &Shared,
+        key: usize,
+        config: &Arc<str>,
+        state: &[u8],
+    ) -> Result<(), CarryError>
+    where
+        E: PoolExports,
+    {
+        let handle = self
+            .pool(shared, key, config)
+            .map_err(|error| match error {
+                PoolError::Refused(reason) | PoolError::Trapped(reason) => {
+                    CarryError::Refused(reason)
+                }
+            })?
+            .handle;
+        if !self.exports.has_state() {
+            return Ok(());
+        }
+        begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
+        match self.exports.restore(&mut self.store, handle, state) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(CarryError::Refused(format!(
+                "restore refused the state of the version before: {message}"
+            ))),
+            Err(error) => Err(CarryError::Refused(describe_failure(
+                &self.store,
+                &error,
+                "restore",
+            ))),
         }
     }
 
@@ -143,6 +283,55 @@ impl<E> SharedInstance<E> {
         }
         Ok(())
     }
+}
+
+/// A thread's instance after the version it serves moved.
+pub(crate) enum Upgrade<E> {
+    /// An instance of the new version, with the pools' state carried over.
+    Upgraded(SharedInstance<E>),
+    /// The new version refused a pool's state: the old instance goes on
+    /// serving, and the new version is to be rejected for the reason given.
+    KeptOld(SharedInstance<E>, String),
+}
+
+/// Makes this thread's instance of version `version_id` in place of `old`,
+/// the instance of the version before (if any), carrying each pool's state
+/// across (`snapshot` there, `restore` here). A refusal keeps `old` when the
+/// new version is the newer one; when it is the older one (a version
+/// reinstated after a refusal), its pools start afresh instead, as they
+/// did before 0.2.1.
+pub(crate) fn upgrade<E: PoolExports>(
+    shared: &Shared,
+    slot: &super::registry::PluginSlot,
+    version_id: u64,
+    keys: &Keys,
+    old: Option<SharedInstance<E>>,
+    instantiate: impl Fn(&mut Store<StoreState>) -> wasmtime::Result<E>,
+) -> Result<Upgrade<E>, SetUpError> {
+    // An old instance with nothing to carry goes first: the new one may
+    // need its place under `max_instances`.
+    let mut old = old.filter(|old| old.exports.has_state() && !old.pools.is_empty());
+    let (store, exports) = match super::instantiate(shared, slot, &instantiate) {
+        Err(SetUpError::Capacity(_)) if old.is_some() => {
+            old = None;
+            super::instantiate(shared, slot, &instantiate)?
+        }
+        made => made?,
+    };
+    let mut new = SharedInstance::new(version_id, store, exports, keys);
+    let Some(mut old) = old else {
+        return Ok(Upgrade::Upgraded(new));
+    };
+    match new.carry_from(shared, &mut old) {
+        Ok(()) => {}
+        Err(CarryError::Refused(reason)) if version_id > old.version_id => {
+            return Ok(Upgrade::KeptOld(old, reason));
+        }
+        Err(CarryError::Refused(reason) | CarryError::OldTrapped(reason)) => {
+            tracing::debug!(plugin = &*slot.name, "pools start afresh: {reason}");
+        }
+    }
+    Ok(Upgrade::Upgraded(new))
 }
 
 /// Why a pool's resource could not be had.
@@ -221,7 +410,13 @@ impl<E> PerThread<E> {
 /// holds the state of every pool using the plugin, as a worker's instance
 /// will: a set of pools whose state together outgrows the memory cap is
 /// refused here, when it is loaded, not on the request path.
-pub(crate) fn check_in_scratch<E: InScratch>(
+///
+/// When the version is to replace the one serving, the serving version's
+/// scratch instance is kept aside (`PluginSlot::outgoing`) for the whole
+/// load, and each pool's state there is `snapshot` and `restore`d into the
+/// new resource: a version that cannot read the state of the one before is
+/// refused here, before it serves.
+pub(crate) fn check_in_scratch<E: InScratch + PoolExports>(
     shared: &Shared,
     slot: &super::registry::PluginSlot,
     version_id: u64,
@@ -231,10 +426,16 @@ pub(crate) fn check_in_scratch<E: InScratch>(
     exercise: impl FnOnce(&mut SharedInstance<E>, usize) -> Result<(), SetUpError>,
 ) -> Result<(), SetUpError> {
     let mut scratch = slot.scratch.lock().unwrap_or_else(|e| e.into_inner());
-    let kept = scratch
-        .take()
-        .and_then(E::unwrap)
-        .filter(|instance| instance.version_id == version_id);
+    let mut outgoing = slot.outgoing.lock().unwrap_or_else(|e| e.into_inner());
+    let serving = slot.current().map(|version| version.id);
+    let kept = match scratch.take().and_then(E::unwrap) {
+        Some(instance) if instance.version_id == version_id => Some(instance),
+        Some(instance) if Some(instance.version_id) == serving => {
+            *outgoing = Some(E::wrap(instance));
+            None
+        }
+        _ => None,
+    };
     let mut instance = match kept {
         Some(instance) => instance,
         None => {
@@ -249,8 +450,14 @@ pub(crate) fn check_in_scratch<E: InScratch>(
         }
     }
     let key = keys.allocate();
-    let checked = exercise(&mut instance, key);
+    // A store of its own: a check must not write to the pool's.
+    instance.store.data_mut().pool_store = Some(Arc::new(PoolStore::new(shared.limits.store())));
+    let mut checked = exercise(&mut instance, key);
+    if checked.is_ok() {
+        checked = carry_checked(shared, outgoing.as_mut(), &mut instance, pool_name, key);
+    }
     instance.store.data_mut().endpoints = None;
+    instance.store.data_mut().pool_store = None;
     match checked {
         Ok(()) => {
             instance.checked.insert(pool_name.to_string(), key);
@@ -266,11 +473,51 @@ pub(crate) fn check_in_scratch<E: InScratch>(
     checked
 }
 
+/// Restores the state of pool `pool_name` in the serving version's
+/// scratch instance, if there is one, into the new version's resource `key`.
+fn carry_checked<E: InScratch + PoolExports>(
+    shared: &Shared,
+    outgoing: Option<&mut Scratch>,
+    instance: &mut SharedInstance<E>,
+    pool_name: &str,
+    key: usize,
+) -> Result<(), SetUpError> {
+    let Some(old) = outgoing.and_then(E::unwrap_mut) else {
+        return Ok(());
+    };
+    let Some(old_key) = old.checked.get(pool_name).copied() else {
+        return Ok(());
+    };
+    let Some(resource) = old.pools.get(&old_key) else {
+        return Ok(());
+    };
+    if !old.exports.has_state() {
+        return Ok(());
+    }
+    let (handle, config) = (resource.handle, Arc::clone(&resource.config));
+    old.store.data_mut().pool_store = resource.pool_store.clone();
+    begin_call(&mut old.store, shared.limits.setup_deadline_ticks);
+    // A serving version that cannot give its state is not the new one's
+    // fault: there is nothing to check against.
+    let Ok(state) = old.exports.snapshot(&mut old.store, handle) else {
+        return Ok(());
+    };
+    if state.is_empty() {
+        return Ok(());
+    }
+    match instance.restore_pool(shared, key, &config, &state) {
+        Ok(()) => Ok(()),
+        Err(CarryError::Refused(reason) | CarryError::OldTrapped(reason)) => {
+            Err(SetUpError::Plugin(reason))
+        }
+    }
+}
+
 /// A slot's scratch instance, by world.
 pub(crate) enum Scratch {
-    Balancer(SharedInstance<super::bindings::balancer::BalancerPlugin>),
-    HealthCheck(SharedInstance<super::bindings::health::HealthPlugin>),
-    Recovery(SharedInstance<super::bindings::recovery::RecoveryPlugin>),
+    Balancer(SharedInstance<BalancerPlugin>),
+    HealthCheck(SharedInstance<HealthPlugin>),
+    Recovery(SharedInstance<RecoveryPlugin>),
 }
 
 impl Scratch {
@@ -298,6 +545,7 @@ impl std::fmt::Debug for Scratch {
 pub(crate) trait InScratch: Sized {
     fn wrap(instance: SharedInstance<Self>) -> Scratch;
     fn unwrap(scratch: Scratch) -> Option<SharedInstance<Self>>;
+    fn unwrap_mut(scratch: &mut Scratch) -> Option<&mut SharedInstance<Self>>;
 }
 
 macro_rules! in_scratch {
@@ -312,9 +560,106 @@ macro_rules! in_scratch {
                     _ => None,
                 }
             }
+            fn unwrap_mut(scratch: &mut Scratch) -> Option<&mut SharedInstance<Self>> {
+                match scratch {
+                    Scratch::$variant(instance) => Some(instance),
+                    _ => None,
+                }
+            }
         }
     };
 }
-in_scratch!(super::bindings::balancer::BalancerPlugin, Balancer);
-in_scratch!(super::bindings::health::HealthPlugin, HealthCheck);
-in_scratch!(super::bindings::recovery::RecoveryPlugin, Recovery);
+in_scratch!(BalancerPlugin, Balancer);
+in_scratch!(HealthPlugin, HealthCheck);
+in_scratch!(RecoveryPlugin, Recovery);
+
+impl PoolExports for BalancerPlugin {
+    fn create(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<ResourceAny, String>> {
+        self.switchyard_plugin_balancer()
+            .pool_balancer()
+            .call_create(store, config)
+    }
+
+    fn has_state(&self) -> bool {
+        self.state().is_some()
+    }
+
+    fn snapshot(
+        &self,
+        store: &mut Store<StoreState>,
+        pool: ResourceAny,
+    ) -> wasmtime::Result<Vec<u8>> {
+        match self.state() {
+            Some(state) => state.call_snapshot(store, pool),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restore(
+        &self,
+        store: &mut Store<StoreState>,
+        pool: ResourceAny,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self.state() {
+            Some(state) => state.call_restore(store, pool, bytes),
+            None => Ok(Ok(())),
+        }
+    }
+}
+
+impl PoolExports for RecoveryPlugin {
+    fn create(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<ResourceAny, String>> {
+        self.switchyard_plugin_recovery()
+            .pool_recovery()
+            .call_create(store, config)
+    }
+
+    fn has_state(&self) -> bool {
+        self.state().is_some()
+    }
+
+    fn snapshot(
+        &self,
+        store: &mut Store<StoreState>,
+        pool: ResourceAny,
+    ) -> wasmtime::Result<Vec<u8>> {
+        match self.state() {
+            Some(state) => state.call_snapshot(store, pool),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restore(
+        &self,
+        store: &mut Store<StoreState>,
+        pool: ResourceAny,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self.state() {
+            Some(state) => state.call_restore(store, pool, bytes),
+            None => Ok(Ok(())),
+        }
+    }
+}
+
+// Health checks carry no state across versions.
+impl PoolExports for HealthPlugin {
+    fn create(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<ResourceAny, String>> {
+        self.switchyard_plugin_health_check()
+            .pool_check()
+            .call_create(store, config)
+    }
+}

@@ -55,6 +55,39 @@ pub enum HostCall {
         /// The answer.
         value: Option<String>,
     },
+    /// `store.get`.
+    StoreGet {
+        /// The entry's endpoint.
+        endpoint: Option<u32>,
+        /// The entry's name.
+        name: String,
+        /// The answer.
+        value: i64,
+    },
+    /// `store.add`.
+    StoreAdd {
+        /// The entry's endpoint.
+        endpoint: Option<u32>,
+        /// The entry's name.
+        name: String,
+        /// What was added.
+        delta: i64,
+        /// The new value, or the refusal (`full`, `bad-name`, `no-pool`).
+        answer: Result<i64, String>,
+    },
+    /// `store.compare-and-swap`.
+    StoreCompareAndSwap {
+        /// The entry's endpoint.
+        endpoint: Option<u32>,
+        /// The entry's name.
+        name: String,
+        /// The value expected.
+        expected: i64,
+        /// The value to set.
+        new: i64,
+        /// The value found, or the refusal.
+        answer: Result<i64, String>,
+    },
 }
 
 /// An endpoint's load as a plugin was told it.

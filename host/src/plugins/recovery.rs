@@ -15,11 +15,12 @@ use super::bindings::v0_1::recovery::exports::switchyard::plugin::recovery as wi
 use super::bindings::v0_1::recovery::RecoveryPlugin as RecoveryPlugin0_1;
 use super::bindings::v0_1::recovery_0_1_0::exports::switchyard::plugin::recovery as wit_0_1_0;
 use super::bindings::v0_1::recovery_0_1_0::RecoveryPlugin as RecoveryPlugin0_1_0;
-use super::pooled::{PerThread, SharedInstance};
+use super::pool_store::PoolStore;
+use super::pooled::{upgrade, PerThread, SharedInstance, Upgrade};
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::{Keys, Table};
-use super::state::{begin_call, StoreState};
-use super::{describe_failure, instantiate, set_up, SetUpError, Shared};
+use super::state::{begin_call, serve_store, StoreState};
+use super::{describe_failure, set_up, SetUpError, Shared};
 use crate::engine::{
     Decision, EndpointSet, Failure, FailureKind, Priority, RecoveryPolicy, Retry, RetryOnce,
 };
@@ -119,12 +120,7 @@ pub(crate) fn check_shared(
         |store| pre.instantiate(store),
         |instance, key| {
             instance
-                .pool(shared, key, |exports, store| {
-                    exports
-                        .switchyard_plugin_recovery()
-                        .pool_recovery()
-                        .call_create(store, config_json)
-                })
+                .pool(shared, key, &Arc::from(config_json))
                 .map(drop)
                 .map_err(SetUpError::from)
         },
@@ -134,6 +130,9 @@ pub(crate) fn check_shared(
 /// A pool's (or a route's own) recovery policy backed by a plugin.
 pub struct WasmRecovery {
     key: usize,
+    /// The store the plugin's instances share for this pool (or route); it
+    /// outlives the plugin's versions.
+    pool_store: Arc<PoolStore>,
     shared: Arc<Shared>,
     slot: Arc<PluginSlot>,
     /// The pool's name or the route's key (`routes[3]`).
@@ -208,14 +207,22 @@ impl WasmRecovery {
         user: String,
         config_json: &str,
     ) -> Self {
+        let pool_store = Arc::new(PoolStore::new(shared.limits.store()));
+        slot.add_store(user.clone(), &pool_store);
         WasmRecovery {
             key: KEYS.allocate(),
+            pool_store,
             shared,
             slot,
             pool_name: pool_name.to_string(),
             user,
             config_json: config_json.into(),
         }
+    }
+
+    /// The store the plugin's instances share for this pool (or route).
+    pub fn pool_store(&self) -> &Arc<PoolStore> {
+        &self.pool_store
     }
 
     /// The decision of this thread's instance of the plugin (contract 0.2).
@@ -234,20 +241,28 @@ impl WasmRecovery {
             .as_ref()
             .is_none_or(|instance| instance.version_id != version.id)
         {
-            *entry = None;
-            let (store, exports) =
-                instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))?;
-            *entry = Some(SharedInstance::new(version.id, store, exports, &KEYS));
+            // Each pool's state is carried into the new version's instance.
+            let upgraded = upgrade(
+                &self.shared,
+                &self.slot,
+                version.id,
+                &KEYS,
+                entry.take(),
+                |store| pre.instantiate(store),
+            )?;
+            *entry = Some(match upgraded {
+                Upgrade::Upgraded(instance) => instance,
+                Upgrade::KeptOld(old, reason) => {
+                    self.slot
+                        .reject_serving(version, format!("{}: {reason}", self.user));
+                    old
+                }
+            });
         }
         let instance = entry.as_mut().expect("instance created above");
+        serve_store(&mut instance.store, &self.pool_store);
         let decided = (|| {
-            let config = &*self.config_json;
-            let handle = match instance.pool(&self.shared, self.key, |exports, store| {
-                exports
-                    .switchyard_plugin_recovery()
-                    .pool_recovery()
-                    .call_create(store, config)
-            }) {
+            let handle = match instance.pool(&self.shared, self.key, &self.config_json) {
                 Ok(resource) => resource.handle,
                 Err(super::pooled::PoolError::Refused(reason)) => return Err(Refused(reason)),
                 Err(super::pooled::PoolError::Trapped(reason)) => return Err(Trapped(reason)),

@@ -122,9 +122,9 @@ pub struct PluginVersion {
     pub hash: String,
     /// Its contract.
     pub world: World,
-    /// The contract version its export names (`0.2.0`, `0.1.1`, ...).
+    /// The contract version its export names (`0.2.1`, `0.1.1`, ...).
     pub contract: String,
-    /// What the component imports, by name (`switchyard:plugin/host@0.2.0`,
+    /// What the component imports, by name (`switchyard:plugin/host@0.2.1`,
     /// `wasi:io/streams@0.2.0`, ...), in the file's order.
     pub imports: Vec<String>,
     /// When it started serving.
@@ -141,6 +141,9 @@ pub struct PluginVersion {
     consecutive_faults: AtomicU32,
     quarantined: AtomicBool,
     faulted: AtomicBool,
+    /// Set when a worker found it could not carry a pool's state into it
+    /// after it was swapped in (`PluginSlot::reject_serving`).
+    refused_state: AtomicBool,
 }
 
 impl PluginVersion {
@@ -167,6 +170,7 @@ impl PluginVersion {
             consecutive_faults: AtomicU32::new(0),
             quarantined: AtomicBool::new(false),
             faulted: AtomicBool::new(false),
+            refused_state: AtomicBool::new(false),
         }
     }
 
@@ -297,11 +301,17 @@ pub struct PluginSlot {
     /// The instance that checks a new version or a new pool against this
     /// plugin (contract 0.2), kept between checks.
     pub(crate) scratch: Mutex<Option<super::pooled::Scratch>>,
+    /// While a new version is checked: the serving version's scratch
+    /// instance, whose pools' state the new version must be able to restore.
+    pub(crate) outgoing: Mutex<Option<super::pooled::Scratch>>,
     /// The shared instances of a health plugin (contract 0.2).
     pub(crate) checks: super::health::SharedChecks,
     /// The file.
     pub path: PathBuf,
     current: ArcSwapOption<PluginVersion>,
+    /// The version `current` replaced, reinstated if a worker finds the new
+    /// one cannot take a pool's state.
+    previous: ArcSwapOption<PluginVersion>,
     calls: AtomicU64,
     faults: AtomicU64,
     /// The largest linear memory any instance of this plugin reached, in
@@ -319,6 +329,9 @@ pub struct PluginSlot {
     pub history: Mutex<SlotHistory>,
     /// Pools and routes using this plugin.
     pub users: Mutex<Vec<PoolUse>>,
+    /// The store of each pool (or route) served by the plugin, by how
+    /// messages name the user; a store is gone once its pool is.
+    stores: Mutex<Vec<(String, Weak<super::pool_store::PoolStore>)>>,
     /// Where loads, rejections, faults and quarantines are published.
     events: Arc<crate::engine::Events>,
     /// The last rollout of a candidate version, running or ended.
@@ -352,9 +365,11 @@ impl PluginSlot {
             name,
             index: NEXT_INDEX.fetch_add(1, Ordering::Relaxed),
             scratch: Mutex::new(None),
+            outgoing: Mutex::new(None),
             checks: super::health::SharedChecks::default(),
             path,
             current: ArcSwapOption::empty(),
+            previous: ArcSwapOption::empty(),
             calls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             memory_high: Arc::default(),
@@ -364,6 +379,7 @@ impl PluginSlot {
             rolling: AtomicBool::new(false),
             candidate_loading: Mutex::new(()),
             rollouts_ended: Default::default(),
+            stores: Mutex::new(Vec::new()),
         }
     }
 
@@ -459,6 +475,7 @@ impl PluginSlot {
             serde_json::json!({ "plugin": &*self.name, "event": "loaded", "hash": version.hash }),
         );
         let previous = self.current.swap(Some(version));
+        self.previous.store(previous.clone());
         let mut history = self.history.lock().unwrap();
         history.file_present = true;
         history.last_rejected_hash = None;
@@ -478,6 +495,30 @@ impl PluginSlot {
         history.rejections += 1;
         history.last_rejected = Some(note.clone());
         history.last_error = Some(note);
+    }
+
+    /// A worker could not carry a pool's state into `version`, swapped in
+    /// already, for `reason`: the version is rejected as a file refused at
+    /// load would have been, and the version it replaced serves again (each
+    /// worker's instance goes back to it at its next call). Said once per
+    /// version, whichever worker finds it first.
+    pub(crate) fn reject_serving(&self, version: &PluginVersion, reason: String) {
+        if version.refused_state.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|c| c.id == version.id) {
+            if let Some(previous) = self.previous.load_full() {
+                self.current.compare_and_swap(&*current, Some(previous));
+            }
+        }
+        let message = format!(
+            "plugin `{}` ({}): restore: {reason}; the version before it serves again",
+            self.name,
+            self.path.display()
+        );
+        tracing::warn!("{message}");
+        self.reject(message, Some(version.hash.clone()));
     }
 
     pub(crate) fn warn(&self, message: String) {
@@ -575,6 +616,28 @@ impl PluginSlot {
             }
             None => false,
         }
+    }
+
+    /// Records the store the plugin's instances share for `user` ("pool
+    /// `web`"), for the API.
+    pub(crate) fn add_store(&self, user: String, store: &Arc<super::pool_store::PoolStore>) {
+        let mut stores = self.stores.lock().unwrap();
+        stores.retain(|(_, store)| store.strong_count() > 0);
+        stores.push((user, Arc::downgrade(store)));
+    }
+
+    /// The stores of the pools and routes the plugin serves now: who uses
+    /// each, its entries and the most it may hold.
+    pub fn stores(&self) -> Vec<(String, usize, usize)> {
+        let mut stores = self.stores.lock().unwrap();
+        stores.retain(|(_, store)| store.strong_count() > 0);
+        stores
+            .iter()
+            .filter_map(|(user, store)| {
+                let store = store.upgrade()?;
+                Some((user.clone(), store.len(), store.limits().entries))
+            })
+            .collect()
     }
 
     /// Calls made since start.

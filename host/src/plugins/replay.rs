@@ -41,6 +41,9 @@ pub struct ReplayFeed {
     headers: Vec<(String, Option<String>)>,
     now: u64,
     seed: u64,
+    /// The pool's store as the recording has shown it so far, which also
+    /// answers a version that diverged: entries by (endpoint, name).
+    store: HashMap<(Option<u32>, String), i64>,
     /// Set when the version asked what the recording does not have next.
     diverged: bool,
 }
@@ -54,6 +57,7 @@ impl ReplayFeed {
             headers: Vec::new(),
             now: 0,
             seed,
+            store: HashMap::new(),
             diverged: false,
         }
     }
@@ -81,7 +85,12 @@ impl ReplayFeed {
                 HostCall::RequestHeader { name, value } => {
                     self.headers.push((name.clone(), value.clone()));
                 }
-                HostCall::NowNs(_) | HostCall::RandomU64(_) | HostCall::EndpointLoad { .. } => {}
+                HostCall::NowNs(_)
+                | HostCall::RandomU64(_)
+                | HostCall::EndpointLoad { .. }
+                | HostCall::StoreGet { .. }
+                | HostCall::StoreAdd { .. }
+                | HostCall::StoreCompareAndSwap { .. } => {}
             }
         }
     }
@@ -146,6 +155,70 @@ impl ReplayFeed {
                 .find(|(asked, _)| asked.eq_ignore_ascii_case(name))
                 .and_then(|(_, value)| value.clone()),
         }
+    }
+
+    pub(crate) fn store_get(&mut self, endpoint: Option<u32>, name: &str) -> i64 {
+        let asked = |c: &HostCall| matches!(c, HostCall::StoreGet { endpoint: e, name: n, .. } if *e == endpoint && n == name);
+        let key = (endpoint, name.to_string());
+        match self.next(asked) {
+            Some(HostCall::StoreGet { value, .. }) => {
+                self.store.insert(key, value);
+                value
+            }
+            _ => self.store.get(&key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The answer to `add`: the recorded one, or (diverged) the store as
+    /// the recording left it, with `delta` added.
+    pub(crate) fn store_add(
+        &mut self,
+        endpoint: Option<u32>,
+        name: &str,
+        delta: i64,
+    ) -> Result<i64, String> {
+        let asked = |c: &HostCall| {
+            matches!(c, HostCall::StoreAdd { endpoint: e, name: n, delta: d, .. }
+                if *e == endpoint && n == name && *d == delta)
+        };
+        let key = (endpoint, name.to_string());
+        let answer = match self.next(asked) {
+            Some(HostCall::StoreAdd { answer, .. }) => answer,
+            _ => Ok(self
+                .store
+                .get(&key)
+                .copied()
+                .unwrap_or(0)
+                .wrapping_add(delta)),
+        };
+        if let Ok(value) = answer {
+            self.store.insert(key, value);
+        }
+        answer
+    }
+
+    /// The answer to `compare-and-swap`, as `store_add` answers `add`.
+    pub(crate) fn store_compare_and_swap(
+        &mut self,
+        endpoint: Option<u32>,
+        name: &str,
+        expected: i64,
+        new: i64,
+    ) -> Result<i64, String> {
+        let asked = |c: &HostCall| {
+            matches!(c, HostCall::StoreCompareAndSwap { endpoint: e, name: n, expected: x, new: v, .. }
+                if *e == endpoint && n == name && *x == expected && *v == new)
+        };
+        let key = (endpoint, name.to_string());
+        let answer = match self.next(asked) {
+            Some(HostCall::StoreCompareAndSwap { answer, .. }) => answer,
+            _ => Ok(self.store.get(&key).copied().unwrap_or(0)),
+        };
+        if let Ok(held) = answer {
+            self.store
+                .insert(key, if held == expected { new } else { held });
+        }
+        answer
     }
 
     /// A diverged version's answer for endpoint `id`: its last recorded

@@ -136,6 +136,9 @@ pub struct StoreState {
     pub log: Arc<super::log::PluginLog>,
     /// The pool's endpoints, for `endpoint-load`; `None` outside a pool.
     pub endpoints: Option<Arc<EndpointSet>>,
+    /// The store of the pool being served (`switchyard:plugin/store`);
+    /// `None` outside a pool.
+    pub pool_store: Option<Arc<super::pool_store::PoolStore>>,
     /// The headers of the request being placed, lent for one `pick` call.
     pub headers: http::HeaderMap,
     /// The endpoint a health check may probe, during `check` only.
@@ -181,6 +184,7 @@ impl StoreState {
             plugin,
             log,
             endpoints: None,
+            pool_store: None,
             headers: http::HeaderMap::new(),
             probe: None,
             recording: None,
@@ -239,6 +243,22 @@ pub fn new_store(engine: &wasmtime::Engine, state: StoreState) -> wasmtime::Stor
     store.limiter(|state| state);
     store.epoch_deadline_callback(|mut context| Ok(context.data_mut().clock.on_deadline()));
     store
+}
+
+/// Points the store at the pool store being served (a pointer compare
+/// when it already is).
+pub fn serve_store(
+    store: &mut wasmtime::Store<StoreState>,
+    pool: &Arc<super::pool_store::PoolStore>,
+) {
+    let state = store.data_mut();
+    if !state
+        .pool_store
+        .as_ref()
+        .is_some_and(|current| Arc::ptr_eq(current, pool))
+    {
+        state.pool_store = Some(Arc::clone(pool));
+    }
 }
 
 /// Starts the budget of one call of `ticks` epoch ticks; returns when it

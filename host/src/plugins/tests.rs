@@ -576,3 +576,208 @@ fn a_recording_of_100_000_picks_replays_exactly_through_its_version_and_shows_wh
         PICKS
     );
 }
+
+/// The bytes of a built plugin with a custom section appended: a new file
+/// (another hash, so another version) of the same code.
+fn another_build_of(bytes: &[u8]) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    let name = b"switchyard-test";
+    // A custom section: id 0, size, name length, name, no payload.
+    bytes.extend_from_slice(&[0, name.len() as u8 + 1, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes
+}
+
+/// A pool that uses plugin `name` as its balancer with `config`, attached
+/// so new versions are checked against it.
+fn attached_pool(runtime: &PluginRuntime, name: &str, config: &str) -> Arc<crate::engine::Pool> {
+    let endpoints = (0..3)
+        .map(|id| Arc::new(Endpoint::new(id, &format!("127.0.0.1:{}", 9000 + id), 1, 0).unwrap()))
+        .collect();
+    let pool = Arc::new(crate::engine::Pool::new(
+        "web".into(),
+        endpoints,
+        None,
+        None,
+    ));
+    runtime.attach(name, Role::Balancer, &pool, config).unwrap();
+    pool
+}
+
+/// A plugin built against contract 0.2.0 (the frozen WIT, no store, no
+/// state exports) loads and serves: its imports match 0.2.1's by semver,
+/// its `balancer@0.2.0` export is found by the 0.2.1 bindings, and a swap
+/// of it carries nothing.
+#[test]
+fn a_plugin_built_against_0_2_0_keeps_loading_and_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let bytes = built_plugin("tests/plugins/turns-0-2-0");
+    let version = load(&runtime, "turns", &bytes);
+    assert_eq!(version.contract, "0.2.0");
+    let Prepared::Balancer(pre) = &version.prepared else {
+        panic!("served as {:?}", version.prepared);
+    };
+    assert!(!pre.has_state());
+    let balancer = runtime.balancer("turns", "web", "{}");
+    let set = endpoint_set(3);
+    std::thread::spawn(move || {
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 0);
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 1);
+        load(&runtime, "turns", &another_build_of(&bytes));
+        // Nothing carried: the new version starts its turns afresh.
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 0);
+        assert_eq!(balancer.slot().faults(), 0);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A swap carries each pool's state: the worker's instance of the new
+/// version restores what the old one's snapshot held.
+#[test]
+fn state_is_carried_across_a_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let bytes = built_plugin("tests/plugins/carry-turns");
+    let version = load(&runtime, "turns", &bytes);
+    assert_eq!(version.contract, "0.2.1");
+    let _pool = attached_pool(&runtime, "turns", "{}");
+    let balancer = runtime.balancer("turns", "web", "{}");
+    let set = endpoint_set(3);
+    std::thread::spawn(move || {
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 0);
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 1);
+        let newer = load(&runtime, "turns", &another_build_of(&bytes));
+        // The place goes on where the old version left it.
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 2);
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 0);
+        let slot = runtime.slot("turns");
+        assert_eq!(slot.current().unwrap().id, newer.id);
+        assert_eq!(slot.faults(), 0);
+        assert_eq!(runtime.live_instances(), 2, "the worker's and the scratch");
+    })
+    .join()
+    .unwrap();
+}
+
+/// A version that cannot restore the serving version's state is refused
+/// when the file is loaded, before it serves, with the plugin's reason.
+#[test]
+fn a_restore_error_refuses_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let first = load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/carry-turns"),
+    );
+    let _pool = attached_pool(&runtime, "turns", "{}");
+    let path = runtime.dir().join("turns.wasm");
+    std::fs::write(&path, built_plugin("tests/plugins/carry-turns-2")).unwrap();
+    let error = runtime.load(&path).unwrap_err();
+    assert_eq!(error.stage, "configure");
+    assert!(
+        error.reason.contains("pool `web`: restore refused the state of the version before: a snapshot of format 1; this version reads format 2"),
+        "{error}"
+    );
+    let slot = runtime.slot("turns");
+    assert_eq!(slot.current().unwrap().id, first.id);
+    assert_eq!(slot.history.lock().unwrap().rejections, 1);
+}
+
+/// A restore that fails on a worker, after the load's checks passed (they
+/// see only fresh state): that worker keeps serving its old instance, and
+/// the new version is rejected and the one before reinstated. No pick is
+/// lost.
+#[test]
+fn a_restore_error_on_a_worker_reinstates_the_version_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    let fresh_carries_nothing = r#"{"empty_when_fresh": true}"#;
+    let first = load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/carry-turns"),
+    );
+    let _pool = attached_pool(&runtime, "turns", fresh_carries_nothing);
+    let balancer = runtime.balancer("turns", "web", fresh_carries_nothing);
+    let set = endpoint_set(3);
+    let events = Arc::clone(&runtime.shared.events);
+    std::thread::spawn(move || {
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 0);
+        let second = load(&runtime, "turns", &built_plugin("tests/plugins/carry-turns-2"));
+        let slot = runtime.slot("turns");
+        assert_eq!(slot.current().unwrap().id, second.id);
+        // This worker's pool has a place the new format cannot read.
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 1, "served by the old instance");
+        assert_eq!(slot.current().unwrap().id, first.id, "reinstated");
+        assert_eq!(pick_once(&balancer, &set).unwrap(), 2);
+        let history = slot.history.lock().unwrap();
+        let rejected = history.last_rejected.as_ref().unwrap();
+        assert!(
+            rejected.message.contains("restore: pool `web`: restore refused the state of the version before: a snapshot of format 1"),
+            "{}",
+            rejected.message
+        );
+        assert_eq!(history.rejections, 1);
+        drop(history);
+        assert_eq!(slot.faults(), 0);
+    })
+    .join()
+    .unwrap();
+    let (published, _) = events.since(None);
+    assert!(
+        published
+            .iter()
+            .any(|event| event.kind == "plugin" && event.data["event"] == "rejected"),
+        "{published:?}"
+    );
+}
+
+/// The store is a host call like the others: a recorded pick records what
+/// it asked the store and was answered, and a replay answers it again, so
+/// a version that uses the store replays exactly. The live store counted
+/// every pick.
+#[test]
+fn picks_that_use_the_store_are_recorded_and_replay_exactly() {
+    const PICKS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "turns",
+        &built_plugin("tests/plugins/carry-turns"),
+    );
+    let record = crate::config::RecordConfig {
+        percent: 100.0,
+        file: dir.path().join("recordings/web.jsonl"),
+        max_bytes: 1 << 30,
+    };
+    let balancer = runtime
+        .recorded_balancer("turns", "web", "{}", &record)
+        .unwrap();
+    let set = endpoint_set(3);
+    for _ in 0..PICKS {
+        pick_once(&balancer, &set).unwrap();
+    }
+    assert_eq!(balancer.pool_store().get(None, "picks"), PICKS as i64);
+    drop(balancer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines_in(&record.file) < PICKS as usize + 1 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recorded = std::fs::read_to_string(&record.file).unwrap();
+    assert!(recorded.contains("store-add"), "{}", &recorded[..400]);
+    let replayed = crate::replay::replay(&crate::replay::ReplayRequest {
+        recording: record.file.clone(),
+        plugin: dir.path().join("turns.wasm"),
+        config_json: None,
+        examples: 3,
+    })
+    .unwrap();
+    assert!(replayed.same_version, "{replayed:#?}");
+    assert_eq!((replayed.picks, replayed.agreed), (PICKS, PICKS));
+    assert_eq!(replayed.diverged_calls, 0);
+}

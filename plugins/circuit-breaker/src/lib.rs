@@ -8,8 +8,8 @@
 //! - its recent failure share is at least `failure_ratio`:
 //!   `1 − success_permille / 1000 ≥ failure_ratio`, with `success_permille`
 //!   read from the host (`host::load`) at the failure; or
-//! - it has failed `consecutive_failures` times in a row, as seen by this
-//!   instance (see below).
+//! - it has failed `consecutive_failures` times in a row, counted over the
+//!   whole pool (see below).
 //!
 //! Tripping answers `eject` for the open time and, when `retry` is on and
 //! the host can replay the request, retries it at once on another endpoint.
@@ -22,9 +22,9 @@
 //! while the endpoint is on probation, that is within one open time after
 //! its last ejection ended, is a re-trip: it opens for twice the last open
 //! time, up to `max_open_ms`. A trip after probation starts again from
-//! `open_ms`. Failures reported while this instance believes the endpoint
-//! is still ejected (requests that were in flight when it was ejected)
-//! neither count nor trip again.
+//! `open_ms`. Failures reported while the endpoint is still ejected
+//! (requests that were in flight when it was ejected) neither count nor
+//! trip again.
 //!
 //! **Consecutive failures.** Recovery plugins hear of failures only, never
 //! of successes, so "in a row" is inferred. A failure continues the
@@ -51,10 +51,19 @@
 //! (<https://twitter.github.io/finagle/guide/Clients.html#failure-accrual>);
 //! the closed / open / half-open breaker is from M. Nygard, "Release It!".
 //!
-//! Each worker thread keeps its own state per pool, so each keeps its own
-//! counts and may eject an endpoint on its own; the success share is the
-//! host's, shared by all. State is kept per endpoint id and forgotten once
-//! it could no longer change a decision.
+//! **Pool-wide.** The host runs an instance per worker thread, and failures
+//! spread over the workers. The state of each endpoint (its run, its latest
+//! failure, its open time and trips) is kept in the pool's store
+//! (`switchyard_sdk::store`), shared by every worker's instance: failures
+//! on any worker continue one run, and a trip is claimed by a
+//! compare-and-swap, so the endpoint is ejected once for the pool, not once
+//! per worker. The store outlives versions of the plugin, so a swap keeps an
+//! open circuit open and its re-trips doubling; nothing is left in the
+//! instance for `snapshot` to carry. Times are kept to the millisecond.
+//! An endpoint takes three entries of the store; should the store be full
+//! (`plugins.store_entries`, 4096 by default, about 1,300 failing
+//! endpoints in one pool), the breaker logs it once and trips by
+//! `failure_ratio` alone, for `open_ms`.
 //!
 //! Config (JSON, every key optional):
 //! - `failure_ratio` (default 0.5, [`DEFAULT_FAILURE_RATIO`]): trip when the
@@ -77,11 +86,10 @@
 //! endpoints = [{ address = "10.0.0.1:8080" }, { address = "10.0.0.2:8080" }]
 //! ```
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use switchyard_sdk::host::{self, LogLevel};
-use switchyard_sdk::{export_recovery, Decision, Ejection, EndpointId, Failure, Recovery, Retry};
+use switchyard_sdk::store::{self, StoreError};
+use switchyard_sdk::{export_recovery, Decision, Ejection, Failure, Recovery, Retry};
 
 /// The failure share that trips unless `failure_ratio` says otherwise.
 pub const DEFAULT_FAILURE_RATIO: f64 = 0.5;
@@ -101,9 +109,6 @@ pub const DEFAULT_RETRY: bool = true;
 /// A success share, in thousandths, at or above which a failure starts a
 /// new run of consecutive failures.
 pub const HEALTHY_PERMILLE: u16 = 900;
-
-/// How many endpoints' state is kept before forgotten state is pruned.
-const PRUNE_AT_LEAST: usize = 64;
 
 /// The plugin's config, as given in the pool's `recovery.config`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,35 +168,6 @@ fn default_retry() -> bool {
     DEFAULT_RETRY
 }
 
-/// What this instance knows of one endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct EndpointState {
-    /// Failures in the current run; 0 when there is none.
-    run: u32,
-    /// When the run's latest failure came, by `host::now_ns`.
-    last_failure_ns: u64,
-    /// The success share the host reported then.
-    last_permille: Option<u16>,
-    /// Trips in the current streak: 0 before the first, 1 after it, and one
-    /// more for each re-trip on probation.
-    trips: u32,
-    /// When the latest ejection ends.
-    open_until_ns: u64,
-    /// The latest ejection's length in ms.
-    open_ms: u32,
-}
-
-impl EndpointState {
-    /// Whether this state could still change a decision at `now_ns`; once
-    /// not, it is as good as no state at all.
-    fn matters(&self, now_ns: u64, open_ns: u64) -> bool {
-        let run_alive = self.run > 0 && now_ns.saturating_sub(self.last_failure_ns) <= open_ns;
-        let on_probation =
-            self.trips > 0 && now_ns < self.open_until_ns.saturating_add(ms_to_ns(self.open_ms));
-        run_alive || on_probation
-    }
-}
-
 /// `open_ms × 2^(trips − 1)`, at most `max_open_ms`.
 fn open_time_ms(open_ms: u32, max_open_ms: u32, trips: u32) -> u32 {
     let doublings = trips.saturating_sub(1);
@@ -202,8 +178,38 @@ fn open_time_ms(open_ms: u32, max_open_ms: u32, trips: u32) -> u32 {
     (u64::from(open_ms) << doublings).min(u64::from(max_open_ms)) as u32
 }
 
-fn ms_to_ns(ms: u32) -> u64 {
-    u64::from(ms) * 1_000_000
+/// The store entries of one endpoint (`switchyard_sdk::store`), shared by
+/// every worker's instance and kept across versions of the plugin.
+mod entry {
+    /// Failures in the endpoint's current run; 0 when there is none.
+    pub const RUN: &str = "run";
+    /// The run's latest failure: when, in ms of the host's clock, shifted
+    /// left by [`LAST_SHIFT`], and the success share the host reported then
+    /// plus one (0: none reported) in the bits below; 0 when there was none.
+    pub const LAST: &str = "last";
+    /// The latest ejection: when it ends, in ms, shifted left by
+    /// [`OPEN_SHIFT`], and the trips of its streak in the bits below (0
+    /// before the first trip). Tripping claims it by compare-and-swap, so of
+    /// the workers that see the same failures, one trips.
+    pub const OPEN: &str = "open";
+    pub const LAST_SHIFT: u32 = 11;
+    pub const OPEN_SHIFT: u32 = 16;
+}
+
+/// The host's clock in ms.
+fn now_ms() -> i64 {
+    (host::now_ns() / 1_000_000) as i64
+}
+
+/// `(open_until_ms, trips)` of an `open` entry.
+fn split_open(open: i64) -> (i64, u32) {
+    (open >> entry::OPEN_SHIFT, (open & 0xFFFF) as u32)
+}
+
+/// `(at_ms, success_permille)` of a `last` entry.
+fn split_last(last: i64) -> (i64, Option<u16>) {
+    let permille = (last & ((1 << entry::LAST_SHIFT) - 1)) as u16;
+    (last >> entry::LAST_SHIFT, permille.checked_sub(1))
 }
 
 /// The policy's state.
@@ -215,9 +221,8 @@ pub struct CircuitBreaker {
     open_ms: u32,
     max_open_ms: u32,
     retry: bool,
-    endpoints: HashMap<EndpointId, EndpointState>,
-    /// Prune forgotten state when `endpoints` grows to this.
-    prune_at: usize,
+    /// Whether a refusal of the store was logged (once per pool and instance).
+    store_refusal_logged: bool,
 }
 
 impl CircuitBreaker {
@@ -244,16 +249,97 @@ impl CircuitBreaker {
         }
     }
 
-    /// Drops the state of endpoints it no longer matters for, when there is
-    /// a lot of it; amortized O(1) per failure.
-    fn prune(&mut self, now_ns: u64) {
-        if self.endpoints.len() < self.prune_at {
-            return;
+    /// The answer when the store refused (it is full): judged by the
+    /// failure share alone, which needs no memory of earlier failures.
+    fn without_store(
+        &mut self,
+        failure: &Failure,
+        permille: Option<u16>,
+        error: StoreError,
+    ) -> Decision {
+        if !self.store_refusal_logged {
+            self.store_refusal_logged = true;
+            host::log(
+                LogLevel::Warn,
+                &format!("the pool's store refused the breaker's state ({error}): tripping by failure_ratio alone; raise plugins.store_entries"),
+            );
         }
-        let open_ns = ms_to_ns(self.open_ms);
-        self.endpoints
-            .retain(|_, state| state.matters(now_ns, open_ns));
-        self.prune_at = (self.endpoints.len() * 2).max(PRUNE_AT_LEAST);
+        let failed = permille.map(|p| 1_000 - p);
+        if failed.is_some_and(|failed| failed >= self.threshold_permille) {
+            self.eject(failure, self.open_ms)
+        } else {
+            Self::pass(failure)
+        }
+    }
+
+    fn eject(&self, failure: &Failure, open_ms: u32) -> Decision {
+        Decision::Eject(Ejection {
+            duration_ms: open_ms,
+            retry: (self.retry && failure.replayable).then_some(Retry {
+                delay_ms: 0,
+                same_endpoint: false,
+            }),
+        })
+    }
+
+    /// The decision, with the endpoint's state in the pool's store.
+    fn decide(&mut self, failure: &Failure, permille: Option<u16>) -> Result<Decision, StoreError> {
+        let now = now_ms();
+        let id = Some(failure.endpoint);
+        let open = store::get(id, entry::OPEN);
+        let (open_until, trips) = split_open(open);
+        if trips > 0 && now < open_until {
+            // In flight before the ejection: already accounted for.
+            return Ok(Self::pass(failure));
+        }
+
+        let last = now << entry::LAST_SHIFT | permille.map_or(0, |p| i64::from(p) + 1);
+        let (previous, _) = store::update(id, entry::LAST, |_| last)?;
+        let (last_at, last_permille) = split_last(previous);
+        let success_between = previous == 0
+            || now.saturating_sub(last_at) > i64::from(self.open_ms)
+            || permille.is_some_and(|p| p >= HEALTHY_PERMILLE)
+            || matches!((last_permille, permille), (Some(before), Some(after)) if after > before);
+        let run = if success_between {
+            store::update(id, entry::RUN, |_| 1)?.1
+        } else {
+            store::add(id, entry::RUN, 1)?
+        };
+
+        let failed_permille = permille.map(|p| 1_000 - p);
+        let ratio_trips = failed_permille.is_some_and(|failed| failed >= self.threshold_permille);
+        let run_trips = run >= i64::from(self.consecutive_failures);
+        if !ratio_trips && !run_trips {
+            return Ok(Self::pass(failure));
+        }
+
+        let on_probation =
+            trips > 0 && now < open_until.saturating_add(i64::from(self.open_time_ms(trips)));
+        let trips = if on_probation {
+            (trips + 1).min(0xFFFF)
+        } else {
+            1
+        };
+        let open_ms = self.open_time_ms(trips);
+        let opened = (now + i64::from(open_ms)) << entry::OPEN_SHIFT | i64::from(trips);
+        if store::compare_and_swap(id, entry::OPEN, open, opened)? != open {
+            // Another worker's instance tripped it first.
+            return Ok(Self::pass(failure));
+        }
+        store::update(id, entry::RUN, |_| 0)?;
+        let why = if ratio_trips {
+            format!("success {}‰", permille.unwrap_or(0))
+        } else {
+            format!("{run} failures in a row")
+        };
+        host::log(
+            LogLevel::Warn,
+            &format!(
+                "endpoint {} open for {open_ms} ms (trip {trips}): {why}",
+                failure.endpoint
+            ),
+        );
+        Ok(self.eject(failure, open_ms))
     }
 }
 
@@ -284,71 +370,16 @@ impl Recovery for CircuitBreaker {
             open_ms: config.open_ms,
             max_open_ms: config.max_open_ms,
             retry: config.retry,
-            endpoints: HashMap::new(),
-            prune_at: PRUNE_AT_LEAST,
+            store_refusal_logged: false,
         })
     }
 
     fn on_failure(&mut self, failure: &Failure) -> Decision {
-        let now = host::now_ns();
-        self.prune(now);
-        let open_ns = ms_to_ns(self.open_ms);
-        let id = failure.endpoint;
-        let permille = host::load(id).map(|load| load.success_permille.min(1_000));
-        let state = self.endpoints.entry(id).or_default();
-
-        if state.trips > 0 && now < state.open_until_ns {
-            // In flight before the ejection: already accounted for.
-            return Self::pass(failure);
+        let permille = host::load(failure.endpoint).map(|load| load.success_permille.min(1_000));
+        match self.decide(failure, permille) {
+            Ok(decision) => decision,
+            Err(error) => self.without_store(failure, permille, error),
         }
-
-        let success_between = now.saturating_sub(state.last_failure_ns) > open_ns
-            || permille.is_some_and(|p| p >= HEALTHY_PERMILLE)
-            || matches!((state.last_permille, permille), (Some(before), Some(after)) if after > before);
-        state.run = if state.run == 0 || success_between {
-            1
-        } else {
-            state.run.saturating_add(1)
-        };
-        state.last_failure_ns = now;
-        state.last_permille = permille;
-
-        let failed_permille = permille.map(|p| 1_000 - p);
-        let ratio_trips = failed_permille.is_some_and(|failed| failed >= self.threshold_permille);
-        let run_trips = state.run >= self.consecutive_failures;
-        if !ratio_trips && !run_trips {
-            return Self::pass(failure);
-        }
-
-        let on_probation =
-            state.trips > 0 && now < state.open_until_ns.saturating_add(ms_to_ns(state.open_ms));
-        let trips = if on_probation {
-            state.trips.saturating_add(1)
-        } else {
-            1
-        };
-        let open_ms = open_time_ms(self.open_ms, self.max_open_ms, trips);
-        let why = if ratio_trips {
-            format!("success {}‰", permille.unwrap_or(0))
-        } else {
-            format!("{} failures in a row", state.run)
-        };
-        state.run = 0;
-        state.trips = trips;
-        state.open_ms = open_ms;
-        state.open_until_ns = now.saturating_add(ms_to_ns(open_ms));
-
-        host::log(
-            LogLevel::Warn,
-            &format!("endpoint {id} open for {open_ms} ms (trip {trips}): {why}"),
-        );
-        Decision::Eject(Ejection {
-            duration_ms: open_ms,
-            retry: (self.retry && failure.replayable).then_some(Retry {
-                delay_ms: 0,
-                same_endpoint: false,
-            }),
-        })
     }
 }
 

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use switchyard_sdk::testing::TestHost;
-use switchyard_sdk::{FailureKind, Load, RequestInfo};
+use switchyard_sdk::{EndpointId, FailureKind, Load, RequestInfo};
 
 fn breaker(config: &str) -> CircuitBreaker {
     CircuitBreaker::configure(config).unwrap()
@@ -181,8 +181,11 @@ fn tripping_retries_elsewhere_only_when_allowed_and_replayable() {
             retry: None
         })
     );
+    // Another endpoint: every value on this thread shares the pool's store,
+    // where endpoint 1 is open now.
+    success(&host, 3, 0);
     assert_eq!(
-        breaker(r#"{"retry": false}"#).on_failure(&failure(1, 0)),
+        breaker(r#"{"retry": false}"#).on_failure(&failure(3, 0)),
         Decision::Eject(Ejection {
             duration_ms: 5_000,
             retry: None
@@ -419,35 +422,66 @@ fn long_streaks_do_not_overflow() {
 }
 
 #[test]
-fn forgotten_state_is_pruned() {
+fn failures_spread_over_workers_trip_once_for_the_pool() {
+    let host = TestHost::new();
+    success(&host, 1, 800);
+    // Two workers' instances: values made on one thread share its store.
+    let mut workers = [breaker("{}"), breaker("{}")];
+    let mut decisions = Vec::new();
+    for failure_number in 0..5 {
+        let worker = &mut workers[failure_number % 2];
+        decisions.push(worker.on_failure(&failure(1, 0)));
+    }
+    assert!(
+        decisions[..4].iter().all(|d| !is_eject(*d)),
+        "{decisions:?}"
+    );
+    assert_eq!(open_for(decisions[4]), 5_000);
+    // The other worker sees the endpoint open, and does not trip again.
+    assert_eq!(workers[1].on_failure(&failure(1, 0)), RETRY_ELSEWHERE);
+    assert_eq!(host.logs().len(), 1);
+}
+
+#[test]
+fn a_new_instance_keeps_an_open_circuit_open_and_doubling() {
+    let host = TestHost::new();
+    success(&host, 2, 0);
+    let mut old = breaker("{}");
+    assert_eq!(open_for(old.on_failure(&failure(2, 0))), 5_000);
+    // A new version's instance: the state is in the store, not in `old`.
+    let mut new = breaker("{}");
+    host.advance(Duration::from_millis(1_000));
+    assert_eq!(new.on_failure(&failure(2, 0)), RETRY_ELSEWHERE);
+    host.advance(Duration::from_millis(4_000));
+    assert_eq!(open_for(new.on_failure(&failure(2, 0))), 10_000);
+}
+
+#[test]
+fn each_failing_endpoint_takes_three_entries_of_the_store() {
     let host = TestHost::new();
     let mut cb = breaker(r#"{"consecutive_failures": 1000}"#);
     for id in 0..1_000 {
         cb.on_failure(&failure(id, 0));
     }
-    assert_eq!(cb.endpoints.len(), 1_000, "all of it still matters");
-    // Long after, none of it matters; once the map has grown enough to be
-    // pruned, only the new failures' state is left.
-    host.advance(Duration::from_secs(3_600));
-    for id in 1_000..1_100 {
-        cb.on_failure(&failure(id, 0));
-    }
-    assert_eq!(cb.endpoints.len(), 100);
-    assert!(cb.endpoints.keys().all(|&id| id >= 1_000));
+    assert_eq!(host.store_len(), 2_000, "a run and a last failure each");
+    success(&host, 7, 0);
+    assert!(is_eject(cb.on_failure(&failure(7, 0))));
+    assert_eq!(host.store_len(), 2_001, "and an open time once tripped");
 }
 
 #[test]
-fn pruning_keeps_state_that_still_matters() {
+fn a_full_store_leaves_the_failure_ratio_alone_to_trip() {
     let host = TestHost::new();
-    success(&host, 0, 0);
-    let mut cb = breaker("{}");
-    // Endpoint 0 trips; it is on probation for 10 s.
-    assert_eq!(open_for(cb.on_failure(&failure(0, 0))), 5_000);
-    host.advance(Duration::from_millis(5_000));
-    // Enough other endpoints fail to force a prune.
-    for id in 1..200 {
-        cb.on_failure(&failure(id, 0));
-    }
-    // Endpoint 0's streak survived: its next trip doubles.
-    assert_eq!(open_for(cb.on_failure(&failure(0, 0))), 10_000);
+    host.set_store_entries(0);
+    success(&host, 1, 800);
+    success(&host, 2, 100);
+    let mut cb = breaker(r#"{"consecutive_failures": 1}"#);
+    // No run can be kept: a mostly healthy endpoint is not tripped...
+    assert_eq!(cb.on_failure(&failure(1, 0)), RETRY_ELSEWHERE);
+    // ...a failing one is, for `open_ms`, and the refusal is said once.
+    assert_eq!(open_for(cb.on_failure(&failure(2, 0))), 5_000);
+    assert_eq!(open_for(cb.on_failure(&failure(2, 0))), 5_000);
+    let logs = host.logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(logs[0].1.contains("store_entries"), "{logs:?}");
 }

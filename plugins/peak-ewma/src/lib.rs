@@ -17,6 +17,11 @@
 //! at cost 0). Costs are compared by cross-multiplying with the weights,
 //! never divided. Ties go to the first sample, which is random.
 //!
+//! A swap of the file starts warm: the EWMA is the host's, kept per
+//! endpoint whatever plugin version reads it, and the plugin holds nothing
+//! else between picks but the pushed endpoints, so it has no state to
+//! `snapshot`.
+//!
 //! Config (JSON):
 //! - `default_rtt_us` (default 1000, [`DEFAULT_RTT_US`]): the latency, in µs,
 //!   assumed for an endpoint with no latency samples; at least 1.

@@ -87,4 +87,41 @@ export declare class Balancer {
    * }
    */
   pick(request: RequestInfo): number | undefined;
+
+  /**
+   * The pool's state, carried to the next version of the plugin when its
+   * file is swapped: each worker asks its old instance's object for it and
+   * hands it to `restore` of the new version's object for the same pool.
+   * The default carries nothing (empty bytes), and the new version starts
+   * afresh. Put a version in the bytes if their shape may change.
+   *
+   * @example
+   * import { Balancer } from '@switchyard/sdk';
+   * class Turns extends Balancer {
+   *   next = 0;
+   *   snapshot() {
+   *     return new Uint8Array(new Uint32Array([this.next]).buffer);
+   *   }
+   * }
+   */
+  snapshot(): Uint8Array;
+
+  /**
+   * Takes over the pool's state from an earlier version's `snapshot`
+   * (never called with empty bytes). Throwing refuses the new version: the
+   * host keeps the running one and shows the message, so throw for bytes
+   * you cannot read rather than start cold by mistake. The default ignores
+   * them.
+   *
+   * @example
+   * import { Balancer } from '@switchyard/sdk';
+   * class Turns extends Balancer {
+   *   next = 0;
+   *   restore(state) {
+   *     if (state.length !== 4) throw new Error(`expected 4 bytes of turn, got ${state.length}`);
+   *     this.next = new DataView(state.buffer, state.byteOffset).getUint32(0, true);
+   *   }
+   * }
+   */
+  restore(state: Uint8Array): void;
 }

@@ -13,4 +13,10 @@ export class Balancer {
   pick(request) {
     throw new Error(`${this.constructor.name} does not implement pick(request)`);
   }
+
+  snapshot() {
+    return new Uint8Array(0);
+  }
+
+  restore(state) {}
 }

@@ -9,6 +9,7 @@ import { HealthCheck } from './health.js';
 import { HEALTH } from './types.js';
 import { Recovery } from './recovery.js';
 import { HttpResponse, ProbeError } from './probe.js';
+import { StoreError } from './store.js';
 import { bindBackend } from './runtime.js';
 
 /** A u64 as the component passes it (a number, signed and maybe rounded, or a BigInt). */
@@ -25,10 +26,33 @@ function describe(thrown) {
   return String(thrown);
 }
 
-/** Binds the host's imports as the SDK's backend. */
-function bindHost(host, probe) {
+/** A store's err (`'full'`, thrown bare or as an Error's `payload`) as a StoreError. */
+function storeError(thrown) {
+  const payload =
+    thrown !== null && typeof thrown === 'object' && 'payload' in thrown ? thrown.payload : thrown;
+  const code = payload !== null && typeof payload === 'object' && 'tag' in payload ? payload.tag : payload;
+  try {
+    return new StoreError(code);
+  } catch {
+    return new StoreError('no-pool');
+  }
+}
+
+/** Binds the host's imports as the SDK's backend; `store` is undefined in the health world. */
+function bindHost(host, probe, store) {
   const hostApi = host.default ?? host;
   const probeApi = probe === undefined ? undefined : (probe.default ?? probe);
+  const storeApi = store === undefined ? undefined : (store.default ?? store);
+  // An s64 argument as the component takes it: QuickJS a number (exact to
+  // 2^53), jco a BigInt. Told once, by what `get` answers.
+  let bigints;
+  const s64ToHost = (value) => {
+    bigints ??= typeof storeApi.get(undefined, '') === 'bigint';
+    return bigints ? value : Number(value);
+  };
+  const noStore = () => {
+    throw new StoreError('no-pool');
+  };
   const noProbe = () => {
     throw new ProbeError('not-allowed', 'probes are for health checks');
   };
@@ -63,6 +87,27 @@ function bindHost(host, probe) {
               return probeApi.tcpConnect(timeoutMs);
             } catch (thrown) {
               throw probeError(thrown);
+            }
+          },
+    storeGet: storeApi === undefined ? () => 0n : (endpoint, name) => BigInt(storeApi.get(endpoint, name)),
+    storeAdd:
+      storeApi === undefined
+        ? noStore
+        : (endpoint, name, delta) => {
+            try {
+              return BigInt(storeApi.add(endpoint, name, s64ToHost(delta)));
+            } catch (thrown) {
+              throw storeError(thrown);
+            }
+          },
+    storeCompareAndSwap:
+      storeApi === undefined
+        ? noStore
+        : (endpoint, name, expected, value) => {
+            try {
+              return BigInt(storeApi.compareAndSwap(endpoint, name, s64ToHost(expected), s64ToHost(value)));
+            } catch (thrown) {
+              throw storeError(thrown);
             }
           },
   });
@@ -201,8 +246,8 @@ function report(host, method, thrown, outcome) {
   return what;
 }
 
-export function balancerExports(Plugin, host) {
-  const hostApi = bindHost(host, undefined);
+export function balancerExports(Plugin, host, store) {
+  const hostApi = bindHost(host, undefined, store);
   class PoolBalancer {
     constructor(plugin) {
       this.plugin = plugin;
@@ -263,8 +308,8 @@ export function healthExports(Plugin, host, probe) {
   return { PoolCheck };
 }
 
-export function recoveryExports(Plugin, host) {
-  const hostApi = bindHost(host, undefined);
+export function recoveryExports(Plugin, host, store) {
+  const hostApi = bindHost(host, undefined, store);
   class PoolRecovery {
     constructor(plugin) {
       this.plugin = plugin;
@@ -286,3 +331,30 @@ export function recoveryExports(Plugin, host) {
   return { PoolRecovery };
 }
 
+
+export function stateExports(host) {
+  const hostApi = host.default ?? host;
+  return {
+    snapshot(pool) {
+      try {
+        const state = pool.plugin.snapshot();
+        if (!(state instanceof Uint8Array)) {
+          throw new BadAnswer(`returned ${String(state)}, not a Uint8Array`);
+        }
+        return state;
+      } catch (thrown) {
+        report(hostApi, 'snapshot', thrown, "the pool's state is not carried to the new version");
+        return new Uint8Array(0);
+      }
+    },
+
+    restore(pool, state) {
+      try {
+        pool.plugin.restore(state);
+      } catch (thrown) {
+        // The string jco maps to the err: the new version is refused.
+        throw describe(thrown);
+      }
+    },
+  };
+}

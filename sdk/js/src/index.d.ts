@@ -31,5 +31,6 @@ export { ConfigError, ConfigReader } from './config.js';
 export type { LogLevel } from './host.js';
 export * as host from './host.js';
 export * as probe from './probe.js';
+export * as store from './store.js';
 export type { HttpRequest, ProbeErrorKind } from './probe.js';
 export { HttpResponse, ProbeError } from './probe.js';

@@ -191,4 +191,37 @@ export declare class Recovery {
    * }
    */
   onFailure(failure: Failure): Decision;
+
+  /**
+   * The pool's state, carried to the next version of the plugin when its
+   * file is swapped, as `Balancer.snapshot` does for a balancer. The default
+   * carries nothing. State every worker shares is better kept in `store`,
+   * which outlives versions by itself.
+   *
+   * @example
+   * import { Recovery } from '@switchyard/sdk';
+   * class Budget extends Recovery {
+   *   spent = 0;
+   *   snapshot() {
+   *     return new Uint8Array([this.spent]);
+   *   }
+   * }
+   */
+  snapshot(): Uint8Array;
+
+  /**
+   * Takes over the pool's state from an earlier version's `snapshot` (never
+   * called with empty bytes); throwing refuses the new version, with the
+   * message shown. The default ignores it.
+   *
+   * @example
+   * import { Recovery } from '@switchyard/sdk';
+   * class Budget extends Recovery {
+   *   spent = 0;
+   *   restore(state) {
+   *     this.spent = state[0] ?? 0;
+   *   }
+   * }
+   */
+  restore(state: Uint8Array): void;
 }

@@ -33,4 +33,10 @@ export class Recovery {
   onFailure(failure) {
     throw new Error(`${this.constructor.name} does not implement onFailure(failure)`);
   }
+
+  snapshot() {
+    return new Uint8Array(0);
+  }
+
+  restore(state) {}
 }

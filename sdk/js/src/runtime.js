@@ -1,4 +1,4 @@
-// The backend the `host` and `probe` functions call: the host's imports
+// The backend the `host`, `store` and `probe` functions call: the host's imports
 // inside a built component (bound by `guest.js`), a `TestHost` in tests
 // (bound by `testing.js`). Internal: plugin authors never import it.
 
@@ -20,6 +20,9 @@ const UNBOUND = {
   requestHeader: unbound,
   http: unbound,
   tcpConnect: unbound,
+  storeGet: unbound,
+  storeAdd: unbound,
+  storeCompareAndSwap: unbound,
 };
 
 /**
@@ -39,6 +42,9 @@ export let backend = UNBOUND;
  * @property {(name: string) => string | undefined} requestHeader
  * @property {(request: object) => object} http
  * @property {(timeoutMs: number) => number} tcpConnect
+ * @property {(endpoint: number | undefined, name: string) => bigint} storeGet
+ * @property {(endpoint: number | undefined, name: string, delta: bigint) => bigint} storeAdd
+ * @property {(endpoint: number | undefined, name: string, expected: bigint, value: bigint) => bigint} storeCompareAndSwap
  */
 
 /** Makes `next` the backend every host and probe function calls. */

@@ -167,6 +167,33 @@ export declare class TestHost {
    * console.assert(testHost.logs()[0][1] === 'odd');
    */
   logs(): Array<[LogLevel, string]>;
+
+  /**
+   * Bounds `store` to `entries`, as the host's `plugins.store_entries` does
+   * (4096 unless set). Objects made under one `TestHost` share its store,
+   * as every worker's instance shares a pool's.
+   *
+   * @example
+   * import { store } from '@switchyard/sdk';
+   * import { TestHost } from '@switchyard/sdk/testing';
+   * const testHost = new TestHost();
+   * testHost.setStoreEntries(1);
+   * store.add(undefined, 'a', 1);
+   * // store.add(undefined, 'b', 1) now throws a StoreError with code 'full'
+   */
+  setStoreEntries(entries: number): void;
+
+  /**
+   * How many entries `store` holds.
+   *
+   * @example
+   * import { store } from '@switchyard/sdk';
+   * import { TestHost } from '@switchyard/sdk/testing';
+   * const testHost = new TestHost();
+   * store.add(2, 'run', 1);
+   * console.assert(testHost.storeSize() === 1);
+   */
+  storeSize(): number;
 }
 
 /**

@@ -3,10 +3,15 @@
 
 import { bindBackend, resetRandom } from './runtime.js';
 import { HttpResponse, ProbeError } from './probe.js';
+import { StoreError } from './store.js';
 import { endpoint } from './types.js';
 
 const START_NS = 1_000_000_000n;
 const DEFAULT_SEED = 0x9e3779b97f4a7c15n;
+// The host's defaults: `plugins.store_entries` and `plugins.store_name_bytes`.
+const STORE_ENTRIES = 4096;
+const STORE_NAME_BYTES = 64;
+const utf8 = new TextEncoder();
 
 export class TestHost {
   constructor() {
@@ -16,7 +21,20 @@ export class TestHost {
     this.lines = [];
     this.httpHandler = undefined;
     this.tcpHandler = undefined;
+    this.entries = new Map();
+    this.storeEntries = STORE_ENTRIES;
     const host = this;
+    const key = (endpoint, name) => `${endpoint ?? ''}/${name}`;
+    const entry = (endpoint, name) => {
+      if (name.length === 0 || utf8.encode(name).length > STORE_NAME_BYTES) {
+        throw new StoreError('bad-name');
+      }
+      const at = key(endpoint, name);
+      if (!host.entries.has(at) && host.entries.size >= host.storeEntries) {
+        throw new StoreError('full');
+      }
+      return at;
+    };
     bindBackend({
       log: (level, message) => host.lines.push([level, message]),
       nowNs: () => host.now,
@@ -36,6 +54,24 @@ export class TestHost {
           throw new ProbeError('refused');
         }
         return host.tcpHandler(timeoutMs);
+      },
+      storeGet: (endpoint, name) => host.entries.get(key(endpoint, name)) ?? 0n,
+      storeAdd: (endpoint, name, delta) => {
+        const at = entry(endpoint, name);
+        const value = BigInt.asIntN(64, (host.entries.get(at) ?? 0n) + delta);
+        host.entries.set(at, value);
+        return value;
+      },
+      storeCompareAndSwap: (endpoint, name, expected, value) => {
+        const held = host.entries.get(key(endpoint, name)) ?? 0n;
+        if (expected !== 0n && !host.entries.has(key(endpoint, name))) {
+          return held;
+        }
+        const at = entry(endpoint, name);
+        if (held === expected) {
+          host.entries.set(at, value);
+        }
+        return held;
       },
     });
     resetRandom(DEFAULT_SEED);
@@ -86,6 +122,14 @@ export class TestHost {
 
   logs() {
     return this.lines.map(([level, message]) => [level, message]);
+  }
+
+  setStoreEntries(entries) {
+    this.storeEntries = entries;
+  }
+
+  storeSize() {
+    return this.entries.size;
   }
 }
 

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Balancer, Decision, HealthCheck, Recovery, Verdict, host, probe } from '@switchyard/sdk';
-import { balancerExports, healthExports, recoveryExports } from '@switchyard/sdk/guest';
+import { Balancer, Decision, HealthCheck, Recovery, Verdict, host, probe, store } from '@switchyard/sdk';
+import { balancerExports, healthExports, recoveryExports, stateExports } from '@switchyard/sdk/guest';
 
 function fakeHost({ none = null, u64 = (value) => Number(BigInt.asIntN(64, value)) } = {}) {
   const lines = [];
@@ -267,4 +267,114 @@ test('a recovery policy sees failures in SDK shape and its decisions become vari
       ['error', 'onFailure returned retry, not a Decision'],
     ],
   );
+});
+
+/** A store import keeping entries in a Map, its errors thrown as QuickJS does. */
+function fakeStore(maxEntries = 2) {
+  const entries = new Map();
+  const refuse = (code) => Object.assign(new Error(code), { payload: code });
+  const entry = (endpoint, name) => {
+    if (name.length === 0) throw refuse('bad-name');
+    const key = `${endpoint}/${name}`;
+    if (!entries.has(key) && entries.size >= maxEntries) throw refuse('full');
+    return key;
+  };
+  return {
+    entries,
+    module: {
+      get: (endpoint, name) => entries.get(`${endpoint}/${name}`) ?? 0n,
+      add: (endpoint, name, delta) => {
+        const key = entry(endpoint, name);
+        entries.set(key, (entries.get(key) ?? 0n) + delta);
+        return entries.get(key);
+      },
+      compareAndSwap: (endpoint, name, expected, value) => {
+        const key = entry(endpoint, name);
+        const held = entries.get(key) ?? 0n;
+        if (held === expected) entries.set(key, value);
+        return held;
+      },
+    },
+  };
+}
+
+test('store calls reach the import, and its refusals become StoreErrors', () => {
+  const { module } = fakeHost();
+  const { module: storeModule, entries } = fakeStore();
+  balancerExports(class extends Balancer {}, module, storeModule);
+  assert.equal(store.add(3, 'run', 2), 2n);
+  assert.equal(store.compareAndSwap(3, 'run', 2n, 7), 2n);
+  assert.equal(store.get(3, 'run'), 7n);
+  assert.deepEqual([...entries], [['3/run', 7n]]);
+  store.add(undefined, 'b', 1);
+  assert.throws(() => store.add(undefined, 'c', 1), (error) => error instanceof store.StoreError && error.code === 'full');
+  assert.throws(() => store.add(undefined, '', 1), (error) => error.code === 'bad-name');
+  assert.deepEqual(store.update(3, 'run', (v) => v + 1n), [7n, 8n]);
+});
+
+test('QuickJS: 64-bit store values go to the import as numbers and come back as BigInts', () => {
+  const { module } = fakeHost();
+  const seen = [];
+  const quickjs = {
+    get: () => 0,
+    add: (endpoint, name, delta) => {
+      seen.push(delta);
+      return 5;
+    },
+    compareAndSwap: (endpoint, name, expected, value) => {
+      seen.push(expected, value);
+      return 0;
+    },
+  };
+  balancerExports(class extends Balancer {}, module, quickjs);
+  assert.equal(store.add(1, 'run', 5n), 5n);
+  assert.equal(store.compareAndSwap(1, 'run', 0n, 9n), 0n);
+  assert.deepEqual(seen, [5, 0, 9]);
+});
+
+test('a health check has no store', () => {
+  const { module } = fakeHost();
+  healthExports(class extends HealthCheck {}, module, {});
+  assert.equal(store.get(undefined, 'x'), 0n);
+  assert.throws(() => store.add(undefined, 'x', 1), (error) => error.code === 'no-pool');
+});
+
+test("a pool's state is carried to the next version's object, and a refusal is the err", () => {
+  const { module, lines } = fakeHost();
+  class Turns extends Balancer {
+    turn = 0;
+    snapshot() {
+      return new Uint8Array([this.turn]);
+    }
+    restore(state) {
+      if (state.length !== 1) throw new Error(`expected 1 byte, got ${state.length}`);
+      this.turn = state[0];
+    }
+  }
+  const { PoolBalancer } = balancerExports(Turns, module, fakeStore().module);
+  const state = stateExports(module);
+  const old = PoolBalancer.create('{}');
+  old.plugin.turn = 5;
+  const next = PoolBalancer.create('{}');
+  state.restore(next, state.snapshot(old));
+  assert.equal(next.plugin.turn, 5);
+  assert.throws(() => state.restore(next, new Uint8Array([1, 2])), (thrown) => thrown === 'expected 1 byte, got 2');
+
+  class Wrong extends Turns {
+    snapshot() {
+      return 'five';
+    }
+  }
+  const wrong = balancerExports(Wrong, module, fakeStore().module).PoolBalancer.create('{}');
+  assert.deepEqual(state.snapshot(wrong), new Uint8Array(0));
+  assert.match(lines.at(-1)[1], /snapshot returned five, not a Uint8Array/);
+});
+
+test('a plugin that keeps no state carries nothing', () => {
+  const { module } = fakeHost();
+  const { PoolRecovery } = recoveryExports(class extends Recovery {}, module, fakeStore().module);
+  const state = stateExports(module);
+  const pool = PoolRecovery.create('{}');
+  assert.equal(state.snapshot(pool).length, 0);
+  state.restore(pool, new Uint8Array([1]));
 });

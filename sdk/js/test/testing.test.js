@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { Balancer, host, probe } from '@switchyard/sdk';
+import { Balancer, host, probe, store } from '@switchyard/sdk';
 import { TestHost, endpoints, failure, pickCounts } from '@switchyard/sdk/testing';
 
 test('a new TestHost starts from a clean state', () => {
@@ -164,4 +164,19 @@ test('endpoints, pickCounts and failure build what the host would', () => {
   assert.deepEqual(pickCounts(new Never({}), 10), []);
   assert.equal(failure({ kind: 'status', status: 503 }).status, 503);
   assert.equal(failure().request.attempt, 0);
+});
+
+test("the store is shared by every object under one TestHost, and bounded", () => {
+  const testHost = new TestHost();
+  testHost.setStoreEntries(2);
+  assert.equal(store.add(1, 'run', 1), 1n);
+  assert.equal(store.add(1, 'run', 2n ** 63n - 1n), -(2n ** 63n), 'wraps at 64 bits');
+  assert.equal(store.compareAndSwap(undefined, 'open', 5, 6), 0n, 'a missing entry holds 0');
+  assert.equal(testHost.storeSize(), 1);
+  assert.equal(store.compareAndSwap(undefined, 'open', 0, 6), 0n);
+  assert.throws(() => store.add(2, 'run', 1), (error) => error instanceof store.StoreError && error.code === 'full');
+  assert.throws(() => store.add(undefined, 'x'.repeat(65), 1), (error) => error.code === 'bad-name');
+  assert.throws(() => store.add(undefined, 'run', 2n ** 63n), TypeError);
+  new TestHost();
+  assert.equal(store.get(1, 'run'), 0n, 'a new TestHost starts empty');
 });

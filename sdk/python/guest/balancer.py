@@ -4,10 +4,11 @@ pool, holding the plugin's `switchyard.Balancer` object."""
 from componentize_py_types import Err
 from wit_world.exports import balancer as wit
 from wit_world.imports import host as wit_host
+from wit_world.imports import store as wit_store
 
 from switchyard import Balancer, ConfigError, _guest
 
-_guest.bind_host(wit_host, None, Err)
+_guest.bind_host(wit_host, None, Err, wit_store)
 
 
 class PoolBalancer(wit.PoolBalancer):

@@ -22,6 +22,7 @@ Layout:
 - `switchyard.balancer`, `switchyard.health`, `switchyard.recovery`: one base class per world.
 - `switchyard.config`: `ConfigError` and helpers that read the config `dict`.
 - `switchyard.host`: what the host offers every plugin (log, clock, randomness, load, headers).
+- `switchyard.store`: numbers a pool's instances share across worker threads and versions.
 - `switchyard.probe`: what the host offers health checks (HTTP and TCP probes).
 - `switchyard.testing`: the native stand-in for the host.
 - `switchyard._guest` (private): the glue componentize-py calls, with the

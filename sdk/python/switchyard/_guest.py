@@ -3,7 +3,9 @@ the SDK's own types. Not public: plugin authors never name anything here.
 
 The modules in `guest/` (`balancer`, `health_check`, `recovery`: the names
 componentize-py looks for) define the exported resource classes with these
-helpers. Nothing here imports `wit_world`: the bindings' modules are passed
+helpers; `balancer_state` and `recovery_state` the classes of the state
+exports, which componentize-py looks for in the main module (the build's
+generated entry imports them there). Nothing here imports `wit_world`: the bindings' modules are passed
 in, and values coming from them are read by shape (enum values, variant
 class names), so the conversions are tested natively with fakes.
 """
@@ -22,6 +24,7 @@ from .health import Verdict
 from .host import LogLevel
 from .probe import HttpRequest, HttpResponse, InvalidResponse, NotAllowed, ProbeError, Refused, Reset, Timeout
 from .recovery import Decision, Eject, Failure, FailureKind, GiveUp, Retry
+from .store import StoreError
 from .types import Endpoint, Health, Load, Priority, RequestInfo
 
 U16_MAX = 2**16 - 1
@@ -226,12 +229,16 @@ def decision_to_wit(decision: Decision, wit: ModuleType) -> Any:
 
 
 class WitHost:
-    """Sends the SDK's host and probe calls to the generated imports.
-    `probe` is `None` in the worlds without probes."""
+    """Sends the SDK's host, store and probe calls to the generated
+    imports. `probe` is `None` in the worlds without probes, `store` in the
+    world without a store (health checks)."""
 
-    def __init__(self, host: ModuleType, probe: ModuleType | None, err: type[Exception]) -> None:
+    def __init__(
+        self, host: ModuleType, probe: ModuleType | None, err: type[Exception], store: ModuleType | None = None
+    ) -> None:
         self._host = host
         self._probe = probe
+        self._store = store
         self._err = err
         self._levels = tuple(host.LogLevel(level) for level in range(5))
         self._seed: int | None = None
@@ -281,6 +288,65 @@ class WitHost:
             raise probe_error_from_wit(error.value) from None  # type: ignore[attr-defined]
 
 
-def bind_host(host: ModuleType, probe: ModuleType | None, err: type[Exception]) -> None:
-    """Sends `switchyard.host` and `switchyard.probe` to the real host."""
-    _backend.bind(WitHost(host, probe, err))
+    def store_get(self, endpoint: int | None, name: str) -> int:
+        if self._store is None:
+            return 0
+        return self._store.get(endpoint, name)
+
+    def store_add(self, endpoint: int | None, name: str, delta: int) -> int:
+        if self._store is None:
+            raise StoreError("no-pool")
+        try:
+            return self._store.add(endpoint, name, _wrap_i64(delta))
+        except self._err as error:
+            raise store_error_from_wit(error.value) from None  # type: ignore[attr-defined]
+
+    def store_compare_and_swap(self, endpoint: int | None, name: str, expected: int, new: int) -> int:
+        if self._store is None:
+            raise StoreError("no-pool")
+        try:
+            return self._store.compare_and_swap(endpoint, name, expected, new)
+        except self._err as error:
+            raise store_error_from_wit(error.value) from None  # type: ignore[attr-defined]
+
+
+def _wrap_i64(value: int) -> int:
+    return ((value + 2**63) & _MASK) - 2**63
+
+
+def store_error_from_wit(raw: Any) -> StoreError:
+    """The generated `store-error` enum value as a `StoreError`."""
+    index = getattr(raw, "_value_", raw)
+    codes = StoreError.CODES
+    return StoreError(codes[index] if isinstance(index, int) and 0 <= index < len(codes) else "no-pool")
+
+
+def bind_host(host: ModuleType, probe: ModuleType | None, err: type[Exception], store: ModuleType | None = None) -> None:
+    """Sends `switchyard.host`, `switchyard.store` and `switchyard.probe`
+    to the real host."""
+    _backend.bind(WitHost(host, probe, err, store))
+
+
+# A pool's state across a swap (`balancer-state`, `recovery-state`).
+
+
+def snapshot(pool: Any) -> bytes:
+    """The state of the pool's plugin object (`pool._plugin`), as bytes; a
+    plugin that fails gives none, and is logged."""
+    try:
+        state = pool._plugin.snapshot()
+        if not isinstance(state, (bytes, bytearray, memoryview)):
+            raise TypeError(f"snapshot returned {type(state).__name__}, not bytes")
+        return bytes(state)
+    except Exception as error:
+        pool._faults.report("snapshot", error, "the pool's state is not carried to the new version")
+        return b""
+
+
+def restore(pool: Any, state: bytes, err: type[Exception]) -> None:
+    """Hands an earlier version's state to the pool's plugin object; an
+    exception refuses the new version, with its message (`err`)."""
+    try:
+        pool._plugin.restore(bytes(state))
+    except Exception as error:
+        raise err(str(error) or type(error).__name__) from None

@@ -98,3 +98,46 @@ class Balancer(abc.ABC):
         >>> [rotate.pick(None), rotate.pick(None), rotate.pick(None)]
         [0, 1, 0]
         """
+
+    def snapshot(self) -> bytes:
+        """The pool's state, carried to the next version of the plugin when
+        its file is swapped: each worker asks its old instance's object for
+        it and hands it to `restore` of the new version's object for the
+        same pool. The default carries nothing (empty bytes), and the new
+        version starts afresh. Put a version in the bytes if their shape
+        may change.
+
+        >>> from switchyard import Balancer
+        >>> class Turns(Balancer):
+        ...     def set_endpoints(self, endpoints): self.next = 0
+        ...     def pick(self, request): return None
+        ...     def snapshot(self) -> bytes:
+        ...         return self.next.to_bytes(4, "little")
+        >>> turns = Turns({})
+        >>> turns.set_endpoints([])
+        >>> turns.snapshot()
+        b'\\x00\\x00\\x00\\x00'
+        """
+        return b""
+
+    def restore(self, state: bytes) -> None:
+        """Takes over the pool's state from an earlier version's `snapshot`
+        (never called with empty bytes). Raising refuses the new version:
+        the host keeps the running one and shows the message, so raise for
+        bytes you cannot read rather than start cold by mistake. The
+        default ignores them.
+
+        >>> from switchyard import Balancer
+        >>> class Turns(Balancer):
+        ...     next = 0
+        ...     def set_endpoints(self, endpoints): pass
+        ...     def pick(self, request): return None
+        ...     def restore(self, state: bytes) -> None:
+        ...         if len(state) != 4:
+        ...             raise ValueError(f"expected 4 bytes of turn, got {len(state)}")
+        ...         self.next = int.from_bytes(state, "little")
+        >>> turns = Turns({})
+        >>> turns.restore(b"\\x03\\x00\\x00\\x00")
+        >>> turns.next
+        3
+        """

@@ -188,3 +188,37 @@ class Recovery(abc.ABC):
         ...             case _:
         ...                 return GiveUp()
         """
+
+    def snapshot(self) -> bytes:
+        """The pool's state, carried to the next version of the plugin when
+        its file is swapped, as `Balancer.snapshot` does for a balancer. The
+        default carries nothing. State every worker shares is better kept
+        in `switchyard.store`, which outlives versions by itself.
+
+        >>> from switchyard import GiveUp, Recovery
+        >>> class Budget(Recovery):
+        ...     spent = 2
+        ...     def on_failure(self, failure): return GiveUp()
+        ...     def snapshot(self) -> bytes:
+        ...         return self.spent.to_bytes(2, "little")
+        >>> Budget({}).snapshot()
+        b'\\x02\\x00'
+        """
+        return b""
+
+    def restore(self, state: bytes) -> None:
+        """Takes over the pool's state from an earlier version's `snapshot`
+        (never called with empty bytes); raising refuses the new version,
+        with the message shown. The default ignores it.
+
+        >>> from switchyard import GiveUp, Recovery
+        >>> class Budget(Recovery):
+        ...     spent = 0
+        ...     def on_failure(self, failure): return GiveUp()
+        ...     def restore(self, state: bytes) -> None:
+        ...         self.spent = int.from_bytes(state, "little")
+        >>> budget = Budget({})
+        >>> budget.restore(b"\\x05\\x00")
+        >>> budget.spent
+        5
+        """

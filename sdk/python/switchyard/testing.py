@@ -1,8 +1,8 @@
 """A stand-in for the host, so a plugin's logic is unit-tested natively with
 pytest, without any WebAssembly.
 
-Making a `TestHost` gives the process a fresh host; the `switchyard.host`
-and `switchyard.probe` functions then read it. Helpers drive a plugin the
+Making a `TestHost` gives the process a fresh host; the `switchyard.host`,
+`switchyard.store` and `switchyard.probe` functions then read it. Helpers drive a plugin the
 way the host would.
 
 >>> from switchyard import Balancer, RequestInfo
@@ -26,11 +26,16 @@ from . import _backend
 from .balancer import Balancer
 from .host import LogLevel
 from .probe import HttpRequest, HttpResponse, Refused
+from .store import StoreError
 from .types import Endpoint, Load, RequestInfo
 
 __all__ = ["TestHost", "configure", "endpoints", "pick_counts"]
 
 _MASK = 2**64 - 1
+
+# The host's defaults: `plugins.store_entries` and `plugins.store_name_bytes`.
+STORE_ENTRIES = 4096
+STORE_NAME_BYTES = 64
 
 P = TypeVar("P")
 
@@ -47,6 +52,8 @@ class _StandIn:
         self.on_http: Callable[[HttpRequest], HttpResponse] | None = None
         self.on_tcp: Callable[[int], int] | None = None
         self.logs: list[tuple[LogLevel, str]] = []
+        self.store: dict[tuple[int | None, str], int] = {}
+        self.store_entries = STORE_ENTRIES
 
     def log(self, level: LogLevel, message: str) -> None:
         self.logs.append((LogLevel(level), message))
@@ -81,6 +88,32 @@ class _StandIn:
             raise Refused()
         return self.on_tcp(timeout_ms)
 
+    def _entry(self, endpoint: int | None, name: str) -> tuple[int | None, str]:
+        if not name or len(name.encode()) > STORE_NAME_BYTES:
+            raise StoreError("bad-name")
+        key = (endpoint, name)
+        if key not in self.store and len(self.store) >= self.store_entries:
+            raise StoreError("full")
+        return key
+
+    def store_get(self, endpoint: int | None, name: str) -> int:
+        return self.store.get((endpoint, name), 0)
+
+    def store_add(self, endpoint: int | None, name: str, delta: int) -> int:
+        key = self._entry(endpoint, name)
+        value = ((self.store.get(key, 0) + delta + 2**63) & _MASK) - 2**63
+        self.store[key] = value
+        return value
+
+    def store_compare_and_swap(self, endpoint: int | None, name: str, expected: int, new: int) -> int:
+        held = self.store.get((endpoint, name), 0)
+        if expected != 0 and (endpoint, name) not in self.store:
+            return held
+        key = self._entry(endpoint, name)
+        if held == expected:
+            self.store[key] = new
+        return held
+
 
 class TestHost:
     """The stand-in host. Making one resets the host every `switchyard.host`
@@ -113,6 +146,38 @@ class TestHost:
         [(<LogLevel.WARN: 3>, 'odd')]
         """
         return self._state.logs
+
+    def set_store_entries(self, entries: int) -> None:
+        """Bounds `switchyard.store` to `entries`, as the host's
+        `plugins.store_entries` does (4096 unless set). Objects made under
+        one `TestHost` share its store, as every worker's instance shares a
+        pool's.
+
+        >>> from switchyard import store
+        >>> from switchyard.store import StoreError
+        >>> test_host = TestHost()
+        >>> test_host.set_store_entries(1)
+        >>> store.add(None, "a", 1)
+        1
+        >>> try:
+        ...     store.add(None, "b", 1)
+        ... except StoreError as error:
+        ...     error.code
+        'full'
+        """
+        self._state.store_entries = entries
+
+    @property
+    def store(self) -> dict[tuple[int | None, str], int]:
+        """The store's entries by `(endpoint, name)`.
+
+        >>> from switchyard import store
+        >>> test_host = TestHost()
+        >>> _ = store.add(2, "run", 1)
+        >>> test_host.store
+        {(2, 'run'): 1}
+        """
+        return self._state.store
 
     def set_load(self, id: int, load: Load) -> None:
         """Sets the load `switchyard.host.endpoint_load` reports for `id`.

@@ -16,6 +16,7 @@ from componentize_py_types import Err  # noqa: E402
 from wit_world.exports import recovery as wit_recovery  # noqa: E402
 from wit_world.imports import host as wit_host  # noqa: E402
 from wit_world.imports import probe as wit_probe  # noqa: E402
+from wit_world.imports import store as wit_store  # noqa: E402
 from wit_world.imports import types as wit  # noqa: E402
 
 import switchyard  # noqa: E402
@@ -54,6 +55,7 @@ def fake_host() -> Iterator[None]:
     switchyard._registry.registered.clear()
     switchyard._registry.registered.update({Balancer: [Recorder], HealthCheck: [Probing], Recovery: [Echo]})
     wit_host.reset()
+    wit_store.reset()
     wit_probe.answer = None
     wit_probe.sent.clear()
     yield
@@ -447,3 +449,88 @@ def test_an_exception_from_on_failure_gives_up_and_is_logged_once() -> None:
     for _ in range(3):
         assert pool.on_failure(wit_failure(wit_recovery.FailureKind_Reset())) == wit_recovery.Decision_GiveUp(None)
     assert len(wit_host.logs) == 1 and "raised LookupError: PUT" in wit_host.logs[0][1]
+
+
+# The store and the state carried across a swap.
+
+
+def test_store_calls_reach_the_import_and_its_refusals_become_store_errors() -> None:
+    from switchyard import store
+    from switchyard.store import StoreError
+
+    glue("balancer")
+    assert store.add(3, "run", 2) == 2
+    assert store.get(3, "run") == 2
+    assert store.compare_and_swap(3, "run", 2, 7) == 2
+    assert wit_store.entries == {(3, "run"): 7}
+    for name in "abc":
+        store.add(None, name, 1)
+    with pytest.raises(StoreError) as refused:
+        store.add(None, "d", 1)
+    assert refused.value.code == "full"
+    with pytest.raises(StoreError) as refused:
+        store.add(None, "", 1)
+    assert refused.value.code == "bad-name"
+
+
+def test_a_health_check_has_no_store() -> None:
+    from switchyard import store
+    from switchyard.store import StoreError
+
+    glue("health_check")
+    assert store.get(None, "x") == 0
+    with pytest.raises(StoreError) as refused:
+        store.add(None, "x", 1)
+    assert refused.value.code == "no-pool"
+
+
+class Carried(Balancer):
+    def __init__(self, config: dict) -> None:
+        self.turn = config.get("turn", 0)
+
+    def set_endpoints(self, endpoints: list[Endpoint]) -> None:
+        pass
+
+    def pick(self, request: RequestInfo) -> int | None:
+        return None
+
+    def snapshot(self) -> bytes:
+        return bytes([self.turn])
+
+    def restore(self, state: bytes) -> None:
+        if len(state) != 1:
+            raise ValueError(f"expected 1 byte, got {len(state)}")
+        self.turn = state[0]
+
+
+def test_state_is_carried_from_one_pools_object_to_the_next() -> None:
+    switchyard._registry.registered[Balancer] = [Carried]
+    pools = glue("balancer")
+    state = glue("balancer_state").BalancerState()
+    old = pools.PoolBalancer.create('{"turn": 5}')
+    new = pools.PoolBalancer.create("{}")
+    state.restore(new, state.snapshot(old))
+    assert new._plugin.turn == 5
+    with pytest.raises(Err) as refused:
+        state.restore(new, b"\x01\x02")
+    assert refused.value.value == "expected 1 byte, got 2"
+
+
+def test_a_snapshot_that_is_not_bytes_carries_nothing_and_is_logged() -> None:
+    class Wrong(Carried):
+        def snapshot(self) -> bytes:
+            return "five"  # type: ignore[return-value]
+
+    switchyard._registry.registered[Balancer] = [Wrong]
+    pools = glue("balancer")
+    state = glue("balancer_state").BalancerState()
+    assert state.snapshot(pools.PoolBalancer.create("{}")) == b""
+    assert "snapshot returned str, not bytes" in wit_host.logs[0][1]
+
+
+def test_a_plugin_without_state_carries_nothing() -> None:
+    pools = glue("recovery")
+    state = glue("recovery_state").RecoveryState()
+    pool = pools.PoolRecovery.create("{}")
+    assert state.snapshot(pool) == b""
+    state.restore(pool, b"anything")

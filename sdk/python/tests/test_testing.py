@@ -150,3 +150,26 @@ def test_configure_parses_json_as_the_host_does() -> None:
         configure(Never, "[1]")
     with pytest.raises(ConfigError, match="unknown key `x`; the plugin takes no options"):
         configure(Never, '{"x": 1}')
+
+
+def test_the_store_is_shared_by_every_object_and_bounded() -> None:
+    from switchyard import store
+    from switchyard.store import StoreError
+
+    test_host = TestHost()
+    test_host.set_store_entries(2)
+    assert store.add(1, "run", 1) == 1
+    assert store.add(1, "run", 2**63 - 1) == -(2**63), "wraps at 64 bits"
+    assert store.compare_and_swap(None, "open", 5, 6) == 0, "a missing entry holds 0"
+    assert test_host.store == {(1, "run"): -(2**63)}
+    assert store.compare_and_swap(None, "open", 0, 6) == 0
+    with pytest.raises(StoreError) as refused:
+        store.add(2, "run", 1)
+    assert refused.value.code == "full"
+    with pytest.raises(StoreError) as refused:
+        store.add(None, "x" * 65, 1)
+    assert refused.value.code == "bad-name"
+    with pytest.raises(TypeError):
+        store.add(None, "run", 2**63)
+    TestHost()
+    assert store.get(1, "run") == 0, "a new TestHost starts empty"

@@ -2,4 +2,5 @@
 
 mod host;
 mod probe;
+mod store;
 mod v0_1;
