@@ -111,7 +111,8 @@ async fn a_new_file_lifts_a_quarantine() {
 async fn wasi_components_load_but_reach_no_environment_files_or_network() {
     // The plugin imports WASI 0.2 and refuses to configure if it can see an
     // environment variable, an argument, a preopened directory, or open a
-    // TCP connection to the address it is given: here, a live upstream.
+    // TCP connection to the address it is given: here, a live upstream. Its
+    // picks print and wait on a clock, which must not fail a request.
     let plugins = plugin_dir(&[("wasi-sandbox", "wasi-sandbox")]);
     let target = Upstream::start("target").await;
     let body = format!(
@@ -132,4 +133,9 @@ async fn wasi_components_load_but_reach_no_environment_files_or_network() {
         5,
         "only the proxied requests reached the upstream"
     );
+    // What it printed, a line to stdout and one to stderr per pick, went to
+    // its log; waiting on a clock cost its worker nothing.
+    assert_eq!(plugin["log_lines"]["written"], 10, "{plugin:#}");
+    let log = proxy.log_tail();
+    assert!(log.contains("wasi-sandbox picks, on stderr"), "{log}");
 }

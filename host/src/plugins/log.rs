@@ -339,3 +339,100 @@ mod tests {
         assert_eq!(log.counts().dropped, 300);
     }
 }
+
+/// A plugin's stdout or stderr: each line it writes goes to its log, at
+/// `info` (stdout) or `warn` (stderr), bounded like its `log` calls. Always
+/// ready and never blocking, so a guest's `print` costs its worker nothing
+/// but the line.
+#[derive(Debug, Clone)]
+pub struct LogOutput {
+    log: Arc<PluginLog>,
+    level: tracing::Level,
+}
+
+impl LogOutput {
+    /// The plugin's stdout (`info`) or stderr (`warn`) into `log`.
+    pub fn new(log: Arc<PluginLog>, level: tracing::Level) -> Self {
+        LogOutput { log, level }
+    }
+}
+
+/// Bytes of a line kept while it waits for its newline; past it the line
+/// is written as it stands.
+const PENDING_LINE_BYTES: usize = 64 * 1024;
+
+/// One open handle on a [`LogOutput`], holding the line being written.
+struct LogStream {
+    output: LogOutput,
+    pending: Vec<u8>,
+}
+
+impl LogStream {
+    fn emit_complete_lines(&mut self) {
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line[..end]);
+        }
+        if self.pending.len() >= PENDING_LINE_BYTES {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        self.output.log.write(self.output.level, line);
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::OutputStream for LogStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.pending.extend_from_slice(&bytes);
+        self.emit_complete_lines();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(PENDING_LINE_BYTES)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogOutput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(LogStream {
+            output: self.clone(),
+            pending: Vec::new(),
+        })
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASI 0.3 components write through it; none are loaded.
+        Box::new(tokio::io::sink())
+    }
+}

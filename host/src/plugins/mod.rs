@@ -262,6 +262,7 @@ impl PluginRuntime {
             |s| s,
         )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        imports::wasi_io::shadow_blocking_io(&mut linker)?;
 
         let limits = Limits {
             setup_deadline_ticks: ticks(SETUP_TIMEOUT),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::log::LogOutput;
 use crate::engine::EndpointSet;
 
 /// Ticks a call may be extended while its thread is not actually running it
@@ -179,6 +180,7 @@ impl StoreState {
     /// A store for `plugin` whose linear memory may grow to `memory_limit`
     /// bytes, writing its lines to `log`.
     pub fn new(plugin: Arc<str>, log: Arc<super::log::PluginLog>, memory_limit: usize) -> Self {
+        let wasi = locked_down_wasi(&log);
         StoreState {
             count: None,
             plugin,
@@ -196,7 +198,7 @@ impl StoreState {
             calls_served: 0,
             memory_bytes: 0,
             memory_limit,
-            wasi: locked_down_wasi(),
+            wasi,
             table: ResourceTable::new(),
         }
     }
@@ -225,15 +227,18 @@ impl StoreState {
 pub const RECYCLE_AFTER_CALLS: u64 = 1000;
 
 /// WASI with nothing in it: no files, no environment, no arguments, no
-/// sockets, no stdin; output goes nowhere. Components built for wasm32-wasip2
-/// link against it and load, but reach nothing.
-fn locked_down_wasi() -> WasiCtx {
+/// sockets, no stdin; the lines a guest prints go to the plugin's log.
+/// Components built for wasm32-wasip2 link against it and load, but reach
+/// nothing.
+fn locked_down_wasi(log: &Arc<super::log::PluginLog>) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
     builder
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .allow_blocking_current_thread(false);
+        .allow_blocking_current_thread(false)
+        .stdout(LogOutput::new(Arc::clone(log), tracing::Level::INFO))
+        .stderr(LogOutput::new(Arc::clone(log), tracing::Level::WARN));
     builder.build()
 }
 

@@ -4,3 +4,4 @@ mod host;
 mod probe;
 mod store;
 mod v0_1;
+pub(crate) mod wasi_io;

@@ -3,7 +3,9 @@
 //! authority: environment variables, arguments, preopened directories, and a
 //! TCP connection to the address in its config. It refuses to configure if
 //! it finds any, so a host that loads it has shown WASI components load and
-//! reach nothing.
+//! reach nothing. Each pick also writes a line to stdout and one to stderr
+//! and waits on a clock, as a guest's `print` or `sleep` does: WASI's
+//! blocking calls, which the host must answer without blocking its worker.
 
 use serde::Deserialize;
 use switchyard_sdk::{export_balancer, Balancer, Endpoint, EndpointId, RequestInfo};
@@ -35,9 +37,26 @@ impl Balancer for WasiSandbox {
     }
 
     fn pick(&mut self, _request: &RequestInfo) -> Option<EndpointId> {
+        blocking_calls();
         self.0
     }
 }
+
+#[cfg(target_arch = "wasm32")]
+fn blocking_calls() {
+    let stdout = wasi::cli::stdout::get_stdout();
+    let _ = stdout.blocking_write_and_flush(b"wasi-sandbox picks\n");
+    drop(stdout);
+    let stderr = wasi::cli::stderr::get_stderr();
+    let _ = stderr.blocking_write_and_flush(b"wasi-sandbox picks, on stderr\n");
+    drop(stderr);
+    let clock = wasi::clocks::monotonic_clock::subscribe_duration(1_000);
+    clock.block();
+    wasi::io::poll::poll(&[&clock]);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn blocking_calls() {}
 
 #[cfg(target_arch = "wasm32")]
 fn ambient_authority(connect_to: &str) -> Vec<String> {
