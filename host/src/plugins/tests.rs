@@ -903,6 +903,12 @@ fn checks_waiting_on_slow_probes_wait_together_on_one_thread() {
 }
 
 #[test]
+fn checks_of_a_contract_0_1_plugin_wait_on_their_probes_together_too() {
+    // Instances of its own per pool, as many as checks run at once.
+    slow_probes_wait_together("tests/plugins/get-0-1-1", "get-0-1-1", 32);
+}
+
+#[test]
 fn a_looping_check_yields_its_thread_and_is_cut_off_at_its_budget() {
     use crate::engine::{CheckOutcome, HealthChecker as _};
     const TIMEOUT: Duration = Duration::from_millis(100);
