@@ -1,5 +1,5 @@
 //! A health-check plugin as the engine sees it. The plugin's `check` is an
-//! async call, a task on the runtime: a probe's wait yields it, and a long
+//! async call in the checking task: a probe's wait yields it, and a long
 //! computation yields at each epoch tick (`state::CallClock`). A plugin built
 //! against contract 0.2 checks every pool that uses it from one small set
 //! of instances (`HEALTH_INSTANCES` at most, each pool a `pool-check`
@@ -110,7 +110,7 @@ struct Inner {
     pool_name: String,
     config_json: Arc<str>,
     idle: Mutex<Vec<OwnInstance>>,
-    client: ProbeClient,
+    client: Arc<ProbeClient>,
 }
 
 impl std::fmt::Debug for WasmHealthCheck {
@@ -182,11 +182,11 @@ impl WasmHealthCheck {
         config_json: &str,
         protocol: &UpstreamProtocol,
     ) -> Self {
-        let client = if protocol.is_plain_http1() {
+        let client = Arc::new(if protocol.is_plain_http1() {
             ProbeClient::Pooled(Box::new(pooled_client()))
         } else {
             ProbeClient::Dialed(protocol.clone())
-        };
+        });
         WasmHealthCheck {
             inner: Arc::new(Inner {
                 key: KEYS.allocate(),
@@ -253,7 +253,7 @@ impl Inner {
         let probe = ProbeTarget {
             address: endpoint.address.clone(),
             deadline,
-            client: self.client.clone(),
+            client: Arc::clone(&self.client),
         };
         // The budget is the time the call runs, so time spent waiting on
         // probes is free; the check's own timeout bounds the wall time.
@@ -460,10 +460,7 @@ fn health_of(health: wit::Health) -> Health {
 impl HealthChecker for WasmHealthCheck {
     fn check(&self, endpoint: Arc<Endpoint>, deadline: Instant) -> CheckFuture {
         let inner = Arc::clone(&self.inner);
-        // A task of its own: a check its caller stops waiting for (past the
-        // deadline) still runs to its verdict or its cut-off, so a looping
-        // plugin's fault is counted.
-        let task = tokio::spawn(async move {
+        Box::pin(Detached::new(Box::pin(async move {
             // A shared instance per running check, at most `HEALTH_INSTANCES`:
             // the check waits here for one.
             let _permit = match inner.slot.current() {
@@ -482,10 +479,51 @@ impl HealthChecker for WasmHealthCheck {
                 _ => None,
             };
             inner.check(&endpoint, deadline).await
-        });
-        Box::pin(async move {
-            task.await
-                .unwrap_or_else(|error| CheckOutcome::Fault(format!("check task failed: {error}")))
-        })
+        })))
+    }
+}
+
+/// A check that, once started, finishes even if its caller stops waiting
+/// (past the deadline): the rest becomes a task of its own, so a looping
+/// plugin still runs to its cut-off and its fault is counted. A task per
+/// check only when that happens, not for every check.
+struct Detached {
+    check: Option<CheckFuture>,
+    started: bool,
+}
+
+impl Detached {
+    fn new(check: CheckFuture) -> Self {
+        Detached {
+            check: Some(check),
+            started: false,
+        }
+    }
+}
+
+impl std::future::Future for Detached {
+    type Output = CheckOutcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<CheckOutcome> {
+        self.started = true;
+        let Some(check) = self.check.as_mut() else {
+            return std::task::Poll::Ready(CheckOutcome::Fault("polled after its end".into()));
+        };
+        let outcome = std::task::ready!(check.as_mut().poll(context));
+        self.check = None;
+        std::task::Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let (true, Some(check)) = (self.started, self.check.take()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(check);
+            }
+        }
     }
 }

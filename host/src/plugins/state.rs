@@ -234,7 +234,7 @@ pub struct ProbeTarget {
     /// The check's deadline; every probe ends by then.
     pub deadline: Instant,
     /// How probes reach the endpoint: as the pool speaks to it.
-    pub client: ProbeClient,
+    pub client: Arc<ProbeClient>,
 }
 
 /// The HTTP client probes use.

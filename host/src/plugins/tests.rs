@@ -982,3 +982,35 @@ fn a_health_check_from_the_compiled_cache_checks_as_a_fresh_one() {
         });
     }
 }
+
+#[test]
+fn a_looping_check_its_caller_stopped_waiting_for_is_still_cut_off_and_counted() {
+    use crate::engine::HealthChecker as _;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "hostile-health",
+        &built_plugin("tests/plugins/hostile-health"),
+    );
+    tokio.block_on(async {
+        let (pool, checker) = checked_pool(&runtime, "hostile-health", 1, "127.0.0.1:9");
+        let check = checker.check(
+            Arc::clone(&pool.endpoints().all[0]),
+            Instant::now() + Duration::from_millis(100),
+        );
+        // The caller gives up first, as `check_once` does at the deadline.
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), check).await;
+        assert!(gave_up.is_err());
+        let slot = runtime.find_slot("hostile-health").unwrap();
+        let started = Instant::now();
+        while slot.faults() == 0 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(slot.faults(), 1);
+    });
+}

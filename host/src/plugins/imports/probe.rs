@@ -17,10 +17,10 @@ pub const MAX_PROBE_BODY: usize = 64 * 1024;
 
 const NO_TARGET: &str = "no endpoint is under check";
 
-fn target(state: &StoreState) -> Result<ProbeTarget, ProbeError> {
+fn target(state: &StoreState) -> Result<&ProbeTarget, ProbeError> {
     state
         .probe
-        .clone()
+        .as_ref()
         .ok_or_else(|| ProbeError::NotAllowed(NO_TARGET.to_string()))
 }
 
@@ -155,11 +155,11 @@ async fn dial(
 impl Host for StoreState {
     async fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, ProbeError> {
         let target = target(self)?;
-        let budget = budget(&target, request.timeout_ms)?;
-        let request = build_request(&target, &request)?;
+        let budget = budget(target, request.timeout_ms)?;
+        let request = build_request(target, &request)?;
         let started = Instant::now();
         let exchange = async {
-            let response = match &target.client {
+            let response = match &*target.client {
                 ProbeClient::Pooled(client) => {
                     client.request(request).await.map_err(|e| classify(&e))?
                 }
@@ -199,7 +199,7 @@ impl Host for StoreState {
 
     async fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, ProbeError> {
         let target = target(self)?;
-        let budget = budget(&target, timeout_ms)?;
+        let budget = budget(target, timeout_ms)?;
         let started = Instant::now();
         let connect = tokio::net::TcpStream::connect(target.address.as_str());
         match tokio::time::timeout(budget, connect).await {
