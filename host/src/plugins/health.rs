@@ -98,7 +98,7 @@ use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker, 
 const PROBE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A pool's health check backed by a plugin. Cheap to share: the state is
-/// behind an `Arc`, so a check's task can carry it.
+/// behind an `Arc`, so a check's future can own it.
 pub struct WasmHealthCheck {
     inner: Arc<Inner>,
 }
