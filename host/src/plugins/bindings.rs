@@ -2,6 +2,9 @@
 //! are generated once and each world reuses them, so `types` and `host` have
 //! a single Rust definition.
 //!
+//! The health worlds are generated async (their probes await the network,
+//! their checks are called with `call_async`); the others are synchronous.
+//!
 //! `v0_1` holds the worlds of contract 0.1 (free functions, one instance per
 //! pool), generated from the frozen WIT in `wit-compat/`, so plugins built
 //! against it keep loading.
@@ -45,6 +48,10 @@ pub mod health {
             "switchyard:plugin/types": crate::plugins::bindings::common::switchyard::plugin::types,
             "switchyard:plugin/host": crate::plugins::bindings::common::switchyard::plugin::host,
         },
+        // A probe's wait yields to the runtime; the check is called with
+        // `call_async` so it can.
+        imports: { "switchyard:plugin/probe": async },
+        exports: { default: async },
     });
 }
 
@@ -167,6 +174,8 @@ pub mod v0_1 {
                 "switchyard:plugin/types": crate::plugins::bindings::v0_1::common::switchyard::plugin::types,
                 "switchyard:plugin/host": crate::plugins::bindings::v0_1::common::switchyard::plugin::host,
             },
+            imports: { "switchyard:plugin/probe": async },
+            exports: { default: async },
         });
     }
 

@@ -1,5 +1,6 @@
-//! A health-check plugin as the engine sees it. The plugin's `check` runs
-//! on a blocking thread (its probes wait on the network). A plugin built
+//! A health-check plugin as the engine sees it. The plugin's `check` is an
+//! async call in the checking task: a probe's wait yields it, and a long
+//! computation yields at each epoch tick (`state::CallClock`). A plugin built
 //! against contract 0.2 checks every pool that uses it from one small set
 //! of instances (`HEALTH_INSTANCES` at most, each pool a `pool-check`
 //! resource in them); one built against 0.1 from a set per pool. Instances
@@ -13,11 +14,11 @@ use wasmtime::Store;
 use super::bindings::health::HealthPlugin;
 use super::bindings::types as wit;
 use super::bindings::v0_1::health::HealthPlugin as HealthPlugin0_1;
-use super::pooled::{PoolError, SharedInstance};
+use super::pooled::SharedInstance;
 use super::registry::{PluginSlot, PluginVersion, Prepared};
 use super::retire::Keys;
-use super::state::{begin_call, ProbeClient, ProbeTarget, StoreState};
-use super::{describe_failure, instantiate, set_up, SetUpError, Shared, EPOCH_TICK};
+use super::state::{begin_async_call, block_on, ProbeClient, ProbeTarget, StoreState};
+use super::{async_store, describe_failure, SetUpError, Shared, EPOCH_TICK};
 
 /// Instances of a contract 0.2 health plugin at most, shared by every pool
 /// using it: as many checks of it run at once; the others wait for one
@@ -79,7 +80,9 @@ pub(crate) fn check_shared(
         version.id,
         &KEYS,
         pool_name,
-        |store| pre.instantiate(store),
+        // Nothing here awaits a probe (none is allowed outside a check):
+        // the calls are driven on this thread.
+        |store| block_on(pre.instantiate_async(store)),
         |instance, key| {
             instance
                 .pool(shared, key, &Arc::from(config_json))
@@ -95,7 +98,7 @@ use crate::engine::{CheckFuture, CheckOutcome, Endpoint, Health, HealthChecker, 
 const PROBE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A pool's health check backed by a plugin. Cheap to share: the state is
-/// behind an `Arc`, so a check can carry it onto a blocking thread.
+/// behind an `Arc`, so a check's future can own it.
 pub struct WasmHealthCheck {
     inner: Arc<Inner>,
 }
@@ -107,7 +110,7 @@ struct Inner {
     pool_name: String,
     config_json: Arc<str>,
     idle: Mutex<Vec<OwnInstance>>,
-    client: ProbeClient,
+    client: Arc<ProbeClient>,
 }
 
 impl std::fmt::Debug for WasmHealthCheck {
@@ -134,7 +137,7 @@ pub(crate) struct OwnInstance {
 
 impl OwnInstance {
     /// Instantiates `version` and configures it with `config_json`.
-    pub(crate) fn create(
+    pub(crate) async fn create(
         shared: &Shared,
         slot: &PluginSlot,
         version: &PluginVersion,
@@ -146,16 +149,23 @@ impl OwnInstance {
                 version.world.describe()
             )));
         };
-        let (store, plugin) = set_up(
-            shared,
-            slot,
-            |store| pre.instantiate(store),
-            |plugin, store| {
-                plugin
-                    .switchyard_plugin_health_check()
-                    .call_configure(store, config_json)
-            },
-        )?;
+        let mut store = async_store(shared, slot)?;
+        let call = begin_async_call(&mut store, shared.limits.setup_deadline_ticks);
+        let plugin = call
+            .run(pre.instantiate_async(&mut store))
+            .await
+            .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "instantiate")))?;
+        let call = begin_async_call(&mut store, shared.limits.setup_deadline_ticks);
+        call.run(
+            plugin
+                .switchyard_plugin_health_check()
+                .call_configure(&mut store, config_json),
+        )
+        .await
+        .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "configure")))?
+        .map_err(|message| {
+            SetUpError::Plugin(format!("configure refused the config: {message}"))
+        })?;
         Ok(OwnInstance {
             version_id: version.id,
             store,
@@ -172,11 +182,11 @@ impl WasmHealthCheck {
         config_json: &str,
         protocol: &UpstreamProtocol,
     ) -> Self {
-        let client = if protocol.is_plain_http1() {
+        let client = Arc::new(if protocol.is_plain_http1() {
             ProbeClient::Pooled(Box::new(pooled_client()))
         } else {
             ProbeClient::Dialed(protocol.clone())
-        };
+        });
         WasmHealthCheck {
             inner: Arc::new(Inner {
                 key: KEYS.allocate(),
@@ -231,13 +241,8 @@ fn pooled_client() -> hyper_util::client::legacy::Client<
 }
 
 impl Inner {
-    /// Runs one check on this (blocking) thread.
-    fn check_blocking(
-        &self,
-        endpoint: &Endpoint,
-        deadline: Instant,
-        runtime: tokio::runtime::Handle,
-    ) -> CheckOutcome {
+    /// Runs one check.
+    async fn check(&self, endpoint: &Endpoint, deadline: Instant) -> CheckOutcome {
         let Some(version) = self.slot.current() else {
             return CheckOutcome::Fault("no version loaded".into());
         };
@@ -248,24 +253,23 @@ impl Inner {
         let probe = ProbeTarget {
             address: endpoint.address.clone(),
             deadline,
-            runtime,
-            client: self.client.clone(),
+            client: Arc::clone(&self.client),
         };
-        let target = wit_target!(wit, endpoint);
-        // The budget is CPU time, so time spent waiting on probes is free;
-        // the check's own timeout bounds the wall time.
+        // The budget is the time the call runs, so time spent waiting on
+        // probes is free; the check's own timeout bounds the wall time.
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .max(EPOCH_TICK);
         let ticks = (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         let verdict = if version.prepared.serves_many_pools() {
-            self.check_shared(&version, probe, &target, ticks)
+            let target = wit_target!(wit, endpoint);
+            self.check_shared(&version, probe, &target, ticks).await
         } else {
             let target = wit_target!(
                 super::bindings::v0_1::common::switchyard::plugin::types,
                 endpoint
             );
-            self.check_own(&version, probe, &target, ticks)
+            self.check_own(&version, probe, &target, ticks).await
         };
         match verdict {
             Ok((health, reason)) => {
@@ -282,7 +286,7 @@ impl Inner {
     }
 
     /// A check in one of the plugin's shared instances (contract 0.2).
-    fn check_shared(
+    async fn check_shared(
         &self,
         version: &PluginVersion,
         probe: ProbeTarget,
@@ -292,6 +296,7 @@ impl Inner {
         let Prepared::HealthCheck(pre) = &version.prepared else {
             return Err(SetUpError::Plugin("not a health check".into()));
         };
+        let setup = self.shared.limits.setup_deadline_ticks;
         let checks = &self.slot.checks;
         let reused = {
             let mut idle = checks.idle.lock().unwrap();
@@ -301,31 +306,66 @@ impl Inner {
         let mut instance = match reused {
             Some(instance) => instance,
             None => {
-                let (store, exports) =
-                    instantiate(&self.shared, &self.slot, |store| pre.instantiate(store))?;
-                SharedInstance::new(version.id, store, exports, &KEYS)
+                let mut store = async_store(&self.shared, &self.slot)?;
+                let call = begin_async_call(&mut store, setup);
+                let exports = call
+                    .run(pre.instantiate_async(&mut store))
+                    .await
+                    .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "instantiate")))?;
+                SharedInstance::new_async(version.id, store, exports, &KEYS)
             }
         };
         instance
-            .sweep(&self.shared, &KEYS)
+            .sweep_async(&self.shared, &KEYS)
+            .await
             .map_err(SetUpError::Plugin)?;
-        let handle = match instance.pool(&self.shared, self.key, &self.config_json) {
-            Ok(resource) => resource.handle,
-            Err(PoolError::Refused(reason)) => {
-                checks.idle.lock().unwrap().push(instance);
-                return Err(SetUpError::Plugin(reason));
+        let handle = match instance.resource(self.key) {
+            Some(handle) => handle,
+            None => {
+                let call = begin_async_call(&mut instance.store, setup);
+                let created = call
+                    .run(
+                        instance
+                            .exports
+                            .switchyard_plugin_health_check()
+                            .pool_check()
+                            .call_create(&mut instance.store, &self.config_json),
+                    )
+                    .await;
+                match created {
+                    Ok(Ok(handle)) => {
+                        instance.insert_resource(self.key, handle, &self.config_json);
+                        handle
+                    }
+                    Ok(Err(message)) => {
+                        checks.idle.lock().unwrap().push(instance);
+                        return Err(SetUpError::Plugin(format!(
+                            "configure refused the config: {message}"
+                        )));
+                    }
+                    // A trapped instance cannot be entered again: it is dropped.
+                    Err(error) => {
+                        return Err(SetUpError::Plugin(describe_failure(
+                            &instance.store,
+                            &error,
+                            "create",
+                        )))
+                    }
+                }
             }
-            // A trapped instance cannot be entered again: it is dropped.
-            Err(PoolError::Trapped(reason)) => return Err(SetUpError::Plugin(reason)),
         };
         instance.store.data_mut().probe = Some(probe);
-        let started = begin_call(&mut instance.store, ticks);
-        let result = instance
-            .exports
-            .switchyard_plugin_health_check()
-            .pool_check()
-            .call_check(&mut instance.store, handle, target);
-        self.slot.time_call(started);
+        let call = begin_async_call(&mut instance.store, ticks);
+        let result = call
+            .run(
+                instance
+                    .exports
+                    .switchyard_plugin_health_check()
+                    .pool_check()
+                    .call_check(&mut instance.store, handle, target),
+            )
+            .await;
+        self.slot.time_call(call.started);
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {
@@ -347,7 +387,7 @@ impl Inner {
     }
 
     /// A check in one of this pool's own instances (contract 0.1).
-    fn check_own(
+    async fn check_own(
         &self,
         version: &PluginVersion,
         probe: ProbeTarget,
@@ -362,15 +402,21 @@ impl Inner {
         };
         let mut instance = match reused {
             Some(instance) => instance,
-            None => OwnInstance::create(&self.shared, &self.slot, version, &self.config_json)?,
+            None => {
+                OwnInstance::create(&self.shared, &self.slot, version, &self.config_json).await?
+            }
         };
         instance.store.data_mut().probe = Some(probe);
-        let started = begin_call(&mut instance.store, ticks);
-        let result = instance
-            .plugin
-            .switchyard_plugin_health_check()
-            .call_check(&mut instance.store, target);
-        self.slot.time_call(started);
+        let call = begin_async_call(&mut instance.store, ticks);
+        let result = call
+            .run(
+                instance
+                    .plugin
+                    .switchyard_plugin_health_check()
+                    .call_check(&mut instance.store, target),
+            )
+            .await;
+        self.slot.time_call(call.started);
         instance.store.data_mut().probe = None;
         match result {
             Ok(verdict) => {
@@ -414,11 +460,10 @@ fn health_of(health: wit::Health) -> Health {
 impl HealthChecker for WasmHealthCheck {
     fn check(&self, endpoint: Arc<Endpoint>, deadline: Instant) -> CheckFuture {
         let inner = Arc::clone(&self.inner);
-        let runtime = tokio::runtime::Handle::current();
-        Box::pin(async move {
+        Box::pin(Detached::new(Box::pin(async move {
             // A shared instance per running check, at most `HEALTH_INSTANCES`:
-            // the check waits here for one, holding no thread.
-            let permit = match inner.slot.current() {
+            // the check waits here for one.
+            let _permit = match inner.slot.current() {
                 Some(version) if version.prepared.serves_many_pools() => {
                     let permits = Arc::clone(&inner.slot.checks.permits);
                     match tokio::time::timeout_at(deadline.into(), permits.acquire_owned()).await {
@@ -433,13 +478,52 @@ impl HealthChecker for WasmHealthCheck {
                 }
                 _ => None,
             };
-            tokio::task::spawn_blocking(move || {
-                let outcome = inner.check_blocking(&endpoint, deadline, runtime);
-                drop(permit);
-                outcome
-            })
-            .await
-            .unwrap_or_else(|error| CheckOutcome::Fault(format!("check task failed: {error}")))
-        })
+            inner.check(&endpoint, deadline).await
+        })))
+    }
+}
+
+/// A check that, once started, finishes even if its caller stops waiting
+/// (past the deadline): the rest becomes a task of its own, so a looping
+/// plugin still runs to its cut-off and its fault is counted. A task per
+/// check only when that happens, not for every check.
+struct Detached {
+    check: Option<CheckFuture>,
+    started: bool,
+}
+
+impl Detached {
+    fn new(check: CheckFuture) -> Self {
+        Detached {
+            check: Some(check),
+            started: false,
+        }
+    }
+}
+
+impl std::future::Future for Detached {
+    type Output = CheckOutcome;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<CheckOutcome> {
+        self.started = true;
+        let Some(check) = self.check.as_mut() else {
+            return std::task::Poll::Ready(CheckOutcome::Fault("polled after its end".into()));
+        };
+        let outcome = std::task::ready!(check.as_mut().poll(context));
+        self.check = None;
+        std::task::Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let (true, Some(check)) = (self.started, self.check.take()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(check);
+            }
+        }
     }
 }

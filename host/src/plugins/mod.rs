@@ -151,7 +151,10 @@ fn ticks(budget: Duration) -> u64 {
 
 pub(crate) struct Shared {
     pub engine: Engine,
+    /// Balancers' and recovery policies' imports, all synchronous.
     pub linker: Linker<StoreState>,
+    /// Health checks' imports: the probes async, WASI's async version.
+    pub async_linker: Linker<StoreState>,
     pub limits: Limits,
     dir: PathBuf,
     cache: ArtifactCache,
@@ -248,21 +251,36 @@ impl PluginRuntime {
             anyhow::anyhow!("cannot start the wasmtime engine: {}", error_chain(&e))
         })?;
 
+        // One engine serves both kinds of store: wasmtime decides per store
+        // whether its calls must be async (a store whose instance links an
+        // async import must), so a compiled component serves both linkers.
         let mut linker = Linker::<StoreState>::new(&engine);
         bindings::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        bindings::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )?;
         bindings::store::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
         // Contract 0.1's imports under their own names.
         bindings::v0_1::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-        bindings::v0_1::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         imports::wasi_io::shadow_blocking_io(&mut linker)?;
+
+        let mut async_linker = Linker::<StoreState>::new(&engine);
+        bindings::common::HostImports::add_to_linker::<_, HasSelf<_>>(&mut async_linker, |s| s)?;
+        bindings::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
+            &mut async_linker,
+            |s| s,
+        )?;
+        bindings::store::add_to_linker::<_, HasSelf<_>>(&mut async_linker, |s| s)?;
+        bindings::v0_1::common::HostImports::add_to_linker::<_, HasSelf<_>>(
+            &mut async_linker,
+            |s| s,
+        )?;
+        bindings::v0_1::health::switchyard::plugin::probe::add_to_linker::<_, HasSelf<_>>(
+            &mut async_linker,
+            |s| s,
+        )?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut async_linker)?;
+        // A health check waits on its probes only: WASI's waits are answered
+        // at once, as every plugin's are.
+        imports::wasi_io::shadow_blocking_io(&mut async_linker)?;
 
         let limits = Limits {
             setup_deadline_ticks: ticks(SETUP_TIMEOUT),
@@ -280,6 +298,7 @@ impl PluginRuntime {
             shared: Arc::new(Shared {
                 engine,
                 linker,
+                async_linker,
                 limits,
                 dir: config.dir.clone(),
                 cache: ArtifactCache::new(config.cache_dir()),
@@ -911,10 +930,13 @@ impl PluginRuntime {
                 &usage.pool_name,
                 &usage.config_json,
             ),
-            Role::HealthCheck => {
-                health::OwnInstance::create(&self.shared, slot, version, &usage.config_json)
-                    .map(drop)
-            }
+            Role::HealthCheck => state::block_on(health::OwnInstance::create(
+                &self.shared,
+                slot,
+                version,
+                &usage.config_json,
+            ))
+            .map(drop),
             Role::Recovery if many => recovery::check_shared(
                 &self.shared,
                 slot,
@@ -932,7 +954,11 @@ impl PluginRuntime {
     }
 
     fn prepare(&self, component: &Component, world: World) -> Result<Prepared, String> {
-        let pre = self.shared.linker.instantiate_pre(component).map_err(|e| {
+        let linker = match world {
+            World::HealthCheck => &self.shared.async_linker,
+            World::Balancer | World::Recovery => &self.shared.linker,
+        };
+        let pre = linker.instantiate_pre(component).map_err(|e| {
             format!(
                 "imports something the host does not offer: {}",
                 error_chain(&e)
@@ -1130,6 +1156,16 @@ pub(crate) fn instantiate<P>(
     slot: &PluginSlot,
     instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<P>,
 ) -> Result<(Store<StoreState>, P), SetUpError> {
+    let mut store = state::new_store(&shared.engine, store_state(shared, slot)?);
+    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
+    let plugin = instantiate(&mut store)
+        .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "instantiate")))?;
+    Ok((store, plugin))
+}
+
+/// The state of a new store for `slot`'s plugin, if the host has an
+/// instance to spare (`max_instances`).
+fn store_state(shared: &Shared, slot: &PluginSlot) -> Result<StoreState, SetUpError> {
     let count = state::InstanceCount::take(&shared.live_instances, shared.limits.max_instances)
         .ok_or_else(|| {
             SetUpError::Capacity(format!(
@@ -1145,11 +1181,17 @@ pub(crate) fn instantiate<P>(
     state.recycle_at = slot.limits.recycle_at;
     state.count = Some(count);
     state.memory_high = Some(Arc::clone(&slot.memory_high));
-    let mut store = state::new_store(&shared.engine, state);
-    state::begin_call(&mut store, shared.limits.setup_deadline_ticks);
-    let plugin = instantiate(&mut store)
-        .map_err(|e| SetUpError::Plugin(describe_failure(&store, &e, "instantiate")))?;
-    Ok((store, plugin))
+    Ok(state)
+}
+
+/// A new async store for `slot`'s plugin (a health check's), not yet
+/// instantiated: its caller runs `instantiate_async` under the set-up budget
+/// (`state::begin_async_call`).
+pub(crate) fn async_store(
+    shared: &Shared,
+    slot: &PluginSlot,
+) -> Result<Store<StoreState>, SetUpError> {
+    Ok(state::new_store(&shared.engine, store_state(shared, slot)?))
 }
 
 /// A new store for `slot`'s plugin (contract 0.1), instantiated and

@@ -19,7 +19,7 @@ use wasmtime::Store;
 use super::bindings::{balancer::BalancerPlugin, health::HealthPlugin, recovery::RecoveryPlugin};
 use super::pool_store::PoolStore;
 use super::retire::Keys;
-use super::state::{begin_call, StoreState};
+use super::state::{begin_async_call, begin_call, block_on, StoreState};
 use super::{describe_failure, SetUpError, Shared};
 
 /// One pool's resource in a shared instance.
@@ -93,6 +93,8 @@ pub(crate) struct SharedInstance<E> {
     /// In a scratch instance: the key of each checked pool's resource, by
     /// pool name, kept so the instance holds what a worker's would.
     checked: HashMap<String, usize>,
+    /// The store's calls must be async (a health check's instance).
+    async_calls: bool,
 }
 
 impl<E> SharedInstance<E> {
@@ -105,7 +107,58 @@ impl<E> SharedInstance<E> {
             // Keys retired before this instance existed have nothing in it.
             retired_seen: keys.retired_count(),
             checked: HashMap::new(),
+            async_calls: false,
         }
+    }
+
+    /// The same, for a store whose calls must be async.
+    pub(crate) fn new_async(
+        version_id: u64,
+        store: Store<StoreState>,
+        exports: E,
+        keys: &Keys,
+    ) -> Self {
+        SharedInstance {
+            async_calls: true,
+            ..SharedInstance::new(version_id, store, exports, keys)
+        }
+    }
+
+    /// `sweep` for a task on the runtime: each destructor's call awaited.
+    pub(crate) async fn sweep_async(&mut self, shared: &Shared, keys: &Keys) -> Result<(), String> {
+        let Some((retired, seen)) = keys.retired_since(self.retired_seen) else {
+            return Ok(());
+        };
+        self.retired_seen = seen;
+        for key in retired {
+            if let Some(resource) = self.pools.remove(&key) {
+                let call = begin_async_call(&mut self.store, shared.limits.setup_deadline_ticks);
+                call.run(resource.handle.resource_drop_async(&mut self.store))
+                    .await
+                    .map_err(|e| describe_failure(&self.store, &e, "drop"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pool `key`'s resource, if this instance has made it.
+    pub(crate) fn resource(&self, key: usize) -> Option<ResourceAny> {
+        self.pools.get(&key).map(|resource| resource.handle)
+    }
+
+    /// Keeps `handle` as pool `key`'s resource, made by the caller from
+    /// `config` with the store serving the pool's store, if any.
+    pub(crate) fn insert_resource(&mut self, key: usize, handle: ResourceAny, config: &Arc<str>) {
+        let pool_store = self.store.data().pool_store.clone();
+        self.pools.insert(
+            key,
+            PoolResource {
+                handle,
+                generation: 0,
+                config: Arc::clone(config),
+                pool_store,
+            },
+        );
     }
 
     /// Drops the resources of pools that no longer exist (their keys were
@@ -276,10 +329,12 @@ impl<E> SharedInstance<E> {
     pub(crate) fn release(&mut self, shared: &Shared, key: usize) -> Result<(), String> {
         if let Some(resource) = self.pools.remove(&key) {
             begin_call(&mut self.store, shared.limits.setup_deadline_ticks);
-            resource
-                .handle
-                .resource_drop(&mut self.store)
-                .map_err(|e| describe_failure(&self.store, &e, "drop"))?;
+            let dropped = if self.async_calls {
+                block_on(resource.handle.resource_drop_async(&mut self.store))
+            } else {
+                resource.handle.resource_drop(&mut self.store)
+            };
+            dropped.map_err(|e| describe_failure(&self.store, &e, "drop"))?;
         }
         Ok(())
     }
@@ -440,7 +495,10 @@ pub(crate) fn check_in_scratch<E: InScratch + PoolExports>(
         Some(instance) => instance,
         None => {
             let (store, exports) = super::instantiate(shared, slot, instantiate)?;
-            SharedInstance::new(version_id, store, exports, keys)
+            SharedInstance {
+                async_calls: E::ASYNC_CALLS,
+                ..SharedInstance::new(version_id, store, exports, keys)
+            }
         }
     };
     // The pool's earlier state (a pool rebuilt by a reload) goes first.
@@ -543,14 +601,17 @@ impl std::fmt::Debug for Scratch {
 
 /// A world's exports, which a slot's `Scratch` can hold.
 pub(crate) trait InScratch: Sized {
+    /// Whether the world's calls must be async (its imports are).
+    const ASYNC_CALLS: bool = false;
     fn wrap(instance: SharedInstance<Self>) -> Scratch;
     fn unwrap(scratch: Scratch) -> Option<SharedInstance<Self>>;
     fn unwrap_mut(scratch: &mut Scratch) -> Option<&mut SharedInstance<Self>>;
 }
 
 macro_rules! in_scratch {
-    ($exports:ty, $variant:ident) => {
+    ($exports:ty, $variant:ident $(, $async_calls:expr)?) => {
         impl InScratch for $exports {
+            $(const ASYNC_CALLS: bool = $async_calls;)?
             fn wrap(instance: SharedInstance<Self>) -> Scratch {
                 Scratch::$variant(instance)
             }
@@ -570,7 +631,7 @@ macro_rules! in_scratch {
     };
 }
 in_scratch!(BalancerPlugin, Balancer);
-in_scratch!(HealthPlugin, HealthCheck);
+in_scratch!(HealthPlugin, HealthCheck, true);
 in_scratch!(RecoveryPlugin, Recovery);
 
 impl PoolExports for BalancerPlugin {
@@ -658,8 +719,12 @@ impl PoolExports for HealthPlugin {
         store: &mut Store<StoreState>,
         config: &str,
     ) -> wasmtime::Result<Result<ResourceAny, String>> {
-        self.switchyard_plugin_health_check()
-            .pool_check()
-            .call_create(store, config)
+        // Called only where nothing but the guest can wait (a scratch
+        // check); a check makes its pool's resource with `call_async`.
+        block_on(
+            self.switchyard_plugin_health_check()
+                .pool_check()
+                .call_create(store, config),
+        )
     }
 }

@@ -26,10 +26,27 @@ pub const MAX_DESCHEDULED_TICKS: u32 = 100;
 /// extended, up to `MAX_DESCHEDULED_TICKS`. (CPU consumed, not CPU share:
 /// the wasm thread may notice a tick late, so a window can be microseconds
 /// long, in which any running thread shows full share.)
+///
+/// A health check's call is async: its future is polled on whichever
+/// runtime thread is free and is idle while a probe waits. Its budget is
+/// the time its future spent being polled (`PollMeter`), so a probe's wait
+/// costs nothing; until that is spent the clock yields to the runtime once
+/// a poll has run a whole tick. Past it, the rest is judged as above, on the
+/// thread's CPU within one poll (not yielding, so the samples come from one
+/// thread), since a poll's time also counts any preemption of its thread.
 #[derive(Debug, Default)]
 pub struct CallClock {
     first_sample: Option<Duration>,
     extensions: u32,
+    /// An async call's budget of polled time.
+    budget: Duration,
+    /// The poll in which `first_sample` was taken (async calls).
+    sample_poll: u64,
+    /// The polled time of the async call under way.
+    meter: Arc<PollMeter>,
+    /// Whether the call under way is judged by `meter` (an async call run
+    /// by `Metered::run`) rather than by one thread's CPU from the start.
+    metered: bool,
     /// Set when the clock interrupted the call.
     pub interrupted: bool,
     /// CPU the call had used since its budget ran out, and the ticks it was
@@ -43,12 +60,35 @@ impl CallClock {
     pub fn begin(&mut self) {
         self.first_sample = None;
         self.extensions = 0;
+        self.metered = false;
         self.interrupted = false;
         self.overrun = None;
     }
 
-    /// Decides at an epoch deadline whether the call goes on.
+    /// Decides at an epoch deadline whether the call goes on (or, an async
+    /// call, yields to the runtime first).
     pub fn on_deadline(&mut self) -> wasmtime::UpdateDeadline {
+        if self.metered {
+            return self.on_metered_deadline();
+        }
+        self.decide(thread_cpu_time())
+    }
+
+    fn on_metered_deadline(&mut self) -> wasmtime::UpdateDeadline {
+        if self.meter.spent() < self.budget {
+            return if self.meter.this_poll() >= super::EPOCH_TICK && !BLOCKED_ON.get() {
+                // Tokio's own yield lets its timers and I/O run before the
+                // call is polled again (a plain wake would not).
+                wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            };
+        }
+        let poll = self.meter.polls();
+        if self.sample_poll != poll {
+            self.sample_poll = poll;
+            self.first_sample = None;
+        }
         self.decide(thread_cpu_time())
     }
 
@@ -67,6 +107,119 @@ impl CallClock {
     }
 }
 
+/// The time an async call's future spent being polled: the guest running,
+/// and the host's own work for it, never a wait on a probe. Shared by the
+/// future's wrapper (`Metered::run`) and the store's clock, on whichever
+/// thread polls it.
+#[derive(Debug, Default)]
+pub struct PollMeter {
+    /// Nanoseconds in the polls that have returned.
+    spent_ns: AtomicU64,
+    /// When the poll under way began (`meter_now`); 0 between polls.
+    began_ns: AtomicU64,
+    /// Polls begun.
+    polls: AtomicU64,
+}
+
+fn meter_now() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    (BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64).max(1)
+}
+
+impl PollMeter {
+    fn reset(&self) {
+        self.spent_ns.store(0, Ordering::Relaxed);
+        self.began_ns.store(0, Ordering::Relaxed);
+    }
+
+    fn enter(&self) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.began_ns.store(meter_now(), Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        let began = self.began_ns.swap(0, Ordering::Relaxed);
+        if began != 0 {
+            self.spent_ns
+                .fetch_add(meter_now().saturating_sub(began), Ordering::Relaxed);
+        }
+    }
+
+    /// The time of the poll under way so far.
+    fn this_poll(&self) -> Duration {
+        match self.began_ns.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            began => Duration::from_nanos(meter_now().saturating_sub(began)),
+        }
+    }
+
+    /// Polled time in all, the poll under way included.
+    fn spent(&self) -> Duration {
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed)) + self.this_poll()
+    }
+
+    fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+}
+
+/// An async call under way: when it began, and its meter.
+#[derive(Debug)]
+pub struct Metered {
+    /// When the call began, for the plugin's call timings.
+    pub started: Instant,
+    meter: Arc<PollMeter>,
+}
+
+impl Metered {
+    /// Runs `call`, the call's future, counting the time it is polled.
+    pub async fn run<F: std::future::Future>(&self, call: F) -> F::Output {
+        let mut call = std::pin::pin!(call);
+        std::future::poll_fn(|context| {
+            self.meter.enter();
+            let polled = call.as_mut().poll(context);
+            self.meter.leave();
+            polled
+        })
+        .await
+    }
+}
+
+thread_local! {
+    /// Set while `block_on` drives a future on this thread: a call then
+    /// never yields, since a yield handed to a runtime this thread is
+    /// blocking in would never be woken.
+    static BLOCKED_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `future` to completion on this thread. For the few calls into an
+/// async store made where nothing is awaited but the guest (loading a file,
+/// checking a pool's config): no probe is allowed there.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BLOCKED_ON.set(self.0);
+        }
+    }
+    let _restore = Restore(BLOCKED_ON.replace(true));
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 fn thread_cpu_time() -> Duration {
     let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
@@ -80,11 +233,8 @@ pub struct ProbeTarget {
     pub address: String,
     /// The check's deadline; every probe ends by then.
     pub deadline: Instant,
-    /// The runtime that performs the probes' I/O (the check itself runs on
-    /// a blocking thread).
-    pub runtime: tokio::runtime::Handle,
     /// How probes reach the endpoint: as the pool speaks to it.
-    pub client: ProbeClient,
+    pub client: Arc<ProbeClient>,
 }
 
 /// The HTTP client probes use.
@@ -266,6 +416,25 @@ pub fn serve_store(
     }
 }
 
+/// Starts the budget of one async call: `ticks` epoch ticks of polled time.
+/// The call's future is to be run by the `Metered` returned. (An async call
+/// driven by `block_on` may use `begin_call` instead: it stays on one
+/// thread, whose CPU then judges it.)
+pub fn begin_async_call(store: &mut wasmtime::Store<StoreState>, ticks: u64) -> Metered {
+    let clock = &mut store.data_mut().clock;
+    clock.begin();
+    clock.metered = true;
+    clock.budget = super::EPOCH_TICK * ticks.min(u64::from(u32::MAX)) as u32;
+    clock.sample_poll = 0;
+    clock.meter.reset();
+    let meter = Arc::clone(&clock.meter);
+    store.set_epoch_deadline(1);
+    Metered {
+        started: Instant::now(),
+        meter,
+    }
+}
+
 /// Starts the budget of one call of `ticks` epoch ticks; returns when it
 /// started, for the plugin's call timings.
 pub fn begin_call(store: &mut wasmtime::Store<StoreState>, ticks: u64) -> Instant {
@@ -348,6 +517,22 @@ mod tests {
         assert!(is_interrupt(clock.decide(cpu + Duration::from_micros(100))));
         clock.begin();
         assert!(!clock.interrupted);
+    }
+
+    #[test]
+    fn a_metered_call_is_charged_for_its_polls_not_the_waits_between() {
+        let meter = PollMeter::default();
+        meter.enter();
+        std::thread::sleep(Duration::from_millis(3));
+        meter.leave();
+        // A probe's wait: the future is not being polled.
+        std::thread::sleep(Duration::from_millis(30));
+        meter.enter();
+        let spent = meter.spent();
+        assert!(spent >= Duration::from_millis(3), "{spent:?}");
+        assert!(spent < Duration::from_millis(20), "{spent:?}");
+        assert_eq!(meter.polls(), 2);
+        meter.leave();
     }
 
     #[test]

@@ -781,3 +781,236 @@ fn picks_that_use_the_store_are_recorded_and_replay_exactly() {
     assert_eq!((replayed.picks, replayed.agreed), (PICKS, PICKS));
     assert_eq!(replayed.diverged_calls, 0);
 }
+
+/// An upstream on loopback that answers each request `200 OK` after `delay`.
+async fn slow_upstream(delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let read = match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => read,
+                    };
+                    head.extend_from_slice(&buffer[..read]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        head.clear();
+                        tokio::time::sleep(delay).await;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A pool of `size` endpoints at `address`, checked by plugin `name`.
+fn checked_pool(
+    runtime: &PluginRuntime,
+    name: &str,
+    size: u32,
+    address: &str,
+) -> (Arc<crate::engine::Pool>, Arc<WasmHealthCheck>) {
+    let endpoints = (0..size)
+        .map(|id| Arc::new(Endpoint::new(id, address, 1, 0).unwrap()))
+        .collect();
+    let pool = Arc::new(crate::engine::Pool::new(
+        format!("{name}-checked"),
+        endpoints,
+        None,
+        None,
+    ));
+    runtime
+        .attach(name, Role::HealthCheck, &pool, "{}")
+        .unwrap();
+    let checker = runtime.health_check(
+        name,
+        &pool.name,
+        "{}",
+        &crate::engine::UpstreamProtocol::default(),
+    );
+    (pool, checker)
+}
+
+/// Checks `checks` endpoints at once with plugin `name` (built from
+/// `crate_path`) against an upstream that answers after `PROBE`: every
+/// verdict is healthy, and all of them take about one probe's time.
+fn slow_probes_wait_together(crate_path: &str, name: &str, checks: u32) {
+    use crate::engine::{CheckOutcome, Health, HealthChecker as _};
+    const PROBE: Duration = Duration::from_millis(300);
+    // One thread runs everything: the checks, their probes and the
+    // upstream, and the blocking pool has one thread. A check that held a
+    // thread while its probe waited would make these take a probe time
+    // each, one after the other.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = PluginRuntime::new(&crate::config::PluginsConfig {
+        dir: dir.path().to_path_buf(),
+        call_timeout_ms: 1_000,
+        ..Default::default()
+    })
+    .unwrap();
+    load(&runtime, name, &built_plugin(crate_path));
+    tokio.block_on(async {
+        let address = slow_upstream(PROBE).await;
+        let (pool, checker) = checked_pool(&runtime, name, checks, &address);
+        let check_all =
+            || {
+                futures_util::future::join_all(pool.endpoints().all.iter().map(|endpoint| {
+                    checker.check(Arc::clone(endpoint), Instant::now() + PROBE * 10)
+                }))
+            };
+        // The first round makes the instances.
+        check_all().await;
+        let started = Instant::now();
+        let outcomes = check_all().await;
+        let took = started.elapsed();
+        for outcome in &outcomes {
+            assert!(
+                matches!(outcome, CheckOutcome::Verdict(Health::Healthy, _)),
+                "{outcome:?}"
+            );
+        }
+        assert!(
+            took < PROBE * 2,
+            "{} checks of {PROBE:?} each took {took:?}",
+            outcomes.len()
+        );
+    });
+}
+
+#[test]
+fn checks_waiting_on_slow_probes_wait_together_on_one_thread() {
+    // As many as run at once: one per shared instance.
+    slow_probes_wait_together(
+        "plugins/http-health",
+        "http-health",
+        health::HEALTH_INSTANCES as u32,
+    );
+}
+
+#[test]
+fn checks_of_a_contract_0_1_plugin_wait_on_their_probes_together_too() {
+    // Instances of its own per pool, as many as checks run at once.
+    slow_probes_wait_together("tests/plugins/get-0-1-1", "get-0-1-1", 32);
+}
+
+#[test]
+fn a_looping_check_yields_its_thread_and_is_cut_off_at_its_budget() {
+    use crate::engine::{CheckOutcome, HealthChecker as _};
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    // One thread: a check that never yielded would stop the ticker.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "hostile-health",
+        &built_plugin("tests/plugins/hostile-health"),
+    );
+    tokio.block_on(async {
+        // Endpoint 0 is the one hostile-health loops on.
+        let (pool, checker) = checked_pool(&runtime, "hostile-health", 1, "127.0.0.1:9");
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        let outcome = checker
+            .check(Arc::clone(&pool.endpoints().all[0]), started + TIMEOUT)
+            .await;
+        let took = started.elapsed();
+        ticker.abort();
+        let CheckOutcome::Fault(fault) = outcome else {
+            panic!("a looping check gave {outcome:?}");
+        };
+        assert!(fault.contains("ran past its time budget"), "{fault}");
+        assert!(took >= TIMEOUT, "cut off after {took:?}");
+        assert!(took < TIMEOUT * 3, "cut off only after {took:?}");
+        let ticks = ticks.load(Ordering::Relaxed);
+        assert!(ticks >= 5, "the ticker ran {ticks} times in {took:?}");
+        let slot = runtime.find_slot("hostile-health").unwrap();
+        assert_eq!(slot.faults(), 1);
+    });
+}
+
+#[test]
+fn a_health_check_from_the_compiled_cache_checks_as_a_fresh_one() {
+    use crate::engine::{CheckOutcome, Health, HealthChecker as _};
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = built_plugin("plugins/http-health");
+    for cached in [false, true] {
+        let runtime = runtime_in(dir.path());
+        assert_eq!(load(&runtime, "http-health", &bytes).from_cache, cached);
+        tokio.block_on(async {
+            let address = slow_upstream(Duration::ZERO).await;
+            let (pool, checker) = checked_pool(&runtime, "http-health", 1, &address);
+            let endpoint = Arc::clone(&pool.endpoints().all[0]);
+            let outcome = checker
+                .check(endpoint, Instant::now() + Duration::from_secs(5))
+                .await;
+            assert!(
+                matches!(outcome, CheckOutcome::Verdict(Health::Healthy, _)),
+                "cached {cached}: {outcome:?}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_looping_check_its_caller_stopped_waiting_for_is_still_cut_off_and_counted() {
+    use crate::engine::HealthChecker as _;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_in(dir.path());
+    load(
+        &runtime,
+        "hostile-health",
+        &built_plugin("tests/plugins/hostile-health"),
+    );
+    tokio.block_on(async {
+        let (pool, checker) = checked_pool(&runtime, "hostile-health", 1, "127.0.0.1:9");
+        let check = checker.check(
+            Arc::clone(&pool.endpoints().all[0]),
+            Instant::now() + Duration::from_millis(100),
+        );
+        // The caller gives up first, as `check_once` does at the deadline.
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), check).await;
+        assert!(gave_up.is_err());
+        let slot = runtime.find_slot("hostile-health").unwrap();
+        let started = Instant::now();
+        while slot.faults() == 0 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(slot.faults(), 1);
+    });
+}

@@ -1,6 +1,7 @@
 //! `switchyard:plugin/probe`: reaches only the endpoint under check, and
 //! only until the check's deadline. Outside a health check there is no
-//! endpoint under check, so every probe is refused.
+//! endpoint under check, so every probe is refused. Both probes are async:
+//! their wait yields the check's task to the runtime.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,10 @@ pub const MAX_PROBE_BODY: usize = 64 * 1024;
 
 const NO_TARGET: &str = "no endpoint is under check";
 
-fn target(state: &StoreState) -> Result<ProbeTarget, ProbeError> {
+fn target(state: &StoreState) -> Result<&ProbeTarget, ProbeError> {
     state
         .probe
-        .clone()
+        .as_ref()
         .ok_or_else(|| ProbeError::NotAllowed(NO_TARGET.to_string()))
 }
 
@@ -152,67 +153,59 @@ async fn dial(
 }
 
 impl Host for StoreState {
-    fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, ProbeError> {
+    async fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, ProbeError> {
         let target = target(self)?;
-        let budget = budget(&target, request.timeout_ms)?;
-        let request = build_request(&target, &request)?;
+        let budget = budget(target, request.timeout_ms)?;
+        let request = build_request(target, &request)?;
         let started = Instant::now();
-        let client = target.client.clone();
-        let address = target.address.clone();
-        target.runtime.block_on(async move {
-            let exchange = async {
-                let response = match &client {
-                    ProbeClient::Pooled(client) => {
-                        client.request(request).await.map_err(|e| classify(&e))?
-                    }
-                    ProbeClient::Dialed(protocol) => dial(&address, protocol, request).await?,
-                };
-                let status = response.status().as_u16();
-                let headers = response
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-                    .collect();
-                let mut body = Vec::new();
-                let mut stream = response.into_body();
-                while body.len() < MAX_PROBE_BODY {
-                    match stream.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Some(data) = frame.data_ref() {
-                                body.extend_from_slice(data);
-                            }
-                        }
-                        Some(Err(error)) => return Err(classify(&error)),
-                        None => break,
-                    }
+        let exchange = async {
+            let response = match &*target.client {
+                ProbeClient::Pooled(client) => {
+                    client.request(request).await.map_err(|e| classify(&e))?
                 }
-                body.truncate(MAX_PROBE_BODY);
-                Ok(HttpResponse {
-                    status,
-                    headers,
-                    body,
-                    latency_us: started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
-                })
+                ProbeClient::Dialed(protocol) => dial(&target.address, protocol, request).await?,
             };
-            tokio::time::timeout(budget, exchange)
-                .await
-                .unwrap_or(Err(ProbeError::Timeout))
-        })
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            let mut body = Vec::new();
+            let mut stream = response.into_body();
+            while body.len() < MAX_PROBE_BODY {
+                match stream.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            body.extend_from_slice(data);
+                        }
+                    }
+                    Some(Err(error)) => return Err(classify(&error)),
+                    None => break,
+                }
+            }
+            body.truncate(MAX_PROBE_BODY);
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+                latency_us: started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32,
+            })
+        };
+        tokio::time::timeout(budget, exchange)
+            .await
+            .unwrap_or(Err(ProbeError::Timeout))
     }
 
-    fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, ProbeError> {
+    async fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, ProbeError> {
         let target = target(self)?;
-        let budget = budget(&target, timeout_ms)?;
+        let budget = budget(target, timeout_ms)?;
         let started = Instant::now();
-        let address = target.address.clone();
-        target.runtime.block_on(async move {
-            match tokio::time::timeout(budget, tokio::net::TcpStream::connect(address)).await {
-                Ok(Ok(_stream)) => {
-                    Ok(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
-                }
-                Ok(Err(error)) => Err(classify(&error)),
-                Err(_) => Err(ProbeError::Timeout),
-            }
-        })
+        let connect = tokio::net::TcpStream::connect(target.address.as_str());
+        match tokio::time::timeout(budget, connect).await {
+            Ok(Ok(_stream)) => Ok(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+            Ok(Err(error)) => Err(classify(&error)),
+            Err(_) => Err(ProbeError::Timeout),
+        }
     }
 }

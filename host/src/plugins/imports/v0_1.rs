@@ -76,7 +76,7 @@ fn probe_error(error: probe::ProbeError) -> old_probe::ProbeError {
 }
 
 impl old_probe::Host for StoreState {
-    fn http(
+    async fn http(
         &mut self,
         request: old_probe::HttpRequest,
     ) -> Result<old_probe::HttpResponse, old_probe::ProbeError> {
@@ -87,6 +87,7 @@ impl old_probe::Host for StoreState {
             timeout_ms: request.timeout_ms,
         };
         probe::Host::http(self, request)
+            .await
             .map(|response| old_probe::HttpResponse {
                 status: response.status,
                 headers: response.headers,
@@ -96,7 +97,9 @@ impl old_probe::Host for StoreState {
             .map_err(probe_error)
     }
 
-    fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, old_probe::ProbeError> {
-        probe::Host::tcp_connect(self, timeout_ms).map_err(probe_error)
+    async fn tcp_connect(&mut self, timeout_ms: u32) -> Result<u32, old_probe::ProbeError> {
+        probe::Host::tcp_connect(self, timeout_ms)
+            .await
+            .map_err(probe_error)
     }
 }
