@@ -630,7 +630,8 @@ impl WasmBalancer {
     ) -> Result<EndpointId, PickFault> {
         let (lane, stats) = rollout.lane();
         match lane {
-            Lane::Live => self.pick_live(version, set, request, Some(&stats.live_cost)),
+            // Costs are compared on the picks both sides make.
+            Lane::Live => self.pick_live(version, set, request, None),
             Lane::LiveCompared => {
                 let picked = self.pick_live(version, set, request, Some(&stats.live_cost));
                 if picked.is_ok() {

@@ -12,7 +12,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,10 @@ use crate::config::RecordConfig;
 
 /// Records waiting for the writer at most; past it they are dropped.
 const QUEUE: usize = 16 * 1024;
-/// How often the writer flushes what it has while records trickle in.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often the writer takes what the workers have recorded: at most
+/// `QUEUE` records come in between (1.6 million a second) before any is
+/// dropped.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// One host call a plugin made during a recorded pick, with its answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,7 +276,6 @@ pub struct Recorder {
     file: PathBuf,
     /// Of 10,000 picks, how many are recorded.
     basis_points: u64,
-    sampler: AtomicU64,
     sender: SyncSender<Line>,
     /// The generation whose set was last recorded.
     generation: AtomicU64,
@@ -357,7 +358,6 @@ impl Recorder {
         Ok(Arc::new(Recorder {
             file: config.file.clone(),
             basis_points: (config.percent * 100.0).round().clamp(1.0, 10_000.0) as u64,
-            sampler: AtomicU64::new(0),
             sender,
             generation: AtomicU64::new(u64::MAX),
             version: AtomicU64::new(u64::MAX),
@@ -365,15 +365,12 @@ impl Recorder {
         }))
     }
 
-    /// Whether the next pick is to be recorded: every `10,000 /
-    /// basis_points`-th, spread evenly, while the file has room.
+    /// Whether the next pick is to be recorded, drawn from the worker's
+    /// own generator (no counter shared by the workers), while the file
+    /// has room.
     pub(crate) fn sample(&self) -> bool {
-        if self.counts.full.load(Ordering::Relaxed) {
-            return false;
-        }
-        let n = self.sampler.fetch_add(1, Ordering::Relaxed);
-        // Bresenham: pick n when the running share crosses a whole record.
-        (n * self.basis_points) / 10_000 != ((n + 1) * self.basis_points) / 10_000
+        (self.basis_points == 10_000 || fastrand::u64(..10_000) < self.basis_points)
+            && !self.counts.full.load(Ordering::Relaxed)
     }
 
     /// Whether the set of `generation` is to go with this record (the
@@ -423,32 +420,32 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes lines as they come, in batches of whole lines (one `write`
-    /// each, appended, so two recorders of one file never split a line),
-    /// until the recorder is dropped or the file is full.
+    /// Writes what has come every [`DRAIN_EVERY`], in batches of whole
+    /// lines (one `write` each, appended, so two recorders of one file
+    /// never split a line), until the recorder is dropped or the file is
+    /// full. The writer never sleeps on the channel: a worker's `try_send`
+    /// then never has a sleeping reader to wake, which would cost it a
+    /// system call.
     fn run(mut self, lines: Receiver<Line>) {
         let mut batch = Vec::new();
         let mut written = std::fs::metadata(&self.file).map_or(0, |m| m.len());
-        let mut flushed = std::time::Instant::now();
         // Picks in the batch, counted as written when it is.
         let mut pending = 0;
         loop {
-            let next = lines.recv_timeout(FLUSH_EVERY);
-            if let Ok(line) = &next {
-                if matches!(line, Line::Pick(_)) {
-                    pending += 1;
-                }
+            let ended = loop {
+                let line = match lines.try_recv() {
+                    Ok(line) => line,
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
+                };
                 let before = batch.len();
-                if serde_json::to_writer(&mut batch, line).is_ok() {
-                    batch.push(b'\n');
-                } else {
+                if serde_json::to_writer(&mut batch, &line).is_err() {
                     batch.truncate(before);
+                    continue;
                 }
+                batch.push(b'\n');
                 if written + batch.len() as u64 > self.max_bytes {
                     batch.truncate(before);
-                    if matches!(line, Line::Pick(_)) {
-                        pending -= 1;
-                    }
                     self.flush(&mut batch, &mut written, &mut pending);
                     self.counts.full.store(true, Ordering::Relaxed);
                     tracing::warn!(
@@ -458,18 +455,18 @@ impl Writer {
                     );
                     return;
                 }
-            }
-            match next {
-                Ok(_) if batch.len() < 64 * 1024 && flushed.elapsed() < FLUSH_EVERY => {}
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {
-                    self.flush(&mut batch, &mut written, &mut pending);
-                    flushed = std::time::Instant::now();
+                if matches!(line, Line::Pick(_)) {
+                    pending += 1;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                if batch.len() >= 64 * 1024 {
                     self.flush(&mut batch, &mut written, &mut pending);
-                    return;
                 }
+            };
+            self.flush(&mut batch, &mut written, &mut pending);
+            if ended {
+                return;
             }
+            std::thread::sleep(DRAIN_EVERY);
         }
     }
 

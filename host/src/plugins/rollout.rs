@@ -69,7 +69,7 @@ impl RolloutState {
 /// Which side of a rollout a pick goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lane {
-    /// The live version alone, its outcome not compared.
+    /// The live version alone, neither its cost nor its outcome compared.
     Live,
     /// The live version, its outcome compared with the candidate's.
     LiveCompared,
@@ -291,7 +291,6 @@ pub struct Rollout {
     tallies: HashMap<String, ShadowTally>,
     phases: Mutex<Vec<PhaseReport>>,
     end: Mutex<Option<Note>>,
-    sampler: AtomicU64,
 }
 
 impl Rollout {
@@ -326,7 +325,6 @@ impl Rollout {
                 .collect(),
             phases: Mutex::new(Vec::new()),
             end: Mutex::new(None),
-            sampler: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             settings,
         };
         rollout.enter(first);
@@ -413,13 +411,10 @@ impl Rollout {
         (lane, stats)
     }
 
-    /// A number below 10,000, spread evenly: a Weyl sequence through a
-    /// splitmix finaliser, one relaxed add shared by the workers.
+    /// A number below 10,000, from the worker's own generator: no counter
+    /// shared by the workers, whose cache line every pick would pull.
     fn draw(&self) -> u32 {
-        let step = self
-            .sampler
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        (crate::engine::mix64(step) % 10_000) as u32
+        fastrand::u32(..10_000)
     }
 
     /// Counts a candidate fault in `pool`; past the phase's fault budget
