@@ -7,6 +7,7 @@ mod balancing;
 mod broadcast;
 mod churn;
 mod config_reload;
+mod console;
 mod control_api;
 mod demo;
 mod fast_path;

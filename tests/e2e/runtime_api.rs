@@ -206,14 +206,6 @@ async fn endpoints_are_added_drained_and_removed_through_the_file() {
     assert_eq!(pools["pools"][0]["endpoints"].as_array().unwrap().len(), 1);
 }
 
-fn token_entry(name: &str, role: &str, token: &str) -> String {
-    use sha2::Digest as _;
-    format!(
-        "[[control.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{:x}\"\n",
-        sha2::Sha256::digest(token.as_bytes())
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_decide_who_reads_and_who_changes() {
     let plugins = tempfile::tempdir().unwrap();

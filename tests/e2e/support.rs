@@ -131,6 +131,33 @@ pub fn pytest() -> Command {
     command
 }
 
+/// A `[[control.tokens]]` entry for `token`, known by its SHA-256.
+pub fn token_entry(name: &str, role: &str, token: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "[[control.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{:x}\"\n",
+        sha2::Sha256::digest(token.as_bytes())
+    )
+}
+
+/// The Python that drives a real Chromium (Playwright, from
+/// `scripts/ensure-browser-tools`, which installs what is missing).
+pub fn browser_python() -> Command {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
+        let output = Command::new(workspace().join("scripts/ensure-browser-tools"))
+            .output()
+            .expect("run scripts/ensure-browser-tools");
+        assert!(
+            output.status.success(),
+            "scripts/ensure-browser-tools failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    });
+    Command::new(tools.join("python-browser/bin/python"))
+}
+
 /// `[plugins]` keys giving a test the compiled-plugin cache every test
 /// shares: a Python plugin takes seconds to compile, and is compiled once.
 pub fn shared_compile_cache() -> String {

@@ -1,6 +1,7 @@
 //! Who may do what: bearer tokens, known by their SHA-256, each with a role.
 //! Reads need `viewer`, changes `operator`; `/healthz`, `/readyz` and
-//! `/metrics` stay open for probes and scrapers. With no tokens configured
+//! `/metrics` stay open for probes and scrapers, and the console's files
+//! (which hold no data) for browsers. With no tokens configured
 //! the API is open, which the config allows only on a loopback listener.
 
 use axum::extract::{Request, State as Extract};
@@ -27,6 +28,8 @@ pub struct Tokens {
 pub struct Caller {
     /// The token's name.
     pub name: String,
+    /// What it may do.
+    pub role: Role,
 }
 
 impl Tokens {
@@ -90,6 +93,33 @@ fn needed(method: &Method, path: &str) -> Role {
     }
 }
 
+/// Who the caller is to the API.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SessionView {
+    /// The token's name; none when the API takes no tokens.
+    token: Option<String>,
+    /// `viewer`, `operator` or `admin`: what the caller may do (`admin`
+    /// when the API takes no tokens).
+    role: &'static str,
+}
+
+/// Who the caller is and what it may do: the console shows an operator's
+/// actions only to those who may take them.
+#[utoipa::path(get, path = "/v1/session", tag = "status",
+    responses((status = 200, description = "The caller's token and role", body = SessionView)))]
+pub(super) async fn session(caller: Option<axum::Extension<Caller>>) -> axum::Json<SessionView> {
+    axum::Json(match caller {
+        Some(axum::Extension(caller)) => SessionView {
+            role: role_name(caller.role),
+            token: Some(caller.name),
+        },
+        None => SessionView {
+            token: None,
+            role: role_name(Role::Admin),
+        },
+    })
+}
+
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::Viewer => "viewer",
@@ -102,7 +132,8 @@ fn role_name(role: Role) -> &'static str {
 /// known token, 403 when the role is too low.
 pub(super) async fn authorize(Extract(state): State, mut request: Request, next: Next) -> Response {
     let tokens = &state.tokens;
-    if tokens.is_empty() || OPEN.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if tokens.is_empty() || OPEN.contains(&path) || super::console::PATHS.contains(&path) {
         return next.run(request).await;
     }
     let presented = request
@@ -141,11 +172,13 @@ pub(super) async fn authorize(Extract(state): State, mut request: Request, next:
         .into_response();
         response.extensions_mut().insert(Caller {
             name: name.to_string(),
+            role,
         });
         return response;
     }
     let caller = Caller {
         name: name.to_string(),
+        role,
     };
     tracing::debug!(token = %caller.name, method = %request.method(), path = request.uri().path(), "control request");
     request.extensions_mut().insert(caller.clone());

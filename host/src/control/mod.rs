@@ -8,6 +8,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod broadcast;
+mod console;
 mod endpoints;
 mod error;
 mod events;
@@ -118,6 +119,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status::readyz))
         .routes(routes!(status::metrics))
         .routes(routes!(status::status))
+        .routes(routes!(auth::session))
         .routes(routes!(pools::list, pool_changes::add))
         .routes(routes!(pool_changes::update, pool_changes::remove))
         .routes(routes!(pool_changes::routes, pool_changes::replace_routes))
@@ -150,6 +152,10 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        .route("/", axum::routing::get(console::root))
+        .route("/ui/", axum::routing::get(console::index))
+        .route("/ui/console.js", axum::routing::get(console::script))
+        .route("/ui/console.css", axum::routing::get(console::style))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -1,0 +1,299 @@
+// The Switchyard console: pools, endpoints, plugins and alerts, kept live
+// from the control API's event stream. It uses the API as any client does:
+// with a bearer token when the API asks for one (kept for this tab only).
+"use strict";
+
+const TOKEN_KEY = "switchyard-token";
+const REFRESH_AFTER_EVENT_MS = 100;
+const POLL_EVERY_MS = 2000;
+
+let token = sessionStorage.getItem(TOKEN_KEY);
+let refreshTimer = null;
+let streaming = false;
+/** What the caller may do: actions are shown to operators and admins. */
+let role = null;
+
+function headers() {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/** GETs an API path as JSON; null after asking for a token on 401. */
+async function api(path) {
+  const response = await fetch(path, { headers: headers() });
+  if (response.status === 401 || response.status === 403) {
+    askForToken(response.status === 403 ? "that token may not read" : "");
+    return null;
+  }
+  if (!response.ok) {
+    throw new Error(`${path}: ${response.status}`);
+  }
+  return response.json();
+}
+
+/** Changes an endpoint through the API; shows the API's error if refused. */
+async function changeEndpoint(pool, address, change, question) {
+  if (question && !window.confirm(question)) return;
+  const path = `/v1/pools/${encodeURIComponent(pool)}/endpoints/${encodeURIComponent(address)}`;
+  const response = await fetch(path, {
+    method: "PATCH",
+    headers: { ...headers(), "content-type": "application/json" },
+    body: JSON.stringify(change),
+  });
+  const notice = document.getElementById("notice");
+  if (response.ok) {
+    notice.textContent = `${address}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}`;
+    notice.className = "";
+  } else {
+    let message = `${response.status}`;
+    try {
+      const body = await response.json();
+      message = body.error ? body.error.message : message;
+    } catch (error) {
+      // The status alone, then.
+    }
+    notice.textContent = `Refused: ${message}`;
+    notice.className = "refused";
+  }
+  refreshSoon();
+}
+
+/** The actions an operator has on an endpoint. */
+function endpointActions(pool, endpoint) {
+  const box = document.createElement("span");
+  box.className = "actions";
+  const button = (label, onClick) => {
+    const element = cell("button", label);
+    element.type = "button";
+    element.setAttribute("aria-label", `${label} ${endpoint.address}`);
+    element.addEventListener("click", onClick);
+    box.appendChild(element);
+  };
+  if (endpoint.state === "active") {
+    button("Drain", () =>
+      changeEndpoint(pool, endpoint.address, { state: "draining" },
+        `Drain ${endpoint.address}? It takes no new requests.`));
+    button("Disable", () =>
+      changeEndpoint(pool, endpoint.address, { state: "disabled" },
+        `Disable ${endpoint.address}? It takes no requests at all.`));
+  } else {
+    button("Activate", () => changeEndpoint(pool, endpoint.address, { state: "active" }));
+  }
+  const weight = document.createElement("input");
+  weight.type = "number";
+  weight.value = String(endpoint.weight);
+  weight.setAttribute("aria-label", `weight of ${endpoint.address}`);
+  weight.className = "weight";
+  box.appendChild(weight);
+  button("Set weight", () =>
+    changeEndpoint(pool, endpoint.address, { weight: Number(weight.value) }));
+  return box;
+}
+
+function askForToken(why) {
+  const form = document.getElementById("login");
+  form.hidden = false;
+  document.getElementById("login-error").textContent = why;
+  setStatus("sign in to see this Switchyard");
+}
+
+function setStatus(text) {
+  document.getElementById("status").textContent = text;
+}
+
+/** An element with text and, optionally, a class. */
+function cell(tag, text, className) {
+  const element = document.createElement(tag);
+  element.textContent = text;
+  if (className) element.className = className;
+  return element;
+}
+
+function state(word) {
+  return cell("span", word, `state state-${word.replace(/\s+/g, "-")}`);
+}
+
+function table(headings, rows) {
+  const wrapper = document.createElement("div");
+  wrapper.className = "scroll";
+  const element = document.createElement("table");
+  const head = element.createTHead().insertRow();
+  for (const [heading, numeric] of headings) {
+    const th = cell("th", heading, numeric ? "num" : "");
+    th.scope = "col";
+    head.appendChild(th);
+  }
+  const body = element.createTBody();
+  for (const row of rows) {
+    const tr = body.insertRow();
+    if (row.id) tr.id = row.id;
+    row.cells.forEach((value, index) => {
+      const td = document.createElement("td");
+      if (headings[index][1]) td.className = "num";
+      if (value instanceof Node) td.appendChild(value);
+      else td.textContent = value;
+      tr.appendChild(td);
+    });
+  }
+  wrapper.appendChild(element);
+  return wrapper;
+}
+
+/** The word an endpoint's health comes to, as an operator reads it. */
+function endpointHealth(endpoint) {
+  const health = endpoint.health;
+  if (health.ejected_for_ms) return `ejected`;
+  if (health.held_after_connect_failure) return "held out";
+  return health.active;
+}
+
+function renderPools(pools) {
+  const container = document.getElementById("pools");
+  container.replaceChildren();
+  for (const pool of pools) {
+    container.appendChild(cell("h3", pool.name));
+    const meta = [`balancer ${pool.balancer}`, `serving tier ${pool.serving_tier}`];
+    if (pool.panic) meta.push("PANIC: serving every endpoint");
+    if (pool.fallback_picks) meta.push(`${pool.fallback_picks} fallback picks`);
+    container.appendChild(cell("p", meta.join(" · "), "pool-meta"));
+    const rows = pool.endpoints.map((endpoint) => ({
+      id: `endpoint-${pool.name}-${endpoint.address}`,
+      cells: [
+        endpoint.address,
+        state(endpointHealth(endpoint)),
+        endpoint.health.ejected_for_ms
+          ? `${Math.ceil(endpoint.health.ejected_for_ms / 1000)} s`
+          : "",
+        state(endpoint.state),
+        `${endpoint.effective_weight}/${endpoint.weight}`,
+        String(endpoint.load.in_flight),
+        `${(endpoint.load.success_permille / 10).toFixed(1)}%`,
+        `${(endpoint.load.ewma_latency_us / 1000).toFixed(1)} ms`,
+        endpoint.health.reason,
+        ...(mayAct() ? [endpointActions(pool.name, endpoint)] : []),
+      ],
+    }));
+    container.appendChild(
+      table(
+        [
+          ["endpoint"], ["health"], ["ejected for", true], ["state"], ["weight", true],
+          ["in flight", true], ["success", true], ["latency", true], ["why"],
+          ...(mayAct() ? [["actions"]] : []),
+        ],
+        rows,
+      ),
+    );
+  }
+}
+
+function renderPlugins(plugins) {
+  const rows = plugins.map((plugin) => ({
+    id: `plugin-${plugin.name}`,
+    cells: [
+      plugin.name,
+      state(plugin.state),
+      plugin.world ?? "",
+      plugin.hash ? plugin.hash.slice(0, 12) : "",
+      String(plugin.calls),
+      String(plugin.faults),
+      plugin.call_micros ? `${plugin.call_micros.p50.toFixed(1)} / ${plugin.call_micros.p99.toFixed(1)} µs` : "",
+      plugin.rollout ? state(`${plugin.rollout.state}`) : "",
+      plugin.last_error ? plugin.last_error.message : "",
+    ],
+  }));
+  document.getElementById("plugins").replaceChildren(
+    table(
+      [
+        ["plugin"], ["state"], ["world"], ["version"], ["calls", true], ["faults", true],
+        ["p50 / p99", true], ["rollout"], ["last error"],
+      ],
+      rows,
+    ),
+  );
+}
+
+function renderAlerts(alerts) {
+  const list = document.getElementById("alerts");
+  list.replaceChildren();
+  for (const alert of alerts.slice().reverse().slice(0, 50)) {
+    const item = document.createElement("li");
+    item.appendChild(cell("span", alert.severity, "sev"));
+    const when = new Date(alert.at_unix_ms).toLocaleTimeString();
+    item.appendChild(document.createTextNode(`${when} ${alert.pool}: ${alert.message}`));
+    list.appendChild(item);
+  }
+}
+
+function mayAct() {
+  return role === "operator" || role === "admin";
+}
+
+async function refresh() {
+  try {
+    // Actions are not redrawn under a user typing a weight.
+    if (document.activeElement && document.activeElement.classList.contains("weight")) return;
+    const session = await api("/v1/session");
+    if (!session) return;
+    role = session.role;
+    const [pools, plugins, alerts] = await Promise.all([
+      api("/v1/pools?limit=1000"),
+      api("/v1/plugins"),
+      api("/v1/alerts"),
+    ]);
+    if (!pools || !plugins || !alerts) return;
+    document.getElementById("login").hidden = true;
+    renderPools(pools.pools);
+    renderPlugins(plugins.plugins);
+    renderAlerts(alerts.alerts ?? alerts);
+    const who = session.token ? ` · ${session.token} (${session.role})` : "";
+    setStatus(`${streaming ? "live" : "polling"} · updated ${new Date().toLocaleTimeString()}${who}`);
+  } catch (error) {
+    setStatus(`cannot reach the control API: ${error.message}`);
+  }
+}
+
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    refresh();
+  }, REFRESH_AFTER_EVENT_MS);
+}
+
+/** Follows /v1/events (with the token, which EventSource cannot send). */
+async function follow() {
+  for (;;) {
+    try {
+      const response = await fetch("/v1/events", { headers: headers() });
+      if (!response.ok || !response.body) throw new Error(String(response.status));
+      streaming = true;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffered += value;
+        let end;
+        while ((end = buffered.indexOf("\n\n")) >= 0) {
+          const event = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          if (/^data:/m.test(event)) refreshSoon();
+        }
+      }
+    } catch (error) {
+      // Reconnected below; polling covers the gap.
+    }
+    streaming = false;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = document.getElementById("token").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, token);
+  refresh();
+});
+
+refresh();
+follow();
+setInterval(refresh, POLL_EVERY_MS);

@@ -1,0 +1,130 @@
+//! The web console, in a real Chromium against the real binary: the page
+//! loads from the binary with no console error, and an endpoint whose
+//! upstream is killed turns unhealthy on the page within a second, without
+//! a reload. The screenshots it takes are the README's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_reload() {
+    let plugins = plugin_dir(&[]);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nendpoints = [{}, {}]\n\
+         health = {{ interval_ms = 100, timeout_ms = 100, rise = 1, fall = 1 }}\n",
+        a.endpoint(1),
+        b.endpoint(1)
+    );
+    let proxy = Switchyard::start(plugins.path(), &body);
+    let client = HttpClient::default();
+    assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+
+    let screenshots = workspace().join("target/console-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let mut browser = browser_python()
+        .arg(workspace().join("tests/browser/console_live.py"))
+        .arg(proxy.control_url("/"))
+        .arg(b.addr.to_string())
+        .arg(&screenshots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the browser script");
+    let mut said = BufReader::new(browser.stdout.take().unwrap());
+    let mut line = String::new();
+    let ready = tokio::task::block_in_place(|| said.read_line(&mut line));
+    assert!(
+        ready.is_ok() && line.trim() == "ready",
+        "the page never showed `b` healthy: {line}{}",
+        browser_stderr(&mut browser)
+    );
+
+    b.kill();
+    let mut stdin = browser.stdin.take().unwrap();
+    writeln!(stdin, "killed").unwrap();
+    let mut rest = String::new();
+    let status = tokio::task::block_in_place(|| {
+        let _ = std::io::Read::read_to_string(&mut said, &mut rest);
+        browser.wait()
+    })
+    .unwrap();
+    assert!(
+        status.success(),
+        "{rest}{}\n{}",
+        browser_stderr(&mut browser),
+        proxy.log_tail()
+    );
+    assert!(rest.contains("unhealthy after"), "{rest}");
+    for shot in ["console.png", "console-unhealthy.png", "console-phone.png"] {
+        assert!(screenshots.join(shot).is_file(), "{shot} was not taken");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal_is_shown() {
+    let plugins = plugin_dir(&[]);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let tokens = format!(
+        "{}{}",
+        token_entry("dashboard", "viewer", "view-secret"),
+        token_entry("oncall", "operator", "op-secret")
+    );
+    let body = format!(
+        "[[pools]]\nname = \"web\"\nendpoints = [{}, {}]\n",
+        a.endpoint(1),
+        b.endpoint(1)
+    );
+    let proxy = Switchyard::try_start_full(plugins.path(), "", &tokens, "", &body)
+        .unwrap_or_else(|log| panic!("{log}"));
+    let client = HttpClient::default();
+
+    let mut browser = browser_python()
+        .arg(workspace().join("tests/browser/console_actions.py"))
+        .arg(proxy.control_url("/"))
+        .arg(b.addr.to_string())
+        .args(["view-secret", "op-secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the browser script");
+    let mut said = BufReader::new(browser.stdout.take().unwrap());
+    let mut line = String::new();
+    let drained = tokio::task::block_in_place(|| said.read_line(&mut line));
+    assert!(
+        drained.is_ok() && line.trim() == "drained",
+        "the page did not drain `b`: {line}{}",
+        browser_stderr(&mut browser)
+    );
+
+    // Drained from the page: no new request reaches `b`.
+    let (seen, failures) = client.spread(&proxy.url("/"), 40, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.get("a"), Some(&40), "{seen:?}");
+
+    let mut stdin = browser.stdin.take().unwrap();
+    writeln!(stdin, "checked").unwrap();
+    let mut rest = String::new();
+    let status = tokio::task::block_in_place(|| {
+        let _ = std::io::Read::read_to_string(&mut said, &mut rest);
+        browser.wait()
+    })
+    .unwrap();
+    assert!(status.success(), "{rest}{}", browser_stderr(&mut browser));
+    assert!(
+        rest.contains("refused: Refused:") && rest.contains("must be at least 1"),
+        "{rest}"
+    );
+}
+
+fn browser_stderr(browser: &mut std::process::Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = browser.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+    }
+    text
+}
