@@ -242,6 +242,7 @@ async function refresh() {
     if (!pools || !plugins || !alerts) return;
     document.getElementById("login").hidden = true;
     renderPools(pools.pools);
+    poolNames = pools.pools.map((pool) => pool.name);
     renderPlugins(plugins.plugins);
     renderAlerts(alerts.alerts ?? alerts);
     const who = session.token ? ` · ${session.token} (${session.role})` : "";
@@ -287,6 +288,167 @@ async function follow() {
   }
 }
 
+
+// Charts of the last minutes: each pool's /v1/pools/{pool}/traffic is
+// sampled every 2 s and differenced: requests/s, error rate, and p50/p99
+// response time of the requests of each interval; requests/s by class.
+const CHARTED_POOLS = 12;
+const SAMPLE_EVERY_MS = 2000;
+const KEEP_SAMPLES = 150;
+const traffic = new Map();
+let poolNames = [];
+
+/** The `q` quantile, in ms, of the observations between two cumulative
+ * histograms: linear within the bucket holding the rank. */
+function quantileBetween(bounds, now, before, q) {
+  const count = now[now.length - 1] - before[before.length - 1];
+  const total = Math.max(count, 0);
+  if (total === 0) return null;
+  const rank = q * total;
+  let below = 0;
+  for (let at = 0; at < bounds.length; at += 1) {
+    const cumulative = now[at] - before[at];
+    if (cumulative >= rank && cumulative > below) {
+      const lower = at === 0 ? 0 : bounds[at - 1];
+      const share = (rank - below) / (cumulative - below);
+      return (lower + (bounds[at] - lower) * share) * 1000;
+    }
+    below = cumulative;
+  }
+  return bounds[bounds.length - 1] * 1000;
+}
+
+function chartWidth(container) {
+  return Math.max(280, Math.min(container.clientWidth || 900, 1200));
+}
+
+function makeChart(container, series, axes) {
+  return new uPlot(
+    {
+      width: chartWidth(container),
+      height: 170,
+      // Always the last five minutes, however few points there are yet.
+      scales: { x: { time: true, range: (chart, min, max) => [max - 300, max] } },
+      series: [{}, ...series],
+      axes: [{}, ...axes],
+    },
+    [[], ...series.map(() => [])],
+    container,
+  );
+}
+
+function trafficEntry(name) {
+  let entry = traffic.get(name);
+  if (entry) return entry;
+  const container = document.createElement("div");
+  container.className = "chart";
+  container.appendChild(cell("h3", name));
+  const main = document.createElement("div");
+  const byClass = document.createElement("div");
+  container.append(main, byClass);
+  document.getElementById("traffic").appendChild(container);
+  entry = {
+    last: null,
+    data: [[], [], [], [], []],
+    classes: new Map(),
+    container,
+    byClass,
+    chart: makeChart(
+      main,
+      [
+        { label: "requests/s", scale: "rps", stroke: "#0969da", width: 2 },
+        { label: "errors %", scale: "pct", stroke: "#cf222e", dash: [2, 3] },
+        { label: "p50 ms", scale: "ms", stroke: "#1a7f37" },
+        { label: "p99 ms", scale: "ms", stroke: "#9a6700", dash: [6, 3] },
+      ],
+      [
+        { scale: "rps", label: "req/s" },
+        { scale: "ms", side: 1, label: "ms", grid: { show: false } },
+      ],
+    ),
+    classChart: null,
+  };
+  traffic.set(name, entry);
+  return entry;
+}
+
+function keepLast(array) {
+  if (array.length > KEEP_SAMPLES) array.splice(0, array.length - KEEP_SAMPLES);
+}
+
+async function sampleTraffic() {
+  for (const name of poolNames.slice(0, CHARTED_POOLS)) {
+    let now;
+    try {
+      now = await api(`/v1/pools/${encodeURIComponent(name)}/traffic`);
+    } catch (error) {
+      continue;
+    }
+    if (!now) return;
+    const entry = trafficEntry(name);
+    const before = entry.last;
+    entry.last = now;
+    if (!before) continue;
+    const seconds = (now.at_unix_ms - before.at_unix_ms) / 1000;
+    if (seconds <= 0) continue;
+    const requests = now.requests - before.requests;
+    const failures = now.failures - before.failures;
+    const bounds = now.duration.bounds_seconds;
+    const cumulative = [...now.duration.cumulative, now.duration.count];
+    const earlier = [...before.duration.cumulative, before.duration.count];
+    const row = [
+      now.at_unix_ms / 1000,
+      requests / seconds,
+      requests > 0 ? (100 * failures) / requests : 0,
+      quantileBetween(bounds, cumulative, earlier, 0.5),
+      quantileBetween(bounds, cumulative, earlier, 0.99),
+    ];
+    row.forEach((value, index) => {
+      entry.data[index].push(value);
+      keepLast(entry.data[index]);
+    });
+    entry.chart.setData(entry.data);
+    sampleClasses(entry, now, before, seconds);
+  }
+}
+
+/** Requests/s of each class seen in the pool, on a chart of its own. */
+function sampleClasses(entry, now, before, seconds) {
+  const previous = new Map(before.classes.map((c) => [c.class, c.requests]));
+  for (const { class: name, requests } of now.classes) {
+    if (!entry.classes.has(name)) entry.classes.set(name, entry.data[0].slice(0, -1).map(() => null));
+    const rate = previous.has(name) ? (requests - previous.get(name)) / seconds : null;
+    const series = entry.classes.get(name);
+    series.push(rate);
+    keepLast(series);
+  }
+  if (entry.classes.size === 0) return;
+  const names = [...entry.classes.keys()].sort();
+  if (!entry.classChart || entry.classChart.series.length !== names.length + 1) {
+    if (entry.classChart) entry.classChart.destroy();
+    const dashes = [[], [6, 3], [2, 3], [8, 2, 2, 2], [1, 2]];
+    entry.classChart = makeChart(
+      entry.byClass,
+      names.map((name, index) => ({
+        label: `${name} requests/s`,
+        stroke: ["#8250df", "#0969da", "#1a7f37", "#9a6700", "#6e7781"][index % 5],
+        dash: dashes[index % 5],
+      })),
+      [{ label: "req/s by class" }],
+    );
+  }
+  entry.classChart.setData([entry.data[0], ...names.map((name) => entry.classes.get(name))]);
+}
+
+window.addEventListener("resize", () => {
+  for (const entry of traffic.values()) {
+    entry.chart.setSize({ width: chartWidth(entry.container), height: 170 });
+    if (entry.classChart) {
+      entry.classChart.setSize({ width: chartWidth(entry.container), height: 170 });
+    }
+  }
+});
+
 document.getElementById("login").addEventListener("submit", (event) => {
   event.preventDefault();
   token = document.getElementById("token").value.trim();
@@ -297,3 +459,4 @@ document.getElementById("login").addEventListener("submit", (event) => {
 refresh();
 follow();
 setInterval(refresh, POLL_EVERY_MS);
+setInterval(sampleTraffic, SAMPLE_EVERY_MS);

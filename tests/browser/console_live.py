@@ -1,6 +1,7 @@
 """The console in a real Chromium: the page loads with no console errors,
-shows every endpoint healthy, and turns an endpoint's row unhealthy within
-a second of its upstream being killed, without a reload.
+shows every endpoint healthy and the pool's traffic charted, and turns an
+endpoint's row unhealthy within a second of its upstream being killed,
+without a reload.
 
 Run by the `console` end-to-end test, which starts the binary and the
 upstreams and speaks to this script over stdin and stdout:
@@ -38,11 +39,26 @@ def main() -> int:
         )
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
+        page.wait_for_load_state("load")
+        # What a first visit costs: bytes over the wire, and the first paint.
+        weight = page.evaluate(
+            "performance.getEntriesByType('navigation')[0].transferSize"
+            " + performance.getEntriesByType('resource')"
+            ".reduce((sum, entry) => sum + entry.transferSize, 0)"
+        )
+        paint = page.evaluate(
+            "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || 0"
+        )
         row = page.locator(f'tr[id="endpoint-web-{address}"]')
         row.locator("text=healthy").first.wait_for(timeout=10_000)
         page.wait_for_function(
             "document.getElementById('status').textContent.startsWith('live')",
             timeout=10_000,
+        )
+        # The pool's chart has points (traffic runs while this waits).
+        page.wait_for_function(
+            "traffic.has('web') && traffic.get('web').data[1].some(v => v > 0)",
+            timeout=15_000,
         )
         page.screenshot(path=os.path.join(screenshots, "console.png"), full_page=True)
         print("ready", flush=True)
@@ -71,6 +87,7 @@ def main() -> int:
         )
         browser.close()
     print(f"unhealthy after {took:.3f} s", flush=True)
+    print(f"first load: {weight} bytes, first contentful paint at {paint:.0f} ms", flush=True)
     if errors:
         print(f"console errors: {errors}", flush=True)
         return 1

@@ -21,6 +21,16 @@ async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_rel
     let proxy = Switchyard::start(plugins.path(), &body);
     let client = HttpClient::default();
     assert_eq!(client.get(&proxy.url("/")).await.status, 200);
+    // Traffic for the charts, all through the test.
+    let load = {
+        let (client, url) = (client.clone(), proxy.url("/"));
+        tokio::spawn(async move {
+            loop {
+                let _ = client.try_get_with(&url, &[]).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
 
     let screenshots = workspace().join("target/console-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
@@ -59,9 +69,12 @@ async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_rel
         proxy.log_tail()
     );
     assert!(rest.contains("unhealthy after"), "{rest}");
+    // The page's weight and first paint, for BENCHMARKS.md (`--nocapture`).
+    eprintln!("{rest}");
     for shot in ["console.png", "console-unhealthy.png", "console-phone.png"] {
         assert!(screenshots.join(shot).is_file(), "{shot} was not taken");
     }
+    load.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

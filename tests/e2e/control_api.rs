@@ -44,6 +44,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("get", "/v1/plugins"),
         ("get", "/v1/plugins/{name}/rollout"),
         ("get", "/v1/pools"),
+        ("get", "/v1/pools/{pool}/traffic"),
         ("get", "/v1/routes"),
         ("get", "/v1/session"),
         ("get", "/v1/status"),

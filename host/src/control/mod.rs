@@ -121,6 +121,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status::status))
         .routes(routes!(auth::session))
         .routes(routes!(pools::list, pool_changes::add))
+        .routes(routes!(pools::traffic))
         .routes(routes!(pool_changes::update, pool_changes::remove))
         .routes(routes!(pool_changes::routes, pool_changes::replace_routes))
         .routes(routes!(endpoints::add))
@@ -156,6 +157,8 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .route("/ui/", axum::routing::get(console::index))
         .route("/ui/console.js", axum::routing::get(console::script))
         .route("/ui/console.css", axum::routing::get(console::style))
+        .route("/ui/uplot.js", axum::routing::get(console::charts))
+        .route("/ui/uplot.css", axum::routing::get(console::charts_style))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

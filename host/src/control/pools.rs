@@ -356,3 +356,96 @@ fn view(pool: &Pool, runtime: &crate::plugins::PluginRuntime) -> PoolView {
         endpoints,
     }
 }
+
+/// A pool's traffic so far: counters and histograms since start, which a
+/// reader samples and differences for rates and recent percentiles (the
+/// console's charts).
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TrafficView {
+    /// The pool.
+    pool: String,
+    /// When it was read, in ms since the Unix epoch.
+    at_unix_ms: u64,
+    /// Attempts forwarded to its endpoints (now in the pool).
+    requests: u64,
+    /// Of them, failed (connect errors, resets, timeouts, 5xx).
+    failures: u64,
+    /// Time from a request's head to its response's head.
+    duration: HistogramView,
+    /// Requests by class: the time each spent before it was sent.
+    classes: Vec<ClassTrafficView>,
+}
+
+/// A histogram as cumulative counts by bound.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct HistogramView {
+    /// The buckets' upper bounds, in seconds.
+    bounds_seconds: Vec<f64>,
+    /// Observations at or below each bound.
+    cumulative: Vec<u64>,
+    /// Every observation.
+    count: u64,
+}
+
+/// One class's requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ClassTrafficView {
+    /// `p0` to `p4`.
+    class: &'static str,
+    /// Requests of the class sent so far.
+    requests: u64,
+}
+
+/// A pool's requests, failures, response-time histogram and requests by
+/// class, since start.
+#[utoipa::path(get, path = "/v1/pools/{pool}/traffic", tag = "pools",
+    params(("pool" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 200, description = "The pool's traffic so far", body = TrafficView),
+        (status = 404, description = "No such pool (`no_such_pool`)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn traffic(
+    Extract(state): State,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<TrafficView>, ApiError> {
+    let topology = state.topology.load();
+    let pool = topology.pool(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_pool",
+            format!("no pool is named `{name}`"),
+        )
+    })?;
+    let (mut requests, mut failures) = (0, 0);
+    for endpoint in pool.endpoints().all.iter() {
+        let load = endpoint.stats.snapshot();
+        requests += load.requests;
+        failures += load.failures;
+    }
+    let duration = pool.duration.snapshot();
+    Ok(Json(TrafficView {
+        pool: pool.name.clone(),
+        at_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        requests,
+        failures,
+        duration: HistogramView {
+            bounds_seconds: duration
+                .bounds_ns
+                .iter()
+                .map(|ns| *ns as f64 / 1e9)
+                .collect(),
+            cumulative: duration.cumulative.to_vec(),
+            count: duration.count,
+        },
+        classes: pool
+            .added_latency
+            .observed()
+            .map(|(class, histogram)| ClassTrafficView {
+                class: class.name(),
+                requests: histogram.snapshot().count,
+            })
+            .collect(),
+    }))
+}
