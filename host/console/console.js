@@ -322,13 +322,24 @@ function chartWidth(container) {
   return Math.max(280, Math.min(container.clientWidth || 900, 1200));
 }
 
+function fromZero(chart, min, max) {
+  return [0, Math.max(1, (max ?? 0) * 1.15)];
+}
+
 function makeChart(container, series, axes) {
   return new uPlot(
     {
       width: chartWidth(container),
       height: 170,
-      // Always the last five minutes, however few points there are yet.
-      scales: { x: { time: true, range: (chart, min, max) => [max - 300, max] } },
+      scales: {
+        // Always the last five minutes, however few points there are yet.
+        x: { time: true, range: (chart, min, max) => [max - 300, max] },
+        // Rates and times from zero, so a flat line reads as flat.
+        y: { range: fromZero },
+        rps: { range: fromZero },
+        ms: { range: fromZero },
+        pct: { range: [0, 100] },
+      },
       series: [{}, ...series],
       axes: [{}, ...axes],
     },

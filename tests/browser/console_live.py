@@ -57,8 +57,8 @@ def main() -> int:
         )
         # The pool's chart has points (traffic runs while this waits).
         page.wait_for_function(
-            "traffic.has('web') && traffic.get('web').data[1].some(v => v > 0)",
-            timeout=15_000,
+            "traffic.has('web') && traffic.get('web').data[1].filter(v => v > 0).length >= 4",
+            timeout=20_000,
         )
         page.screenshot(path=os.path.join(screenshots, "console.png"), full_page=True)
         print("ready", flush=True)
