@@ -32,16 +32,22 @@ async function api(path) {
 
 /** Changes an endpoint through the API; shows the API's error if refused. */
 async function changeEndpoint(pool, address, change, question) {
-  if (question && !window.confirm(question)) return;
   const path = `/v1/pools/${encodeURIComponent(pool)}/endpoints/${encodeURIComponent(address)}`;
+  const done = `${address}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}`;
+  await act("PATCH", path, change, question, done);
+}
+
+/** Sends one change to the API, after `question` if any; says what came of it. */
+async function act(method, path, body, question, done) {
+  if (question && !window.confirm(question)) return;
   const response = await fetch(path, {
-    method: "PATCH",
+    method,
     headers: { ...headers(), "content-type": "application/json" },
-    body: JSON.stringify(change),
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   const notice = document.getElementById("notice");
   if (response.ok) {
-    notice.textContent = `${address}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}`;
+    notice.textContent = done;
     notice.className = "";
   } else {
     let message = `${response.status}`;
@@ -185,6 +191,32 @@ function renderPools(pools) {
   }
 }
 
+/** The actions an operator has on a plugin, and on its running rollout. */
+function pluginActions(plugin) {
+  const box = document.createElement("span");
+  box.className = "actions";
+  const path = `/v1/plugins/${encodeURIComponent(plugin.name)}`;
+  const button = (label, method, suffix, question, done) => {
+    const element = cell("button", label);
+    element.type = "button";
+    element.setAttribute("aria-label", `${label} ${plugin.name}`);
+    element.addEventListener("click", () => act(method, `${path}${suffix}`, undefined, question, done));
+    box.appendChild(element);
+  };
+  button("Reload", "POST", "/reload", null, `${plugin.name}: its file loaded again`);
+  if (plugin.state === "quarantined") {
+    button("Unquarantine", "POST", "/unquarantine", null, `${plugin.name}: quarantine lifted`);
+  }
+  const rollout = plugin.rollout && plugin.rollout.state;
+  if (rollout === "shadow" || rollout === "canary" || rollout === "held") {
+    button("Promote", "POST", "/rollout/promote",
+      `Promote ${plugin.name}'s candidate? It takes every pick at once.`,
+      `${plugin.name}: candidate promoted`);
+    button("Abort", "POST", "/rollout/abort", null, `${plugin.name}: rollout aborted`);
+  }
+  return box;
+}
+
 function renderPlugins(plugins) {
   const rows = plugins.map((plugin) => ({
     id: `plugin-${plugin.name}`,
@@ -198,6 +230,7 @@ function renderPlugins(plugins) {
       plugin.call_micros ? `${plugin.call_micros.p50.toFixed(1)} / ${plugin.call_micros.p99.toFixed(1)} µs` : "",
       plugin.rollout ? state(`${plugin.rollout.state}`) : "",
       plugin.last_error ? plugin.last_error.message : "",
+      ...(mayAct() ? [pluginActions(plugin)] : []),
     ],
   }));
   document.getElementById("plugins").replaceChildren(
@@ -205,6 +238,7 @@ function renderPlugins(plugins) {
       [
         ["plugin"], ["state"], ["world"], ["version"], ["calls", true], ["faults", true],
         ["p50 / p99", true], ["rollout"], ["last error"],
+        ...(mayAct() ? [["actions"]] : []),
       ],
       rows,
     ),

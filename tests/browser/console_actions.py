@@ -1,6 +1,7 @@
 """The console's actions in a real Chromium: a viewer's page has no action
-buttons; an operator drains an endpoint from the page (confirming it), and
-an action the API refuses shows the API's message.
+buttons; an operator drains an endpoint from the page (confirming it), an
+action the API refuses shows the API's message, and a plugin's file is
+loaded again from the page.
 
 Run by the `console` end-to-end test, which starts the binary (with a
 viewer and an operator token) and its upstreams:
@@ -82,6 +83,11 @@ def main() -> int:
             print(f"the refusal does not carry the API's message: {text}", flush=True)
             return 1
         print(f"refused: {text}", flush=True)
+
+        # A plugin's actions: its file loaded again from the page.
+        page.get_by_role("button", name="Reload rr").click()
+        notice.filter(has_text="rr: its file loaded again").wait_for(timeout=5_000)
+        print("reloaded", flush=True)
         browser.close()
     if errors:
         # The refused PATCH is logged by the browser as a failed request.

@@ -79,7 +79,7 @@ async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_rel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal_is_shown() {
-    let plugins = plugin_dir(&[]);
+    let plugins = plugin_dir(&[("rr", "round-robin")]);
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let tokens = format!(
         "{}{}",
@@ -87,7 +87,7 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
         token_entry("oncall", "operator", "op-secret")
     );
     let body = format!(
-        "[[pools]]\nname = \"web\"\nendpoints = [{}, {}]\n",
+        "[[pools]]\nname = \"web\"\nbalancer = {{ plugin = \"rr\" }}\nendpoints = [{}, {}]\n",
         a.endpoint(1),
         b.endpoint(1)
     );
@@ -132,6 +132,7 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
         rest.contains("refused: Refused:") && rest.contains("must be at least 1"),
         "{rest}"
     );
+    assert!(rest.contains("reloaded"), "{rest}");
 }
 
 fn browser_stderr(browser: &mut std::process::Child) -> String {
