@@ -34,40 +34,18 @@ async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_rel
 
     let screenshots = workspace().join("target/console-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
-    let mut browser = browser_python()
-        .arg(workspace().join("tests/browser/console_live.py"))
-        .arg(proxy.control_url("/"))
-        .arg(b.addr.to_string())
-        .arg(&screenshots)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the browser script");
-    let mut said = BufReader::new(browser.stdout.take().unwrap());
-    let mut line = String::new();
-    let ready = tokio::task::block_in_place(|| said.read_line(&mut line));
-    assert!(
-        ready.is_ok() && line.trim() == "ready",
-        "the page never showed `b` healthy: {line}{}",
-        browser_stderr(&mut browser)
+    let mut browser = Script::start(
+        "console_live.py",
+        &[
+            proxy.control_url("/"),
+            b.addr.to_string(),
+            screenshots.display().to_string(),
+        ],
     );
+    browser.expect("ready", "the page never showed `b` healthy");
 
     b.kill();
-    let mut stdin = browser.stdin.take().unwrap();
-    writeln!(stdin, "killed").unwrap();
-    let mut rest = String::new();
-    let status = tokio::task::block_in_place(|| {
-        let _ = std::io::Read::read_to_string(&mut said, &mut rest);
-        browser.wait()
-    })
-    .unwrap();
-    assert!(
-        status.success(),
-        "{rest}{}\n{}",
-        browser_stderr(&mut browser),
-        proxy.log_tail()
-    );
+    let rest = browser.finish("killed", &proxy.log_tail());
     assert!(rest.contains("unhealthy after"), "{rest}");
     // The page's weight and first paint, for BENCHMARKS.md (`--nocapture`).
     eprintln!("{rest}");
@@ -95,39 +73,23 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
         .unwrap_or_else(|log| panic!("{log}"));
     let client = HttpClient::default();
 
-    let mut browser = browser_python()
-        .arg(workspace().join("tests/browser/console_actions.py"))
-        .arg(proxy.control_url("/"))
-        .arg(b.addr.to_string())
-        .args(["view-secret", "op-secret"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the browser script");
-    let mut said = BufReader::new(browser.stdout.take().unwrap());
-    let mut line = String::new();
-    let drained = tokio::task::block_in_place(|| said.read_line(&mut line));
-    assert!(
-        drained.is_ok() && line.trim() == "drained",
-        "the page did not drain `b`: {line}{}",
-        browser_stderr(&mut browser)
+    let mut browser = Script::start(
+        "console_actions.py",
+        &[
+            proxy.control_url("/"),
+            b.addr.to_string(),
+            "view-secret".into(),
+            "op-secret".into(),
+        ],
     );
+    browser.expect("drained", "the page did not drain `b`");
 
     // Drained from the page: no new request reaches `b`.
     let (seen, failures) = client.spread(&proxy.url("/"), 40, 4).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(seen.get("a"), Some(&40), "{seen:?}");
 
-    let mut stdin = browser.stdin.take().unwrap();
-    writeln!(stdin, "checked").unwrap();
-    let mut rest = String::new();
-    let status = tokio::task::block_in_place(|| {
-        let _ = std::io::Read::read_to_string(&mut said, &mut rest);
-        browser.wait()
-    })
-    .unwrap();
-    assert!(status.success(), "{rest}{}", browser_stderr(&mut browser));
+    let rest = browser.finish("checked", "");
     assert!(
         rest.contains("refused: Refused:") && rest.contains("must be at least 1"),
         "{rest}"
@@ -135,10 +97,58 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
     assert!(rest.contains("reloaded"), "{rest}");
 }
 
-fn browser_stderr(browser: &mut std::process::Child) -> String {
-    let mut text = String::new();
-    if let Some(mut stderr) = browser.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+/// A script of `tests/browser/` driving Chromium, spoken to line by line.
+struct Script {
+    child: std::process::Child,
+    said: BufReader<std::process::ChildStdout>,
+}
+
+impl Script {
+    fn start(name: &str, args: &[String]) -> Script {
+        let mut child = browser_python()
+            .arg(workspace().join("tests/browser").join(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the browser script");
+        let said = BufReader::new(child.stdout.take().unwrap());
+        Script { child, said }
     }
-    text
+
+    /// Waits for the script to say `word`; `failed` says what it means if
+    /// it does not.
+    fn expect(&mut self, word: &str, failed: &str) {
+        let mut line = String::new();
+        let read = tokio::task::block_in_place(|| self.said.read_line(&mut line));
+        assert!(
+            read.is_ok() && line.trim() == word,
+            "{failed}: {line}{}",
+            self.stderr()
+        );
+    }
+
+    /// Tells the script `word`, and waits for it to end well: what it said
+    /// last. `context` goes with a failure.
+    fn finish(&mut self, word: &str, context: &str) -> String {
+        let mut stdin = self.child.stdin.take().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        let mut rest = String::new();
+        let status = tokio::task::block_in_place(|| {
+            let _ = std::io::Read::read_to_string(&mut self.said, &mut rest);
+            self.child.wait()
+        })
+        .unwrap();
+        assert!(status.success(), "{rest}{}\n{context}", self.stderr());
+        rest
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
+        text
+    }
 }

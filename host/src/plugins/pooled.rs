@@ -634,83 +634,51 @@ in_scratch!(BalancerPlugin, Balancer);
 in_scratch!(HealthPlugin, HealthCheck, true);
 in_scratch!(RecoveryPlugin, Recovery);
 
-impl PoolExports for BalancerPlugin {
-    fn create(
-        &self,
-        store: &mut Store<StoreState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<ResourceAny, String>> {
-        self.switchyard_plugin_balancer()
-            .pool_balancer()
-            .call_create(store, config)
-    }
+/// `PoolExports` of a world whose state may be carried across a swap: its
+/// resource made by `$interface().$resource().call_create`, its snapshot
+/// and restore from its optional state export.
+macro_rules! pool_exports_with_state {
+    ($exports:ty, $interface:ident, $resource:ident) => {
+        impl PoolExports for $exports {
+            fn create(
+                &self,
+                store: &mut Store<StoreState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<ResourceAny, String>> {
+                self.$interface().$resource().call_create(store, config)
+            }
 
-    fn has_state(&self) -> bool {
-        self.state().is_some()
-    }
+            fn has_state(&self) -> bool {
+                self.state().is_some()
+            }
 
-    fn snapshot(
-        &self,
-        store: &mut Store<StoreState>,
-        pool: ResourceAny,
-    ) -> wasmtime::Result<Vec<u8>> {
-        match self.state() {
-            Some(state) => state.call_snapshot(store, pool),
-            None => Ok(Vec::new()),
+            fn snapshot(
+                &self,
+                store: &mut Store<StoreState>,
+                pool: ResourceAny,
+            ) -> wasmtime::Result<Vec<u8>> {
+                match self.state() {
+                    Some(state) => state.call_snapshot(store, pool),
+                    None => Ok(Vec::new()),
+                }
+            }
+
+            fn restore(
+                &self,
+                store: &mut Store<StoreState>,
+                pool: ResourceAny,
+                bytes: &[u8],
+            ) -> wasmtime::Result<Result<(), String>> {
+                match self.state() {
+                    Some(state) => state.call_restore(store, pool, bytes),
+                    None => Ok(Ok(())),
+                }
+            }
         }
-    }
-
-    fn restore(
-        &self,
-        store: &mut Store<StoreState>,
-        pool: ResourceAny,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Result<(), String>> {
-        match self.state() {
-            Some(state) => state.call_restore(store, pool, bytes),
-            None => Ok(Ok(())),
-        }
-    }
+    };
 }
-
-impl PoolExports for RecoveryPlugin {
-    fn create(
-        &self,
-        store: &mut Store<StoreState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<ResourceAny, String>> {
-        self.switchyard_plugin_recovery()
-            .pool_recovery()
-            .call_create(store, config)
-    }
-
-    fn has_state(&self) -> bool {
-        self.state().is_some()
-    }
-
-    fn snapshot(
-        &self,
-        store: &mut Store<StoreState>,
-        pool: ResourceAny,
-    ) -> wasmtime::Result<Vec<u8>> {
-        match self.state() {
-            Some(state) => state.call_snapshot(store, pool),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn restore(
-        &self,
-        store: &mut Store<StoreState>,
-        pool: ResourceAny,
-        bytes: &[u8],
-    ) -> wasmtime::Result<Result<(), String>> {
-        match self.state() {
-            Some(state) => state.call_restore(store, pool, bytes),
-            None => Ok(Ok(())),
-        }
-    }
-}
+pool_exports_with_state!(BalancerPlugin, switchyard_plugin_balancer, pool_balancer);
+pool_exports_with_state!(RecoveryPlugin, switchyard_plugin_recovery, pool_recovery);
 
 // Health checks carry no state across versions.
 impl PoolExports for HealthPlugin {
