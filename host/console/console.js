@@ -9,6 +9,8 @@ const POLL_EVERY_MS = 2000;
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let refreshTimer = null;
+/** What an operator has typed and not yet sent, by field: kept across redraws. */
+const drafts = new Map();
 let streaming = false;
 /** What the caller may do: actions are shown to operators and admins. */
 let role = null;
@@ -30,24 +32,32 @@ async function api(path) {
   return response.json();
 }
 
-/** Changes an endpoint through the API; shows the API's error if refused. */
-async function changeEndpoint(pool, address, change, question) {
-  const path = `/v1/pools/${encodeURIComponent(pool)}/endpoints/${encodeURIComponent(address)}`;
-  const done = `${address}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}`;
-  await act("PATCH", path, change, question, done);
+function endpointPath(pool, address) {
+  return `/v1/pools/${encodeURIComponent(pool)}/endpoints/${encodeURIComponent(address)}`;
 }
 
-/** Sends one change to the API, after `question` if any; says what came of it. */
+/** Changes an endpoint through the API; shows the API's error if refused. */
+async function changeEndpoint(pool, address, change, question) {
+  const done = `${address}: ${Object.entries(change).map(([k, v]) => `${k} ${v}`).join(", ")}`;
+  return act("PATCH", endpointPath(pool, address), change, question, done);
+}
+
+/** Sends one change to the API (a JSON body, or a file as it is), after
+ * `question` if any; says what came of it, and whether it was done. */
 async function act(method, path, body, question, done) {
-  if (question && !window.confirm(question)) return;
+  if (question && !window.confirm(question)) return false;
+  const file = body instanceof Blob;
   const response = await fetch(path, {
     method,
-    headers: { ...headers(), "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: {
+      ...headers(),
+      "content-type": file ? "application/octet-stream" : "application/json",
+    },
+    body: body === undefined || file ? body : JSON.stringify(body),
   });
   const notice = document.getElementById("notice");
   if (response.ok) {
-    notice.textContent = done;
+    notice.textContent = typeof done === "function" ? done(await response.json()) : done;
     notice.className = "";
   } else {
     let message = `${response.status}`;
@@ -61,6 +71,7 @@ async function act(method, path, body, question, done) {
     notice.className = "refused";
   }
   refreshSoon();
+  return response.ok;
 }
 
 /** The actions an operator has on an endpoint. */
@@ -84,15 +95,60 @@ function endpointActions(pool, endpoint) {
   } else {
     button("Activate", () => changeEndpoint(pool, endpoint.address, { state: "active" }));
   }
+  const draftKey = `${pool} ${endpoint.address}`;
   const weight = document.createElement("input");
   weight.type = "number";
-  weight.value = String(endpoint.weight);
+  weight.min = "1";
+  weight.value = drafts.get(draftKey) ?? String(endpoint.weight);
   weight.setAttribute("aria-label", `weight of ${endpoint.address}`);
   weight.className = "weight";
+  weight.addEventListener("input", () => drafts.set(draftKey, weight.value));
   box.appendChild(weight);
-  button("Set weight", () =>
-    changeEndpoint(pool, endpoint.address, { weight: Number(weight.value) }));
+  button("Set weight", async () => {
+    if (await changeEndpoint(pool, endpoint.address, { weight: Number(weight.value) })) {
+      drafts.delete(draftKey);
+    }
+  });
+  button("Remove", () =>
+    act("DELETE", endpointPath(pool, endpoint.address), undefined,
+      `Remove ${endpoint.address} from ${pool}? It takes no new requests; those in flight finish.`,
+      `${endpoint.address}: removed from ${pool}`));
   return box;
+}
+
+/** The form that adds an endpoint to a pool. What is typed in it outlives
+ * the redraws of the page. */
+function addEndpointForm(pool) {
+  const form = document.createElement("form");
+  form.className = "add-endpoint";
+  const field = (name, label, type, attributes) => {
+    const input = document.createElement("input");
+    input.type = type;
+    input.name = name;
+    Object.assign(input, attributes);
+    input.setAttribute("aria-label", `${label} of a new endpoint in ${pool}`);
+    const key = `${pool} new ${name}`;
+    input.value = drafts.get(key) ?? input.value;
+    input.addEventListener("input", () => drafts.set(key, input.value));
+    form.appendChild(input);
+    return input;
+  };
+  const address = field("address", "address", "text", { placeholder: "host:port", required: true });
+  const weight = field("weight", "weight", "number", { value: "1", min: "1", className: "weight" });
+  const submit = cell("button", "Add endpoint");
+  submit.type = "submit";
+  submit.setAttribute("aria-label", `Add endpoint to ${pool}`);
+  form.appendChild(submit);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const path = `/v1/pools/${encodeURIComponent(pool)}/endpoints`;
+    const body = { address: address.value.trim(), weight: Number(weight.value) };
+    if (await act("POST", path, body, null, `${body.address}: added to ${pool}`)) {
+      drafts.delete(`${pool} new address`);
+      drafts.delete(`${pool} new weight`);
+    }
+  });
+  return form;
 }
 
 function askForToken(why) {
@@ -188,6 +244,7 @@ function renderPools(pools) {
         rows,
       ),
     );
+    if (mayAct()) container.appendChild(addEndpointForm(pool.name));
   }
 }
 
@@ -218,6 +275,11 @@ function pluginActions(plugin) {
 }
 
 function renderPlugins(plugins) {
+  if (plugins.length === 0) {
+    document.getElementById("plugins").replaceChildren(
+      cell("p", "No plugin is loaded: every pool balances natively.", "pool-meta"));
+    return;
+  }
   const rows = plugins.map((plugin) => ({
     id: `plugin-${plugin.name}`,
     cells: [
@@ -261,10 +323,34 @@ function mayAct() {
   return role === "operator" || role === "admin";
 }
 
+/** What has the keyboard's focus, by a name that outlives a redraw, with
+ * the caret of a field being typed in. */
+function focusKey() {
+  const element = document.activeElement;
+  if (!element || element === document.body) return null;
+  const label = element.getAttribute("aria-label");
+  if (!label) return null;
+  return { label, start: element.selectionStart, end: element.selectionEnd };
+}
+
+/** Gives the focus back to the control `key` names, redrawn. Fields keep
+ * what was typed in them (`drafts`), so a redraw never loses typing. */
+function restoreFocus(key) {
+  if (!key || (document.activeElement && document.activeElement !== document.body)) return;
+  const element = document.querySelector(`[aria-label="${CSS.escape(key.label)}"]`);
+  if (!element) return;
+  element.focus();
+  if (key.start != null && element.setSelectionRange) {
+    try {
+      element.setSelectionRange(key.start, key.end);
+    } catch (error) {
+      // A number field has no caret to place.
+    }
+  }
+}
+
 async function refresh() {
   try {
-    // Actions are not redrawn under a user typing a weight.
-    if (document.activeElement && document.activeElement.classList.contains("weight")) return;
     const session = await api("/v1/session");
     if (!session) return;
     role = session.role;
@@ -274,15 +360,103 @@ async function refresh() {
       api("/v1/alerts"),
     ]);
     if (!pools || !plugins || !alerts) return;
+    const rollouts = await Promise.all(
+      plugins.plugins
+        .filter((plugin) => plugin.rollout)
+        .map((plugin) => api(`/v1/plugins/${encodeURIComponent(plugin.name)}/rollout`).catch(() => null)),
+    );
+    const focused = focusKey();
     document.getElementById("login").hidden = true;
     renderPools(pools.pools);
     poolNames = pools.pools.map((pool) => pool.name);
     renderPlugins(plugins.plugins);
+    renderRolloutStart(plugins.plugins);
+    renderRollouts(rollouts.filter(Boolean));
     renderAlerts(alerts.alerts ?? alerts);
+    restoreFocus(focused);
     const who = session.token ? ` · ${session.token} (${session.role})` : "";
     setStatus(`${streaming ? "live" : "polling"} · updated ${new Date().toLocaleTimeString()}${who}`);
   } catch (error) {
     setStatus(`cannot reach the control API: ${error.message}`);
+  }
+}
+
+/** The form that puts a candidate on trial: for operators, with the
+ * plugins that serve. It is not redrawn, so a chosen file stays chosen. */
+function renderRolloutStart(plugins) {
+  const form = document.getElementById("rollout-start");
+  const select = document.getElementById("rollout-plugin");
+  const names = plugins.filter((plugin) => plugin.hash).map((plugin) => plugin.name);
+  form.hidden = !mayAct() || names.length === 0;
+  const shown = [...select.options].map((option) => option.value);
+  if (names.join("\n") === shown.join("\n")) return;
+  const chosen = select.value;
+  select.replaceChildren(...names.map((name) => new Option(name, name, false, name === chosen)));
+}
+
+document.getElementById("rollout-start").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const name = document.getElementById("rollout-plugin").value;
+  const input = document.getElementById("rollout-file");
+  const file = input.files[0];
+  if (!name || !file) return;
+  const started = await act(
+    "POST",
+    `/v1/plugins/${encodeURIComponent(name)}/candidate`,
+    file,
+    `Put ${file.name} on trial as ${name}'s candidate? It is compared in shadow, then answers a growing share of picks as [plugins.rollout.${name}] says.`,
+    (reply) => `${name}: candidate ${file.name} ${reply.outcome} (${reply.rollout.phase})`,
+  );
+  if (started) input.value = "";
+});
+
+const percent = (share) => (share == null ? "" : `${(share * 100).toFixed(2)}%`);
+const micros = (value) => (value == null ? "" : `${value.toFixed(1)} µs`);
+const millis = (value) => (value == null ? "" : `${value.toFixed(1)} ms`);
+
+/** Each rollout, running or the last that ended: its phase, and the
+ * serving version and the candidate side by side. */
+function renderRollouts(rollouts) {
+  const container = document.getElementById("rollouts");
+  container.replaceChildren();
+  for (const rollout of rollouts) {
+    const box = document.createElement("div");
+    box.className = "rollout";
+    box.id = `rollout-${rollout.plugin}`;
+    const title = cell("h3", `Rollout of ${rollout.plugin}: `);
+    title.appendChild(state(rollout.state));
+    box.appendChild(title);
+    const meta = [
+      `phase ${rollout.phase} (${rollout.share_percent}% of picks)`,
+      `candidate ${rollout.candidate.slice(0, 12)} against ${rollout.live.slice(0, 12)}`,
+      `running ${Math.round(rollout.elapsed_ms / 1000)} s`,
+    ];
+    if (rollout.ended) meta.push(`ended: ${rollout.ended.message}`);
+    box.appendChild(cell("p", meta.join(" · "), "pool-meta"));
+    const c = rollout.comparison;
+    const o = c.outcomes;
+    box.appendChild(
+      table(
+        [["this phase"], ["serving", true], ["candidate", true]],
+        [
+          { cells: ["calls / faults", "", `${c.candidate_calls} / ${c.candidate_faults}`] },
+          { cells: ["cost p50", micros(c.cost_micros.live.p50), micros(c.cost_micros.candidate.p50)] },
+          { cells: ["cost p99", micros(c.cost_micros.live.p99), micros(c.cost_micros.candidate.p99)] },
+          { cells: ["requests placed", String(o.live.requests), String(o.candidate.requests)] },
+          { cells: ["error rate", percent(o.live.error_rate), percent(o.candidate.error_rate)] },
+          { cells: ["latency p99", millis(o.live.p99_ms), millis(o.candidate.p99_ms)] },
+          { cells: ["disagreement (shadow)", "", `${percent(c.distribution_disagreement)} of picks moved, ${c.compared} compared`] },
+        ],
+      ),
+    );
+    if (rollout.phases.length) {
+      const list = document.createElement("ol");
+      for (const phase of rollout.phases) {
+        list.appendChild(cell("li", `${phase.phase} at ${phase.share_percent}%: ${phase.result}`));
+      }
+      box.appendChild(list);
+    }
+    container.appendChild(box);
   }
 }
 
@@ -294,11 +468,72 @@ function refreshSoon() {
   }, REFRESH_AFTER_EVENT_MS);
 }
 
+const KEEP_EVENTS = 100;
+let lastEventId = 0;
+
+/** One server-sent event: its kind, id and JSON data; null for a comment. */
+function parseEvent(text) {
+  const event = { kind: "message" };
+  const data = [];
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon === 0) continue;
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") event.kind = value;
+    else if (field === "id") event.id = Number(value);
+    else if (field === "data") data.push(value);
+  }
+  if (!data.length) return null;
+  try {
+    event.body = JSON.parse(data.join("\n"));
+  } catch (error) {
+    event.body = { data: data.join("\n") };
+  }
+  return event;
+}
+
+/** An event in a line, as an operator reads it. */
+function describeEvent(kind, data) {
+  if (kind === "health") {
+    return `${data.pool} ${data.endpoint}: ${data.from} → ${data.to}${data.reason ? ` (${data.reason})` : ""}`;
+  }
+  if (kind === "alert" && data.message) return `${data.severity} ${data.pool}: ${data.message}`;
+  if (kind === "plugin") {
+    const rest = Object.entries(data)
+      .filter(([key]) => key !== "plugin" && key !== "event")
+      .map(([key, value]) => `${key} ${typeof value === "string" ? value : JSON.stringify(value)}`);
+    return `${data.plugin}: ${data.event}${rest.length ? ` (${rest.join(", ")})` : ""}`;
+  }
+  if (kind === "config") {
+    const parts = ["added", "changed", "removed"]
+      .filter((key) => Array.isArray(data[key]) && data[key].length)
+      .map((key) => `${key} ${data[key].join(", ")}`);
+    return parts.length ? parts.join("; ") : "applied, nothing changed";
+  }
+  return JSON.stringify(data);
+}
+
+function showEvent(event) {
+  const data = event.body.data ?? {};
+  if (event.kind === "alert" && !data.message) return;
+  const list = document.getElementById("events");
+  const item = document.createElement("li");
+  item.appendChild(cell("span", event.kind, "kind"));
+  const when = new Date(event.body.at_unix_ms).toLocaleTimeString();
+  item.appendChild(document.createTextNode(`${when} ${describeEvent(event.kind, data)}`));
+  list.prepend(item);
+  while (list.children.length > KEEP_EVENTS) list.lastChild.remove();
+}
+
 /** Follows /v1/events (with the token, which EventSource cannot send). */
 async function follow() {
   for (;;) {
     try {
-      const response = await fetch("/v1/events", { headers: headers() });
+      // The first time, every event the server kept; after a break, those missed.
+      const response = await fetch("/v1/events", {
+        headers: { ...headers(), "last-event-id": String(lastEventId) },
+      });
       if (!response.ok || !response.body) throw new Error(String(response.status));
       streaming = true;
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -309,9 +544,13 @@ async function follow() {
         buffered += value;
         let end;
         while ((end = buffered.indexOf("\n\n")) >= 0) {
-          const event = buffered.slice(0, end);
+          const event = parseEvent(buffered.slice(0, end));
           buffered = buffered.slice(end + 2);
-          if (/^data:/m.test(event)) refreshSoon();
+          if (event) {
+            lastEventId = event.id ?? lastEventId;
+            showEvent(event);
+            refreshSoon();
+          }
         }
       }
     } catch (error) {

@@ -56,9 +56,13 @@ async fn a_killed_upstream_turns_its_row_unhealthy_within_a_second_without_a_rel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal_is_shown() {
+async fn an_operator_acts_from_the_page_with_the_keyboard_and_a_viewer_sees_no_actions() {
     let plugins = plugin_dir(&[("rr", "round-robin")]);
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
     let tokens = format!(
         "{}{}",
         token_entry("dashboard", "viewer", "view-secret"),
@@ -72,14 +76,19 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
     let proxy = Switchyard::try_start_full(plugins.path(), "", &tokens, "", &body)
         .unwrap_or_else(|log| panic!("{log}"));
     let client = HttpClient::default();
+    let candidate = tempfile::tempdir().unwrap();
+    let candidate_file = candidate.path().join("random.wasm");
+    std::fs::write(&candidate_file, plugin_bytes("random")).unwrap();
 
     let mut browser = Script::start(
         "console_actions.py",
         &[
             proxy.control_url("/"),
             b.addr.to_string(),
+            c.addr.to_string(),
             "view-secret".into(),
             "op-secret".into(),
+            candidate_file.display().to_string(),
         ],
     );
     browser.expect("drained", "the page did not drain `b`");
@@ -89,12 +98,48 @@ async fn an_operator_drains_from_the_page_a_viewer_sees_no_actions_and_a_refusal
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(seen.get("a"), Some(&40), "{seen:?}");
 
-    let rest = browser.finish("checked", "");
+    // Added from the page: `c` takes its share.
+    browser.tell("go");
+    browser.expect("added", "the page did not add `c`");
+    let (seen, failures) = client.spread(&proxy.url("/"), 40, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        (seen.get("a"), seen.get("c")),
+        (Some(&20), Some(&20)),
+        "{seen:?}"
+    );
+
+    // Removed from the page: `a` alone again.
+    browser.tell("go");
+    browser.expect("removed", "the page did not remove `c`");
+    let (seen, failures) = client.spread(&proxy.url("/"), 40, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.get("a"), Some(&40), "{seen:?}");
+
+    let rest = browser.finish("go", "");
     assert!(
         rest.contains("refused: Refused:") && rest.contains("must be at least 1"),
         "{rest}"
     );
     assert!(rest.contains("reloaded"), "{rest}");
+    assert!(rest.contains("rr: candidate random.wasm started"), "{rest}");
+    assert!(
+        rest.contains("aborted") && rest.contains("events shown"),
+        "{rest}"
+    );
+    // The rollout ran and ended through the API the page used.
+    let rollout = send(
+        "GET",
+        &proxy.control_url("/v1/plugins/rr/rollout"),
+        &[("authorization", "Bearer view-secret")],
+        "",
+    )
+    .await;
+    assert!(
+        rollout.body.contains("\"state\":\"aborted\""),
+        "{}",
+        rollout.body
+    );
 }
 
 /// A script of `tests/browser/` driving Chromium, spoken to line by line.
@@ -129,11 +174,18 @@ impl Script {
         );
     }
 
+    /// Tells the script `word`, on a line.
+    fn tell(&mut self, word: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        stdin.flush().unwrap();
+    }
+
     /// Tells the script `word`, and waits for it to end well: what it said
     /// last. `context` goes with a failure.
     fn finish(&mut self, word: &str, context: &str) -> String {
-        let mut stdin = self.child.stdin.take().unwrap();
-        writeln!(stdin, "{word}").unwrap();
+        self.tell(word);
+        drop(self.child.stdin.take());
         let mut rest = String::new();
         let status = tokio::task::block_in_place(|| {
             let _ = std::io::Read::read_to_string(&mut self.said, &mut rest);
