@@ -161,6 +161,7 @@ fn print_guide(plugins: &Path, proxy: std::net::SocketAddr, control: std::net::S
     for (command, what) in tries {
         println!("  {command:<62} # {what}");
     }
+    println!("\nThe console, live in a browser: http://{control}/");
     println!(
         "\nSwap a strategy live: cp {dir}/random.wasm {dir}/round-robin.wasm\nCtrl-C stops.\n",
         dir = plugins.display()

@@ -59,6 +59,16 @@ async fn the_demo_serves_what_it_tells_the_user_to_curl() {
         .map(|line| line.split(" # ").next().unwrap().trim().to_string())
         .collect();
     assert_eq!(commands.len(), 7, "{guide:#?}");
+    // The console it points a browser at is the page, from the binary.
+    let console = guide
+        .iter()
+        .find_map(|line| line.strip_prefix("The console, live in a browser: "))
+        .unwrap_or_else(|| panic!("no console in {guide:#?}"));
+    let page = run_printed(&format!("curl -sL {console}")).await;
+    assert!(
+        page.contains("<title>Switchyard</title>") && page.contains("console.js"),
+        "{page}"
+    );
     let find = |needle: &str| {
         commands
             .iter()
