@@ -24,6 +24,7 @@
 
 pub mod build;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
@@ -68,6 +69,7 @@ pub struct Server {
     control_listener: TcpListener,
     reloader: Arc<Reloader>,
     control: Arc<ControlState>,
+    fleet: Option<Arc<cluster::Fleet>>,
 }
 
 impl Server {
@@ -167,7 +169,20 @@ impl Server {
             control_listener,
             reloader,
             control,
+            fleet: None,
         })
+    }
+
+    /// Shares the pools and routes with `fleet` (`[cluster]`): API writes
+    /// go to etcd first, and each revision there is applied here. The
+    /// working copy the fleet wrote is then the file to reload from.
+    pub fn with_fleet(mut self, fleet: Arc<cluster::Fleet>) -> Self {
+        self.reloader.set_fleet(Arc::clone(&fleet));
+        fleet.set_alerts(Arc::clone(&self.control.alerts));
+        // The working copy follows etcd, not hands.
+        self.watch_config = false;
+        self.fleet = Some(fleet);
+        self
     }
 
     /// Reads the config again from `file` on SIGHUP and `POST /v1/reload`,
@@ -219,6 +234,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+        let fleet = self.fleet.clone().map(|fleet| {
+            let proxy = self.proxy_addr().to_string();
+            (fleet, proxy, self.control_addr().to_string())
+        });
         let control = tokio::spawn(control::serve(
             self.control_listener,
             Arc::clone(&self.control),
@@ -229,6 +248,9 @@ impl Server {
             Arc::clone(self.reloader.tick_queue()),
         ));
         let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&self.reloader)));
+        if let Some((fleet, proxy, control)) = &fleet {
+            fleet.spawn(Arc::clone(&self.reloader), proxy.clone(), control.clone());
+        }
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);

@@ -187,11 +187,10 @@ fn main() -> anyhow::Result<()> {
                     source,
                 }
             })?;
-            let version = switchyard::config::store::version_of(&text);
             let config = switchyard::config::Config::parse(&text, &path.display().to_string())?;
             // The proxy runs on threads of its own (see `Server::run`); this
             // runtime serves the control API, health checks and timers.
-            runtime(CONTROL_THREADS)?.block_on(serve(config, path, version))
+            runtime(CONTROL_THREADS)?.block_on(serve(config, path, text))
         }
         Command::Check { config } => check(&config),
         Command::Plugin {
@@ -435,11 +434,33 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(
     config: switchyard::config::Config,
     path: PathBuf,
-    version: String,
+    text: String,
 ) -> anyhow::Result<()> {
-    let server = switchyard::Server::bind(config)
-        .await?
-        .reload_from(path, version)?;
+    use switchyard::config::store::version_of;
+    // In a fleet, what serves is the working copy: this file's own tables
+    // and the fleet's pools and routes from etcd.
+    let (config, file, version, fleet) = match config.cluster.clone() {
+        Some(cluster) => {
+            let fleet = switchyard::cluster::Fleet::join(
+                &path,
+                &text,
+                &cluster,
+                config.control.listen.port(),
+            )
+            .await?;
+            let working = fleet.working_path().to_path_buf();
+            let text = std::fs::read_to_string(&working)
+                .with_context(|| format!("cannot read {}", working.display()))?;
+            let config = switchyard::config::Config::parse(&text, &working.display().to_string())?;
+            (config, working, version_of(&text), Some(fleet))
+        }
+        None => (config, path, version_of(&text), None),
+    };
+    let mut server = switchyard::Server::bind(config).await?;
+    if let Some(fleet) = fleet {
+        server = server.with_fleet(fleet);
+    }
+    let server = server.reload_from(file, version)?;
     // One machine-readable line, so scripts and tests can find the ports.
     let mut line = format!(
         "switchyard listening proxy={} control={}",

@@ -153,6 +153,9 @@ pub struct Reloader {
     file_hash: std::sync::Mutex<Option<String>>,
     /// API edits waiting for their batch.
     edits: edits::EditQueue,
+    /// The fleet the config is shared with, if any: edits are written to
+    /// it before the working copy.
+    fleet: std::sync::OnceLock<Arc<crate::cluster::Fleet>>,
 }
 
 /// What an edit changed in the config file, line by line.
@@ -237,6 +240,7 @@ impl Reloader {
             }),
             file_hash: std::sync::Mutex::new(None),
             edits: edits::EditQueue::default(),
+            fleet: std::sync::OnceLock::new(),
         })
     }
 
@@ -245,6 +249,66 @@ impl Reloader {
     pub fn set_file(&self, file: PathBuf, version: String) {
         *self.file.lock().unwrap() = Some(file);
         *self.file_hash.lock().unwrap() = Some(version);
+    }
+
+    /// The config file reloads read.
+    fn config_file(&self) -> Result<PathBuf, ReloadError> {
+        self.file.lock().unwrap().clone().ok_or(ReloadError::NoFile)
+    }
+
+    /// Shares edits with `fleet`: each is written to etcd before the
+    /// working copy, and refused if another instance wrote first.
+    pub fn set_fleet(&self, fleet: Arc<crate::cluster::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The fleet, if the config is shared.
+    pub fn fleet(&self) -> Option<&Arc<crate::cluster::Fleet>> {
+        self.fleet.get()
+    }
+
+    /// Writes an edited config `text`, edited from version `base`: to the
+    /// fleet first, when there is one, then to the file.
+    fn write_config(
+        &self,
+        store: &crate::config::store::ConfigFile,
+        base: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let Some(fleet) = self.fleet.get() else {
+            return store.write(text);
+        };
+        let revision = fleet.commit(base, text)?;
+        store.write(text)?;
+        fleet.record(&content_hash(text), revision);
+        Ok(())
+    }
+
+    /// Applies `text`, the fleet's shared config at a new revision in this
+    /// instance's working copy, as a reload of the file would: written to
+    /// the file, then swapped in. `applied` hears the working copy's
+    /// version once it serves (or if it served already).
+    pub async fn apply_fleet_text(
+        &self,
+        text: String,
+        applied: impl FnOnce(&str),
+    ) -> Result<Option<ReloadReport>, ReloadError> {
+        let file = self.config_file()?;
+        let mut serving = self.applied.lock().await;
+        let hash = content_hash(&text);
+        if self.version().as_deref() == Some(hash.as_str()) {
+            applied(&hash);
+            return Ok(None);
+        }
+        let next = Config::parse(&text, &file.display().to_string())?;
+        let plan = self.plan(&serving, &next)?;
+        crate::config::store::ConfigFile::new(file.clone())
+            .write(&text)
+            .map_err(|e| ReloadError::Build(e.to_string()))?;
+        let report = self.commit(&mut serving, next, plan);
+        *self.file_hash.lock().unwrap() = Some(hash.clone());
+        applied(&hash);
+        Ok(Some(report))
     }
 
     /// The config file's version last applied or written, if known; it
@@ -276,12 +340,7 @@ impl Reloader {
         &self,
         skip_applied: bool,
     ) -> Result<Option<ReloadReport>, ReloadError> {
-        let file = self
-            .file
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or(ReloadError::NoFile)?;
+        let file = self.config_file()?;
         // Held from the read on: an API edit written meanwhile must not be
         // taken for a change made by hand and undone by the older text.
         let mut applied = self.applied.lock().await;
@@ -532,6 +591,9 @@ fn restart_needed(current: &Config, next: &Config) -> Option<String> {
     }
     if current.plugins != next.plugins {
         return Some("[plugins] changed (the plugin runtime is set up at start)".into());
+    }
+    if current.cluster != next.cluster {
+        return Some("[cluster] changed (the fleet is joined at start)".into());
     }
     None
 }

@@ -38,6 +38,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("get", "/readyz"),
         ("get", "/v1/alerts"),
         ("get", "/v1/audit"),
+        ("get", "/v1/cluster"),
         ("get", "/v1/config"),
         ("get", "/v1/events"),
         ("get", "/v1/openapi.json"),

@@ -138,6 +138,154 @@ pub struct Config {
     /// with TLS, beside `proxy.listen`.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
+    /// `[cluster]`: share the pools and routes with a fleet through etcd.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the instances of a fleet share their `[[pools]]` and
+/// `[[routes]]` through etcd; the rest of the file is this machine's.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `etcd = ["http://10.0.0.1:2379", ...]`: the members of the etcd
+    /// cluster (`https://` with `tls`).
+    pub etcd: Vec<String>,
+    /// `prefix = "/switchyard"`: where the fleet's keys live.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// `name = "edge-1"`: this instance in the fleet; its host name and
+    /// control port unless set.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `state_dir = "/var/lib/switchyard"`: where the last applied revision
+    /// is kept, to serve from when etcd cannot be reached; beside the
+    /// config file (`NAME.fleet/`) unless set.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// `request_timeout_ms = 1000`: how long one call to one etcd member
+    /// may take before the next member is tried.
+    #[serde(default = "default_cluster_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// `lease_ttl_ms = 10000`: an instance that stops renewing its entry in
+    /// the fleet's list for this long leaves it.
+    #[serde(default = "default_cluster_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+    /// `heartbeat_ms = 1000`: how often the instance renews its entry.
+    #[serde(default = "default_cluster_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// `tls = { ca = "ca.pem", cert = "client.pem", key = "client.key" }`:
+    /// for `https://` members; `cert` and `key` when etcd asks for a
+    /// client certificate.
+    #[serde(default)]
+    pub tls: Option<ClusterTlsConfig>,
+    /// `user = "switchyard"`: etcd's auth, with `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `password_file = "/etc/switchyard/etcd-password"`: the user's
+    /// password (the file's first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[cluster] tls`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// The CA that signed etcd's certificates; the system's roots unless set.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// This instance's client certificate chain (PEM).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+fn default_cluster_prefix() -> String {
+    "/switchyard".into()
+}
+fn default_cluster_request_timeout_ms() -> u64 {
+    1_000
+}
+fn default_cluster_lease_ttl_ms() -> u64 {
+    10_000
+}
+fn default_cluster_heartbeat_ms() -> u64 {
+    1_000
+}
+
+impl ClusterConfig {
+    fn problems(&self, report: &mut impl FnMut(String, String)) {
+        if self.etcd.is_empty() {
+            report("cluster.etcd".into(), "names no etcd member".into());
+        }
+        for (index, member) in self.etcd.iter().enumerate() {
+            let https = member.starts_with("https://");
+            if !https && !member.starts_with("http://") {
+                report(
+                    format!("cluster.etcd[{index}]"),
+                    format!("`{member}` must be http://host:port or https://host:port"),
+                );
+            } else if https && self.tls.is_none() {
+                report(
+                    format!("cluster.etcd[{index}]"),
+                    format!("`{member}` is https: set cluster.tls (its `ca` at least)"),
+                );
+            }
+        }
+        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') {
+            report(
+                "cluster.prefix".into(),
+                format!("`{}` must start with `/` and not end with one", self.prefix),
+            );
+        }
+        if let Some(name) = &self.name {
+            if name.is_empty() || name.contains('/') {
+                report(
+                    "cluster.name".into(),
+                    format!("`{name}` must be non-empty, without `/`"),
+                );
+            }
+        }
+        if self.request_timeout_ms == 0 {
+            report(
+                "cluster.request_timeout_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.lease_ttl_ms < 2_000 {
+            report(
+                "cluster.lease_ttl_ms".into(),
+                format!("must be at least 2000, got {}", self.lease_ttl_ms),
+            );
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.lease_ttl_ms {
+            report(
+                "cluster.heartbeat_ms".into(),
+                format!(
+                    "must be from 1 to half of lease_ttl_ms ({}), got {}",
+                    self.lease_ttl_ms / 2,
+                    self.heartbeat_ms
+                ),
+            );
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                report(
+                    "cluster.tls".into(),
+                    "`cert` and `key` go together: set both, or neither".into(),
+                );
+            }
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            report(
+                "cluster.user".into(),
+                "`user` and `password_file` go together: set both, or neither".into(),
+            );
+        }
+    }
 }
 
 /// One `[[listeners]]` entry.
@@ -1555,6 +1703,9 @@ impl Config {
         };
         if self.proxy.workers == 0 {
             report("proxy.workers".into(), "must be at least 1".into());
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.problems(&mut report);
         }
         if self.control.tokens.is_empty() && !self.control.listen.ip().is_loopback() {
             report(

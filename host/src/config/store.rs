@@ -34,6 +34,15 @@ pub enum StoreError {
     /// The file is not TOML.
     #[error("the config file does not parse: {0}")]
     Parse(String),
+    /// Another instance of the fleet wrote the shared config first.
+    #[error("another instance of the fleet changed the config since revision {revision}")]
+    FleetMoved {
+        /// The revision the write was based on.
+        revision: i64,
+    },
+    /// etcd, where the fleet's config lives, cannot be reached.
+    #[error("the fleet's config cannot be written: {0}")]
+    FleetUnavailable(String),
 }
 
 impl Clone for StoreError {
@@ -48,6 +57,10 @@ impl Clone for StoreError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             StoreError::Parse(message) => StoreError::Parse(message.clone()),
+            StoreError::FleetMoved { revision } => StoreError::FleetMoved {
+                revision: *revision,
+            },
+            StoreError::FleetUnavailable(message) => StoreError::FleetUnavailable(message.clone()),
         }
     }
 }

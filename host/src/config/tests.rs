@@ -427,3 +427,28 @@ endpoints = [{ address = "127.0.0.1:8082" }]
     assert_eq!(record.max_bytes, crate::config::DEFAULT_RECORD_MAX_BYTES);
     assert_eq!(record.file, std::path::Path::new("recordings/web.jsonl"));
 }
+
+#[test]
+fn a_cluster_table_is_checked_key_by_key() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"127.0.0.1:2379\", \"https://10.0.0.2:2379\"]\nprefix = \"fleet/\"\nlease_ttl_ms = 1000\nheartbeat_ms = 800\nuser = \"switchyard\"\n"
+    );
+    let error = Config::parse(&text, "test").unwrap_err().to_string();
+    for expected in [
+        "line 7: `cluster.etcd[0]`: `127.0.0.1:2379` must be http://host:port",
+        "`cluster.etcd[1]`: `https://10.0.0.2:2379` is https: set cluster.tls",
+        "line 8: `cluster.prefix`: `fleet/` must start with `/`",
+        "line 9: `cluster.lease_ttl_ms`: must be at least 2000, got 1000",
+        "line 10: `cluster.heartbeat_ms`: must be from 1 to half of lease_ttl_ms",
+        "line 11: `cluster.user`: `user` and `password_file` go together",
+    ] {
+        assert!(error.contains(expected), "{expected}\nnot in:\n{error}");
+    }
+    let fine = format!("{MINIMAL}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n");
+    let config = Config::parse(&fine, "test").unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(
+        (cluster.prefix.as_str(), cluster.heartbeat_ms),
+        ("/switchyard", 1_000)
+    );
+}

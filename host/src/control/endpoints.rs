@@ -75,6 +75,7 @@ pub(super) struct ConfigView {
     ))]
 pub(super) async fn config(Extract(state): State) -> Result<Response, ApiError> {
     let (toml, version) = state.reloader.read_file().await.map_err(read_error)?;
+    let version = version_tag(&state, &version);
     Ok(with_version(
         StatusCode::OK,
         &version,
@@ -185,37 +186,94 @@ pub(super) async fn remove(
     .await
 }
 
+/// How often a write without `If-Match` is tried again when another
+/// instance of the fleet wrote first.
+const FLEET_ATTEMPTS: usize = 5;
+
 /// Applies `edit`, which changes what `scope` says, to the config file
 /// (only if it is still at the `If-Match` version when its turn comes, when
 /// one is sent) and answers `status` with what changed and the new
 /// version: every change of the API goes through here.
+///
+/// In a fleet the version is the shared config's etcd revision; a write
+/// without `If-Match` that another instance beat is made again on what
+/// that instance wrote, so none is lost.
 pub(super) async fn change(
     state: &ControlState,
     headers: &HeaderMap,
     status: StatusCode,
     scope: Scope,
-    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<(), PoolEditRefused> + Send + 'static,
+    edit: impl Fn(&mut toml_edit::DocumentMut) -> Result<(), PoolEditRefused> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
-    let edit = Edit {
-        scope,
-        apply: Box::new(edit),
+    let edit = std::sync::Arc::new(edit);
+    let fleet = state.reloader.fleet().cloned();
+    let asked = if_match(headers)?;
+    let mut attempt = 0;
+    let written = loop {
+        attempt += 1;
+        let expected = match (&fleet, asked) {
+            // A revision this instance does not serve is stale already.
+            (Some(fleet), Some(tag)) => Some(
+                fleet
+                    .version_of_tag(tag)
+                    .unwrap_or_else(|| format!("revision {tag}")),
+            ),
+            (_, asked) => asked.map(str::to_string),
+        };
+        let made = std::sync::Arc::clone(&edit);
+        let once = Edit {
+            scope: scope.clone(),
+            apply: Box::new(move |document| made(document)),
+        };
+        let revision_before = fleet.as_ref().map(|fleet| fleet.revision());
+        match state.reloader.edit(expected.as_deref(), once).await {
+            Err(EditError::Store(StoreError::FleetMoved { .. }))
+                if asked.is_none() && attempt < FLEET_ATTEMPTS =>
+            {
+                // What the other instance wrote arrives here first.
+                if let (Some(fleet), Some(before)) = (&fleet, revision_before) {
+                    fleet
+                        .wait_past(before, std::time::Duration::from_secs(2))
+                        .await;
+                }
+            }
+            other => break other.map_err(|error| edit_error(tagged(state, error)))?,
+        }
     };
-    let written = state
-        .reloader
-        .edit(if_match(headers)?, edit)
-        .await
-        .map_err(edit_error)?;
+    let tag = version_tag(state, &written.version);
     let body = Changed {
-        version: written.version.clone(),
+        version: tag.clone(),
         applied: written.applied,
     };
-    let mut response = with_version(status, &written.version, body);
+    let mut response = with_version(status, &tag, body);
     response.extensions_mut().insert(ConfigWrite {
-        version_before: written.version_before,
-        version_after: written.version,
+        version_before: version_tag(state, &written.version_before),
+        version_after: tag,
         changes: written.changes,
     });
     Ok(response)
+}
+
+/// The version a client sees for the config file's `version`: in a fleet,
+/// the shared config's revision.
+pub(super) fn version_tag(state: &ControlState, version: &str) -> String {
+    match state.reloader.fleet() {
+        Some(fleet) => fleet.tag_of(version),
+        None => version.to_string(),
+    }
+}
+
+/// An edit's error with the versions it names as the client sees them.
+fn tagged(state: &ControlState, error: EditError<PoolEditRefused>) -> EditError<PoolEditRefused> {
+    match error {
+        EditError::Stale { current } => EditError::Stale {
+            current: version_tag(state, &current),
+        },
+        EditError::Store(StoreError::FleetMoved { .. }) => EditError::Stale {
+            current: version_tag(state, &state.reloader.version().unwrap_or_default()),
+        },
+        other => other,
+    }
 }
 
 /// A JSON answer with the config version as `ETag`.
@@ -293,6 +351,19 @@ fn edit_error(error: EditError<PoolEditRefused>) -> ApiError {
         EditError::Store(error @ StoreError::ReadOnly { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "read_only", error.to_string())
         }
+        EditError::Store(error @ StoreError::FleetUnavailable(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_unavailable",
+            format!("{error}; this instance serves the last revision it applied, and writes are refused until etcd answers"),
+        ),
+        EditError::Store(StoreError::FleetMoved { revision }) => field(
+            ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "stale_version",
+                format!("another instance of the fleet changed the config since revision {revision}: read it again and retry"),
+            ),
+            "If-Match",
+        ),
         EditError::Store(error) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", error.to_string())
         }

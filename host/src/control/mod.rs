@@ -8,6 +8,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod broadcast;
+mod cluster;
 mod console;
 mod endpoints;
 mod error;
@@ -139,6 +140,7 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(events::stream))
         .routes(routes!(reload::reload))
         .routes(routes!(audit::list))
+        .routes(routes!(cluster::show))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     api.paths

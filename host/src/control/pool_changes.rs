@@ -114,6 +114,7 @@ pub(super) struct RoutesView {
     responses((status = 200, description = "The routes, in order", body = RoutesView)))]
 pub(super) async fn routes(Extract(state): State) -> Result<Response, ApiError> {
     let (text, version) = state.reloader.read_file().await.map_err(read_error)?;
+    let version = super::endpoints::version_tag(&state, &version);
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -397,7 +397,7 @@ impl Draft {
     ) -> Result<Option<String>, StoreError> {
         match self {
             Draft::Pools(draft) => draft.finish(reloader, applied, store, base),
-            Draft::Whole(draft) => draft.finish(reloader, applied, store),
+            Draft::Whole(draft) => draft.finish(reloader, applied, store, base),
         }
     }
 }
@@ -530,7 +530,7 @@ impl PoolDraft {
         let text = sections.text();
         // A failed write leaves the file at `base`, which these sections
         // no longer are: they are dropped, and cut again from the file.
-        store.write(&text)?;
+        reloader.write_config(store, base, &text)?;
         let version = version_of(&text);
         let mut next = std::mem::take(&mut applied.config);
         let mut pools = current.pools.clone();
@@ -597,6 +597,7 @@ fn check_pool(base: &Config, before: &PoolConfig, text: &str) -> Option<PoolConf
         listeners: base.listeners.clone(),
         pools: vec![pool],
         routes: Vec::new(),
+        cluster: base.cluster.clone(),
     };
     if !alone.problems().is_empty() {
         return None;
@@ -668,11 +669,12 @@ impl WholeDraft {
         reloader: &Reloader,
         applied: &mut Applied,
         store: &ConfigFile,
+        base: &str,
     ) -> Result<Option<String>, StoreError> {
         let Some((next, plan)) = self.accepted else {
             return Ok(None);
         };
-        store.write(&self.text)?;
+        reloader.write_config(store, base, &self.text)?;
         let version = version_of(&self.text);
         reloader.commit(applied, next, plan);
         *reloader.file_hash.lock().unwrap() = Some(version.clone());
