@@ -178,7 +178,7 @@ impl Server {
     /// working copy the fleet wrote is then the file to reload from.
     pub fn with_fleet(mut self, fleet: Arc<cluster::Fleet>) -> Self {
         self.reloader.set_fleet(Arc::clone(&fleet));
-        fleet.set_alerts(Arc::clone(&self.control.alerts));
+        fleet.set_server_parts(Arc::clone(&self.control.alerts));
         // The working copy follows etcd, not hands.
         self.watch_config = false;
         self.fleet = Some(fleet);

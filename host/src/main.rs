@@ -446,6 +446,7 @@ async fn serve(
                 &text,
                 &cluster,
                 config.control.listen.port(),
+                &config.plugins.dir,
             )
             .await?;
             let working = fleet.working_path().to_path_buf();

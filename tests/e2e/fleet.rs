@@ -16,6 +16,18 @@ use crate::support::*;
 /// One instance of the fleet, named `name`, whose own file lists
 /// `endpoints` in pool `web` (what the fleet's etcd holds wins).
 fn instance(etcd: &EtcdCluster, name: &str, endpoints: &[String]) -> Switchyard {
+    let (proxy, plugins) = instance_with_folder(etcd, name, endpoints);
+    // The plugin folder lives as long as the test.
+    std::mem::forget(plugins);
+    proxy
+}
+
+/// An instance, with its plugin folder.
+fn instance_with_folder(
+    etcd: &EtcdCluster,
+    name: &str,
+    endpoints: &[String],
+) -> (Switchyard, tempfile::TempDir) {
     let plugins = plugin_dir(&[]);
     let body = format!(
         "[[pools]]\nname = \"web\"\nendpoints = [{}]\n\n\
@@ -24,9 +36,7 @@ fn instance(etcd: &EtcdCluster, name: &str, endpoints: &[String]) -> Switchyard 
         etcd.toml_list()
     );
     let proxy = Switchyard::try_start(plugins.path(), &body).unwrap_or_else(|log| panic!("{log}"));
-    // The plugin folder lives as long as the test.
-    std::mem::forget(plugins);
-    proxy
+    (proxy, plugins)
 }
 
 async fn json(url: &str) -> serde_json::Value {
@@ -188,7 +198,8 @@ async fn a_write_through_one_instance_serves_on_all_three_and_a_stale_one_is_ref
         one.body,
         two.body
     );
-    let newest = tag_of(&one).max(tag_of(&two));
+    let revision = |reply: &Reply| tag_of(reply).parse::<i64>().unwrap();
+    let newest = revision(&one).max(revision(&two)).to_string();
     converge(&all, &newest).await;
     let config = json(&first.control_url("/v1/config")).await;
     let toml = config["toml"].as_str().unwrap();
@@ -344,5 +355,63 @@ async fn with_etcd_down_the_fleet_serves_refuses_writes_restarts_from_its_copy_a
             .cloned()
             .unwrap_or_default();
         assert_eq!(endpoint["weight"], 3, "{pools:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dropped_on_one_instance_serves_on_all_three() {
+    let etcd = EtcdCluster::start(3);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let endpoints = [a.endpoint(1), b.endpoint(1)];
+    let (first, folder) = instance_with_folder(&etcd, "one", &endpoints);
+    let fleet = [
+        first,
+        instance(&etcd, "two", &endpoints),
+        instance(&etcd, "three", &endpoints),
+    ];
+    let client = HttpClient::default();
+
+    // Dropped on the first, it loads on all three.
+    replace_plugin(folder.path(), "rr", &plugin_bytes("pin-first"));
+    for proxy in &fleet {
+        proxy
+            .wait_for_plugin(&client, "rr", "arrived and serving", |p| {
+                p["state"] == "active"
+            })
+            .await;
+    }
+    // The pools of the fleet use it, on every instance.
+    let changed = write(
+        &fleet[1],
+        "PATCH",
+        "/v1/pools/web",
+        None,
+        "{\"balancer\": {\"plugin\": \"rr\"}}",
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    converge(&fleet.iter().collect::<Vec<_>>(), &tag_of(&changed)).await;
+    for proxy in &fleet {
+        let (seen, failures) = client.spread(&proxy.url("/"), 10, 2).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(seen.get("a"), Some(&10), "pin-first everywhere: {seen:?}");
+    }
+
+    // A new version dropped on one instance replaces it on every one.
+    let newer = plugin_bytes("pin-last");
+    replace_plugin(folder.path(), "rr", &newer);
+    let hash = {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(&newer))
+    };
+    for proxy in &fleet {
+        proxy
+            .wait_for_plugin(&client, "rr", "the new version", |p| {
+                p["hash"] == hash.as_str()
+            })
+            .await;
+        let (seen, failures) = client.spread(&proxy.url("/"), 10, 2).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(seen.get("b"), Some(&10), "pin-last everywhere: {seen:?}");
     }
 }

@@ -21,6 +21,7 @@
 //! renews every heartbeat: `GET /v1/cluster` lists the fleet from them.
 
 pub mod etcd;
+mod plugins;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,10 @@ pub struct Fleet {
     started_unix_ms: u64,
     /// The proxy's and the control endpoint's addresses, once bound.
     addresses: OnceLock<(String, String)>,
+    /// The plugin folder, once the server is bound.
+    plugin_dir: OnceLock<PathBuf>,
+    /// Where plugin versions are announced as they load.
+    events: OnceLock<Arc<crate::engine::Events>>,
 }
 
 #[derive(Debug, Default)]
@@ -252,6 +257,7 @@ impl Fleet {
         local_text: &str,
         settings: &ClusterConfig,
         control_port: u16,
+        plugin_dir: &Path,
     ) -> anyhow::Result<Arc<Fleet>> {
         let (machine, seed) = split(local_text)
             .map_err(|e| anyhow::anyhow!("config {}: {e}", local_file.display()))?;
@@ -310,9 +316,21 @@ impl Fleet {
             alerts: OnceLock::new(),
             started_unix_ms: unix_ms(),
             addresses: OnceLock::new(),
+            plugin_dir: OnceLock::new(),
+            events: OnceLock::new(),
         };
+        let _ = fleet.plugin_dir.set(plugin_dir.to_path_buf());
         let (shared, revision) = match fleet.read_or_seed(&seed, local_file).await {
-            Ok(found) => found,
+            Ok(found) => {
+                // The fleet's plugins are in the folder before the pools
+                // that name them are built.
+                if std::fs::create_dir_all(plugin_dir).is_ok() {
+                    if let Err(error) = fleet.sync_plugins().await {
+                        tracing::warn!("the fleet's plugins: {error}");
+                    }
+                }
+                found
+            }
             Err(error) => {
                 let kept = fleet.kept_copy();
                 fleet.state.lock().unwrap().unreachable_since = Some(unix_ms());
@@ -400,8 +418,10 @@ impl Fleet {
         &self.name
     }
 
-    /// Raises the fleet's alerts there.
-    pub fn set_alerts(&self, alerts: Arc<Alerts>) {
+    /// Raises the fleet's alerts there, and shares the plugins of its
+    /// folder as they load (announced on the alerts' events).
+    pub fn set_server_parts(&self, alerts: Arc<Alerts>) {
+        let _ = self.events.set(Arc::clone(alerts.events()));
         let _ = self.alerts.set(alerts);
     }
 
@@ -519,6 +539,9 @@ impl Fleet {
         tokio::spawn(async move { follower.follow(reloader).await });
         let beating = Arc::clone(self);
         tokio::spawn(async move { beating.heartbeat(proxy, control).await });
+        if let Some(events) = self.events.get() {
+            tokio::spawn(Arc::clone(self).share_loaded_plugins(Arc::clone(events)));
+        }
     }
 
     fn reached(&self) {
@@ -605,6 +628,7 @@ impl Fleet {
                     continue;
                 }
             };
+            // The config and its plugins' map (`PREFIX/config.plugins`).
             let mut watch = match self.etcd.watch(&self.config_key, start).await {
                 Ok(watch) => watch,
                 Err(EtcdError::Compacted(_)) => continue,
@@ -621,11 +645,13 @@ impl Fleet {
                 match watch.next().await {
                     Ok((events, _)) => {
                         for event in events {
-                            if let WatchEvent::Put(kv) = event {
-                                if kv.key == self.config_key {
-                                    let shared = String::from_utf8_lossy(&kv.value).into_owned();
-                                    self.apply(&reloader, &shared, kv.mod_revision).await;
-                                }
+                            let WatchEvent::Put(kv) = event else { continue };
+                            if kv.key == self.config_key {
+                                let shared = String::from_utf8_lossy(&kv.value).into_owned();
+                                self.apply(&reloader, &shared, kv.mod_revision).await;
+                            } else if kv.key == self.plugins_key() {
+                                let map = serde_json::from_slice(&kv.value).unwrap_or_default();
+                                self.take_plugins(&map).await;
                             }
                         }
                     }
@@ -668,6 +694,7 @@ impl Fleet {
                 }
             }
         }
+        self.sync_plugins().await?;
         self.reached();
         Ok(read_at + 1)
     }
