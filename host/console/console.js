@@ -307,6 +307,38 @@ function renderPlugins(plugins) {
   );
 }
 
+/** The fleet this instance is in: every instance, and who lags. */
+function renderFleet(cluster) {
+  document.getElementById("fleet-section").hidden = !cluster.enabled;
+  document.getElementById("fleet-link").hidden = !cluster.enabled;
+  if (!cluster.enabled) return;
+  const etcd = cluster.etcd_reachable
+    ? "etcd answers"
+    : `etcd unreachable since ${new Date(cluster.etcd_unreachable_since_unix_ms).toLocaleTimeString()}` +
+      (cluster.last_error ? `: ${cluster.last_error}` : "");
+  document.getElementById("fleet-meta").textContent =
+    `${cluster.name} serves revision ${cluster.applied_revision} of ${cluster.config_key} (newest ${cluster.latest_revision}) · ${etcd}`;
+  const rows = cluster.members.map((member) => ({
+    id: `member-${member.name}`,
+    cells: [
+      member.name + (member.name === cluster.name ? " (this one)" : ""),
+      state(member.lagging ? "lagging" : "current"),
+      String(member.applied_revision),
+      `${(member.heartbeat_age_ms / 1000).toFixed(1)} s ago`,
+      member.proxy,
+      member.control,
+      member.version,
+      member.refused ?? "",
+    ],
+  }));
+  document.getElementById("fleet").replaceChildren(
+    table(
+      [["instance"], ["config"], ["revision", true], ["heartbeat", true], ["proxy"], ["control"], ["version"], ["not applied"]],
+      rows,
+    ),
+  );
+}
+
 function renderAlerts(alerts) {
   const list = document.getElementById("alerts");
   list.replaceChildren();
@@ -354,10 +386,11 @@ async function refresh() {
     const session = await api("/v1/session");
     if (!session) return;
     role = session.role;
-    const [pools, plugins, alerts] = await Promise.all([
+    const [pools, plugins, alerts, cluster] = await Promise.all([
       api("/v1/pools?limit=1000"),
       api("/v1/plugins"),
       api("/v1/alerts"),
+      api("/v1/cluster"),
     ]);
     if (!pools || !plugins || !alerts) return;
     const rollouts = await Promise.all(
@@ -373,6 +406,7 @@ async function refresh() {
     renderRolloutStart(plugins.plugins);
     renderRollouts(rollouts.filter(Boolean));
     renderAlerts(alerts.alerts ?? alerts);
+    if (cluster) renderFleet(cluster);
     restoreFocus(focused);
     const who = session.token ? ` · ${session.token} (${session.role})` : "";
     setStatus(`${streaming ? "live" : "polling"} · updated ${new Date().toLocaleTimeString()}${who}`);

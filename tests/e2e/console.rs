@@ -3,9 +3,6 @@
 //! upstream is killed turns unhealthy on the page within a second, without
 //! a reload. The screenshots it takes are the README's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,67 +137,4 @@ async fn an_operator_acts_from_the_page_with_the_keyboard_and_a_viewer_sees_no_a
         "{}",
         rollout.body
     );
-}
-
-/// A script of `tests/browser/` driving Chromium, spoken to line by line.
-struct Script {
-    child: std::process::Child,
-    said: BufReader<std::process::ChildStdout>,
-}
-
-impl Script {
-    fn start(name: &str, args: &[String]) -> Script {
-        let mut child = browser_python()
-            .arg(workspace().join("tests/browser").join(name))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the browser script");
-        let said = BufReader::new(child.stdout.take().unwrap());
-        Script { child, said }
-    }
-
-    /// Waits for the script to say `word`; `failed` says what it means if
-    /// it does not.
-    fn expect(&mut self, word: &str, failed: &str) {
-        let mut line = String::new();
-        let read = tokio::task::block_in_place(|| self.said.read_line(&mut line));
-        assert!(
-            read.is_ok() && line.trim() == word,
-            "{failed}: {line}{}",
-            self.stderr()
-        );
-    }
-
-    /// Tells the script `word`, on a line.
-    fn tell(&mut self, word: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{word}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Tells the script `word`, and waits for it to end well: what it said
-    /// last. `context` goes with a failure.
-    fn finish(&mut self, word: &str, context: &str) -> String {
-        self.tell(word);
-        drop(self.child.stdin.take());
-        let mut rest = String::new();
-        let status = tokio::task::block_in_place(|| {
-            let _ = std::io::Read::read_to_string(&mut self.said, &mut rest);
-            self.child.wait()
-        })
-        .unwrap();
-        assert!(status.success(), "{rest}{}\n{context}", self.stderr());
-        rest
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        }
-        text
-    }
 }

@@ -153,6 +153,17 @@ async fn a_write_through_one_instance_serves_on_all_three_and_a_stale_one_is_ref
             .all(|m| m["lagging"] == false),
         "{cluster:#}"
     );
+    // The console shows the fleet.
+    let mut browser = Script::start(
+        "console_fleet.py",
+        &[
+            second.control_url("/"),
+            "one".into(),
+            "two".into(),
+            "three".into(),
+        ],
+    );
+    browser.expect("listed", "the console did not list the fleet");
 
     // An endpoint added through one instance serves on all three.
     let added = add_endpoint(&first, &b).await;

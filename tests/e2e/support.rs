@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -961,5 +961,68 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A script of `tests/browser/` driving Chromium, spoken to line by line.
+pub struct Script {
+    child: std::process::Child,
+    said: BufReader<std::process::ChildStdout>,
+}
+
+impl Script {
+    pub fn start(name: &str, args: &[String]) -> Script {
+        let mut child = browser_python()
+            .arg(workspace().join("tests/browser").join(name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the browser script");
+        let said = BufReader::new(child.stdout.take().unwrap());
+        Script { child, said }
+    }
+
+    /// Waits for the script to say `word`; `failed` says what it means if
+    /// it does not.
+    pub fn expect(&mut self, word: &str, failed: &str) {
+        let mut line = String::new();
+        let read = tokio::task::block_in_place(|| self.said.read_line(&mut line));
+        assert!(
+            read.is_ok() && line.trim() == word,
+            "{failed}: {line}{}",
+            self.stderr()
+        );
+    }
+
+    /// Tells the script `word`, on a line.
+    pub fn tell(&mut self, word: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Tells the script `word`, and waits for it to end well: what it said
+    /// last. `context` goes with a failure.
+    pub fn finish(&mut self, word: &str, context: &str) -> String {
+        self.tell(word);
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        let status = tokio::task::block_in_place(|| {
+            let _ = std::io::Read::read_to_string(&mut self.said, &mut rest);
+            self.child.wait()
+        })
+        .unwrap();
+        assert!(status.success(), "{rest}{}\n{context}", self.stderr());
+        rest
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
+        text
     }
 }

@@ -77,6 +77,13 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
 }
 
+impl Proxy {
+    /// The process id, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
