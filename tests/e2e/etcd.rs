@@ -33,38 +33,62 @@ fn free_port() -> u16 {
 /// One member of the cluster.
 pub struct Member {
     pub name: String,
+    /// Its clients' port (TLS when the cluster has it).
     pub client_port: u16,
+    /// A plain port beside it, for the harness's own probes.
+    probe_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl Member {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
+}
+
+/// The files of a TLS etcd: its certificate and key (for `127.0.0.1`),
+/// and the CA its clients' certificates must be signed by.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 /// A running etcd cluster; stopped when dropped.
 pub struct EtcdCluster {
     dir: tempfile::TempDir,
     pub members: Vec<Member>,
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdCluster {
     /// Starts `size` members and waits until they have a leader.
     pub fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::start_with(size, None)
+    }
+
+    /// As `start`, serving clients over TLS (and asking for a client
+    /// certificate) when `tls` is given.
+    pub fn start_with(size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let members: Vec<Member> = (0..size)
             .map(|index| Member {
                 name: format!("m{index}"),
                 client_port: free_port(),
+                probe_port: free_port(),
                 peer_port: free_port(),
                 child: None,
+                tls: tls.is_some(),
             })
             .collect();
         let mut cluster = EtcdCluster {
             dir: tempfile::tempdir().unwrap(),
             members,
+            tls,
         };
         for index in 0..size {
             cluster.start_member(index);
@@ -85,14 +109,27 @@ impl EtcdCluster {
     pub fn start_member(&mut self, index: usize) {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[index].name);
+        let tls = self.tls.clone();
         let member = &mut self.members[index];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = member.url();
+        let probe = format!("http://127.0.0.1:{}", member.probe_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        if let Some(tls) = &tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &format!("{client},{probe}")])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -153,7 +190,7 @@ impl EtcdCluster {
     /// The index of the leader, if a running member knows one.
     pub fn leader(&self) -> Option<usize> {
         for member in self.members.iter().filter(|m| m.child.is_some()) {
-            let Some(status) = post(member.client_port, "/v3/maintenance/status", "{}") else {
+            let Some(status) = post(member.probe_port, "/v3/maintenance/status", "{}") else {
                 continue;
             };
             let leader = field(&status, "leader")?;
@@ -161,7 +198,7 @@ impl EtcdCluster {
                 if candidate.child.is_none() {
                     continue;
                 }
-                if let Some(status) = post(candidate.client_port, "/v3/maintenance/status", "{}") {
+                if let Some(status) = post(candidate.probe_port, "/v3/maintenance/status", "{}") {
                     if field(&status, "member_id").as_deref() == Some(leader.as_str()) {
                         return Some(index);
                     }
@@ -175,7 +212,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let answered = self.members.iter().filter(|m| m.child.is_some()).all(|m| {
-                get(m.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
+                get(m.probe_port, "/health").is_some_and(|body| body.contains("\"true\""))
             });
             if answered {
                 return;
@@ -189,6 +226,14 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+impl EtcdCluster {
+    /// Calls etcd's JSON gateway on the first member's plain port: the
+    /// answer's body, if it was a 200.
+    pub fn call(&self, path: &str, body: &str) -> Option<String> {
+        post(self.members[0].probe_port, path, body)
     }
 }
 

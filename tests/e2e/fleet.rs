@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::etcd::EtcdCluster;
+use crate::etcd::{EtcdCluster, EtcdTls};
 use crate::support::*;
 
 /// One instance of the fleet, named `name`, whose own file lists
@@ -28,10 +28,20 @@ fn instance_with_folder(
     name: &str,
     endpoints: &[String],
 ) -> (Switchyard, tempfile::TempDir) {
+    instance_with(etcd, name, endpoints, "")
+}
+
+/// An instance with `cluster_keys` added to its `[cluster]` table.
+fn instance_with(
+    etcd: &EtcdCluster,
+    name: &str,
+    endpoints: &[String],
+    cluster_keys: &str,
+) -> (Switchyard, tempfile::TempDir) {
     let plugins = plugin_dir(&[]);
     let body = format!(
         "[[pools]]\nname = \"web\"\nendpoints = [{}]\n\n\
-         [cluster]\netcd = {}\nname = \"{name}\"\nheartbeat_ms = 200\nlease_ttl_ms = 2000\n",
+         [cluster]\netcd = {}\nname = \"{name}\"\nheartbeat_ms = 200\nlease_ttl_ms = 2000\n{cluster_keys}\n",
         endpoints.join(", "),
         etcd.toml_list()
     );
@@ -425,4 +435,119 @@ async fn a_plugin_dropped_on_one_instance_serves_on_all_three() {
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(seen.get("b"), Some(&10), "pin-last everywhere: {seen:?}");
     }
+}
+
+/// Writes a certificate signed by `issuer` for `names`, and its key, as
+/// `stem.pem` and `stem.key` in `dir`.
+fn issue(
+    issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: &std::path::Path,
+    stem: &str,
+    names: &[&str],
+) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, issuer)
+        .unwrap();
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate_is_joined() {
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    issue(&ca, dir, "etcd", &["127.0.0.1", "localhost"]);
+    issue(&ca, dir, "client", &["switchyard"]);
+    let etcd = EtcdCluster::start_with(
+        1,
+        Some(EtcdTls {
+            cert: dir.join("etcd.pem"),
+            key: dir.join("etcd.key"),
+            client_ca: dir.join("ca.pem"),
+        }),
+    );
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let tls = format!(
+        "tls = {{ ca = \"{0}/ca.pem\", cert = \"{0}/client.pem\", key = \"{0}/client.key\" }}",
+        dir.display()
+    );
+    let (proxy, _plugins) = instance_with(&etcd, "one", &[a.endpoint(1)], &tls);
+    let added = add_endpoint(&proxy, &b).await;
+    assert_eq!(added.status, 201, "{}\n{}", added.body, proxy.log_tail());
+    let cluster = json(&proxy.control_url("/v1/cluster")).await;
+    assert_eq!(cluster["etcd_reachable"], true, "{cluster:#}");
+    assert_eq!(
+        cluster["applied_revision"].to_string(),
+        tag_of(&added),
+        "{cluster:#}"
+    );
+
+    // Without its client certificate an instance cannot reach etcd: it
+    // serves its own file, and says why.
+    let only_ca = format!("tls = {{ ca = \"{}/ca.pem\" }}", dir.display());
+    let (refused, _plugins) = instance_with(&etcd, "two", &[a.endpoint(1)], &only_ca);
+    let cluster = json(&refused.control_url("/v1/cluster")).await;
+    assert_eq!(cluster["etcd_reachable"], false, "{cluster:#}");
+    assert!(
+        cluster["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unreachable"),
+        "{cluster:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_auth_is_joined_with_its_user_and_a_wrong_password_is_named() {
+    let etcd = EtcdCluster::start(1);
+    for (path, body) in [
+        ("/v3/auth/role/add", r#"{"name": "root"}"#),
+        (
+            "/v3/auth/user/add",
+            r#"{"name": "root", "password": "root-secret"}"#,
+        ),
+        ("/v3/auth/user/grant", r#"{"user": "root", "role": "root"}"#),
+        (
+            "/v3/auth/user/add",
+            r#"{"name": "switchyard", "password": "fleet-secret"}"#,
+        ),
+        (
+            "/v3/auth/user/grant",
+            r#"{"user": "switchyard", "role": "root"}"#,
+        ),
+        ("/v3/auth/enable", "{}"),
+    ] {
+        assert!(etcd.call(path, body).is_some(), "{path} failed");
+    }
+    let secrets = tempfile::tempdir().unwrap();
+    let (right, wrong) = (secrets.path().join("right"), secrets.path().join("wrong"));
+    std::fs::write(&right, "fleet-secret\n").unwrap();
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let auth = |file: &std::path::Path| {
+        format!(
+            "user = \"switchyard\"\npassword_file = \"{}\"",
+            file.display()
+        )
+    };
+    let (proxy, _plugins) = instance_with(&etcd, "one", &[a.endpoint(1)], &auth(&right));
+    let added = add_endpoint(&proxy, &b).await;
+    assert_eq!(added.status, 201, "{}\n{}", added.body, proxy.log_tail());
+
+    let (refused, _plugins) = instance_with(&etcd, "two", &[a.endpoint(1)], &auth(&wrong));
+    let cluster = json(&refused.control_url("/v1/cluster")).await;
+    assert_eq!(cluster["etcd_reachable"], false, "{cluster:#}");
+    let why = cluster["last_error"].as_str().unwrap_or("");
+    assert!(why.contains("authentication"), "{cluster:#}");
+    let write = add_endpoint(&refused, &b).await;
+    assert_eq!(write.status, 503, "{}", write.body);
 }
