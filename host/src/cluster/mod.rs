@@ -47,6 +47,10 @@ const ALERT_SCOPE: &str = "(fleet)";
 /// Versions remembered to translate between file versions and revisions.
 const KNOWN_VERSIONS: usize = 64;
 
+/// An instance's entry is written again at least every this many
+/// heartbeats (the lease is renewed at each).
+const ENTRY_EVERY: u32 = 10;
+
 /// The longest wait between two attempts to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -110,7 +114,9 @@ pub struct MemberView {
     pub refused: Option<String>,
     /// When it started, in ms since the Unix epoch.
     pub started_unix_ms: u64,
-    /// Its last heartbeat, in ms since the Unix epoch.
+    /// When its entry was last written, in ms since the Unix epoch: when
+    /// it changed, and at least every 10 heartbeats (its lease, renewed
+    /// at each, keeps it listed).
     pub heartbeat_unix_ms: u64,
     /// How long ago that was, in ms (as this instance's clock sees it).
     #[serde(default)]
@@ -718,22 +724,36 @@ impl Fleet {
         }
     }
 
+    /// Renews the lease every heartbeat; writes the entry when what it says
+    /// changes, and every [`ENTRY_EVERY`] heartbeats so its time stays
+    /// fresh (each write is an etcd revision kept until etcd compacts).
     async fn heartbeat(&self, proxy: String, control: String) {
         let key = format!("{}{}", self.members_prefix, self.name);
         let ttl = Duration::from_millis(self.settings.lease_ttl_ms);
         let every = Duration::from_millis(self.settings.heartbeat_ms);
         let mut lease = 0;
+        let mut written: Option<(i64, Option<String>)> = None;
+        let mut beats = 0u32;
         loop {
             let beat = async {
                 if lease == 0 || !self.etcd.keep_alive(lease).await? {
                     lease = self.etcd.grant_lease(ttl).await?;
+                    written = None;
                 }
-                let entry = serde_json::to_vec(&self.entry(&proxy, &control)).unwrap_or_default();
-                self.etcd.put(&key, &entry, lease).await
+                let entry = self.entry(&proxy, &control);
+                let says = Some((entry.applied_revision, entry.refused.clone()));
+                if written != says || beats % ENTRY_EVERY == 0 {
+                    let value = serde_json::to_vec(&entry).unwrap_or_default();
+                    self.etcd.put(&key, &value, lease).await?;
+                    written = says;
+                }
+                Ok::<(), EtcdError>(())
             };
             if let Err(error) = beat.await {
                 tracing::debug!("fleet heartbeat: {error}");
+                lease = 0;
             }
+            beats = beats.wrapping_add(1);
             tokio::time::sleep(every).await;
         }
     }

@@ -208,6 +208,16 @@ pub(super) async fn change(
     let edit = std::sync::Arc::new(edit);
     let fleet = state.reloader.fleet().cloned();
     let asked = if_match(headers)?;
+    // A revision newer than the one served here is on its way: wait for it.
+    if let (Some(fleet), Some(tag)) = (&fleet, asked) {
+        if let Ok(revision) = tag.trim_matches('"').parse::<i64>() {
+            if revision > fleet.revision() {
+                fleet
+                    .wait_past(revision - 1, std::time::Duration::from_secs(2))
+                    .await;
+            }
+        }
+    }
     let mut attempt = 0;
     let written = loop {
         attempt += 1;
