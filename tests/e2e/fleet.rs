@@ -108,6 +108,18 @@ async fn add_endpoint(proxy: &Switchyard, upstream: &Upstream) -> Reply {
     write(proxy, "POST", "/v1/pools/web/endpoints", None, &body).await
 }
 
+/// Uploads `bytes` as plugin `name`'s candidate through `proxy`.
+async fn upload(proxy: &Switchyard, name: &str, bytes: Vec<u8>) -> (u16, String) {
+    let client = HttpClient::default();
+    let reply = client
+        .post(
+            &proxy.control_url(&format!("/v1/plugins/{name}/candidate")),
+            bytes,
+        )
+        .await;
+    (reply.status, reply.body)
+}
+
 fn tag_of(reply: &Reply) -> String {
     reply.headers["etag"]
         .to_str()
@@ -418,6 +430,28 @@ async fn a_plugin_dropped_on_one_instance_serves_on_all_three() {
         assert_eq!(seen.get("a"), Some(&10), "pin-first everywhere: {seen:?}");
     }
 
+    // A candidate uploaded through one instance is on trial on all three.
+    let uploaded = upload(&fleet[0], "rr", plugin_bytes("random")).await;
+    assert_eq!(uploaded.0, 201, "{}", uploaded.1);
+    for proxy in &fleet {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let rollout = send("GET", &proxy.control_url("/v1/plugins/rr/rollout"), &[], "").await;
+            if rollout.status == 200 && rollout.body.contains("\"state\":\"shadow\"") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no rollout: {}",
+                proxy.control,
+                rollout.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let aborted = write(&fleet[0], "POST", "/v1/plugins/rr/rollout/abort", None, "").await;
+    assert_eq!(aborted.status, 200, "{}", aborted.body);
+
     // A new version dropped on one instance replaces it on every one.
     let newer = plugin_bytes("pin-last");
     replace_plugin(folder.path(), "rr", &newer);
@@ -434,6 +468,29 @@ async fn a_plugin_dropped_on_one_instance_serves_on_all_three() {
         let (seen, failures) = client.spread(&proxy.url("/"), 10, 2).await;
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(seen.get("b"), Some(&10), "pin-last everywhere: {seen:?}");
+    }
+
+    // A config naming a plugin that has not reached an instance yet is
+    // applied there once it has.
+    replace_plugin(folder.path(), "lr", &plugin_bytes("least-request"));
+    fleet[0]
+        .wait_for_plugin(&client, "lr", "loaded where it was dropped", |p| {
+            p["state"] == "active"
+        })
+        .await;
+    let changed = write(
+        &fleet[0],
+        "PATCH",
+        "/v1/pools/web",
+        None,
+        "{\"balancer\": {\"plugin\": \"lr\"}}",
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    converge(&fleet.iter().collect::<Vec<_>>(), &tag_of(&changed)).await;
+    for proxy in &fleet {
+        let pools = json(&proxy.control_url("/v1/pools")).await;
+        assert_eq!(pools["pools"][0]["balancer"], "lr", "{pools:#}");
     }
 }
 

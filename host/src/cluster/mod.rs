@@ -51,6 +51,9 @@ const KNOWN_VERSIONS: usize = 64;
 /// heartbeats (the lease is renewed at each).
 const ENTRY_EVERY: u32 = 10;
 
+/// How often a revision that could not be applied is tried again.
+const RETRY_REFUSED: Duration = Duration::from_millis(500);
+
 /// The longest wait between two attempts to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -77,6 +80,9 @@ pub struct Fleet {
     plugin_dir: OnceLock<PathBuf>,
     /// Where plugin versions are announced as they load.
     events: OnceLock<Arc<crate::engine::Events>>,
+    /// Each plugin file's hash when the folder was last in step with the
+    /// fleet for it.
+    synced: Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +101,8 @@ struct FleetState {
     last_error: Option<String>,
     /// A revision that could not be applied, and why.
     refused: Option<(i64, String)>,
+    /// Its shared text, to try again (a plugin it names may arrive later).
+    unapplied: Option<(String, i64)>,
 }
 
 /// An instance's entry in the fleet's list.
@@ -324,6 +332,7 @@ impl Fleet {
             addresses: OnceLock::new(),
             plugin_dir: OnceLock::new(),
             events: OnceLock::new(),
+            synced: Mutex::default(),
         };
         let _ = fleet.plugin_dir.set(plugin_dir.to_path_buf());
         let (shared, revision) = match fleet.read_or_seed(&seed, local_file).await {
@@ -454,6 +463,13 @@ impl Fleet {
             if state.refused.as_ref().is_some_and(|(r, _)| *r <= revision) {
                 state.refused = None;
             }
+            if state
+                .unapplied
+                .as_ref()
+                .is_some_and(|(_, r)| *r <= revision)
+            {
+                state.unapplied = None;
+            }
             drop(state);
             if let Err(error) = write_atomically(&self.revision_file, &revision.to_string()) {
                 tracing::warn!("cannot keep the applied revision: {error}");
@@ -542,7 +558,10 @@ impl Fleet {
     pub fn spawn(self: &Arc<Self>, reloader: Arc<Reloader>, proxy: String, control: String) {
         let _ = self.addresses.set((proxy.clone(), control.clone()));
         let follower = Arc::clone(self);
+        let retrying = Arc::clone(&reloader);
         tokio::spawn(async move { follower.follow(reloader).await });
+        let retrier = Arc::clone(self);
+        tokio::spawn(async move { retrier.retry_refused(retrying).await });
         let beating = Arc::clone(self);
         tokio::spawn(async move { beating.heartbeat(proxy, control).await });
         if let Some(events) = self.events.get() {
@@ -610,6 +629,9 @@ impl Fleet {
                     let mut state = self.state.lock().unwrap();
                     let repeated = state.refused.as_ref().is_some_and(|(_, m)| *m == message);
                     state.refused = Some((revision, message.clone()));
+                    if state.unapplied.as_ref().is_none_or(|(_, r)| *r <= revision) {
+                        state.unapplied = Some((shared.to_string(), revision));
+                    }
                     repeated
                 };
                 if !repeated {
@@ -618,6 +640,18 @@ impl Fleet {
                         format!("the fleet's config at revision {revision} was not applied here: {message}"),
                     );
                 }
+            }
+        }
+    }
+
+    /// Tries a refused revision again every [`RETRY_REFUSED`]: what made it
+    /// fail (a plugin not arrived yet, say) may have passed.
+    async fn retry_refused(&self, reloader: Arc<Reloader>) {
+        loop {
+            tokio::time::sleep(RETRY_REFUSED).await;
+            let unapplied = self.state.lock().unwrap().unapplied.clone();
+            if let Some((shared, revision)) = unapplied {
+                self.apply(&reloader, &shared, revision).await;
             }
         }
     }

@@ -117,8 +117,17 @@ impl Fleet {
             true
         })
         .await?;
+        self.synced(stem, hash);
         tracing::info!("plugin {stem} ({}) shared with the fleet", &hash[..12]);
         Ok(())
+    }
+
+    /// Notes that the folder's `stem` is in step with the fleet at `hash`.
+    fn synced(&self, stem: &str, hash: &str) {
+        self.synced
+            .lock()
+            .unwrap()
+            .insert(stem.to_string(), hash.to_string());
     }
 
     /// The plugin stored at `hash`, checked against it.
@@ -157,7 +166,17 @@ impl Fleet {
             let path = dir.join(format!("{stem}.wasm"));
             let held = std::fs::read(&path).ok().map(|bytes| sha256(&bytes));
             if held.as_deref() == Some(hash.as_str()) {
+                self.synced(stem, hash);
                 continue;
+            }
+            // A file that changed here since it was last in step with the
+            // fleet is a newer drop: it is shared once it loads, not
+            // overwritten.
+            let known = self.synced.lock().unwrap().get(stem).cloned();
+            if let (Some(held), Some(known)) = (&held, &known) {
+                if held != known {
+                    continue;
+                }
             }
             match self.fetch(hash).await {
                 Ok(bytes) => {
@@ -165,10 +184,13 @@ impl Fleet {
                     let written = std::fs::write(&temporary, &bytes)
                         .and_then(|()| std::fs::rename(&temporary, &path));
                     match written {
-                        Ok(()) => tracing::info!(
-                            "plugin {stem} ({}) arrived from the fleet",
-                            &hash[..12.min(hash.len())]
-                        ),
+                        Ok(()) => {
+                            self.synced(stem, hash);
+                            tracing::info!(
+                                "plugin {stem} ({}) arrived from the fleet",
+                                &hash[..12.min(hash.len())]
+                            )
+                        }
                         Err(error) => tracing::warn!("cannot write {}: {error}", path.display()),
                     }
                 }
