@@ -335,7 +335,17 @@ impl Fleet {
             synced: Mutex::default(),
         };
         let _ = fleet.plugin_dir.set(plugin_dir.to_path_buf());
-        let (shared, revision) = match fleet.read_or_seed(&seed, local_file).await {
+        // A working copy kept from an earlier run is newer than the file's
+        // pools: it seeds an etcd that lost its data.
+        let kept = fleet.kept_copy();
+        let seed_from = match &kept {
+            Some(_) => fleet.working.clone(),
+            None => local_file.to_path_buf(),
+        };
+        let seed_text = kept
+            .as_ref()
+            .map_or(seed.clone(), |(shared, _)| shared.clone());
+        let (shared, revision) = match fleet.read_or_seed(&seed_text, &seed_from).await {
             Ok(found) => {
                 // The fleet's plugins are in the folder before the pools
                 // that name them are built.
@@ -347,7 +357,6 @@ impl Fleet {
                 found
             }
             Err(error) => {
-                let kept = fleet.kept_copy();
                 fleet.state.lock().unwrap().unreachable_since = Some(unix_ms());
                 fleet.state.lock().unwrap().last_error = Some(error.to_string());
                 match kept {

@@ -237,7 +237,10 @@ async fn record_write(state: Arc<super::ControlState>, request: Request, next: N
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.to_string());
     let (parts, body) = request.into_parts();
-    let version_before = state.reloader.version();
+    let version_before = state
+        .reloader
+        .version()
+        .map(|version| super::endpoints::version_tag(&state, &version));
     // A plugin component is the one large body a write sends.
     let limit = if path.ends_with("/candidate") {
         super::rollouts::MAX_CANDIDATE_BYTES
