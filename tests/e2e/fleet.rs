@@ -470,6 +470,28 @@ async fn a_plugin_dropped_on_one_instance_serves_on_all_three() {
         assert_eq!(seen.get("b"), Some(&10), "pin-last everywhere: {seen:?}");
     }
 
+    // etcd keeps the versions that serve: the one replaced is gone.
+    let stored = |bytes: &[u8]| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let prefix = format!("/switchyard/blobs/{:x}/", sha2::Sha256::digest(bytes));
+        let end = format!("{}0", prefix.trim_end_matches('/'));
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = format!(
+            "{{\"key\": \"{}\", \"range_end\": \"{}\", \"count_only\": true}}",
+            b64.encode(prefix),
+            b64.encode(end)
+        );
+        etcd.call("/v3/kv/range", &body)
+            .unwrap()
+            .contains("\"count\"")
+    };
+    assert!(stored(&newer), "the serving version is stored");
+    assert!(
+        !stored(&plugin_bytes("pin-first")),
+        "the replaced version is kept"
+    );
+
     // A config naming a plugin that has not reached an instance yet is
     // applied there once it has.
     replace_plugin(folder.path(), "lr", &plugin_bytes("least-request"));

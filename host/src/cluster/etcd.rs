@@ -418,6 +418,20 @@ impl Etcd {
         Ok(int(&answer["header"]["revision"]))
     }
 
+    /// Deletes every key under `prefix`: how many there were.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                "/v3/kv/deleterange",
+                json!({
+                    "key": encode(prefix.as_bytes()),
+                    "range_end": encode(&prefix_end(prefix)),
+                }),
+            )
+            .await?;
+        Ok(int(&answer["deleted"]))
+    }
+
     /// A lease that expires after `ttl` unless kept alive: its id.
     pub async fn grant_lease(&self, ttl: Duration) -> Result<i64, EtcdError> {
         let seconds = ttl.as_secs().max(1);

@@ -109,17 +109,36 @@ impl Fleet {
                 .put(&meta, summary.to_string().as_bytes(), 0)
                 .await?;
         }
+        let replaced = std::sync::Mutex::new(None);
         self.change_map(|map| {
             if map.get(stem).map(String::as_str) == Some(hash) {
                 return false;
             }
-            map.insert(stem.to_string(), hash.to_string());
+            *replaced.lock().unwrap() = map.insert(stem.to_string(), hash.to_string());
             true
         })
         .await?;
         self.synced(stem, hash);
+        if let Some(old) = replaced.into_inner().unwrap() {
+            self.forget_unmapped(&old).await;
+        }
         tracing::info!("plugin {stem} ({}) shared with the fleet", &hash[..12]);
         Ok(())
+    }
+
+    /// Deletes the stored plugin at `hash` if no name maps to it any more,
+    /// so etcd holds the versions that serve, not every one that did. An
+    /// instance still fetching it fetches what its name maps to next.
+    async fn forget_unmapped(&self, hash: &str) {
+        let Ok((map, _)) = self.plugin_map().await else {
+            return;
+        };
+        if map.values().any(|mapped| mapped == hash) {
+            return;
+        }
+        if let Err(error) = self.etcd.delete_prefix(&self.blob_prefix(hash)).await {
+            tracing::debug!("the fleet keeps plugin {hash} a while longer: {error}");
+        }
     }
 
     /// Notes that the folder's `stem` is in step with the fleet at `hash`.
