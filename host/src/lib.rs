@@ -12,6 +12,8 @@
 //! - [`proxy`]: the HTTP/1.1 reverse proxy.
 //! - [`reload`]: builds what serves from a config, and applies a new config
 //!   as the difference from the running one.
+//! - [`discovery`]: endpoints from DNS and from services registering
+//!   themselves, beside the config.
 //! - [`control`]: the control endpoint (JSON API, metrics).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`build`]: `switchyard plugin build`.
@@ -28,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod discovery;
 pub mod engine;
 pub mod metrics;
 pub mod plugins;
@@ -251,6 +254,7 @@ impl Server {
         if let Some((fleet, proxy, control)) = &fleet {
             fleet.spawn(Arc::clone(&self.reloader), proxy.clone(), control.clone());
         }
+        let discovered = tokio::spawn(Arc::clone(&self.reloader).apply_discovered());
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
@@ -320,6 +324,7 @@ impl Server {
         let _ = control.await;
         readmission.abort();
         hangups.abort();
+        discovered.abort();
         self.reloader.stop().await;
         result
     }

@@ -5,7 +5,7 @@
 //! whole. A config that is invalid, or changes what only a restart can,
 //! changes nothing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,13 +17,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::store::StoreError;
 use crate::config::{
-    self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
-    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RecoveryConfig, RouteConfig,
+    self, Config, ConfigError, DiscoveryConfig, EndpointState, FieldMatchConfig, HashKeyConfig,
+    HeaderEditsConfig, PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RecoveryConfig,
+    RouteConfig,
 };
+use crate::discovery::{self, Found, Update};
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
     HealthChecker, HealthPolicy, HostMatch, Mirror, OutlierPolicy, PathMatch, PathRewrite, Pool,
-    Rewrite, Route, Routes, SharedTopology, Split, TcpCheck, Topology,
+    Rewrite, Route, Routes, SharedTopology, Source, Split, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
 
@@ -134,6 +136,26 @@ struct Applied {
     /// The file's text as API edits last wrote it, cut into pools
     /// (`edits.rs`): used while the file still holds it.
     image: Option<edits::Image>,
+    /// Endpoints each pool has besides its config's, by source: derived
+    /// state, never written to the file, kept across reloads.
+    found: HashMap<String, BTreeMap<Source, Vec<Found>>>,
+    /// Each pool's DNS discovery task, with the table it was started from.
+    discovery: HashMap<String, (DiscoveryConfig, JoinHandle<()>)>,
+}
+
+impl Applied {
+    /// The endpoints pool `pool` has besides its config's, in source
+    /// order: its DNS answers only while it has `discovery`.
+    fn found(&self, pool: &PoolConfig) -> Vec<(Source, Found)> {
+        let Some(sources) = self.found.get(&pool.name) else {
+            return Vec::new();
+        };
+        sources
+            .iter()
+            .filter(|(source, _)| **source != Source::Dns || pool.discovery.is_some())
+            .flat_map(|(source, found)| found.iter().map(|f| (*source, f.clone())))
+            .collect()
+    }
 }
 
 /// Owns what serves: builds it at start, applies reloads one at a time,
@@ -156,6 +178,10 @@ pub struct Reloader {
     /// The fleet the config is shared with, if any: edits are written to
     /// it before the working copy.
     fleet: std::sync::OnceLock<Arc<crate::cluster::Fleet>>,
+    /// Where discovery sends new sets of endpoints.
+    updates: tokio::sync::mpsc::UnboundedSender<Update>,
+    /// Taken by [`Reloader::apply_discovered`].
+    update_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Update>>>,
 }
 
 /// What an edit changed in the config file, line by line.
@@ -219,7 +245,7 @@ impl Reloader {
         let mut pools = Vec::new();
         let mut checks = HashMap::new();
         for (index, pool_config) in config.pools.iter().enumerate() {
-            let (pool, active) = builder.pool(index, pool_config, None)?;
+            let (pool, active) = builder.pool(index, pool_config, None, &[])?;
             checks.insert(pool.name.clone(), spawn(&pool, active));
             pools.push(pool);
         }
@@ -227,20 +253,27 @@ impl Reloader {
         let routes = Arc::new(routes(&config, &pools, None, recoveries));
         let topology = SharedTopology::default();
         topology.store(Arc::new(Topology { routes, pools }));
+        let (updates, update_receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut applied = Applied {
+            config,
+            checks,
+            image: None,
+            found: HashMap::new(),
+            discovery: HashMap::new(),
+        };
+        start_discovery(&mut applied, &alerts, &updates);
         Ok(Reloader {
             runtime,
             alerts,
             topology,
             tick_queue,
             file: std::sync::Mutex::new(None),
-            applied: tokio::sync::Mutex::new(Applied {
-                config,
-                checks,
-                image: None,
-            }),
+            applied: tokio::sync::Mutex::new(applied),
             file_hash: std::sync::Mutex::new(None),
             edits: edits::EditQueue::default(),
             fleet: std::sync::OnceLock::new(),
+            updates,
+            update_receiver: std::sync::Mutex::new(Some(update_receiver)),
         })
     }
 
@@ -420,6 +453,17 @@ impl Reloader {
 
     /// Builds everything `next` changes, swapping nothing yet.
     fn plan(&self, applied: &Applied, next: &Config) -> Result<Plan, ReloadError> {
+        self.plan_with(applied, next, &HashSet::new())
+    }
+
+    /// Builds everything `next` changes and the pools named in `rebuild`,
+    /// swapping nothing yet.
+    fn plan_with(
+        &self,
+        applied: &Applied,
+        next: &Config,
+        rebuild: &HashSet<String>,
+    ) -> Result<Plan, ReloadError> {
         if let Some(what) = restart_needed(&applied.config, next) {
             return Err(ReloadError::RestartNeeded(what));
         }
@@ -451,13 +495,15 @@ impl Reloader {
             let before = before_by_name.get(pool_config.name.as_str()).copied();
             let previous = previous_by_name.get(pool_config.name.as_str()).copied();
             match (before, previous) {
-                (Some(before), Some(previous)) if before == pool_config => {
+                (Some(before), Some(previous))
+                    if before == pool_config && !rebuild.contains(&pool_config.name) =>
+                {
                     plan.report.unchanged.push(pool_config.name.clone());
                     plan.pools.push(Arc::clone(previous));
                 }
                 _ => {
                     let (pool, active) = builder
-                        .pool(index, pool_config, previous)
+                        .pool(index, pool_config, previous, &applied.found(pool_config))
                         .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
                     if previous.is_some() {
                         plan.report.changed.push(pool.name.clone());
@@ -486,6 +532,32 @@ impl Reloader {
 
     /// Swaps in what `plan` built for `next`.
     fn commit(&self, applied: &mut Applied, next: Config, plan: Plan) -> ReloadReport {
+        let report = self.swap(applied, next, plan);
+        // The unchanged pools by count: at 10,000 pools their names would
+        // make every kept event a megabyte.
+        self.alerts.events().publish(
+            "config",
+            serde_json::json!({
+                "added": report.added,
+                "changed": report.changed,
+                "removed": report.removed,
+                "unchanged": report.unchanged.len(),
+                "routes": report.routes,
+            }),
+        );
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            unchanged = report.unchanged.len(),
+            "config applied"
+        );
+        report
+    }
+
+    /// Swaps in what `plan` built for `next`, and starts and stops the
+    /// pools' discovery as `next` says.
+    fn swap(&self, applied: &mut Applied, next: Config, plan: Plan) -> ReloadReport {
         let Plan {
             pools,
             started,
@@ -510,27 +582,67 @@ impl Reloader {
                 .insert(pool.name.clone(), spawn(&pool, active));
         }
         applied.config = next;
+        start_discovery(applied, &self.alerts, &self.updates);
         self.runtime.forget_dropped_pools();
-        // The unchanged pools by count: at 10,000 pools their names would
-        // make every kept event a megabyte.
-        self.alerts.events().publish(
-            "config",
-            serde_json::json!({
-                "added": report.added,
-                "changed": report.changed,
-                "removed": report.removed,
-                "unchanged": report.unchanged.len(),
-                "routes": report.routes,
-            }),
-        );
-        tracing::info!(
-            added = ?report.added,
-            changed = ?report.changed,
-            removed = ?report.removed,
-            unchanged = report.unchanged.len(),
-            "config applied"
-        );
         report
+    }
+
+    /// Applies the sets of endpoints discovery finds, until the process
+    /// ends: the updates waiting are taken together and their pools
+    /// rebuilt in one swap, each endpoint that stays keeping its
+    /// statistics and health, each new one ramping through slow start,
+    /// each gone one taking no new request while those it has finish.
+    pub async fn apply_discovered(self: Arc<Self>) {
+        let Some(mut receiver) = self.update_receiver.lock().unwrap().take() else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while receiver.recv_many(&mut batch, 1024).await > 0 {
+            if let Err(error) = self.set_found(std::mem::take(&mut batch)).await {
+                tracing::error!("discovered endpoints were not applied: {error}");
+            }
+        }
+    }
+
+    /// Sets the endpoints each update's pool has from its source, and
+    /// rebuilds the pools whose sets changed. Returns the pools rebuilt.
+    pub async fn set_found(&self, updates: Vec<Update>) -> Result<Vec<String>, ReloadError> {
+        let mut applied = self.applied.lock().await;
+        let mut rebuild = HashSet::new();
+        for update in updates {
+            if applied.config.pool(&update.pool).is_none() {
+                continue;
+            }
+            let sources = applied.found.entry(update.pool.clone()).or_default();
+            let current = sources.get(&update.source).map_or(&[][..], Vec::as_slice);
+            if current == update.found.as_slice() {
+                continue;
+            }
+            if update.found.is_empty() {
+                sources.remove(&update.source);
+            } else {
+                sources.insert(update.source, update.found);
+            }
+            rebuild.insert(update.pool);
+        }
+        if rebuild.is_empty() {
+            return Ok(Vec::new());
+        }
+        let next = applied.config.clone();
+        let plan = self.plan_with(&applied, &next, &rebuild)?;
+        let report = self.swap(&mut applied, next, plan);
+        Ok(report.changed)
+    }
+
+    /// The endpoints pool `pool` has from `source` now.
+    pub async fn found(&self, pool: &str, source: Source) -> Vec<Found> {
+        let applied = self.applied.lock().await;
+        applied
+            .found
+            .get(pool)
+            .and_then(|sources| sources.get(&source))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The config file's text and version.
@@ -552,6 +664,56 @@ impl Reloader {
         for (_, tasks) in applied.checks.drain() {
             for task in tasks {
                 task.abort();
+            }
+        }
+        for (_, (_, task)) in applied.discovery.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the DNS discovery of each pool of the applied config whose
+/// `discovery` is new or changed, and stops that of pools that no longer
+/// have one (forgetting what it found; a changed name keeps its last set
+/// until the new name answers). A pool gone forgets all it found.
+fn start_discovery(
+    applied: &mut Applied,
+    alerts: &Arc<Alerts>,
+    updates: &tokio::sync::mpsc::UnboundedSender<Update>,
+) {
+    let Applied {
+        config,
+        found,
+        discovery: tasks,
+        ..
+    } = applied;
+    found.retain(|pool, _| config.pool(pool).is_some());
+    tasks.retain(|pool, (running, task)| {
+        let keep = config
+            .pool(pool)
+            .and_then(|p| p.discovery.as_ref())
+            .is_some_and(|wanted| wanted == running);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for pool in &config.pools {
+        match &pool.discovery {
+            Some(wanted) if !tasks.contains_key(&pool.name) => {
+                let task = discovery::dns::spawn(
+                    pool.name.clone(),
+                    wanted.clone(),
+                    Arc::clone(alerts),
+                    updates.clone(),
+                );
+                tasks.insert(pool.name.clone(), (wanted.clone(), task));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(sources) = found.get_mut(&pool.name) {
+                    sources.remove(&Source::Dns);
+                }
             }
         }
     }
@@ -961,16 +1123,21 @@ impl Builder<'_> {
     /// Builds pool `index` of the config; with `previous` (the pool of that
     /// name serving now), endpoints of the same address keep their
     /// statistics and health.
+    /// The endpoints of `found` (discovered: not in the config) follow
+    /// those the config lists; one at an address listed is left out.
     fn pool(
         &self,
         index: usize,
         pool_config: &PoolConfig,
         previous: Option<&Arc<Pool>>,
+        found: &[(Source, Found)],
     ) -> anyhow::Result<(Arc<Pool>, Option<ActiveChecks>)> {
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let previous_endpoints = previous.map(|p| p.endpoints().all.clone());
         let mut endpoints = Vec::new();
+        let mut addresses: HashSet<&str> = HashSet::new();
         for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
+            addresses.insert(endpoint.address.as_str());
             let mut built = Endpoint::new(
                 id as u32,
                 &endpoint.address,
@@ -986,6 +1153,27 @@ impl Builder<'_> {
                 EndpointState::Draining => Admin::Draining,
                 EndpointState::Disabled => Admin::Disabled,
             };
+            if let Some(same) = previous_endpoints
+                .iter()
+                .flatten()
+                .find(|e| e.address == endpoint.address)
+            {
+                built.stats = Arc::clone(&same.stats);
+            }
+            endpoints.push(Arc::new(built));
+        }
+        for (source, endpoint) in found {
+            if !addresses.insert(endpoint.address.as_str()) {
+                continue;
+            }
+            let id = endpoints.len() as u32;
+            let Ok(mut built) = Endpoint::new(id, &endpoint.address, endpoint.weight, 0) else {
+                tracing::warn!(pool = %pool_config.name, "discovered endpoint `{}` is not host:port", endpoint.address);
+                continue;
+            };
+            built.tier = endpoint.tier;
+            built.labels = endpoint.labels.clone();
+            built.source = *source;
             if let Some(same) = previous_endpoints
                 .iter()
                 .flatten()

@@ -10,6 +10,7 @@ mod config_reload;
 mod console;
 mod control_api;
 mod demo;
+mod discovery;
 mod etcd;
 mod fast_path;
 mod fleet;

@@ -264,6 +264,16 @@ impl Upstream {
         Upstream::serve(listener, name, behaviour)
     }
 
+    /// A server on `addr` (another loopback address, `127.0.0.2` and
+    /// on: Linux routes all of `127.0.0.0/8` to loopback), so servers
+    /// that differ only in address can share a port, as a DNS name's do.
+    pub async fn start_at(name: &str, addr: SocketAddr, delay: Duration) -> Upstream {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
+        Upstream::serve(listener, name, Behaviour { status: 200, delay })
+    }
+
     /// A new server on the address of this one, which was killed: a server
     /// process coming back on its port.
     pub async fn restarted(&self, name: &str) -> Upstream {

@@ -32,6 +32,30 @@ pub enum Admin {
     Disabled,
 }
 
+/// Where an endpoint came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Listed in the config file (by hand, or written there by the API).
+    #[default]
+    Config,
+    /// An answer to the pool's DNS `discovery` name.
+    Dns,
+    /// A service that registered itself through the API.
+    Registration,
+}
+
+impl Source {
+    /// How the API and events name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Dns => "dns",
+            Source::Registration => "registration",
+        }
+    }
+}
+
 /// One upstream server of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -53,6 +77,8 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Whether an operator took it out.
     pub admin: Admin,
+    /// Where it came from: discovered endpoints are not in the config file.
+    pub source: Source,
     /// Live load, updated by the proxy. Shared with the endpoint of the same
     /// address in a pool rebuilt by a reload, so its figures carry over.
     pub stats: Arc<EndpointStats>,
@@ -115,6 +141,7 @@ impl Endpoint {
             zone: None,
             labels: BTreeMap::new(),
             admin: Admin::Active,
+            source: Source::Config,
             stats: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             held: AtomicBool::new(false),

@@ -30,7 +30,7 @@ pub use checker::{
     check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,
 };
 pub use endpoint::{
-    Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
+    Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot, Source,
 };
 pub use events::{Event, Events};
 pub(crate) use health::unix_ms;

@@ -485,7 +485,7 @@ impl PoolDraft {
             fall_back: false,
         };
         let (pool, checks) = builder
-            .pool(index, &config, previous)
+            .pool(index, &config, previous, &applied.found(&config))
             .map_err(|e| EditError::Reload(ReloadError::Build(format!("{e:#}"))))?;
         let changes = LineChanges::between(old, &new);
         self.sections.replace(index, new);

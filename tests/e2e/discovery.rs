@@ -1,0 +1,424 @@
+//! Endpoints from DNS: a real DNS server (Debian's dnsmasq) on loopback,
+//! started by each test with records it rewrites; upstreams on distinct
+//! loopback addresses sharing one port, as the addresses of a name do.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// A dnsmasq answering on `127.0.0.1:port` from files it reads: `hosts`
+/// (A records, read again on SIGHUP) and `conf` (SRV records, read at
+/// start only).
+pub struct Dnsmasq {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `hosts` as its hosts file and `conf` (dnsmasq
+    /// options, one a line) as its config file.
+    pub fn start(hosts: &str, conf: &str) -> Dnsmasq {
+        let dir = tempfile::tempdir().unwrap();
+        // dnsmasq started as root reads its files as `nobody`.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut dnsmasq = Dnsmasq {
+            port: 0,
+            child: None,
+            dir,
+        };
+        dnsmasq.set_hosts(hosts);
+        dnsmasq.restart(conf);
+        dnsmasq
+    }
+
+    fn program() -> PathBuf {
+        for candidate in ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"] {
+            if std::path::Path::new(candidate).exists() {
+                return candidate.into();
+            }
+        }
+        panic!(
+            "the discovery tests need dnsmasq, and it is not installed: scripts/test installs it \
+             as root (apt-get install dnsmasq-base)"
+        );
+    }
+
+    fn hosts(&self) -> PathBuf {
+        self.dir.path().join("hosts")
+    }
+
+    /// Rewrites the hosts file (`ip name` lines) and has dnsmasq read it
+    /// again.
+    pub fn set_hosts(&self, hosts: &str) {
+        let temporary = self.dir.path().join("hosts.new");
+        std::fs::write(&temporary, hosts).unwrap();
+        std::fs::rename(&temporary, self.hosts()).unwrap();
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    /// Stops dnsmasq (if it runs) and starts it again with `conf`, on the
+    /// same port once it has one.
+    pub fn restart(&mut self, conf: &str) {
+        self.kill();
+        let conf_file = self.dir.path().join("dnsmasq.conf");
+        std::fs::write(&conf_file, conf).unwrap();
+        for _ in 0..20 {
+            let port = if self.port != 0 {
+                self.port
+            } else {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let mut child = Command::new(Self::program())
+                .arg("--no-daemon")
+                .arg(format!("--port={port}"))
+                .args([
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--pid-file=",
+                    "--local-ttl=0",
+                ])
+                .arg(format!("--addn-hosts={}", self.hosts().display()))
+                .arg(format!("--conf-file={}", conf_file.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start dnsmasq");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    self.port = port;
+                    self.child = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+
+    /// Stops dnsmasq at once: it answers no more questions.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn resolver(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Upstreams named `name` on `127.0.0.N:port` for each N of `hosts`, on one
+/// free port, each answering after `delay`.
+pub async fn upstreams_on(hosts: &[u8], delay: Duration) -> (u16, Vec<Upstream>) {
+    'port: for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for host in hosts {
+            let addr: SocketAddr = format!("127.0.0.{host}:{port}").parse().unwrap();
+            if std::net::TcpListener::bind(addr).is_err() {
+                continue 'port;
+            }
+        }
+        let mut upstreams = Vec::new();
+        for host in hosts {
+            let addr = format!("127.0.0.{host}:{port}").parse().unwrap();
+            upstreams.push(Upstream::start_at(&format!("u{host}"), addr, delay).await);
+        }
+        return (port, upstreams);
+    }
+    panic!("no port free on every loopback address");
+}
+
+/// Answers by upstream, and the failures.
+type Outcome = (HashMap<String, usize>, Vec<String>);
+
+/// Requests sent by `workers` clients until stopped, each answer counted
+/// by upstream and each failure kept.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
+}
+
+impl Traffic {
+    fn start(url: String, workers: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (url, stop) = (url.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let client = HttpClient::default();
+                    let mut seen = HashMap::new();
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.try_get_with(&url, &[]).await {
+                            Ok(reply) if reply.status == 200 => {
+                                *seen.entry(reply.upstream().to_string()).or_insert(0) += 1
+                            }
+                            Ok(reply) => {
+                                failures.push(format!("{} {}", reply.status, reply.body.trim()))
+                            }
+                            Err(error) => failures.push(error),
+                        }
+                    }
+                    (seen, failures)
+                })
+            })
+            .collect();
+        Traffic { stop, tasks }
+    }
+
+    async fn stop(self) -> Outcome {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            let (part, failed) = task.await.unwrap();
+            for (name, n) in part {
+                *seen.entry(name).or_insert(0) += n;
+            }
+            failures.extend(failed);
+        }
+        (seen, failures)
+    }
+}
+
+/// The addresses of pool `pool`'s endpoints from `source`, sorted.
+pub fn addresses(pools: &serde_json::Value, pool: &str, source: &str) -> Vec<String> {
+    let mut found: Vec<String> = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == pool)
+        .flat_map(|p| p["endpoints"].as_array().unwrap().iter())
+        .filter(|e| e["source"] == source)
+        .map(|e| e["address"].as_str().unwrap().to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+fn hosts_of(name: &str, hosts: &[u8]) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("127.0.0.{h} {name}\n"))
+        .collect()
+}
+
+fn wanted(port: u16, hosts: &[u8]) -> Vec<String> {
+    let mut wanted: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("127.0.0.{h}:{port}"))
+        .collect();
+    wanted.sort();
+    wanted
+}
+
+fn pool(port: u16, dns: &Dnsmasq, extra: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"api\"\nslow_start_ms = 300\n{extra}\
+         discovery = {{ dns = \"api.test:{port}\", refresh_ms = 100, min_refresh_ms = 100, resolvers = [\"{}\"] }}\n",
+        dns.resolver()
+    )
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "never reached: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_growing_and_shrinking_under_load_adds_and_drains_endpoints() {
+    let plugins = plugin_dir(&[]);
+    // Each answer takes a while, so some are in flight whenever the set
+    // changes.
+    let (port, upstreams) = upstreams_on(&[2, 3, 4, 5], Duration::from_millis(5)).await;
+    let dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "");
+    let proxy = Switchyard::start(plugins.path(), &pool(port, &dns, ""));
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the two A records as endpoints", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    })
+    .await;
+    let load = Traffic::start(proxy.url("/"), 8);
+    wait_until("both first endpoints serve", || {
+        upstreams[0].hits() > 0 && upstreams[1].hits() > 0
+    })
+    .await;
+
+    // Grows to four: the new ones take traffic after the next refresh.
+    dns.set_hosts(&hosts_of("api.test", &[2, 3, 4, 5]));
+    wait_for_pools(&proxy, &client, "four endpoints", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3, 4, 5])
+    })
+    .await;
+    wait_until("the new endpoints serve", || {
+        upstreams[2].hits() > 20 && upstreams[3].hits() > 20
+    })
+    .await;
+
+    // A reload that leaves the pool's discovery as it is keeps what it
+    // found, and never writes it into the file.
+    proxy.rewrite_config(&pool(port, &dns, "panic_threshold = 0.4\n"));
+    proxy.hang_up();
+    wait_for_pools(&proxy, &client, "the reloaded pool", |p| {
+        p["pools"][0]["endpoints"].as_array().unwrap().len() == 4
+    })
+    .await;
+    let file = std::fs::read_to_string(&proxy.config).unwrap();
+    assert!(!file.contains("127.0.0.2"), "{file}");
+
+    // Shrinks to one: the three gone drain, and no request fails.
+    dns.set_hosts(&hosts_of("api.test", &[5]));
+    wait_for_pools(&proxy, &client, "one endpoint", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[5])
+    })
+    .await;
+    let gone: Vec<u64> = upstreams[..3].iter().map(Upstream::hits).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (seen, failures) = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    for (upstream, before) in upstreams[..3].iter().zip(gone) {
+        // At most what was in flight when it left the set.
+        assert!(
+            upstream.hits() <= before + 8,
+            "a removed endpoint still took traffic: {before} then {}",
+            upstream.hits()
+        );
+        assert_eq!(upstream.load.now.load(Ordering::SeqCst), 0);
+    }
+    assert!(seen["u5"] > 0, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_give_ports_and_weights() {
+    let plugins = plugin_dir(&[("round-robin", "round-robin")]);
+    let (port, _upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    let dns = Dnsmasq::start(
+        "127.0.0.2 a.svc.test\n127.0.0.3 b.svc.test\n",
+        &format!(
+            "srv-host=_http._tcp.svc.test,a.svc.test,{port},0,1\n\
+             srv-host=_http._tcp.svc.test,b.svc.test,{port},0,3\n"
+        ),
+    );
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"api\"\nbalancer = {{ plugin = \"round-robin\" }}\n\
+             discovery = {{ dns = \"_http._tcp.svc.test\", type = \"srv\", refresh_ms = 500, min_refresh_ms = 100, resolvers = [\"{}\"] }}\n",
+            dns.resolver()
+        ),
+    );
+    let client = HttpClient::default();
+    let pools = wait_for_pools(&proxy, &client, "both SRV targets", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    })
+    .await;
+    let weights: Vec<u64> = pools["pools"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [1, 3]);
+    let (seen, failures) = client.spread(&proxy.url("/"), 800, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    // Smooth weighted round robin, each worker its own rotation.
+    assert!(
+        (196..=204).contains(&seen["u2"]),
+        "weights 1:3 gave {seen:?}"
+    );
+    assert!(
+        (596..=604).contains(&seen["u3"]),
+        "weights 1:3 gave {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_that_stops_answering_keeps_the_last_set_and_alerts() {
+    let plugins = plugin_dir(&[]);
+    let (port, _upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    let mut dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "");
+    let proxy = Switchyard::start(plugins.path(), &pool(port, &dns, ""));
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the two A records as endpoints", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    })
+    .await;
+
+    dns.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let alerts: serde_json::Value =
+            serde_json::from_str(&client.get(&proxy.control_url("/v1/alerts")).await.body).unwrap();
+        let found = alerts["alerts"].as_array().unwrap().iter().find(|a| {
+            a["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("DNS discovery `api.test")
+        });
+        if let Some(alert) = found {
+            break alert.clone();
+        }
+        assert!(Instant::now() < deadline, "no alert: {alerts:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(alert["severity"], "P2", "{alert}");
+    assert_eq!(alert["pool"], "api");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeping the last 2 endpoint(s)"),
+        "{alert}"
+    );
+    // Refreshes go on failing; the pool keeps serving what it had.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pools = pools_now(&proxy, &client).await;
+    assert_eq!(addresses(&pools, "api", "dns"), wanted(port, &[2, 3]));
+    let (seen, failures) = client.spread(&proxy.url("/"), 100, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
