@@ -149,9 +149,14 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on control.listen = {control_listen}"))?;
         let reloader = Arc::new(reloader);
+        let registrations = Arc::new(discovery::registrations::Registry::new(
+            Arc::clone(&reloader),
+            Arc::clone(alerts.events()),
+        ));
         let control = Arc::new(ControlState {
             topology: Arc::clone(reloader.topology()),
             reloader: Arc::clone(&reloader),
+            registrations,
             runtime,
             alerts,
             metrics,
@@ -195,6 +200,9 @@ impl Server {
     /// made before the watch began is still applied, and the same text is
     /// not applied twice.
     pub fn reload_from(mut self, file: PathBuf, version: String) -> anyhow::Result<Self> {
+        self.control
+            .registrations
+            .keep_in(Box::new(discovery::registrations::FileStore::beside(&file)));
         self.reloader.set_file(file, version);
         if self.watch_config {
             self.config_watch = self.reloader.watch_file()?;
@@ -236,6 +244,14 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Registrations kept from an earlier run serve before the API
+        // answers; those that lapsed meanwhile are dropped.
+        self.control
+            .registrations
+            .restore()
+            .await
+            .context("cannot restore the registrations")?;
+        let sweeper = tokio::spawn(Arc::clone(&self.control.registrations).sweep());
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let fleet = self.fleet.clone().map(|fleet| {
             let proxy = self.proxy_addr().to_string();
@@ -325,6 +341,7 @@ impl Server {
         readmission.abort();
         hangups.abort();
         discovered.abort();
+        sweeper.abort();
         self.reloader.stop().await;
         result
     }

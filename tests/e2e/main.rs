@@ -27,6 +27,7 @@ mod protocols;
 mod proxying;
 mod rate_limit;
 mod recovery;
+mod registrations;
 mod reload;
 mod replay;
 mod restart;

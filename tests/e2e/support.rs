@@ -1036,3 +1036,79 @@ impl Script {
         text
     }
 }
+
+/// A server-sent event stream read as a client does.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl EventStream {
+    pub async fn open(proxy: &Switchyard, last_event_id: Option<u64>) -> EventStream {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = http::Request::get(proxy.control_url("/v1/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = client
+            .request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event: (id, kind, data).
+    pub async fn next(&mut self) -> (u64, String, serde_json::Value) {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(str::trim))
+                        .map(str::to_string)
+                };
+                // Keep-alive comments carry no event.
+                let (Some(id), Some(kind), Some(data)) =
+                    (field("id:"), field("event:"), field("data:"))
+                else {
+                    continue;
+                };
+                return (
+                    id.parse().unwrap(),
+                    kind,
+                    serde_json::from_str(&data).unwrap(),
+                );
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event of `kind` whose data satisfies `check`.
+    pub async fn wait_for(
+        &mut self,
+        kind: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> (u64, serde_json::Value) {
+        loop {
+            let (id, got, data) = self.next().await;
+            if got == kind && check(&data["data"]) {
+                return (id, data);
+            }
+        }
+    }
+}

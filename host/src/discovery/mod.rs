@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::engine::Source;
 
 pub mod dns;
+pub mod registrations;
 
 /// An endpoint found by discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
