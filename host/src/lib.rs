@@ -271,6 +271,7 @@ impl Server {
             fleet.spawn(Arc::clone(&self.reloader), proxy.clone(), control.clone());
         }
         let discovered = tokio::spawn(Arc::clone(&self.reloader).apply_discovered());
+        let hostnames = tokio::spawn(Arc::clone(self.reloader.hosts()).refresh());
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
@@ -342,6 +343,7 @@ impl Server {
         hangups.abort();
         discovered.abort();
         sweeper.abort();
+        hostnames.abort();
         self.reloader.stop().await;
         result
     }

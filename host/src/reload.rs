@@ -167,6 +167,8 @@ pub struct Reloader {
     topology: SharedTopology,
     /// The pools with timed work, for the readmission ticker.
     tick_queue: Arc<engine::TickQueue>,
+    /// The hostnames in endpoints' addresses, resolved off the request path.
+    hosts: Arc<discovery::hosts::HostCache>,
     file: std::sync::Mutex<Option<PathBuf>>,
     applied: tokio::sync::Mutex<Applied>,
     /// The SHA-256 of the file text last applied, so a watched change that
@@ -231,9 +233,11 @@ impl Reloader {
         alerts: Arc<Alerts>,
     ) -> anyhow::Result<Reloader> {
         let tick_queue = Arc::new(engine::TickQueue::default());
+        let hosts = Arc::new(discovery::hosts::HostCache::default());
         let builder = Builder {
             runtime: &runtime,
             tick_queue: &tick_queue,
+            hosts: &hosts,
             load_errors,
             alerts: &alerts,
             fall_back: true,
@@ -267,6 +271,7 @@ impl Reloader {
             alerts,
             topology,
             tick_queue,
+            hosts,
             file: std::sync::Mutex::new(None),
             applied: tokio::sync::Mutex::new(applied),
             file_hash: std::sync::Mutex::new(None),
@@ -358,6 +363,12 @@ impl Reloader {
     /// The pools with ejections or holds to expire or slow starts to ramp.
     pub fn tick_queue(&self) -> &Arc<engine::TickQueue> {
         &self.tick_queue
+    }
+
+    /// The hostnames in endpoints' addresses, to be kept resolved
+    /// ([`discovery::hosts::HostCache::refresh`]).
+    pub fn hosts(&self) -> &Arc<discovery::hosts::HostCache> {
+        &self.hosts
     }
 
     /// Reads the config file again and applies it.
@@ -474,6 +485,7 @@ impl Reloader {
         let builder = Builder {
             runtime: &self.runtime,
             tick_queue: &self.tick_queue,
+            hosts: &self.hosts,
             load_errors: &[],
             alerts: &self.alerts,
             fall_back: false,
@@ -1114,6 +1126,7 @@ fn health_policy(pool: &PoolConfig) -> HealthPolicy {
 struct Builder<'a> {
     runtime: &'a PluginRuntime,
     tick_queue: &'a Arc<engine::TickQueue>,
+    hosts: &'a Arc<discovery::hosts::HostCache>,
     load_errors: &'a [plugins::LoadError],
     alerts: &'a Arc<Alerts>,
     fall_back: bool,
@@ -1147,6 +1160,7 @@ impl Builder<'_> {
             .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
             built.zone = endpoint.zone.clone();
             built.tier = endpoint.tier;
+            built.resolved = self.hosts.resolved(&endpoint.address);
             built.labels = endpoint.labels.clone();
             built.admin = match endpoint.state {
                 EndpointState::Active => Admin::Active,

@@ -422,3 +422,26 @@ async fn a_resolver_that_stops_answering_keeps_the_last_set_and_alerts() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostname_in_a_static_address_is_resolved_and_served() {
+    let plugins = plugin_dir(&[]);
+    let upstream = Upstream::start("named").await;
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"api\"\nhealth = {{ interval_ms = 100, timeout_ms = 100 }}\n\
+             endpoints = [{{ address = \"localhost:{}\" }}]\n",
+            upstream.addr.port()
+        ),
+    );
+    let client = HttpClient::default();
+    let (seen, failures) = client.spread(&proxy.url("/"), 50, 4).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen["named"], 50);
+    // The active checks reach it by the same answer.
+    wait_for_pools(&proxy, &client, "a healthy named endpoint", |p| {
+        p["pools"][0]["endpoints"][0]["health"]["active"] == "healthy"
+    })
+    .await;
+}

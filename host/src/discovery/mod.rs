@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::engine::Source;
 
 pub mod dns;
+pub mod hosts;
 pub mod registrations;
 
 /// An endpoint found by discovery.

@@ -30,7 +30,8 @@ pub use checker::{
     check_once, spawn_checks, CheckFuture, CheckOutcome, CheckSchedule, HealthChecker, TcpCheck,
 };
 pub use endpoint::{
-    Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot, Source,
+    Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
+    ResolvedAddrs, Source,
 };
 pub use events::{Event, Events};
 pub(crate) use health::unix_ms;

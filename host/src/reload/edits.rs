@@ -480,6 +480,7 @@ impl PoolDraft {
         let builder = Builder {
             runtime: &reloader.runtime,
             tick_queue: &reloader.tick_queue,
+            hosts: &reloader.hosts,
             load_errors: &[],
             alerts: &reloader.alerts,
             fall_back: false,
