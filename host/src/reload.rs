@@ -33,6 +33,10 @@ mod edits;
 
 pub use edits::{ChangeReport, Edit, Scope, Written};
 
+/// How often draining discovered endpoints are looked at, to remove
+/// those with nothing in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
 /// How long a changed config file must be quiet before it is read.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
 
@@ -139,22 +143,48 @@ struct Applied {
     /// Endpoints each pool has besides its config's, by source: derived
     /// state, never written to the file, kept across reloads.
     found: HashMap<String, BTreeMap<Source, Vec<Found>>>,
+    /// Discovered endpoints gone from their source with requests still in
+    /// flight, by pool: kept in the pool as `draining` until those finish.
+    draining: HashMap<String, Vec<(Source, Found)>>,
     /// Each pool's DNS discovery task, with the table it was started from.
     discovery: HashMap<String, (DiscoveryConfig, JoinHandle<()>)>,
 }
 
+/// An endpoint a pool has besides its config's.
+#[derive(Debug, Clone)]
+struct Extra {
+    source: Source,
+    found: Found,
+    /// Gone from its source; takes no new requests.
+    draining: bool,
+}
+
 impl Applied {
     /// The endpoints pool `pool` has besides its config's, in source
-    /// order: its DNS answers only while it has `discovery`.
-    fn found(&self, pool: &PoolConfig) -> Vec<(Source, Found)> {
-        let Some(sources) = self.found.get(&pool.name) else {
-            return Vec::new();
-        };
-        sources
-            .iter()
+    /// order (its DNS answers only while it has `discovery`), then those
+    /// draining.
+    fn found(&self, pool: &PoolConfig) -> Vec<Extra> {
+        let mut extras: Vec<Extra> = self
+            .found
+            .get(&pool.name)
+            .into_iter()
+            .flatten()
             .filter(|(source, _)| **source != Source::Dns || pool.discovery.is_some())
-            .flat_map(|(source, found)| found.iter().map(|f| (*source, f.clone())))
-            .collect()
+            .flat_map(|(source, found)| {
+                found.iter().map(|f| Extra {
+                    source: *source,
+                    found: f.clone(),
+                    draining: false,
+                })
+            })
+            .collect();
+        let draining = self.draining.get(&pool.name).into_iter().flatten();
+        extras.extend(draining.map(|(source, found)| Extra {
+            source: *source,
+            found: found.clone(),
+            draining: true,
+        }));
+        extras
     }
 }
 
@@ -182,6 +212,8 @@ pub struct Reloader {
     fleet: std::sync::OnceLock<Arc<crate::cluster::Fleet>>,
     /// Where discovery sends new sets of endpoints.
     updates: tokio::sync::mpsc::UnboundedSender<Update>,
+    /// Some discovered endpoint is draining: looked at every [`DRAIN_POLL`].
+    draining: std::sync::atomic::AtomicBool,
     /// Taken by [`Reloader::apply_discovered`].
     update_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Update>>>,
 }
@@ -263,6 +295,7 @@ impl Reloader {
             checks,
             image: None,
             found: HashMap::new(),
+            draining: HashMap::new(),
             discovery: HashMap::new(),
         };
         start_discovery(&mut applied, &alerts, &updates);
@@ -278,6 +311,7 @@ impl Reloader {
             edits: edits::EditQueue::default(),
             fleet: std::sync::OnceLock::new(),
             updates,
+            draining: std::sync::atomic::AtomicBool::new(false),
             update_receiver: std::sync::Mutex::new(Some(update_receiver)),
         })
     }
@@ -609,22 +643,36 @@ impl Reloader {
             return;
         };
         let mut batch = Vec::new();
-        while receiver.recv_many(&mut batch, 1024).await > 0 {
-            if let Err(error) = self.set_found(std::mem::take(&mut batch)).await {
+        loop {
+            let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let result = tokio::select! {
+                taken = receiver.recv_many(&mut batch, 1024) => {
+                    if taken == 0 {
+                        return;
+                    }
+                    self.set_found(std::mem::take(&mut batch)).await.map(drop)
+                }
+                () = tokio::time::sleep(DRAIN_POLL), if draining => self.drop_drained().await,
+            };
+            if let Err(error) = result {
                 tracing::error!("discovered endpoints were not applied: {error}");
             }
         }
     }
 
     /// Sets the endpoints each update's pool has from its source, and
-    /// rebuilds the pools whose sets changed. Returns the pools rebuilt.
+    /// rebuilds the pools whose sets changed. An endpoint gone from the
+    /// set with requests in flight stays as `draining` until they finish.
+    /// Returns the pools rebuilt.
     pub async fn set_found(&self, updates: Vec<Update>) -> Result<Vec<String>, ReloadError> {
         let mut applied = self.applied.lock().await;
         let mut rebuild = HashSet::new();
+        let serving_now = self.topology.load_full();
         for update in updates {
-            if applied.config.pool(&update.pool).is_none() {
+            let Some(pool_config) = applied.config.pool(&update.pool) else {
                 continue;
-            }
+            };
+            let before = applied.found(pool_config);
             let sources = applied.found.entry(update.pool.clone()).or_default();
             let current = sources.get(&update.source).map_or(&[][..], Vec::as_slice);
             if current == update.found.as_slice() {
@@ -635,8 +683,39 @@ impl Reloader {
             } else {
                 sources.insert(update.source, update.found);
             }
+            let staying: HashSet<String> = sources
+                .values()
+                .flatten()
+                .map(|f| f.address.clone())
+                .collect();
+            let serving = serving_now.pool(&update.pool);
+            let in_flight = |address: &str| {
+                serving
+                    .and_then(|p| {
+                        p.endpoints()
+                            .all
+                            .iter()
+                            .find(|e| e.address == address)
+                            .cloned()
+                    })
+                    .is_some_and(|e| e.stats.in_flight() > 0)
+            };
+            let draining = applied.draining.entry(update.pool.clone()).or_default();
+            draining.retain(|(_, f)| !staying.contains(&f.address));
+            for extra in before {
+                let address = &extra.found.address;
+                let known = draining.iter().any(|(_, f)| &f.address == address);
+                if !staying.contains(address) && !known && in_flight(address) {
+                    draining.push((extra.source, extra.found));
+                }
+            }
             rebuild.insert(update.pool);
         }
+        applied.draining.retain(|_, list| !list.is_empty());
+        self.draining.store(
+            !applied.draining.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if rebuild.is_empty() {
             return Ok(Vec::new());
         }
@@ -646,15 +725,48 @@ impl Reloader {
         Ok(report.changed)
     }
 
-    /// The endpoints pool `pool` has from `source` now.
-    pub async fn found(&self, pool: &str, source: Source) -> Vec<Found> {
-        let applied = self.applied.lock().await;
-        applied
-            .found
-            .get(pool)
-            .and_then(|sources| sources.get(&source))
-            .cloned()
-            .unwrap_or_default()
+    /// Removes the draining endpoints whose requests have all finished,
+    /// each with an event.
+    async fn drop_drained(&self) -> Result<(), ReloadError> {
+        let mut applied = self.applied.lock().await;
+        let current = self.topology.load_full();
+        let mut rebuild = HashSet::new();
+        for (pool, list) in applied.draining.iter_mut() {
+            let serving = current.pool(pool);
+            list.retain(|(source, found)| {
+                let busy = serving
+                    .and_then(|p| {
+                        let set = p.endpoints();
+                        set.all.iter().find(|e| e.address == found.address).cloned()
+                    })
+                    .is_some_and(|e| e.stats.in_flight() > 0);
+                if !busy {
+                    rebuild.insert(pool.clone());
+                    self.alerts.events().publish(
+                        "discovery",
+                        serde_json::json!({
+                            "pool": pool,
+                            "source": source.as_str(),
+                            "endpoint": found.address,
+                            "change": "drained",
+                        }),
+                    );
+                }
+                busy
+            });
+        }
+        applied.draining.retain(|_, list| !list.is_empty());
+        self.draining.store(
+            !applied.draining.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if rebuild.is_empty() {
+            return Ok(());
+        }
+        let next = applied.config.clone();
+        let plan = self.plan_with(&applied, &next, &rebuild)?;
+        self.swap(&mut applied, next, plan);
+        Ok(())
     }
 
     /// The config file's text and version.
@@ -696,10 +808,12 @@ fn start_discovery(
     let Applied {
         config,
         found,
+        draining,
         discovery: tasks,
         ..
     } = applied;
     found.retain(|pool, _| config.pool(pool).is_some());
+    draining.retain(|pool, _| config.pool(pool).is_some());
     tasks.retain(|pool, (running, task)| {
         let keep = config
             .pool(pool)
@@ -1143,7 +1257,7 @@ impl Builder<'_> {
         index: usize,
         pool_config: &PoolConfig,
         previous: Option<&Arc<Pool>>,
-        found: &[(Source, Found)],
+        found: &[Extra],
     ) -> anyhow::Result<(Arc<Pool>, Option<ActiveChecks>)> {
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let previous_endpoints = previous.map(|p| p.endpoints().all.clone());
@@ -1176,7 +1290,8 @@ impl Builder<'_> {
             }
             endpoints.push(Arc::new(built));
         }
-        for (source, endpoint) in found {
+        for extra in found {
+            let endpoint = &extra.found;
             if !addresses.insert(endpoint.address.as_str()) {
                 continue;
             }
@@ -1187,7 +1302,10 @@ impl Builder<'_> {
             };
             built.tier = endpoint.tier;
             built.labels = endpoint.labels.clone();
-            built.source = *source;
+            built.source = extra.source;
+            if extra.draining {
+                built.admin = Admin::Draining;
+            }
             if let Some(same) = previous_endpoints
                 .iter()
                 .flatten()

@@ -445,3 +445,54 @@ async fn a_hostname_in_a_static_address_is_resolved_and_served() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_endpoint_drains_its_requests_before_it_is_removed() {
+    let plugins = plugin_dir(&[]);
+    let (port, upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    upstreams[1].set(Behaviour {
+        status: 200,
+        delay: Duration::from_millis(1500),
+    });
+    let dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "");
+    let proxy = Switchyard::start(plugins.path(), &pool(port, &dns, ""));
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the two A records as endpoints", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    })
+    .await;
+    let slow = {
+        let url = proxy.url("/");
+        tokio::spawn(async move { HttpClient::default().spread(&url, 4, 4).await })
+    };
+    wait_until("a request in flight on the slow endpoint", || {
+        upstreams[1].load.now.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    dns.set_hosts(&hosts_of("api.test", &[2]));
+    let gone = format!("127.0.0.3:{port}");
+    let state = |p: &serde_json::Value| {
+        p["pools"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == gone.as_str())
+            .map(|e| e["state"].as_str().unwrap().to_string())
+    };
+    let pools = wait_for_pools(&proxy, &client, "the gone endpoint draining", |p| {
+        state(p).as_deref() == Some("draining")
+    })
+    .await;
+    assert_eq!(
+        pools["pools"][0]["endpoints"][1]["eligible"], false,
+        "{pools:#}"
+    );
+    let (seen, failures) = slow.await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(seen["u3"] > 0, "{seen:?}");
+    wait_for_pools(&proxy, &client, "the drained endpoint removed", |p| {
+        state(p).is_none()
+    })
+    .await;
+}
