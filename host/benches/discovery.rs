@@ -36,7 +36,6 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,29 +178,11 @@ impl Binary {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let field = |key: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|p| p.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in `{line}`"))
-                .parse()
-                .unwrap()
-        };
+        let (child, proxy, control) = common::live::run_binary(&config);
         Binary {
-            proxy: field("proxy="),
-            control: field("control="),
             child,
+            proxy,
+            control,
         }
     }
 

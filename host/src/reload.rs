@@ -1261,6 +1261,16 @@ impl Builder<'_> {
     ) -> anyhow::Result<(Arc<Pool>, Option<ActiveChecks>)> {
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let previous_endpoints = previous.map(|p| p.endpoints().all.clone());
+        // An endpoint at an address the serving pool has keeps its figures.
+        let carry_stats = |built: &mut Endpoint| {
+            let same = previous_endpoints
+                .iter()
+                .flatten()
+                .find(|e| e.address == built.address);
+            if let Some(same) = same {
+                built.stats = Arc::clone(&same.stats);
+            }
+        };
         let mut endpoints = Vec::new();
         let mut addresses: HashSet<&str> = HashSet::new();
         for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
@@ -1281,13 +1291,7 @@ impl Builder<'_> {
                 EndpointState::Draining => Admin::Draining,
                 EndpointState::Disabled => Admin::Disabled,
             };
-            if let Some(same) = previous_endpoints
-                .iter()
-                .flatten()
-                .find(|e| e.address == endpoint.address)
-            {
-                built.stats = Arc::clone(&same.stats);
-            }
+            carry_stats(&mut built);
             endpoints.push(Arc::new(built));
         }
         for extra in found {
@@ -1306,13 +1310,7 @@ impl Builder<'_> {
             if extra.draining {
                 built.admin = Admin::Draining;
             }
-            if let Some(same) = previous_endpoints
-                .iter()
-                .flatten()
-                .find(|e| e.address == endpoint.address)
-            {
-                built.stats = Arc::clone(&same.stats);
-            }
+            carry_stats(&mut built);
             endpoints.push(Arc::new(built));
         }
         let name = &pool_config.name;

@@ -165,56 +165,30 @@ pub async fn upstreams_on(hosts: &[u8], delay: Duration) -> (u16, Vec<Upstream>)
     panic!("no port free on every loopback address");
 }
 
-/// Answers by upstream, and the failures.
-type Outcome = (HashMap<String, usize>, Vec<String>);
-
 /// Requests sent by `workers` clients until stopped, each answer counted
 /// by upstream and each failure kept.
 struct Traffic {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
+    task: tokio::task::JoinHandle<(HashMap<String, usize>, Vec<String>)>,
 }
 
 impl Traffic {
     fn start(url: String, workers: usize) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..workers)
-            .map(|_| {
-                let (url, stop) = (url.clone(), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    let client = HttpClient::default();
-                    let mut seen = HashMap::new();
-                    let mut failures = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match client.try_get_with(&url, &[]).await {
-                            Ok(reply) if reply.status == 200 => {
-                                *seen.entry(reply.upstream().to_string()).or_insert(0) += 1
-                            }
-                            Ok(reply) => {
-                                failures.push(format!("{} {}", reply.status, reply.body.trim()))
-                            }
-                            Err(error) => failures.push(error),
-                        }
-                    }
-                    (seen, failures)
-                })
-            })
-            .collect();
-        Traffic { stop, tasks }
+        let go = {
+            let stop = Arc::clone(&stop);
+            move || !stop.load(Ordering::Relaxed)
+        };
+        let task =
+            tokio::spawn(
+                async move { HttpClient::default().spread_while(&url, workers, go).await },
+            );
+        Traffic { stop, task }
     }
 
-    async fn stop(self) -> Outcome {
+    async fn stop(self) -> (HashMap<String, usize>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut failures = Vec::new();
-        for task in self.tasks {
-            let (part, failed) = task.await.unwrap();
-            for (name, n) in part {
-                *seen.entry(name).or_insert(0) += n;
-            }
-            failures.extend(failed);
-        }
-        (seen, failures)
+        self.task.await.unwrap()
     }
 }
 

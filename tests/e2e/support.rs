@@ -819,13 +819,28 @@ impl HttpClient {
         concurrency: usize,
     ) -> (HashMap<String, usize>, Vec<String>) {
         let next = Arc::new(AtomicU64::new(0));
+        self.spread_while(url, concurrency, move || {
+            next.fetch_add(1, Ordering::Relaxed) < count as u64
+        })
+        .await
+    }
+
+    /// Sends GETs with `concurrency` in flight for as long as `go` says
+    /// (asked before each); returns how many each upstream answered and
+    /// the failures.
+    pub async fn spread_while(
+        &self,
+        url: &str,
+        concurrency: usize,
+        go: impl Fn() -> bool + Clone + Send + 'static,
+    ) -> (HashMap<String, usize>, Vec<String>) {
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (client, url, next) = (self.clone(), url.to_string(), next.clone());
+            let (client, url, go) = (self.clone(), url.to_string(), go.clone());
             tasks.push(tokio::spawn(async move {
                 let mut seen = HashMap::new();
                 let mut failures = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                while go() {
                     match client.try_get_with(&url, &[]).await {
                         Ok(reply) if reply.status == 200 => {
                             *seen.entry(reply.upstream().to_string()).or_insert(0) += 1
