@@ -307,14 +307,16 @@ async fn a_name_growing_and_shrinking_under_load_adds_and_drains_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn srv_records_give_ports_and_weights() {
+async fn srv_records_give_ports_weights_and_tiers() {
     let plugins = plugin_dir(&[("round-robin", "round-robin")]);
-    let (port, _upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    let (port, _upstreams) = upstreams_on(&[2, 3, 4], Duration::ZERO).await;
+    // Priority 0 the primary tier; priority 10, a backup.
     let dns = Dnsmasq::start(
-        "127.0.0.2 a.svc.test\n127.0.0.3 b.svc.test\n",
+        "127.0.0.2 a.svc.test\n127.0.0.3 b.svc.test\n127.0.0.4 c.svc.test\n",
         &format!(
             "srv-host=_http._tcp.svc.test,a.svc.test,{port},0,1\n\
-             srv-host=_http._tcp.svc.test,b.svc.test,{port},0,3\n"
+             srv-host=_http._tcp.svc.test,b.svc.test,{port},0,3\n\
+             srv-host=_http._tcp.svc.test,c.svc.test,{port},10,1\n"
         ),
     );
     let proxy = Switchyard::start(
@@ -326,17 +328,20 @@ async fn srv_records_give_ports_and_weights() {
         ),
     );
     let client = HttpClient::default();
-    let pools = wait_for_pools(&proxy, &client, "both SRV targets", |p| {
-        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    let pools = wait_for_pools(&proxy, &client, "the three SRV targets", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3, 4])
     })
     .await;
-    let weights: Vec<u64> = pools["pools"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["weight"].as_u64().unwrap())
-        .collect();
-    assert_eq!(weights, [1, 3]);
+    let field = |name: &str| -> Vec<u64> {
+        pools["pools"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[name].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(field("weight"), [1, 3, 1]);
+    assert_eq!(field("tier"), [0, 0, 1]);
     let (seen, failures) = client.spread(&proxy.url("/"), 800, 4).await;
     assert!(failures.is_empty(), "{failures:?}");
     // Smooth weighted round robin, each worker its own rotation.
@@ -348,6 +353,35 @@ async fn srv_records_give_ports_and_weights() {
         (596..=604).contains(&seen["u3"]),
         "weights 1:3 gave {seen:?}"
     );
+    assert_eq!(
+        seen.get("u4"),
+        None,
+        "the backup tier took traffic: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_records_give_ipv6_endpoints() {
+    let plugins = plugin_dir(&[]);
+    let upstream = Upstream::start_at("v6", "[::1]:0".parse().unwrap(), Duration::ZERO).await;
+    let port = upstream.addr.port();
+    let dns = Dnsmasq::start("::1 v6.test\n", "");
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"api\"\n\
+             discovery = {{ dns = \"v6.test:{port}\", type = \"aaaa\", resolvers = [\"{}\"] }}\n",
+            dns.resolver()
+        ),
+    );
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the AAAA record as an endpoint", |p| {
+        addresses(p, "api", "dns") == [format!("[::1]:{port}")]
+    })
+    .await;
+    let (seen, failures) = client.spread(&proxy.url("/"), 20, 2).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen["v6"], 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
