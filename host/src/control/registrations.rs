@@ -25,7 +25,7 @@ pub(super) struct NewRegistration {
     #[schema(example = "10.0.0.7:8080")]
     address: String,
     /// What the service says of itself; plugins see it as the endpoint's
-    /// labels.
+    /// labels (at most 32 entries, keys up to 64 bytes, values up to 256).
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     /// How long the registration lives without a heartbeat, in ms (100 to

@@ -25,6 +25,12 @@ use crate::reload::Reloader;
 pub const MIN_TTL_MS: u64 = 100;
 /// The longest: a day.
 pub const MAX_TTL_MS: u64 = 86_400_000;
+/// The most metadata entries a registration may carry.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_BYTES: usize = 64;
+/// The longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 256;
 /// How often lapsed registrations are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -143,7 +149,14 @@ impl RegistrationStore for FileStore {
         let mut file = std::fs::File::create(&temporary).map_err(|e| self.io(e))?;
         file.write_all(text.as_bytes()).map_err(|e| self.io(e))?;
         file.sync_all().map_err(|e| self.io(e))?;
-        std::fs::rename(&temporary, &self.path).map_err(|e| self.io(e))
+        std::fs::rename(&temporary, &self.path).map_err(|e| self.io(e))?;
+        // The rename itself is durable once the folder is synced.
+        if let Some(folder) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(folder)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.io(e))?;
+        }
+        Ok(())
     }
 }
 
@@ -255,6 +268,12 @@ impl Registry {
                 message,
             });
         }
+        if let Err(message) = check_metadata(&metadata) {
+            return Err(RegistrationError::Invalid {
+                field: "metadata",
+                message,
+            });
+        }
         if !(MIN_TTL_MS..=MAX_TTL_MS).contains(&ttl_ms) {
             return Err(RegistrationError::Invalid {
                 field: "ttl_ms",
@@ -286,8 +305,8 @@ impl Registry {
             *kept = before;
             return Err(error.into());
         }
-        self.announce("registered", &registration);
         self.apply(&kept, vec![pool.to_string()]).await?;
+        self.announce("registered", &registration);
         Ok(registration)
     }
 
@@ -322,8 +341,9 @@ impl Registry {
             kept.insert(id.to_string(), removed);
             return Err(error.into());
         }
+        self.apply(&kept, vec![pool.to_string()]).await?;
         self.announce("deregistered", &removed.registration);
-        self.apply(&kept, vec![pool.to_string()]).await
+        Ok(())
     }
 
     /// The registrations of `pool`, by address.
@@ -371,28 +391,41 @@ impl Registry {
         if gone.is_empty() {
             return Ok(());
         }
-        let mut pools = Vec::new();
+        let mut removed = Vec::new();
         for (id, why) in gone {
-            let Some(removed) = kept.remove(&id) else {
-                continue;
-            };
-            tracing::warn!(
-                pool = %removed.registration.pool,
-                "registration {id} of {} removed: {why}",
-                removed.registration.address
-            );
-            self.announce(why, &removed.registration);
-            pools.push(removed.registration.pool);
+            if let Some(entry) = kept.remove(&id) {
+                removed.push((why, entry.registration));
+            }
         }
         self.save(&mut kept)?;
-        self.apply(&kept, pools).await
+        let pools = removed.iter().map(|(_, r)| r.pool.clone()).collect();
+        self.apply(&kept, pools).await?;
+        // Announced once the pools no longer serve them.
+        for (why, registration) in &removed {
+            tracing::warn!(
+                pool = %registration.pool,
+                "registration {} of {} removed: {why}",
+                registration.id,
+                registration.address
+            );
+            self.announce(why, registration);
+        }
+        Ok(())
     }
 
-    /// Writes every registration, each with its expiry now.
+    /// Writes every registration, each with its expiry now. The write
+    /// (a sync or two) lets the runtime move other tasks off this thread.
     fn save(&self, kept: &mut HashMap<String, Kept>) -> Result<(), StoreError> {
         let mut all: Vec<Registration> = kept.values().map(|k| k.registration.clone()).collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        self.store.lock().unwrap().save(&all)?;
+        let write = || self.store.lock().unwrap().save(&all);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(write)?;
+        } else {
+            write()?;
+        }
         for entry in kept.values_mut() {
             entry.stored_expiry_ms = entry.registration.expires_at_unix_ms;
         }
@@ -463,6 +496,30 @@ fn no_such(pool: &str, id: &str) -> RegistrationError {
     }
 }
 
+/// Metadata within [`MAX_METADATA_ENTRIES`] entries of keys and values
+/// within their lengths: it is shown to plugins with every pick.
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(format!(
+            "has {} entries; at most {MAX_METADATA_ENTRIES}",
+            metadata.len()
+        ));
+    }
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
+            return Err(format!(
+                "key `{key}` must be 1 to {MAX_METADATA_KEY_BYTES} bytes"
+            ));
+        }
+        if value.len() > MAX_METADATA_VALUE_BYTES {
+            return Err(format!(
+                "the value of `{key}` is over {MAX_METADATA_VALUE_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An endpoint address as a registration gives it: `host:port`.
 fn check_address(address: &str) -> Result<(), String> {
     let Some((host, port)) = address.rsplit_once(':') else {
@@ -501,6 +558,17 @@ mod tests {
         store.save(std::slice::from_ref(&one)).unwrap();
         assert_eq!(store.load().unwrap(), vec![one]);
         assert!(!store.path().with_extension("json.new").exists());
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let many: BTreeMap<String, String> =
+            (0..40).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert!(check_metadata(&many).is_err());
+        let long = BTreeMap::from([("k".to_string(), "v".repeat(300))]);
+        assert!(check_metadata(&long).is_err());
+        let fine = BTreeMap::from([("version".to_string(), "2.4.1".into())]);
+        assert!(check_metadata(&fine).is_ok());
     }
 
     #[test]
