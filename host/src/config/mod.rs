@@ -828,7 +828,8 @@ pub struct PoolConfig {
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: f64,
     /// `slow_start_ms = 0`: an endpoint that comes back (readmitted, or up
-    /// again) ramps from 10% of its weight to all of it over this time, as
+    /// again) or is discovered (DNS, a registration) while the pool serves
+    /// ramps from 10% of its weight to all of it over this time, as
     /// weighted balancers see it; 0 disables slow start.
     #[serde(default)]
     pub slow_start_ms: u64,
