@@ -74,6 +74,10 @@ async fn a_registration_serves_while_renewed_and_lapses_with_an_event() {
         .find(|e| e["source"] == "registration")
         .unwrap();
     assert_eq!(endpoint["labels"]["version"], "2");
+    let by_source =
+        |source: &str| format!("switchyard_pool_endpoints{{pool=\"api\",source=\"{source}\"}}");
+    assert_eq!(metric(&proxy, &by_source("registration")).await, 1);
+    assert_eq!(metric(&proxy, &by_source("config")).await, 1);
     let (seen, failures) = client.spread(&proxy.url("/"), 40, 2).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert!(seen["r"] > 0, "{seen:?}");
