@@ -1307,6 +1307,8 @@ impl Builder<'_> {
             built.tier = endpoint.tier;
             built.labels = endpoint.labels.clone();
             built.source = extra.source;
+            // A registered `host:port` is kept resolved as a listed one is.
+            built.resolved = self.hosts.resolved(&endpoint.address);
             if extra.draining {
                 built.admin = Admin::Draining;
             }
