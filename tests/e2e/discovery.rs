@@ -504,3 +504,41 @@ async fn a_gone_endpoint_drains_its_requests_before_it_is_removed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_keeps_the_last_set_and_alerts() {
+    let plugins = plugin_dir(&[]);
+    let (port, _upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    // Names under `test` are dnsmasq's own: one it has no record of is
+    // answered NXDOMAIN.
+    let dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "local=/test/\n");
+    let proxy = Switchyard::start(plugins.path(), &pool(port, &dns, ""));
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the two A records as endpoints", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2, 3])
+    })
+    .await;
+
+    dns.set_hosts("");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = client.get(&proxy.control_url("/v1/alerts")).await.body;
+        if alerts.contains("no A records; keeping the last 2 endpoint(s) it gave") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert: {alerts}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pools = pools_now(&proxy, &client).await;
+    assert_eq!(addresses(&pools, "api", "dns"), wanted(port, &[2, 3]));
+
+    // Answering again: the alert's recovery, and a set that follows it.
+    dns.set_hosts(&hosts_of("api.test", &[3]));
+    wait_for_pools(&proxy, &client, "the one record left", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[3])
+    })
+    .await;
+    let alerts = client.get(&proxy.control_url("/v1/alerts")).await.body;
+    assert!(alerts.contains("DNS discovery `api.test:"), "{alerts}");
+    assert!(alerts.contains("answers again"), "{alerts}");
+}
