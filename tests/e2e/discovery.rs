@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A dnsmasq answering on `127.0.0.1:port` from files it reads: `hosts`
-/// (A records, read again on SIGHUP) and `conf` (SRV records, read at
-/// start only).
+/// (A records, read again on SIGHUP) and `conf` (SRV records and other
+/// options, read at start only). Its records have TTL 0 unless `conf`
+/// sets `local-ttl`.
 pub struct Dnsmasq {
     pub port: u16,
     child: Option<Child>,
@@ -75,7 +76,12 @@ impl Dnsmasq {
     pub fn restart(&mut self, conf: &str) {
         self.kill();
         let conf_file = self.dir.path().join("dnsmasq.conf");
-        std::fs::write(&conf_file, conf).unwrap();
+        let ttl = if conf.contains("local-ttl=") {
+            ""
+        } else {
+            "local-ttl=0\n"
+        };
+        std::fs::write(&conf_file, format!("{ttl}{conf}")).unwrap();
         for _ in 0..20 {
             let port = if self.port != 0 {
                 self.port
@@ -95,9 +101,9 @@ impl Dnsmasq {
                     "--no-resolv",
                     "--no-hosts",
                     "--pid-file=",
-                    "--local-ttl=0",
                 ])
                 .arg(format!("--addn-hosts={}", self.hosts().display()))
+                .arg(format!("--log-facility={}", self.log().display()))
                 .arg(format!("--conf-file={}", conf_file.display()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -131,6 +137,45 @@ impl Dnsmasq {
 
     pub fn resolver(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("dnsmasq.log")
+    }
+
+    /// Questions answered so far, from the statistics dnsmasq logs on
+    /// SIGUSR1.
+    pub fn questions(&self) -> u64 {
+        let child = self.child.as_ref().expect("dnsmasq runs");
+        let before = std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .len();
+        let status = Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let needle = "queries answered locally ";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+            let count = text[before.min(text.len())..].lines().find_map(|line| {
+                let at = line.find(needle)? + needle.len();
+                line[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            if let Some(count) = count {
+                return count;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no statistics from dnsmasq: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -541,4 +586,31 @@ async fn an_empty_answer_keeps_the_last_set_and_alerts() {
     let alerts = client.get(&proxy.control_url("/v1/alerts")).await.body;
     assert!(alerts.contains("DNS discovery `api.test:"), "{alerts}");
     assert!(alerts.contains("answers again"), "{alerts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_asked_again_as_its_ttl_runs_out() {
+    let plugins = plugin_dir(&[]);
+    let (port, _upstreams) = upstreams_on(&[2], Duration::ZERO).await;
+    // Records of TTL 1 s, bounds of 100 ms and 10 s: the TTL decides.
+    let dns = Dnsmasq::start(&hosts_of("api.test", &[2]), "local-ttl=1\n");
+    let proxy = Switchyard::start(
+        plugins.path(),
+        &format!(
+            "[[pools]]\nname = \"api\"\n\
+             discovery = {{ dns = \"api.test:{port}\", refresh_ms = 10000, min_refresh_ms = 100, \
+             resolvers = [\"{}\"] }}\n",
+            dns.resolver()
+        ),
+    );
+    let client = HttpClient::default();
+    wait_for_pools(&proxy, &client, "the A record as an endpoint", |p| {
+        addresses(p, "api", "dns") == wanted(port, &[2])
+    })
+    .await;
+    let before = dns.questions();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let asked = dns.questions() - before;
+    // About one a second: not one per 100 ms, nor none in 10 s.
+    assert!((2..=5).contains(&asked), "asked {asked} times in 3.5 s");
 }
