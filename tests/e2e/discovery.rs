@@ -505,10 +505,12 @@ async fn a_gone_endpoint_drains_its_requests_before_it_is_removed() {
     let (port, upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
     upstreams[1].set(Behaviour {
         status: 200,
-        delay: Duration::from_millis(1500),
+        delay: Duration::from_millis(3_000),
     });
     let dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "");
-    let proxy = Switchyard::start(plugins.path(), &pool(port, &dns, ""));
+    // Longer than the harness's 2 s, for the slow answers.
+    let route = "[[routes]]\npool = \"api\"\nrequest_timeout_ms = 10000\n";
+    let proxy = Switchyard::start(plugins.path(), &format!("{}{route}", pool(port, &dns, "")));
     let client = HttpClient::default();
     wait_for_pools(&proxy, &client, "the two A records as endpoints", |p| {
         addresses(p, "api", "dns") == wanted(port, &[2, 3])
