@@ -208,6 +208,12 @@ function endpointHealth(endpoint) {
   return health.active;
 }
 
+/** Whether the endpoint is in the config file, where the API changes it;
+ * one found by DNS or registered follows its source instead. */
+function listed(endpoint) {
+  return (endpoint.source ?? "config") === "config";
+}
+
 function renderPools(pools) {
   const container = document.getElementById("pools");
   container.replaceChildren();
@@ -220,7 +226,7 @@ function renderPools(pools) {
     const rows = pool.endpoints.map((endpoint) => ({
       id: `endpoint-${pool.name}-${endpoint.address}`,
       cells: [
-        endpoint.address,
+        listed(endpoint) ? endpoint.address : `${endpoint.address} (${endpoint.source})`,
         state(endpointHealth(endpoint)),
         endpoint.health.ejected_for_ms
           ? `${Math.ceil(endpoint.health.ejected_for_ms / 1000)} s`
@@ -231,7 +237,11 @@ function renderPools(pools) {
         `${(endpoint.load.success_permille / 10).toFixed(1)}%`,
         `${(endpoint.load.ewma_latency_us / 1000).toFixed(1)} ms`,
         endpoint.health.reason,
-        ...(mayAct() ? [endpointActions(pool.name, endpoint)] : []),
+        ...(mayAct()
+          ? [listed(endpoint)
+            ? endpointActions(pool.name, endpoint)
+            : cell("span", `follows ${endpoint.source}`)]
+          : []),
       ],
     }));
     container.appendChild(

@@ -12,6 +12,8 @@
 //! - [`proxy`]: the HTTP/1.1 reverse proxy.
 //! - [`reload`]: builds what serves from a config, and applies a new config
 //!   as the difference from the running one.
+//! - [`discovery`]: endpoints from DNS and from services registering
+//!   themselves, beside the config.
 //! - [`control`]: the control endpoint (JSON API, metrics).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //! - [`build`]: `switchyard plugin build`.
@@ -28,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod discovery;
 pub mod engine;
 pub mod metrics;
 pub mod plugins;
@@ -146,9 +149,14 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on control.listen = {control_listen}"))?;
         let reloader = Arc::new(reloader);
+        let registrations = Arc::new(discovery::registrations::Registry::new(
+            Arc::clone(&reloader),
+            Arc::clone(alerts.events()),
+        ));
         let control = Arc::new(ControlState {
             topology: Arc::clone(reloader.topology()),
             reloader: Arc::clone(&reloader),
+            registrations,
             runtime,
             alerts,
             metrics,
@@ -192,6 +200,9 @@ impl Server {
     /// made before the watch began is still applied, and the same text is
     /// not applied twice.
     pub fn reload_from(mut self, file: PathBuf, version: String) -> anyhow::Result<Self> {
+        self.control
+            .registrations
+            .keep_in(Box::new(discovery::registrations::FileStore::beside(&file)));
         self.reloader.set_file(file, version);
         if self.watch_config {
             self.config_watch = self.reloader.watch_file()?;
@@ -233,6 +244,14 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Registrations kept from an earlier run serve before the API
+        // answers; those that lapsed meanwhile are dropped.
+        self.control
+            .registrations
+            .restore()
+            .await
+            .context("cannot restore the registrations")?;
+        let sweeper = tokio::spawn(Arc::clone(&self.control.registrations).sweep());
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let fleet = self.fleet.clone().map(|fleet| {
             let proxy = self.proxy_addr().to_string();
@@ -251,6 +270,8 @@ impl Server {
         if let Some((fleet, proxy, control)) = &fleet {
             fleet.spawn(Arc::clone(&self.reloader), proxy.clone(), control.clone());
         }
+        let discovered = tokio::spawn(Arc::clone(&self.reloader).apply_discovered());
+        let hostnames = tokio::spawn(Arc::clone(self.reloader.hosts()).refresh());
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
         let (proxy_stop, proxy_stop_receiver) = tokio::sync::watch::channel(false);
@@ -320,6 +341,9 @@ impl Server {
         let _ = control.await;
         readmission.abort();
         hangups.abort();
+        discovered.abort();
+        sweeper.abort();
+        hostnames.abort();
         self.reloader.stop().await;
         result
     }

@@ -5,7 +5,7 @@
 //! whole. A config that is invalid, or changes what only a restart can,
 //! changes nothing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,19 +17,25 @@ use tokio::task::JoinHandle;
 
 use crate::config::store::StoreError;
 use crate::config::{
-    self, Config, ConfigError, EndpointState, FieldMatchConfig, HashKeyConfig, HeaderEditsConfig,
-    PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RecoveryConfig, RouteConfig,
+    self, Config, ConfigError, DiscoveryConfig, EndpointState, FieldMatchConfig, HashKeyConfig,
+    HeaderEditsConfig, PoolConfig, PriorityClass, RateKeyConfig, RateLimitConfig, RecoveryConfig,
+    RouteConfig,
 };
+use crate::discovery::{self, Found, Update};
 use crate::engine::{
     self, Admin, Alerts, CheckSchedule, Endpoint, FieldMatch, FieldTest, HashKey, HeaderEdits,
     HealthChecker, HealthPolicy, HostMatch, Mirror, OutlierPolicy, PathMatch, PathRewrite, Pool,
-    Rewrite, Route, Routes, SharedTopology, Split, TcpCheck, Topology,
+    Rewrite, Route, Routes, SharedTopology, Source, Split, TcpCheck, Topology,
 };
 use crate::plugins::{self, PluginRuntime, Role};
 
 mod edits;
 
 pub use edits::{ChangeReport, Edit, Scope, Written};
+
+/// How often draining discovered endpoints are looked at, to remove
+/// those with nothing in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// How long a changed config file must be quiet before it is read.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -134,6 +140,52 @@ struct Applied {
     /// The file's text as API edits last wrote it, cut into pools
     /// (`edits.rs`): used while the file still holds it.
     image: Option<edits::Image>,
+    /// Endpoints each pool has besides its config's, by source: derived
+    /// state, never written to the file, kept across reloads.
+    found: HashMap<String, BTreeMap<Source, Vec<Found>>>,
+    /// Discovered endpoints gone from their source with requests still in
+    /// flight, by pool: kept in the pool as `draining` until those finish.
+    draining: HashMap<String, Vec<(Source, Found)>>,
+    /// Each pool's DNS discovery task, with the table it was started from.
+    discovery: HashMap<String, (DiscoveryConfig, JoinHandle<()>)>,
+}
+
+/// An endpoint a pool has besides its config's.
+#[derive(Debug, Clone)]
+struct Extra {
+    source: Source,
+    found: Found,
+    /// Gone from its source; takes no new requests.
+    draining: bool,
+}
+
+impl Applied {
+    /// The endpoints pool `pool` has besides its config's, in source
+    /// order (its DNS answers only while it has `discovery`), then those
+    /// draining.
+    fn found(&self, pool: &PoolConfig) -> Vec<Extra> {
+        let mut extras: Vec<Extra> = self
+            .found
+            .get(&pool.name)
+            .into_iter()
+            .flatten()
+            .filter(|(source, _)| **source != Source::Dns || pool.discovery.is_some())
+            .flat_map(|(source, found)| {
+                found.iter().map(|f| Extra {
+                    source: *source,
+                    found: f.clone(),
+                    draining: false,
+                })
+            })
+            .collect();
+        let draining = self.draining.get(&pool.name).into_iter().flatten();
+        extras.extend(draining.map(|(source, found)| Extra {
+            source: *source,
+            found: found.clone(),
+            draining: true,
+        }));
+        extras
+    }
 }
 
 /// Owns what serves: builds it at start, applies reloads one at a time,
@@ -145,6 +197,8 @@ pub struct Reloader {
     topology: SharedTopology,
     /// The pools with timed work, for the readmission ticker.
     tick_queue: Arc<engine::TickQueue>,
+    /// The hostnames in endpoints' addresses, resolved off the request path.
+    hosts: Arc<discovery::hosts::HostCache>,
     file: std::sync::Mutex<Option<PathBuf>>,
     applied: tokio::sync::Mutex<Applied>,
     /// The SHA-256 of the file text last applied, so a watched change that
@@ -156,6 +210,12 @@ pub struct Reloader {
     /// The fleet the config is shared with, if any: edits are written to
     /// it before the working copy.
     fleet: std::sync::OnceLock<Arc<crate::cluster::Fleet>>,
+    /// Where discovery sends new sets of endpoints.
+    updates: tokio::sync::mpsc::UnboundedSender<Update>,
+    /// Some discovered endpoint is draining: looked at every [`DRAIN_POLL`].
+    draining: std::sync::atomic::AtomicBool,
+    /// Taken by [`Reloader::apply_discovered`].
+    update_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Update>>>,
 }
 
 /// What an edit changed in the config file, line by line.
@@ -205,9 +265,11 @@ impl Reloader {
         alerts: Arc<Alerts>,
     ) -> anyhow::Result<Reloader> {
         let tick_queue = Arc::new(engine::TickQueue::default());
+        let hosts = Arc::new(discovery::hosts::HostCache::default());
         let builder = Builder {
             runtime: &runtime,
             tick_queue: &tick_queue,
+            hosts: &hosts,
             load_errors,
             alerts: &alerts,
             fall_back: true,
@@ -219,7 +281,7 @@ impl Reloader {
         let mut pools = Vec::new();
         let mut checks = HashMap::new();
         for (index, pool_config) in config.pools.iter().enumerate() {
-            let (pool, active) = builder.pool(index, pool_config, None)?;
+            let (pool, active) = builder.pool(index, pool_config, None, &[])?;
             checks.insert(pool.name.clone(), spawn(&pool, active));
             pools.push(pool);
         }
@@ -227,20 +289,30 @@ impl Reloader {
         let routes = Arc::new(routes(&config, &pools, None, recoveries));
         let topology = SharedTopology::default();
         topology.store(Arc::new(Topology { routes, pools }));
+        let (updates, update_receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut applied = Applied {
+            config,
+            checks,
+            image: None,
+            found: HashMap::new(),
+            draining: HashMap::new(),
+            discovery: HashMap::new(),
+        };
+        start_discovery(&mut applied, &alerts, &updates);
         Ok(Reloader {
             runtime,
             alerts,
             topology,
             tick_queue,
+            hosts,
             file: std::sync::Mutex::new(None),
-            applied: tokio::sync::Mutex::new(Applied {
-                config,
-                checks,
-                image: None,
-            }),
+            applied: tokio::sync::Mutex::new(applied),
             file_hash: std::sync::Mutex::new(None),
             edits: edits::EditQueue::default(),
             fleet: std::sync::OnceLock::new(),
+            updates,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            update_receiver: std::sync::Mutex::new(Some(update_receiver)),
         })
     }
 
@@ -325,6 +397,12 @@ impl Reloader {
     /// The pools with ejections or holds to expire or slow starts to ramp.
     pub fn tick_queue(&self) -> &Arc<engine::TickQueue> {
         &self.tick_queue
+    }
+
+    /// The hostnames in endpoints' addresses, to be kept resolved
+    /// ([`discovery::hosts::HostCache::refresh`]).
+    pub fn hosts(&self) -> &Arc<discovery::hosts::HostCache> {
+        &self.hosts
     }
 
     /// Reads the config file again and applies it.
@@ -420,6 +498,17 @@ impl Reloader {
 
     /// Builds everything `next` changes, swapping nothing yet.
     fn plan(&self, applied: &Applied, next: &Config) -> Result<Plan, ReloadError> {
+        self.plan_with(applied, next, &HashSet::new())
+    }
+
+    /// Builds everything `next` changes and the pools named in `rebuild`,
+    /// swapping nothing yet.
+    fn plan_with(
+        &self,
+        applied: &Applied,
+        next: &Config,
+        rebuild: &HashSet<String>,
+    ) -> Result<Plan, ReloadError> {
         if let Some(what) = restart_needed(&applied.config, next) {
             return Err(ReloadError::RestartNeeded(what));
         }
@@ -430,6 +519,7 @@ impl Reloader {
         let builder = Builder {
             runtime: &self.runtime,
             tick_queue: &self.tick_queue,
+            hosts: &self.hosts,
             load_errors: &[],
             alerts: &self.alerts,
             fall_back: false,
@@ -451,13 +541,15 @@ impl Reloader {
             let before = before_by_name.get(pool_config.name.as_str()).copied();
             let previous = previous_by_name.get(pool_config.name.as_str()).copied();
             match (before, previous) {
-                (Some(before), Some(previous)) if before == pool_config => {
+                (Some(before), Some(previous))
+                    if before == pool_config && !rebuild.contains(&pool_config.name) =>
+                {
                     plan.report.unchanged.push(pool_config.name.clone());
                     plan.pools.push(Arc::clone(previous));
                 }
                 _ => {
                     let (pool, active) = builder
-                        .pool(index, pool_config, previous)
+                        .pool(index, pool_config, previous, &applied.found(pool_config))
                         .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
                     if previous.is_some() {
                         plan.report.changed.push(pool.name.clone());
@@ -486,6 +578,32 @@ impl Reloader {
 
     /// Swaps in what `plan` built for `next`.
     fn commit(&self, applied: &mut Applied, next: Config, plan: Plan) -> ReloadReport {
+        let report = self.swap(applied, next, plan);
+        // The unchanged pools by count: at 10,000 pools their names would
+        // make every kept event a megabyte.
+        self.alerts.events().publish(
+            "config",
+            serde_json::json!({
+                "added": report.added,
+                "changed": report.changed,
+                "removed": report.removed,
+                "unchanged": report.unchanged.len(),
+                "routes": report.routes,
+            }),
+        );
+        tracing::info!(
+            added = ?report.added,
+            changed = ?report.changed,
+            removed = ?report.removed,
+            unchanged = report.unchanged.len(),
+            "config applied"
+        );
+        report
+    }
+
+    /// Swaps in what `plan` built for `next`, and starts and stops the
+    /// pools' discovery as `next` says.
+    fn swap(&self, applied: &mut Applied, next: Config, plan: Plan) -> ReloadReport {
         let Plan {
             pools,
             started,
@@ -510,27 +628,145 @@ impl Reloader {
                 .insert(pool.name.clone(), spawn(&pool, active));
         }
         applied.config = next;
+        start_discovery(applied, &self.alerts, &self.updates);
         self.runtime.forget_dropped_pools();
-        // The unchanged pools by count: at 10,000 pools their names would
-        // make every kept event a megabyte.
-        self.alerts.events().publish(
-            "config",
-            serde_json::json!({
-                "added": report.added,
-                "changed": report.changed,
-                "removed": report.removed,
-                "unchanged": report.unchanged.len(),
-                "routes": report.routes,
-            }),
-        );
-        tracing::info!(
-            added = ?report.added,
-            changed = ?report.changed,
-            removed = ?report.removed,
-            unchanged = report.unchanged.len(),
-            "config applied"
-        );
         report
+    }
+
+    /// Applies the sets of endpoints discovery finds, until the process
+    /// ends: the updates waiting are taken together and their pools
+    /// rebuilt in one swap, each endpoint that stays keeping its
+    /// statistics and health, each new one ramping through slow start,
+    /// each gone one taking no new request while those it has finish.
+    pub async fn apply_discovered(self: Arc<Self>) {
+        let Some(mut receiver) = self.update_receiver.lock().unwrap().take() else {
+            return;
+        };
+        let mut batch = Vec::new();
+        loop {
+            let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let result = tokio::select! {
+                taken = receiver.recv_many(&mut batch, 1024) => {
+                    if taken == 0 {
+                        return;
+                    }
+                    self.set_found(std::mem::take(&mut batch)).await.map(drop)
+                }
+                () = tokio::time::sleep(DRAIN_POLL), if draining => self.drop_drained().await,
+            };
+            if let Err(error) = result {
+                tracing::error!("discovered endpoints were not applied: {error}");
+            }
+        }
+    }
+
+    /// Sets the endpoints each update's pool has from its source, and
+    /// rebuilds the pools whose sets changed. An endpoint gone from the
+    /// set with requests in flight stays as `draining` until they finish.
+    /// Returns the pools rebuilt.
+    pub async fn set_found(&self, updates: Vec<Update>) -> Result<Vec<String>, ReloadError> {
+        let mut applied = self.applied.lock().await;
+        let mut rebuild = HashSet::new();
+        let serving_now = self.topology.load_full();
+        for update in updates {
+            let Some(pool_config) = applied.config.pool(&update.pool) else {
+                continue;
+            };
+            let before = applied.found(pool_config);
+            let sources = applied.found.entry(update.pool.clone()).or_default();
+            let current = sources.get(&update.source).map_or(&[][..], Vec::as_slice);
+            if current == update.found.as_slice() {
+                continue;
+            }
+            if update.found.is_empty() {
+                sources.remove(&update.source);
+            } else {
+                sources.insert(update.source, update.found);
+            }
+            let staying: HashSet<String> = sources
+                .values()
+                .flatten()
+                .map(|f| f.address.clone())
+                .collect();
+            let serving = serving_now.pool(&update.pool);
+            let in_flight = |address: &str| {
+                serving
+                    .and_then(|p| {
+                        p.endpoints()
+                            .all
+                            .iter()
+                            .find(|e| e.address == address)
+                            .cloned()
+                    })
+                    .is_some_and(|e| e.stats.in_flight() > 0)
+            };
+            let draining = applied.draining.entry(update.pool.clone()).or_default();
+            draining.retain(|(_, f)| !staying.contains(&f.address));
+            for extra in before {
+                let address = &extra.found.address;
+                let known = draining.iter().any(|(_, f)| &f.address == address);
+                if !staying.contains(address) && !known && in_flight(address) {
+                    draining.push((extra.source, extra.found));
+                }
+            }
+            rebuild.insert(update.pool);
+        }
+        applied.draining.retain(|_, list| !list.is_empty());
+        self.draining.store(
+            !applied.draining.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if rebuild.is_empty() {
+            return Ok(Vec::new());
+        }
+        let next = applied.config.clone();
+        let plan = self.plan_with(&applied, &next, &rebuild)?;
+        let report = self.swap(&mut applied, next, plan);
+        Ok(report.changed)
+    }
+
+    /// Removes the draining endpoints whose requests have all finished,
+    /// each with an event.
+    async fn drop_drained(&self) -> Result<(), ReloadError> {
+        let mut applied = self.applied.lock().await;
+        let current = self.topology.load_full();
+        let mut rebuild = HashSet::new();
+        for (pool, list) in applied.draining.iter_mut() {
+            let serving = current.pool(pool);
+            list.retain(|(source, found)| {
+                let busy = serving
+                    .and_then(|p| {
+                        let set = p.endpoints();
+                        set.all.iter().find(|e| e.address == found.address).cloned()
+                    })
+                    .is_some_and(|e| e.stats.in_flight() > 0);
+                if !busy {
+                    rebuild.insert(pool.clone());
+                    self.alerts.events().publish(
+                        "discovery",
+                        serde_json::json!({
+                            "pool": pool,
+                            "source": source.as_str(),
+                            "endpoint": found.address,
+                            "change": "drained",
+                        }),
+                    );
+                }
+                busy
+            });
+        }
+        applied.draining.retain(|_, list| !list.is_empty());
+        self.draining.store(
+            !applied.draining.is_empty(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if rebuild.is_empty() {
+            return Ok(());
+        }
+        let next = applied.config.clone();
+        let plan = self.plan_with(&applied, &next, &rebuild)?;
+        self.swap(&mut applied, next, plan);
+        Ok(())
     }
 
     /// The config file's text and version.
@@ -552,6 +788,58 @@ impl Reloader {
         for (_, tasks) in applied.checks.drain() {
             for task in tasks {
                 task.abort();
+            }
+        }
+        for (_, (_, task)) in applied.discovery.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the DNS discovery of each pool of the applied config whose
+/// `discovery` is new or changed, and stops that of pools that no longer
+/// have one (forgetting what it found; a changed name keeps its last set
+/// until the new name answers). A pool gone forgets all it found.
+fn start_discovery(
+    applied: &mut Applied,
+    alerts: &Arc<Alerts>,
+    updates: &tokio::sync::mpsc::UnboundedSender<Update>,
+) {
+    let Applied {
+        config,
+        found,
+        draining,
+        discovery: tasks,
+        ..
+    } = applied;
+    found.retain(|pool, _| config.pool(pool).is_some());
+    draining.retain(|pool, _| config.pool(pool).is_some());
+    tasks.retain(|pool, (running, task)| {
+        let keep = config
+            .pool(pool)
+            .and_then(|p| p.discovery.as_ref())
+            .is_some_and(|wanted| wanted == running);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for pool in &config.pools {
+        match &pool.discovery {
+            Some(wanted) if !tasks.contains_key(&pool.name) => {
+                let task = discovery::dns::spawn(
+                    pool.name.clone(),
+                    wanted.clone(),
+                    Arc::clone(alerts),
+                    updates.clone(),
+                );
+                tasks.insert(pool.name.clone(), (wanted.clone(), task));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(sources) = found.get_mut(&pool.name) {
+                    sources.remove(&Source::Dns);
+                }
             }
         }
     }
@@ -952,6 +1240,7 @@ fn health_policy(pool: &PoolConfig) -> HealthPolicy {
 struct Builder<'a> {
     runtime: &'a PluginRuntime,
     tick_queue: &'a Arc<engine::TickQueue>,
+    hosts: &'a Arc<discovery::hosts::HostCache>,
     load_errors: &'a [plugins::LoadError],
     alerts: &'a Arc<Alerts>,
     fall_back: bool,
@@ -961,16 +1250,31 @@ impl Builder<'_> {
     /// Builds pool `index` of the config; with `previous` (the pool of that
     /// name serving now), endpoints of the same address keep their
     /// statistics and health.
+    /// The endpoints of `found` (discovered: not in the config) follow
+    /// those the config lists; one at an address listed is left out.
     fn pool(
         &self,
         index: usize,
         pool_config: &PoolConfig,
         previous: Option<&Arc<Pool>>,
+        found: &[Extra],
     ) -> anyhow::Result<(Arc<Pool>, Option<ActiveChecks>)> {
         let key = format!("pools[{index}] (`{}`)", pool_config.name);
         let previous_endpoints = previous.map(|p| p.endpoints().all.clone());
+        // An endpoint at an address the serving pool has keeps its figures.
+        let carry_stats = |built: &mut Endpoint| {
+            let same = previous_endpoints
+                .iter()
+                .flatten()
+                .find(|e| e.address == built.address);
+            if let Some(same) = same {
+                built.stats = Arc::clone(&same.stats);
+            }
+        };
         let mut endpoints = Vec::new();
+        let mut addresses: HashSet<&str> = HashSet::new();
         for (id, endpoint) in pool_config.endpoints.iter().enumerate() {
+            addresses.insert(endpoint.address.as_str());
             let mut built = Endpoint::new(
                 id as u32,
                 &endpoint.address,
@@ -980,19 +1284,35 @@ impl Builder<'_> {
             .with_context(|| format!("{key}.endpoints[{id}].address: `{}`", endpoint.address))?;
             built.zone = endpoint.zone.clone();
             built.tier = endpoint.tier;
+            built.resolved = self.hosts.resolved(&endpoint.address);
             built.labels = endpoint.labels.clone();
             built.admin = match endpoint.state {
                 EndpointState::Active => Admin::Active,
                 EndpointState::Draining => Admin::Draining,
                 EndpointState::Disabled => Admin::Disabled,
             };
-            if let Some(same) = previous_endpoints
-                .iter()
-                .flatten()
-                .find(|e| e.address == endpoint.address)
-            {
-                built.stats = Arc::clone(&same.stats);
+            carry_stats(&mut built);
+            endpoints.push(Arc::new(built));
+        }
+        for extra in found {
+            let endpoint = &extra.found;
+            if !addresses.insert(endpoint.address.as_str()) {
+                continue;
             }
+            let id = endpoints.len() as u32;
+            let Ok(mut built) = Endpoint::new(id, &endpoint.address, endpoint.weight, 0) else {
+                tracing::warn!(pool = %pool_config.name, "discovered endpoint `{}` is not host:port", endpoint.address);
+                continue;
+            };
+            built.tier = endpoint.tier;
+            built.labels = endpoint.labels.clone();
+            built.source = extra.source;
+            // A registered `host:port` is kept resolved as a listed one is.
+            built.resolved = self.hosts.resolved(&endpoint.address);
+            if extra.draining {
+                built.admin = Admin::Draining;
+            }
+            carry_stats(&mut built);
             endpoints.push(Arc::new(built));
         }
         let name = &pool_config.name;

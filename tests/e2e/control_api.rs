@@ -33,6 +33,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
     let expected = [
         ("delete", "/v1/pools/{pool}"),
         ("delete", "/v1/pools/{pool}/endpoints/{address}"),
+        ("delete", "/v1/pools/{pool}/registrations/{id}"),
         ("get", "/healthz"),
         ("get", "/metrics"),
         ("get", "/readyz"),
@@ -45,6 +46,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("get", "/v1/plugins"),
         ("get", "/v1/plugins/{name}/rollout"),
         ("get", "/v1/pools"),
+        ("get", "/v1/pools/{pool}/registrations"),
         ("get", "/v1/pools/{pool}/traffic"),
         ("get", "/v1/routes"),
         ("get", "/v1/session"),
@@ -59,7 +61,9 @@ async fn every_documented_route_is_served_and_nothing_else() {
         ("post", "/v1/pools"),
         ("post", "/v1/pools/{pool}/broadcast"),
         ("post", "/v1/pools/{pool}/endpoints"),
+        ("post", "/v1/pools/{pool}/registrations"),
         ("post", "/v1/reload"),
+        ("put", "/v1/pools/{pool}/registrations/{id}"),
         ("put", "/v1/routes"),
     ];
     let expected: Vec<(String, String)> = expected

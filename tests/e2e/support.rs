@@ -264,6 +264,16 @@ impl Upstream {
         Upstream::serve(listener, name, behaviour)
     }
 
+    /// A server on `addr` (another loopback address, `127.0.0.2` and
+    /// on: Linux routes all of `127.0.0.0/8` to loopback), so servers
+    /// that differ only in address can share a port, as a DNS name's do.
+    pub async fn start_at(name: &str, addr: SocketAddr, delay: Duration) -> Upstream {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"));
+        Upstream::serve(listener, name, Behaviour { status: 200, delay })
+    }
+
     /// A new server on the address of this one, which was killed: a server
     /// process coming back on its port.
     pub async fn restarted(&self, name: &str) -> Upstream {
@@ -809,13 +819,28 @@ impl HttpClient {
         concurrency: usize,
     ) -> (HashMap<String, usize>, Vec<String>) {
         let next = Arc::new(AtomicU64::new(0));
+        self.spread_while(url, concurrency, move || {
+            next.fetch_add(1, Ordering::Relaxed) < count as u64
+        })
+        .await
+    }
+
+    /// Sends GETs with `concurrency` in flight for as long as `go` says
+    /// (asked before each); returns how many each upstream answered and
+    /// the failures.
+    pub async fn spread_while(
+        &self,
+        url: &str,
+        concurrency: usize,
+        go: impl Fn() -> bool + Clone + Send + 'static,
+    ) -> (HashMap<String, usize>, Vec<String>) {
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (client, url, next) = (self.clone(), url.to_string(), next.clone());
+            let (client, url, go) = (self.clone(), url.to_string(), go.clone());
             tasks.push(tokio::spawn(async move {
                 let mut seen = HashMap::new();
                 let mut failures = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                while go() {
                     match client.try_get_with(&url, &[]).await {
                         Ok(reply) if reply.status == 200 => {
                             *seen.entry(reply.upstream().to_string()).or_insert(0) += 1
@@ -1024,5 +1049,81 @@ impl Script {
             let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         }
         text
+    }
+}
+
+/// A server-sent event stream read as a client does.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl EventStream {
+    pub async fn open(proxy: &Switchyard, last_event_id: Option<u64>) -> EventStream {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = http::Request::get(proxy.control_url("/v1/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = client
+            .request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event: (id, kind, data).
+    pub async fn next(&mut self) -> (u64, String, serde_json::Value) {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(str::trim))
+                        .map(str::to_string)
+                };
+                // Keep-alive comments carry no event.
+                let (Some(id), Some(kind), Some(data)) =
+                    (field("id:"), field("event:"), field("data:"))
+                else {
+                    continue;
+                };
+                return (
+                    id.parse().unwrap(),
+                    kind,
+                    serde_json::from_str(&data).unwrap(),
+                );
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// The next event of `kind` whose data satisfies `check`.
+    pub async fn wait_for(
+        &mut self,
+        kind: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> (u64, serde_json::Value) {
+        loop {
+            let (id, got, data) = self.next().await;
+            if got == kind && check(&data["data"]) {
+                return (id, data);
+            }
+        }
     }
 }

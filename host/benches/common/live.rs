@@ -117,9 +117,22 @@ pub fn start_proxy_with(
     );
     let path = dir.path().join("switchyard.toml");
     std::fs::write(&path, config).unwrap();
+    let (child, proxy, control) = run_binary(&path);
+    Proxy {
+        proxy,
+        control,
+        child,
+        config: path,
+        _dir: dir,
+    }
+}
+
+/// Runs the binary with the config file `path` (`RUST_LOG=error`); returns
+/// the process and its proxy and control addresses, once it listens.
+pub fn run_binary(path: &Path) -> (Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config"])
-        .arg(&path)
+        .arg(path)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -136,11 +149,5 @@ pub fn start_proxy_with(
             .parse()
             .unwrap()
     };
-    Proxy {
-        proxy: field("proxy="),
-        control: field("control="),
-        child,
-        config: path,
-        _dir: dir,
-    }
+    (child, field("proxy="), field("control="))
 }

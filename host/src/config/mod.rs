@@ -16,6 +16,14 @@ pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONTROL_LISTEN: &str = "127.0.0.1:9090";
 /// Time allowed to open a connection to an endpoint.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// A discovery name's longest wait between answers.
+pub const DEFAULT_DISCOVERY_REFRESH_MS: u64 = 30_000;
+/// A discovery name's shortest wait between answers, and after a failure.
+pub const DEFAULT_DISCOVERY_MIN_REFRESH_MS: u64 = 1_000;
+/// The least a discovery wait may be set to.
+pub const MIN_DISCOVERY_REFRESH_MS: u64 = 10;
+/// The most a discovery wait may be set to: a day.
+pub const MAX_DISCOVERY_REFRESH_MS: u64 = 86_400_000;
 /// Time allowed from forwarding a request to its response headers.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// How long an idle keep-alive connection to an endpoint is kept.
@@ -800,6 +808,10 @@ pub struct PoolConfig {
     /// `endpoints = [{ address = "10.0.0.1:80", weight = 1, tier = 0 }]`
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// `discovery = { dns = "api.internal:8080", type = "a" }`: endpoints
+    /// found in DNS as well as those listed; none: only those listed.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
     /// `health = { plugin = "http-health", interval_ms = 5000, ... }`: active
     /// checks; none: no active checks.
     #[serde(default)]
@@ -816,7 +828,8 @@ pub struct PoolConfig {
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: f64,
     /// `slow_start_ms = 0`: an endpoint that comes back (readmitted, or up
-    /// again) ramps from 10% of its weight to all of it over this time, as
+    /// again) or is discovered (DNS, a registration) while the pool serves
+    /// ramps from 10% of its weight to all of it over this time, as
     /// weighted balancers see it; 0 disables slow start.
     #[serde(default)]
     pub slow_start_ms: u64,
@@ -1123,6 +1136,60 @@ pub struct EndpointConfig {
     /// share, so taking endpoints out never causes a failover or panic.
     #[serde(default)]
     pub state: EndpointState,
+}
+
+/// A pool's `discovery` table: a DNS name whose answers are endpoints of
+/// the pool, asked again as their TTL runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// `dns = "api.internal:8080"`: the name and the port of every address
+    /// it has (`a`, `aaaa`); `dns = "_http._tcp.api.internal"` for `srv`,
+    /// whose records carry their own ports.
+    pub dns: String,
+    /// `type = "a"`: `a` (IPv4 addresses), `aaaa` (IPv6) or `srv` (targets
+    /// with their ports, weights and priorities: each distinct priority a
+    /// tier, the lowest the primary).
+    #[serde(default, rename = "type")]
+    pub record: DnsRecordType,
+    /// `refresh_ms = 30000`: the answer is asked again when its TTL runs
+    /// out, but at most this long after the last answer.
+    #[serde(default = "default_discovery_refresh_ms")]
+    pub refresh_ms: u64,
+    /// `min_refresh_ms = 1000`: and at least this long after it (an answer
+    /// with a TTL of 0 is asked again after this); also the wait before
+    /// asking again after a failed answer.
+    #[serde(default = "default_discovery_min_refresh_ms")]
+    pub min_refresh_ms: u64,
+    /// `resolvers = ["10.0.0.2:53"]`: the servers asked, over UDP (TCP for
+    /// a truncated answer); none: those of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub resolvers: Vec<String>,
+}
+
+impl DiscoveryConfig {
+    /// The longest wait between two answers.
+    pub fn max_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.refresh_ms)
+    }
+
+    /// The shortest wait between two answers, and the wait after a failure.
+    pub fn min_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.min_refresh_ms.min(self.refresh_ms))
+    }
+}
+
+/// The DNS records a pool's `discovery` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecordType {
+    /// IPv4 addresses.
+    #[default]
+    A,
+    /// IPv6 addresses.
+    Aaaa,
+    /// Service records: target, port, weight, priority.
+    Srv,
 }
 
 /// An endpoint's state as operators set it.
@@ -1610,6 +1677,12 @@ fn default_rate_limit_keys() -> usize {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_discovery_refresh_ms() -> u64 {
+    DEFAULT_DISCOVERY_REFRESH_MS
+}
+fn default_discovery_min_refresh_ms() -> u64 {
+    DEFAULT_DISCOVERY_MIN_REFRESH_MS
 }
 
 /// One problem found in a config file.
@@ -2104,6 +2177,9 @@ impl Config {
                     );
                 }
             }
+            if let Some(discovery) = &pool.discovery {
+                discovery_problems(discovery, &format!("{key}.discovery"), &mut report);
+            }
             let mut addresses = HashSet::new();
             for (e, endpoint) in pool.endpoints.iter().enumerate() {
                 let key = format!("{key}.endpoints[{e}]");
@@ -2555,6 +2631,11 @@ fn route_problems(route: &RouteConfig, key: &str, report: &mut impl FnMut(String
 pub const HEALTH_PLUGIN_INSTANCES: u32 = 8;
 
 impl Config {
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
     /// The plugin instances this config can have live at once. A plugin
     /// built against contract 0.2 serves many pools from one instance: one
     /// per proxy worker for a balancer or recovery plugin,
@@ -2670,6 +2751,80 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The problems of a pool's `discovery` table at `key`.
+fn discovery_problems(
+    discovery: &DiscoveryConfig,
+    key: &str,
+    report: &mut impl FnMut(String, String),
+) {
+    let dns = discovery.dns.as_str();
+    match discovery.record {
+        DnsRecordType::A | DnsRecordType::Aaaa => match check_address(dns) {
+            Err(why) => report(format!("{key}.dns"), format!("{why}: an `a` or `aaaa` name needs the port of its endpoints, as in `api.internal:8080`")),
+            Ok(()) => {
+                let host = dns.rsplit_once(':').map_or(dns, |(host, _)| host);
+                if let Err(why) = check_dns_name(host) {
+                    report(format!("{key}.dns"), why);
+                }
+            }
+        },
+        DnsRecordType::Srv => {
+            if dns.contains(':') {
+                report(format!("{key}.dns"), format!("`{dns}`: an `srv` name takes no port (its records give each target's), as in `_http._tcp.api.internal`"));
+            } else if let Err(why) = check_dns_name(dns) {
+                report(format!("{key}.dns"), why);
+            }
+        }
+    }
+    if !(MIN_DISCOVERY_REFRESH_MS..=MAX_DISCOVERY_REFRESH_MS).contains(&discovery.refresh_ms) {
+        report(
+            format!("{key}.refresh_ms"),
+            format!(
+                "must be from {MIN_DISCOVERY_REFRESH_MS} to {MAX_DISCOVERY_REFRESH_MS}, got {}",
+                discovery.refresh_ms
+            ),
+        );
+    }
+    if discovery.min_refresh_ms < MIN_DISCOVERY_REFRESH_MS
+        || discovery.min_refresh_ms > discovery.refresh_ms
+    {
+        report(
+            format!("{key}.min_refresh_ms"),
+            format!(
+                "must be from {MIN_DISCOVERY_REFRESH_MS} to refresh_ms ({}), got {}",
+                discovery.refresh_ms, discovery.min_refresh_ms
+            ),
+        );
+    }
+    for (index, resolver) in discovery.resolvers.iter().enumerate() {
+        if resolver.parse::<std::net::SocketAddr>().is_err() {
+            report(
+                format!("{key}.resolvers[{index}]"),
+                format!("`{resolver}` is not an IP address and port, as in `10.0.0.2:53`"),
+            );
+        }
+    }
+}
+
+/// Whether `name` can be asked of DNS: dot-separated labels of letters,
+/// digits, `-` and `_`, each 1 to 63 bytes, 253 bytes in all.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    let fine = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if fine {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a DNS name"))
+    }
 }
 
 fn check_address(address: &str) -> Result<(), String> {

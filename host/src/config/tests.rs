@@ -124,6 +124,21 @@ fn the_readme_config_is_valid() {
     assert!(pool.health.is_some() && pool.recovery.is_some() && pool.balancer.is_some());
     assert!(config.routes.iter().any(|route| route.recovery.is_some()));
     assert_eq!(pool.endpoints[2].tier, 1);
+    assert!(pool.discovery.is_some());
+}
+
+#[test]
+fn a_discovery_table_takes_its_defaults() {
+    let config = Config::parse(
+        "[[pools]]\nname = \"api\"\ndiscovery = { dns = \"api.internal:8080\" }\n",
+        "<inline>",
+    )
+    .unwrap();
+    let discovery = config.pools[0].discovery.as_ref().unwrap();
+    assert_eq!(discovery.record, DnsRecordType::A);
+    assert_eq!(discovery.max_refresh(), std::time::Duration::from_secs(30));
+    assert_eq!(discovery.min_refresh(), std::time::Duration::from_secs(1));
+    assert!(discovery.resolvers.is_empty());
 }
 
 #[test]

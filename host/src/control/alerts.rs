@@ -20,8 +20,8 @@ pub(super) struct AlertView {
     /// When, in ms since the Unix epoch.
     at_unix_ms: u64,
     /// How urgent: P0 a pool without a healthy endpoint, P1 a failover, panic
-    /// mode or a plugin serving its last good version, P2 an endpoint out,
-    /// P4 a recovery.
+    /// mode or a plugin serving its last good version, P2 an endpoint out or
+    /// a pool's DNS discovery failing, P4 a recovery.
     severity: SeverityView,
     /// The pool.
     pool: String,
@@ -38,7 +38,7 @@ pub(super) enum SeverityView {
     P0,
     /// Failover, panic mode, a fallback version.
     P1,
-    /// An endpoint ejected, down or held out.
+    /// An endpoint ejected, down or held out; a discovery name failing.
     P2,
     /// A warning that needs no action.
     P3,

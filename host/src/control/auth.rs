@@ -73,17 +73,20 @@ impl Tokens {
 }
 
 /// The role a request needs: reads need `viewer`; changes to pools and
-/// routes `admin`; other changes (endpoints, reloads, plugins) and
-/// broadcasts, which change nothing in the config, `operator`.
+/// routes `admin`; other changes (endpoints, registrations, reloads,
+/// plugins) and broadcasts, which change nothing in the config,
+/// `operator`.
 fn needed(method: &Method, path: &str) -> Role {
     let pool_path = path.strip_prefix("/v1/pools/");
     // `/v1/pools/{pool}/broadcast`, not a pool named `broadcast`.
-    let broadcast = pool_path
+    let tail = pool_path
         .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, tail)| tail == "broadcast");
+        .map(|(_, tail)| tail);
+    let broadcast = tail == Some("broadcast");
+    let registrations = tail.is_some_and(|t| t.split('/').next() == Some("registrations"));
     let pools_or_routes = path == "/v1/pools"
         || path == "/v1/routes"
-        || (pool_path.is_some() && !path.contains("/endpoints") && !broadcast);
+        || (pool_path.is_some() && !path.contains("/endpoints") && !broadcast && !registrations);
     if method == Method::GET || method == Method::HEAD {
         Role::Viewer
     } else if pools_or_routes {
@@ -218,5 +221,19 @@ mod tests {
         assert_eq!(needed(&Method::DELETE, "/v1/pools/web"), Role::Admin);
         assert_eq!(needed(&post, "/v1/pools/web/endpoints"), Role::Operator);
         assert_eq!(needed(&post, "/v1/pools"), Role::Admin);
+    }
+
+    #[test]
+    fn registering_needs_an_operator() {
+        let path = "/v1/pools/web/registrations";
+        assert_eq!(needed(&Method::POST, path), Role::Operator);
+        assert_eq!(needed(&Method::GET, path), Role::Viewer);
+        let one = "/v1/pools/web/registrations/0123";
+        assert_eq!(needed(&Method::PUT, one), Role::Operator);
+        assert_eq!(needed(&Method::DELETE, one), Role::Operator);
+        assert_eq!(
+            needed(&Method::PATCH, "/v1/pools/registrations"),
+            Role::Admin
+        );
     }
 }

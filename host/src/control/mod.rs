@@ -16,6 +16,7 @@ mod events;
 mod plugins;
 mod pool_changes;
 mod pools;
+mod registrations;
 mod reload;
 mod rollouts;
 mod status;
@@ -46,6 +47,8 @@ pub struct ControlState {
     pub topology: SharedTopology,
     /// Applies config reloads.
     pub reloader: Arc<Reloader>,
+    /// Services registered in pools.
+    pub registrations: Arc<crate::discovery::registrations::Registry>,
     /// The plugin runtime.
     pub runtime: PluginRuntime,
     /// Health alerts of every pool.
@@ -81,6 +84,7 @@ type State = axum::extract::State<Arc<ControlState>>;
     tags(
         (name = "status", description = "Liveness, readiness, metrics and process status"),
         (name = "pools", description = "Pools, their endpoints' health and load"),
+        (name = "registrations", description = "Services registering themselves as endpoints of a pool, renewed by heartbeat"),
         (name = "plugins", description = "Plugin versions, calls and faults"),
         (name = "alerts", description = "Health alerts, P0 to P4"),
         (name = "config", description = "The config file: reading it, reloading it"),
@@ -128,6 +132,8 @@ pub fn router(state: Arc<ControlState>) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(endpoints::add))
         .routes(routes!(endpoints::update, endpoints::remove))
         .routes(routes!(endpoints::config))
+        .routes(routes!(registrations::register, registrations::list))
+        .routes(routes!(registrations::heartbeat, registrations::deregister))
         .routes(routes!(broadcast::broadcast))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::reload))

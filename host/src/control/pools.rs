@@ -75,6 +75,12 @@ pub(super) struct EndpointView {
     id: u32,
     /// `host:port`.
     address: String,
+    /// Where it came from: `config` (the config file, written there by
+    /// hand or by the API), `dns` (the pool's DNS discovery) or
+    /// `registration` (a service registered itself); the last two are not
+    /// in the config file.
+    #[schema(value_type = String, example = "config")]
+    source: crate::engine::Source,
     /// Configured weight.
     weight: u32,
     /// Weight as balancers see it now (lower in slow start).
@@ -302,6 +308,7 @@ fn view(pool: &Pool, runtime: &crate::plugins::PluginRuntime) -> PoolView {
             EndpointView {
                 id: endpoint.id,
                 address: endpoint.address.clone(),
+                source: endpoint.source,
                 weight: endpoint.weight,
                 effective_weight: set.weights[endpoint.id as usize],
                 capacity: endpoint.capacity,

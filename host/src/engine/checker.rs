@@ -40,7 +40,7 @@ impl HealthChecker for TcpCheck {
     fn check(&self, endpoint: Arc<Endpoint>, deadline: Instant) -> CheckFuture {
         Box::pin(async move {
             let started = Instant::now();
-            let connect = tokio::net::TcpStream::connect(endpoint.address.as_str());
+            let connect = endpoint.connect();
             match tokio::time::timeout_at(deadline.into(), connect).await {
                 Ok(Ok(_stream)) => CheckOutcome::Verdict(
                     Health::Healthy,

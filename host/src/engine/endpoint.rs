@@ -1,6 +1,7 @@
 //! Endpoints, the set a pool balances over, and each endpoint's live load.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,50 @@ pub enum Admin {
     Disabled,
 }
 
+/// Where an endpoint came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Listed in the config file (by hand, or written there by the API).
+    #[default]
+    Config,
+    /// An answer to the pool's DNS `discovery` name.
+    Dns,
+    /// A service that registered itself through the API.
+    Registration,
+}
+
+impl Source {
+    /// How the API and events name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Dns => "dns",
+            Source::Registration => "registration",
+        }
+    }
+}
+
+/// The addresses a hostname in an endpoint's address resolved to at its
+/// last answer, kept up to date off the request path and read by a
+/// connection without waiting.
+#[derive(Debug, Default)]
+pub struct ResolvedAddrs {
+    addrs: arc_swap::ArcSwapOption<Vec<SocketAddr>>,
+}
+
+impl ResolvedAddrs {
+    /// The last answer; `None` before the first.
+    pub fn get(&self) -> Option<Arc<Vec<SocketAddr>>> {
+        self.addrs.load_full()
+    }
+
+    /// Replaces the answer.
+    pub fn set(&self, addrs: Vec<SocketAddr>) {
+        self.addrs.store(Some(Arc::new(addrs)));
+    }
+}
+
 /// One upstream server of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -41,6 +86,11 @@ pub struct Endpoint {
     pub address: String,
     /// The address as a URI authority, parsed once.
     pub authority: http::uri::Authority,
+    /// The address as `ip:port`, when it is one.
+    pub socket_addr: Option<SocketAddr>,
+    /// For an address with a hostname: what the name resolves to, shared
+    /// by every endpoint of that address and refreshed on its TTL.
+    pub resolved: Option<Arc<ResolvedAddrs>>,
     /// Relative share of traffic.
     pub weight: u32,
     /// Priority tier: 0 is the primary, higher tiers are backups.
@@ -53,6 +103,8 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Whether an operator took it out.
     pub admin: Admin,
+    /// Where it came from: discovered endpoints are not in the config file.
+    pub source: Source,
     /// Live load, updated by the proxy. Shared with the endpoint of the same
     /// address in a pool rebuilt by a reload, so its figures carry over.
     pub stats: Arc<EndpointStats>,
@@ -89,6 +141,22 @@ impl Endpoint {
         self.health.store(health as u8, Ordering::Relaxed);
     }
 
+    /// Opens a TCP connection: to its `ip:port`, or to the addresses its
+    /// hostname last resolved to (in the order of the answer, the first
+    /// that accepts); by the system's resolver only before the first
+    /// answer.
+    pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        if let Some(addr) = self.socket_addr {
+            return tokio::net::TcpStream::connect(addr).await;
+        }
+        if let Some(addrs) = self.resolved.as_ref().and_then(|r| r.get()) {
+            if !addrs.is_empty() {
+                return tokio::net::TcpStream::connect(&addrs[..]).await;
+            }
+        }
+        tokio::net::TcpStream::connect(self.address.as_str()).await
+    }
+
     /// Whether the endpoint is held out after a connect failure.
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Relaxed)
@@ -109,12 +177,15 @@ impl Endpoint {
             id,
             address: address.to_string(),
             authority: address.parse()?,
+            socket_addr: address.parse().ok(),
+            resolved: None,
             weight: weight.max(1),
             tier: 0,
             capacity,
             zone: None,
             labels: BTreeMap::new(),
             admin: Admin::Active,
+            source: Source::Config,
             stats: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             held: AtomicBool::new(false),

@@ -92,7 +92,8 @@ pub enum Severity {
     P0,
     /// Failover to a backup tier, or panic mode.
     P1,
-    /// An endpoint ejected or down.
+    /// An endpoint ejected or down; a pool's DNS discovery failing (its
+    /// last set kept).
     P2,
     /// A warning that needs no action now: a candidate plugin version
     /// rolled back (the serving one kept every request).

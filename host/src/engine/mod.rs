@@ -31,6 +31,7 @@ pub use checker::{
 };
 pub use endpoint::{
     Admin, Endpoint, EndpointId, EndpointSet, EndpointStats, InFlightGuard, LoadSnapshot,
+    ResolvedAddrs, Source,
 };
 pub use events::{Event, Events};
 pub(crate) use health::unix_ms;

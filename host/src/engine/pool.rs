@@ -857,7 +857,8 @@ impl Pool {
     /// Takes over the health of `previous`'s endpoints (the pool of the
     /// same name this one replaces in a reload) for its endpoints of the
     /// same address: active verdicts, ejections, holds and slow starts carry
-    /// over, and the eligible set follows.
+    /// over, and the eligible set follows. A discovered endpoint new to the
+    /// pool starts its slow start.
     pub fn inherit_health(&self, previous: &Pool) {
         // What it inherits may include ejections, holds and slow starts.
         self.expiries_pending.store(true, Ordering::Relaxed);
@@ -869,6 +870,10 @@ impl Pool {
         let set = self.endpoints.load_full();
         for endpoint in &set.all {
             let Some(old) = old_set.all.iter().find(|e| e.address == endpoint.address) else {
+                // A discovered endpoint joining a serving pool ramps up.
+                if endpoint.source != super::endpoint::Source::Config {
+                    state.endpoints[endpoint.id as usize].returned_at = Some(now);
+                }
                 continue;
             };
             let health = old_health[old.id as usize].clone();

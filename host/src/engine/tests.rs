@@ -261,6 +261,42 @@ fn a_returning_endpoint_ramps_its_weight_in_slow_start() {
     assert_eq!(pool.endpoints().weights[0], 100);
 }
 
+#[test]
+fn a_discovered_endpoint_joining_a_serving_pool_ramps_and_a_listed_one_does_not() {
+    let policy = HealthPolicy {
+        slow_start: std::time::Duration::from_secs(10),
+        ..HealthPolicy::default()
+    };
+    let endpoint = |id: u32, address: &str, source: Source| {
+        let mut built = Endpoint::new(id, address, 100, 0).unwrap();
+        built.source = source;
+        Arc::new(built)
+    };
+    let serving = Pool::with_health(
+        "web".into(),
+        vec![endpoint(0, "127.0.0.1:9000", Source::Config)],
+        None,
+        None,
+        policy.clone(),
+        Arc::default(),
+    );
+    let rebuilt = Pool::with_health(
+        "web".into(),
+        vec![
+            endpoint(0, "127.0.0.1:9000", Source::Config),
+            endpoint(1, "127.0.0.2:9000", Source::Dns),
+            endpoint(2, "127.0.0.3:9000", Source::Config),
+        ],
+        None,
+        None,
+        policy,
+        Arc::default(),
+    );
+    rebuilt.inherit_health(&serving);
+    let set = rebuilt.endpoints();
+    assert_eq!(set.weights.as_slice(), [100, 10, 100]);
+}
+
 fn outlier_policy(consecutive_failures: u32) -> HealthPolicy {
     HealthPolicy {
         outlier: Some(OutlierPolicy {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
 
-use crate::engine::Topology;
+use crate::engine::{Source, Topology};
 use crate::plugins::PluginRuntime;
 
 /// Why the proxy answered a request itself.
@@ -562,6 +562,27 @@ pub fn render(
             pool.name,
             pool.fallback_picks()
         );
+    }
+
+    family(
+        &mut out,
+        "switchyard_pool_endpoints",
+        "gauge",
+        "The pool's endpoints by where they came from: config (always shown), dns and registration (shown while the pool has some).",
+    );
+    for pool in pools {
+        let set = pool.endpoints();
+        for source in [Source::Config, Source::Dns, Source::Registration] {
+            let count = set.all.iter().filter(|e| e.source == source).count();
+            if count > 0 || source == Source::Config {
+                let _ = writeln!(
+                    out,
+                    "switchyard_pool_endpoints{{pool=\"{}\",source=\"{}\"}} {count}",
+                    pool.name,
+                    source.as_str()
+                );
+            }
+        }
     }
 
     admission::render(&mut out, pools);

@@ -1128,7 +1128,7 @@ async fn exchange_head<S: ClientStream>(
             Some(conn) => conn,
             None => proxy
                 .upstreams
-                .connect_raw(address)
+                .connect_raw(&plan.endpoint)
                 .await
                 .map_err(ExchangeError::Endpoint)?,
         };

@@ -287,17 +287,16 @@ impl Upstreams {
         self.raw_idle.put(address, stream);
     }
 
-    /// Opens a plain connection to `address` within the connect timeout.
-    pub async fn connect_raw(&self, address: &str) -> Result<TcpStream, UpstreamError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
-                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
-                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(UpstreamError::ConnectRefused(error))
-                }
-                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-                Ok(Ok(stream)) => stream,
-            };
+    /// Opens a plain connection to `endpoint` within the connect timeout.
+    pub async fn connect_raw(&self, endpoint: &Endpoint) -> Result<TcpStream, UpstreamError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, endpoint.connect()).await {
+            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(UpstreamError::ConnectRefused(error))
+            }
+            Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+            Ok(Ok(stream)) => stream,
+        };
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -356,7 +355,7 @@ impl Upstreams {
         tls: Option<&UpstreamTls>,
         alpn: &[u8],
     ) -> Result<EndpointStream, UpstreamError> {
-        let stream = self.connect_raw(&endpoint.address).await?;
+        let stream = self.connect_raw(endpoint).await?;
         Ok(match tls {
             None => Either::Left(stream),
             Some(tls) => Either::Right(self.handshake(endpoint, stream, tls, alpn).await?),

@@ -480,12 +480,13 @@ impl PoolDraft {
         let builder = Builder {
             runtime: &reloader.runtime,
             tick_queue: &reloader.tick_queue,
+            hosts: &reloader.hosts,
             load_errors: &[],
             alerts: &reloader.alerts,
             fall_back: false,
         };
         let (pool, checks) = builder
-            .pool(index, &config, previous)
+            .pool(index, &config, previous, &applied.found(&config))
             .map_err(|e| EditError::Reload(ReloadError::Build(format!("{e:#}"))))?;
         let changes = LineChanges::between(old, &new);
         self.sections.replace(index, new);
@@ -1005,5 +1006,119 @@ pool = "b"
         assert_eq!(answers[1].as_ref().unwrap().applied.added, ["c"]);
         assert_eq!(answers[2].as_ref().unwrap().applied.changed, ["c"]);
         assert_eq!(endpoints(&fixture.reloader, "c").len(), 2);
+    }
+
+    /// A discovered endpoint at `address` from `source`.
+    fn found(
+        pool: &str,
+        source: crate::engine::Source,
+        addresses: &[&str],
+    ) -> crate::discovery::Update {
+        crate::discovery::Update {
+            pool: pool.into(),
+            source,
+            found: addresses
+                .iter()
+                .map(|address| crate::discovery::Found {
+                    address: address.to_string(),
+                    weight: 1,
+                    tier: 0,
+                    labels: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn found_endpoints_survive_edits_and_reloads_and_drain_when_gone() {
+        use crate::engine::Source;
+        // Its resolver is a port nothing answers on: the name never
+        // answers, and what is found comes from the calls below.
+        let with_discovery = FILE.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\ndiscovery = { dns = \"a.internal:80\", resolvers = [\"127.0.0.1:9\"] }\n",
+        );
+        let fixture = start(&with_discovery);
+        let reloader = &fixture.reloader;
+        let rebuilt = reloader
+            .set_found(vec![
+                found("a", Source::Registration, &["127.0.0.3:80"]),
+                found("a", Source::Dns, &["127.0.0.2:80"]),
+                found("nope", Source::Dns, &["127.0.0.9:80"]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(rebuilt, ["a"]);
+        let active = |address: &str| (address.to_string(), 1, Admin::Active);
+        assert_eq!(
+            endpoints(reloader, "a"),
+            [
+                active("127.0.0.1:1001"),
+                active("127.0.0.2:80"),
+                active("127.0.0.3:80")
+            ]
+        );
+        let sources: Vec<Source> = reloader
+            .topology
+            .load()
+            .pool("a")
+            .unwrap()
+            .endpoints()
+            .all
+            .iter()
+            .map(|e| e.source)
+            .collect();
+        assert_eq!(sources, [Source::Config, Source::Dns, Source::Registration]);
+        // The same set again rebuilds nothing.
+        let again = reloader
+            .set_found(vec![found("a", Source::Dns, &["127.0.0.2:80"])])
+            .await
+            .unwrap();
+        assert!(again.is_empty());
+
+        // An API edit keeps them, and writes none of them to the file.
+        let answers = one_batch(reloader, vec![(None, add("a", "127.0.0.1:1002", 1))]).await;
+        assert!(answers[0].is_ok());
+        assert_eq!(endpoints(reloader, "a").len(), 4);
+        let text = std::fs::read_to_string(&fixture.path).unwrap();
+        assert!(
+            !text.contains("127.0.0.2") && !text.contains("127.0.0.3"),
+            "{text}"
+        );
+
+        // A reload without the pool's discovery drops what DNS found, and
+        // keeps the registration.
+        let without = text.replace(
+            "discovery = { dns = \"a.internal:80\", resolvers = [\"127.0.0.1:9\"] }\n",
+            "",
+        );
+        std::fs::write(&fixture.path, &without).unwrap();
+        reloader.reload_file().await.unwrap();
+        assert_eq!(
+            endpoints(reloader, "a"),
+            [
+                active("127.0.0.1:1001"),
+                active("127.0.0.1:1002"),
+                active("127.0.0.3:80")
+            ]
+        );
+
+        // Gone with a request in flight: draining until it finishes.
+        let registered =
+            Arc::clone(&reloader.topology.load().pool("a").unwrap().endpoints().all[2]);
+        let in_flight = registered.start();
+        reloader
+            .set_found(vec![found("a", Source::Registration, &[])])
+            .await
+            .unwrap();
+        assert_eq!(
+            endpoints(reloader, "a")[2],
+            ("127.0.0.3:80".to_string(), 1, Admin::Draining)
+        );
+        reloader.drop_drained().await.unwrap();
+        assert_eq!(endpoints(reloader, "a").len(), 3);
+        drop(in_flight);
+        reloader.drop_drained().await.unwrap();
+        assert_eq!(endpoints(reloader, "a").len(), 2);
     }
 }
