@@ -73,6 +73,7 @@ pub struct Server {
     reloader: Arc<Reloader>,
     control: Arc<ControlState>,
     fleet: Option<Arc<cluster::Fleet>>,
+    fleet_registrations: Option<Arc<cluster::registrations::FleetRegistrations>>,
 }
 
 impl Server {
@@ -178,6 +179,7 @@ impl Server {
             reloader,
             control,
             fleet: None,
+            fleet_registrations: None,
         })
     }
 
@@ -200,9 +202,19 @@ impl Server {
     /// made before the watch began is still applied, and the same text is
     /// not applied twice.
     pub fn reload_from(mut self, file: PathBuf, version: String) -> anyhow::Result<Self> {
-        self.control
-            .registrations
-            .keep_in(Box::new(discovery::registrations::FileStore::beside(&file)));
+        let beside = discovery::registrations::FileStore::beside(&file);
+        match &self.fleet {
+            // A fleet's registrations are in etcd, and in the file too.
+            Some(fleet) => {
+                let store =
+                    cluster::registrations::FleetRegistrations::new(Arc::clone(fleet), beside);
+                self.control
+                    .registrations
+                    .keep_in(Box::new(Arc::clone(&store)));
+                self.fleet_registrations = Some(store);
+            }
+            None => self.control.registrations.keep_in(Box::new(beside)),
+        }
         self.reloader.set_file(file, version);
         if self.watch_config {
             self.config_watch = self.reloader.watch_file()?;
@@ -252,6 +264,9 @@ impl Server {
             .await
             .context("cannot restore the registrations")?;
         let sweeper = tokio::spawn(Arc::clone(&self.control.registrations).sweep());
+        if let Some(store) = &self.fleet_registrations {
+            tokio::spawn(Arc::clone(store).follow(Arc::clone(&self.control.registrations)));
+        }
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let fleet = self.fleet.clone().map(|fleet| {
             let proxy = self.proxy_addr().to_string();

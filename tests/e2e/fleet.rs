@@ -630,3 +630,83 @@ async fn etcd_with_auth_is_joined_with_its_user_and_a_wrong_password_is_named() 
     let write = add_endpoint(&refused, &b).await;
     assert_eq!(write.status, 503, "{}", write.body);
 }
+
+/// The addresses pool `web` of `proxy` has from registrations.
+async fn registered(proxy: &Switchyard) -> Vec<String> {
+    let pools = json(&proxy.control_url("/v1/pools")).await;
+    crate::discovery::addresses(&pools, "web", "registration")
+}
+
+/// Waits until every instance has `expected` registered in pool `web`.
+async fn registered_everywhere(fleet: &[Switchyard], expected: &[String], within: Duration) {
+    let deadline = Instant::now() + within;
+    for proxy in fleet {
+        loop {
+            let now = registered(proxy).await;
+            if now == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} has {now:?} registered, not {expected:?}\n{}",
+                proxy.control,
+                proxy.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_registered_through_one_instance_serves_on_all_and_lapses_on_all() {
+    let etcd = EtcdCluster::start(3);
+    let (a, r) = (Upstream::start("a").await, Upstream::start("r").await);
+    let mut fleet = [
+        instance(&etcd, "one", &[a.endpoint(1)]),
+        instance(&etcd, "two", &[a.endpoint(1)]),
+        instance(&etcd, "three", &[a.endpoint(1)]),
+    ];
+    let reply = write(
+        &fleet[0],
+        "POST",
+        "/v1/pools/web/registrations",
+        None,
+        &format!("{{\"address\": \"{}\", \"ttl_ms\": 2000}}", r.addr),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = [r.addr.to_string()];
+    registered_everywhere(&fleet, &expected, Duration::from_secs(5)).await;
+    let client = HttpClient::default();
+    let (seen, failures) = client.spread(&fleet[2].url("/"), 20, 2).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.get("r"), Some(&10), "{seen:?}");
+
+    // Renewed through the other instances in turn, it outlives its TTL on all.
+    let renewed_until = Instant::now() + Duration::from_secs(4);
+    let mut turn = 1;
+    while Instant::now() < renewed_until {
+        let path = format!("/v1/pools/web/registrations/{id}");
+        let reply = send("PUT", &fleet[turn % 3].control_url(&path), &[], "").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        turn += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    registered_everywhere(&fleet, &expected, Duration::from_secs(1)).await;
+
+    // A restarted instance takes it back from etcd.
+    fleet[1]
+        .crash_and_restart()
+        .unwrap_or_else(|log| panic!("{log}"));
+    registered_everywhere(&fleet, &expected, Duration::from_secs(5)).await;
+
+    // Not renewed, it lapses on every instance.
+    registered_everywhere(&fleet, &[], Duration::from_secs(6)).await;
+    let (seen, failures) = client.spread(&fleet[1].url("/"), 10, 2).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
+}

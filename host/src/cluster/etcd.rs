@@ -418,6 +418,21 @@ impl Etcd {
         Ok(int(&answer["header"]["revision"]))
     }
 
+    /// Deletes `key` only if its last change is at `mod_revision`: whether
+    /// it did (a key changed since, or gone, is left as it is).
+    pub async fn delete_if(&self, key: &str, mod_revision: i64) -> Result<bool, EtcdError> {
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "key": encode(key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }],
+                    "success": [{ "request_delete_range": { "key": encode(key.as_bytes()) } }],
+                }),
+            )
+            .await?;
+        Ok(answer["succeeded"].as_bool() == Some(true))
+    }
+
     /// Deletes every key under `prefix`: how many there were.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
         let answer = self

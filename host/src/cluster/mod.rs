@@ -22,6 +22,7 @@
 
 pub mod etcd;
 mod plugins;
+pub mod registrations;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

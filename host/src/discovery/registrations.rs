@@ -80,6 +80,11 @@ pub trait RegistrationStore: Send + Sync + std::fmt::Debug {
     fn load(&self) -> Result<Vec<Registration>, StoreError>;
     /// Keeps exactly `all`.
     fn save(&self, all: &[Registration]) -> Result<(), StoreError>;
+    /// Whether every heartbeat must be written: a store others read (a
+    /// fleet's) must hold each renewal, or they would see it lapse early.
+    fn writes_every_heartbeat(&self) -> bool {
+        false
+    }
 }
 
 /// Registrations kept in memory only: a process run from a config in
@@ -322,7 +327,8 @@ impl Registry {
         entry.registration.expires_at_unix_ms = now + entry.registration.ttl_ms;
         let registration = entry.registration.clone();
         let stored_left = entry.stored_expiry_ms.saturating_sub(now);
-        if stored_left < registration.ttl_ms / 2 {
+        let every = self.store.lock().unwrap().writes_every_heartbeat();
+        if every || stored_left < registration.ttl_ms / 2 {
             self.save(&mut kept)?;
         }
         Ok(registration)
@@ -344,6 +350,61 @@ impl Registry {
         self.apply(&kept, vec![pool.to_string()]).await?;
         self.announce("deregistered", &removed.registration);
         Ok(())
+    }
+
+    /// Takes in what another instance of the fleet changed: `upserts`
+    /// (registered or renewed there) and the ids of those `removed`
+    /// there. They are kept (and stored) as if made here; the pools whose
+    /// endpoints changed are rebuilt, and the changes announced.
+    pub async fn merge(
+        &self,
+        upserts: Vec<Registration>,
+        removed: Vec<String>,
+    ) -> Result<(), RegistrationError> {
+        let mut kept = self.kept.lock().await;
+        let mut pools = Vec::new();
+        let mut announced = Vec::new();
+        for registration in upserts {
+            let same_endpoint = kept.get(&registration.id).is_some_and(|k| {
+                k.registration.address == registration.address
+                    && k.registration.metadata == registration.metadata
+                    && k.registration.pool == registration.pool
+            });
+            if !same_endpoint {
+                pools.push(registration.pool.clone());
+                announced.push(("registered", registration.clone()));
+            }
+            kept.insert(
+                registration.id.clone(),
+                Kept {
+                    stored_expiry_ms: registration.expires_at_unix_ms,
+                    registration,
+                },
+            );
+        }
+        for id in removed {
+            if let Some(entry) = kept.remove(&id) {
+                pools.push(entry.registration.pool.clone());
+                announced.push(("deregistered", entry.registration));
+            }
+        }
+        if pools.is_empty() {
+            return Ok(());
+        }
+        self.save(&mut kept)?;
+        self.apply(&kept, pools).await?;
+        for (what, registration) in &announced {
+            self.announce(what, registration);
+        }
+        Ok(())
+    }
+
+    /// Every registration kept, in id order.
+    pub async fn all(&self) -> Vec<Registration> {
+        let kept = self.kept.lock().await;
+        let mut all: Vec<Registration> = kept.values().map(|k| k.registration.clone()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
     /// The registrations of `pool`, by address.
