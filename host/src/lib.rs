@@ -256,6 +256,25 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let discovered = tokio::spawn(Arc::clone(&self.reloader).apply_discovered());
+        // A pool whose endpoints all come from its DNS name serves once the
+        // name first answered, so the first requests find endpoints: the
+        // listeners are bound, and connections wait in their backlog.
+        let waiting_since = Instant::now();
+        loop {
+            let waiting = self.reloader.pools_awaiting_discovery().await;
+            if waiting.is_empty() {
+                break;
+            }
+            if waiting_since.elapsed() >= FIRST_ANSWER_WAIT {
+                tracing::warn!(
+                    pools = ?waiting,
+                    "serving before these pools' DNS names answered: they answer 503 until they do"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Registrations kept from an earlier run serve before the API
         // answers; those that lapsed meanwhile are dropped.
         self.control
@@ -285,7 +304,6 @@ impl Server {
         if let Some((fleet, proxy, control)) = &fleet {
             fleet.spawn(Arc::clone(&self.reloader), proxy.clone(), control.clone());
         }
-        let discovered = tokio::spawn(Arc::clone(&self.reloader).apply_discovered());
         let hostnames = tokio::spawn(Arc::clone(self.reloader.hosts()).refresh());
         let _config_watch = self.config_watch;
         let grace = Duration::from_millis(self.proxy_config.shutdown_grace_ms);
@@ -363,6 +381,10 @@ impl Server {
         result
     }
 }
+
+/// How long a start waits for the first answer of the DNS names that are
+/// all some pool's endpoints.
+const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(3);
 
 /// Creates a missing plugin folder. Whether the folder is there to watch: a
 /// folder that cannot be created fails the start only when a pool names a

@@ -323,6 +323,25 @@ impl Reloader {
         *self.file_hash.lock().unwrap() = Some(version);
     }
 
+    /// The pools that list no endpoint and have not had one from their DNS
+    /// name yet.
+    pub async fn pools_awaiting_discovery(&self) -> Vec<String> {
+        let applied = self.applied.lock().await;
+        let topology = self.topology.load();
+        applied
+            .config
+            .pools
+            .iter()
+            .filter(|pool| pool.discovery.is_some() && pool.endpoints.is_empty())
+            .filter(|pool| {
+                topology
+                    .pool(&pool.name)
+                    .is_none_or(|serving| serving.endpoints().all.is_empty())
+            })
+            .map(|pool| pool.name.clone())
+            .collect()
+    }
+
     /// The config file reloads read.
     fn config_file(&self) -> Result<PathBuf, ReloadError> {
         self.file.lock().unwrap().clone().ok_or(ReloadError::NoFile)

@@ -616,3 +616,49 @@ async fn a_name_is_asked_again_as_its_ttl_runs_out() {
     // About one a second: not one per 100 ms, nor none in 10 s.
     assert!((2..=5).contains(&asked), "asked {asked} times in 3.5 s");
 }
+
+/// A resolver that answers as `upstream` does, `delay` later: each UDP
+/// question is passed on after the delay and its answer passed back.
+async fn slow_resolver(upstream: String, delay: Duration) -> String {
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let address = socket.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        while let Ok((size, client)) = socket.recv_from(&mut buffer).await {
+            let question = buffer[..size].to_vec();
+            let (socket, upstream) = (Arc::clone(&socket), upstream.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let asking = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                asking.send_to(&question, &upstream).await.unwrap();
+                let mut answer = vec![0u8; 4096];
+                if let Ok(Ok(size)) =
+                    tokio::time::timeout(Duration::from_secs(2), asking.recv(&mut answer)).await
+                {
+                    let _ = socket.send_to(&answer[..size], client).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_found_only_through_dns_serves_its_first_request() {
+    let plugins = plugin_dir(&[]);
+    let (port, _upstreams) = upstreams_on(&[2, 3], Duration::ZERO).await;
+    let dns = Dnsmasq::start(&hosts_of("api.test", &[2, 3]), "");
+    // The name's first answer comes 300 ms after the process starts.
+    let resolver = slow_resolver(dns.resolver(), Duration::from_millis(300)).await;
+    let config = format!(
+        "[[pools]]\nname = \"api\"\n\
+         discovery = {{ dns = \"api.test:{port}\", resolvers = [\"{resolver}\"] }}\n"
+    );
+    let proxy = Switchyard::start(plugins.path(), &config);
+    // The very first request, sent as soon as the process says it listens.
+    let reply = HttpClient::default()
+        .try_get_with(&proxy.url("/"), &[])
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", proxy.log_tail()));
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, proxy.log_tail());
+}
