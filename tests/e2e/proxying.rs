@@ -15,10 +15,9 @@ fn native_pool(endpoints: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_clean_statuses_with_a_reason() {
     let plugins = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens on port 1: a port of a listener just closed could be
+    // taken meanwhile by another test's process.
+    let closed = "127.0.0.1:1";
     let slow = Upstream::with(
         "slow",
         Behaviour {

@@ -267,7 +267,9 @@ async fn a_good_candidate_is_promoted_through_every_step_with_no_failed_request(
         served,
         ..
     } = trial(
-        "shadow_percent = 50\ncanary_percent = 50\nsteps = 2\npromote_after_calls = 300\nmax_cost_ratio = 20",
+        // Latency is not what this judges: a busy machine's p99 may not
+        // hold a 1.5 ratio between the two sides.
+        "shadow_percent = 50\ncanary_percent = 50\nsteps = 2\npromote_after_calls = 300\nmax_cost_ratio = 20\nmax_latency_ratio = 20",
         &candidate,
         "promoted",
     )
@@ -389,6 +391,9 @@ async fn the_api_uploads_a_candidate_shows_it_holds_it_and_promotes_or_aborts_it
         .await;
 
     // A second candidate, aborted by an operator: the first keeps serving.
+    // Without traffic, so it is not judged (and rolled back) first.
+    let (_served, failed) = load.stop().await;
+    assert!(failed.is_empty(), "{failed:?}");
     let pinned = plugin_bytes("pin-first");
     let reply = client.post(&candidate_url, pinned).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
@@ -402,8 +407,6 @@ async fn the_api_uploads_a_candidate_shows_it_holds_it_and_promotes_or_aborts_it
     let aborted: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(aborted["state"], "aborted");
     assert_eq!(aborted["ended"]["message"], "aborted by an operator");
-    let (_served, failed) = load.stop().await;
-    assert!(failed.is_empty(), "{failed:?}");
     assert!(!plugins.path().join("policy.canary.wasm").exists());
     assert_eq!(
         proxy.plugins(&client).await["policy"]["hash"],
