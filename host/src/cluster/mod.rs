@@ -52,8 +52,11 @@ const KNOWN_VERSIONS: usize = 64;
 /// heartbeats (the lease is renewed at each).
 const ENTRY_EVERY: u32 = 10;
 
-/// How often a revision that could not be applied is tried again.
+/// How soon a revision that could not be applied is tried again.
 const RETRY_REFUSED: Duration = Duration::from_millis(500);
+
+/// The longest wait between two tries of a refused revision.
+const MAX_RETRY_REFUSED: Duration = Duration::from_secs(30);
 
 /// The longest wait between two attempts to reach etcd.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -654,15 +657,26 @@ impl Fleet {
         }
     }
 
-    /// Tries a refused revision again every [`RETRY_REFUSED`]: what made it
-    /// fail (a plugin not arrived yet, say) may have passed.
+    /// Tries a refused revision again, first after [`RETRY_REFUSED`]: what
+    /// made it fail (a plugin not arrived yet, say) may have passed. The
+    /// wait doubles while the same revision keeps failing, up to
+    /// [`MAX_RETRY_REFUSED`] (one that needs a restart fails until then).
     async fn retry_refused(&self, reloader: Arc<Reloader>) {
+        let mut wait = RETRY_REFUSED;
+        let mut tried: Option<i64> = None;
         loop {
-            tokio::time::sleep(RETRY_REFUSED).await;
+            tokio::time::sleep(wait).await;
             let unapplied = self.state.lock().unwrap().unapplied.clone();
-            if let Some((shared, revision)) = unapplied {
-                self.apply(&reloader, &shared, revision).await;
+            let Some((shared, revision)) = unapplied else {
+                (wait, tried) = (RETRY_REFUSED, None);
+                continue;
+            };
+            if tried == Some(revision) {
+                wait = (wait * 2).min(MAX_RETRY_REFUSED);
+            } else {
+                (wait, tried) = (RETRY_REFUSED, Some(revision));
             }
+            self.apply(&reloader, &shared, revision).await;
         }
     }
 
