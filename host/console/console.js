@@ -555,6 +555,14 @@ function describeEvent(kind, data) {
       .map((key) => `${key} ${data[key].join(", ")}`);
     return parts.length ? parts.join("; ") : "applied, nothing changed";
   }
+  if (kind === "discovery") {
+    if (data.error) return `${data.pool}: ${data.dns} failed (${data.error}); kept ${data.kept} endpoint(s)`;
+    if (data.change) return `${data.pool} ${data.endpoint}: ${data.change}`;
+    return `${data.pool}: ${data.dns} gave ${(data.endpoints ?? []).join(", ") || "nothing"}`;
+  }
+  if (kind === "registration") {
+    return `${data.pool} ${data.address}: ${data.change} (registration ${data.id})`;
+  }
   return JSON.stringify(data);
 }
 
