@@ -100,9 +100,10 @@ async fn an_operator_acts_from_the_page_with_the_keyboard_and_a_viewer_sees_no_a
     browser.expect("added", "the page did not add `c`");
     let (seen, failures) = client.spread(&proxy.url("/"), 40, 4).await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(
-        (seen.get("a"), seen.get("c")),
-        (Some(&20), Some(&20)),
+    // Each worker keeps its own turn, so the split is about even.
+    let (on_a, on_c) = (seen.get("a").copied(), seen.get("c").copied());
+    assert!(
+        on_a.unwrap_or(0) >= 15 && on_c.unwrap_or(0) >= 15 && !seen.contains_key("b"),
         "{seen:?}"
     );
 
