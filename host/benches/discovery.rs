@@ -34,11 +34,15 @@
 // This benchmark builds no plugin: the plugin helpers go unused.
 #[allow(dead_code)]
 mod common;
+// The tests' dnsmasq; this uses part of it.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/dnsmasq.rs"]
+mod dnsmasq;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,114 +52,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use dnsmasq::Dnsmasq;
+
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-/// A dnsmasq on a loopback port, answering from a hosts file.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    hosts: PathBuf,
-    log: PathBuf,
-}
-
-impl Dnsmasq {
-    fn start(dir: &Path, hosts: &str) -> Dnsmasq {
-        use std::os::unix::fs::PermissionsExt;
-        // Started as root, dnsmasq reads its files as `nobody`.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let program = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("dnsmasq is not installed (apt-get install dnsmasq-base)");
-        let hosts_file = dir.join("hosts");
-        std::fs::write(&hosts_file, hosts).unwrap();
-        let log = dir.join("dnsmasq.log");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(program)
-            .arg("--no-daemon")
-            .arg(format!("--port={port}"))
-            .args([
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--pid-file=",
-                "--local-ttl=0",
-                "--conf-file=/dev/null",
-            ])
-            .arg(format!("--addn-hosts={}", hosts_file.display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Dnsmasq {
-            child,
-            port,
-            hosts: hosts_file,
-            log,
-        }
-    }
-
-    fn set_hosts(&self, hosts: &str) {
-        let temporary = self.hosts.with_extension("new");
-        std::fs::write(&temporary, hosts).unwrap();
-        std::fs::rename(&temporary, &self.hosts).unwrap();
-        self.signal("-HUP");
-    }
-
-    fn signal(&self, which: &str) {
-        let status = Command::new("kill")
-            .args([which, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Questions answered so far, from the statistics dnsmasq logs on
-    /// SIGUSR1.
-    fn answered(&self) -> u64 {
-        let before = std::fs::read_to_string(&self.log).unwrap_or_default().len();
-        self.signal("-USR1");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let found = text[before.min(text.len())..].lines().find_map(|line| {
-                let at = line.find("queries answered locally ")?;
-                line[at + "queries answered locally ".len()..]
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-            if let Some(count) = found {
-                return count;
-            }
-            assert!(Instant::now() < deadline, "no statistics from dnsmasq");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn resolver(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The binary, killed when dropped.
 struct Binary {
@@ -295,7 +194,7 @@ async fn latency(refresh_ms: u64, rounds: u64, aligned: bool) {
     let address = |host: u64| -> SocketAddr { format!("127.0.3.{host}:{port}").parse().unwrap() };
     let mut servers = vec![serve(address(1)).await, serve(address(2)).await];
     let base = "127.0.3.1 api.bench.test\n127.0.3.2 api.bench.test\n";
-    let dns = Dnsmasq::start(dir.path(), base);
+    let dns = Dnsmasq::start(base, "");
     let binary = Binary::start(
         dir.path(),
         &format!(
@@ -403,7 +302,7 @@ fn cpu(names: usize, measure: Duration) {
     let mut results = Vec::new();
     for discovered in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let dns = Dnsmasq::start(dir.path(), &hosts);
+        let dns = Dnsmasq::start(&hosts, "");
         let binary = Binary::start(
             dir.path(),
             &body(discovered.then(|| dns.resolver()).as_deref()),
@@ -431,18 +330,12 @@ fn cpu(names: usize, measure: Duration) {
         }
         let filled = started.elapsed();
         std::thread::sleep(Duration::from_secs(2));
-        let (cpu_before, dns_before, answered_before) = (
-            binary.cpu_ticks(),
-            cpu_ticks(dns.child.id()),
-            dns.answered(),
-        );
+        let (cpu_before, dns_before, answered_before) =
+            (binary.cpu_ticks(), cpu_ticks(dns.pid()), dns.questions());
         let window = Instant::now();
         std::thread::sleep(measure);
-        let (cpu_after, dns_after, answered_after) = (
-            binary.cpu_ticks(),
-            cpu_ticks(dns.child.id()),
-            dns.answered(),
-        );
+        let (cpu_after, dns_after, answered_after) =
+            (binary.cpu_ticks(), cpu_ticks(dns.pid()), dns.questions());
         let seconds = window.elapsed().as_secs_f64();
         results.push((
             discovered,

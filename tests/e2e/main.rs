@@ -11,6 +11,7 @@ mod console;
 mod control_api;
 mod demo;
 mod discovery;
+mod dnsmasq;
 mod etcd;
 mod fast_path;
 mod fleet;

@@ -378,6 +378,31 @@ impl Etcd {
         Ok((kvs, int(&answer["header"]["revision"])))
     }
 
+    /// Runs `request` (one of a transaction's operations) only if `key`'s
+    /// last change is at `mod_revision` (0: only if it is not set): the
+    /// cluster's revision after it, or `None` when the key had moved on.
+    async fn if_at(
+        &self,
+        key: &str,
+        mod_revision: i64,
+        request: Value,
+    ) -> Result<Option<i64>, EtcdError> {
+        let key = encode(key.as_bytes());
+        let compare = if mod_revision == 0 {
+            json!({ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" })
+        } else {
+            json!({ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() })
+        };
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({ "compare": [compare], "success": [request] }),
+            )
+            .await?;
+        Ok((answer["succeeded"].as_bool() == Some(true))
+            .then(|| int(&answer["header"]["revision"])))
+    }
+
     /// Writes `key` only if its last change is at `mod_revision` (0: only
     /// if it is not set): the key's new revision, or `None` when it had
     /// moved on.
@@ -387,25 +412,9 @@ impl Etcd {
         mod_revision: i64,
         value: &[u8],
     ) -> Result<Option<i64>, EtcdError> {
-        let compare = if mod_revision == 0 {
-            json!({ "key": encode(key.as_bytes()), "target": "CREATE", "result": "EQUAL", "create_revision": "0" })
-        } else {
-            json!({ "key": encode(key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() })
-        };
-        let answer = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [compare],
-                    "success": [{ "request_put": { "key": encode(key.as_bytes()), "value": encode(value) } }],
-                }),
-            )
-            .await?;
-        if answer["succeeded"].as_bool() == Some(true) {
-            Ok(Some(int(&answer["header"]["revision"])))
-        } else {
-            Ok(None)
-        }
+        let put =
+            json!({ "request_put": { "key": encode(key.as_bytes()), "value": encode(value) } });
+        self.if_at(key, mod_revision, put).await
     }
 
     /// Writes `key`, attached to `lease` (0: none).
@@ -421,16 +430,8 @@ impl Etcd {
     /// Deletes `key` only if its last change is at `mod_revision`: whether
     /// it did (a key changed since, or gone, is left as it is).
     pub async fn delete_if(&self, key: &str, mod_revision: i64) -> Result<bool, EtcdError> {
-        let answer = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [{ "key": encode(key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }],
-                    "success": [{ "request_delete_range": { "key": encode(key.as_bytes()) } }],
-                }),
-            )
-            .await?;
-        Ok(answer["succeeded"].as_bool() == Some(true))
+        let delete = json!({ "request_delete_range": { "key": encode(key.as_bytes()) } });
+        Ok(self.if_at(key, mod_revision, delete).await?.is_some())
     }
 
     /// Deletes every key under `prefix`: how many there were.

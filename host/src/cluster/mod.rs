@@ -80,8 +80,8 @@ pub struct Fleet {
     started_unix_ms: u64,
     /// The proxy's and the control endpoint's addresses, once bound.
     addresses: OnceLock<(String, String)>,
-    /// The plugin folder, once the server is bound.
-    plugin_dir: OnceLock<PathBuf>,
+    /// The plugin folder (`[plugins] dir`).
+    plugin_dir: PathBuf,
     /// Where plugin versions are announced as they load.
     events: OnceLock<Arc<crate::engine::Events>>,
     /// Each plugin file's hash when the folder was last in step with the
@@ -334,11 +334,10 @@ impl Fleet {
             alerts: OnceLock::new(),
             started_unix_ms: unix_ms(),
             addresses: OnceLock::new(),
-            plugin_dir: OnceLock::new(),
+            plugin_dir: plugin_dir.to_path_buf(),
             events: OnceLock::new(),
             synced: Mutex::default(),
         };
-        let _ = fleet.plugin_dir.set(plugin_dir.to_path_buf());
         // A working copy kept from an earlier run is newer than the file's
         // pools: it seeds an etcd that lost its data.
         let kept = fleet.kept_copy();

@@ -11,7 +11,6 @@
 //! when its rollout ends.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +47,6 @@ impl Fleet {
 
     fn blob_prefix(&self, hash: &str) -> String {
         format!("{}/blobs/{hash}/", self.settings.prefix)
-    }
-
-    /// The plugin folder, once the server is bound.
-    fn plugin_dir(&self) -> Option<&Path> {
-        self.plugin_dir.get().map(PathBuf::as_path)
     }
 
     /// The map and its revision (0: not set yet).
@@ -175,9 +169,7 @@ impl Fleet {
     /// Writes into the plugin folder every file the map names that it does
     /// not hold yet; the folder's watcher loads them.
     pub(super) async fn take_plugins(&self, map: &PluginMap) {
-        let Some(dir) = self.plugin_dir() else {
-            return;
-        };
+        let dir = &self.plugin_dir;
         for (stem, hash) in map {
             if !travels(stem) {
                 continue;
@@ -222,11 +214,9 @@ impl Fleet {
     /// first instance of a fleet, or one that loaded files while etcd was
     /// away), then takes what the map names.
     pub(super) async fn sync_plugins(&self) -> Result<(), EtcdError> {
-        let Some(dir) = self.plugin_dir().map(Path::to_path_buf) else {
-            return Ok(());
-        };
+        let dir = &self.plugin_dir;
         let (map, _) = self.plugin_map().await?;
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "wasm") {
                 continue;
@@ -279,12 +269,12 @@ impl Fleet {
                 }
                 _ => continue,
             };
-            let (Some(hash), Some(dir)) = (hash, self.plugin_dir()) else {
+            let Some(hash) = hash else {
                 continue;
             };
             // Only what the file holds travels (not a last good version
             // kept from an earlier run).
-            let Ok(bytes) = std::fs::read(dir.join(format!("{stem}.wasm"))) else {
+            let Ok(bytes) = std::fs::read(self.plugin_dir.join(format!("{stem}.wasm"))) else {
                 continue;
             };
             if sha256(&bytes) != hash {
